@@ -1,0 +1,36 @@
+//! `remit`: the command-line front end. Argument parsing, output formatting and exit codes
+//! only; every decision lives in the library crates.
+
+mod cmd;
+mod exit;
+
+use clap::{Parser, Subcommand};
+
+/// Run code-capable AI agents as governed, contained, audited identities.
+#[derive(Debug, Parser)]
+#[command(name = "remit", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Scan files or git history for secrets.
+    Scan(cmd::scan::Args),
+    /// Inspect, verify, prove and export the tamper-evident ledger.
+    #[command(subcommand)]
+    Ledger(cmd::ledger::Command),
+    /// Verify a signed task receipt offline.
+    Verify(cmd::ledger::VerifyArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan(args) => cmd::scan::run(args),
+        Command::Ledger(command) => cmd::ledger::run(command),
+        Command::Verify(args) => cmd::ledger::verify(args),
+    };
+    exit::finish(result)
+}

@@ -1,0 +1,2 @@
+//! remit-gate
+#![forbid(unsafe_code)]

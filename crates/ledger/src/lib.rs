@@ -1,0 +1,2 @@
+//! remit-ledger
+#![forbid(unsafe_code)]

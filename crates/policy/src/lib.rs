@@ -1,0 +1,2 @@
+//! remit-policy
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! remit-sandbox
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! remit-scan
+#![forbid(unsafe_code)]

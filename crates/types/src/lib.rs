@@ -1,0 +1,2 @@
+//! remit-types
+#![forbid(unsafe_code)]
