@@ -1,2 +1,4 @@
 //! remit-types
 #![forbid(unsafe_code)]
+
+pub mod event;

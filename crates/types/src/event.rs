@@ -1,0 +1,1 @@
+//! Ledger event schema (canonical JSON, versioned).
