@@ -16,6 +16,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a command as a contained, observed task.
+    Run(cmd::run::Args),
+    /// Show what this host can enforce, layer by layer.
+    Doctor(cmd::doctor::Args),
     /// Scan files or git history for secrets.
     Scan(cmd::scan::Args),
     /// Inspect, verify, prove and export the tamper-evident ledger.
@@ -28,6 +32,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cmd::run::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Ledger(command) => cmd::ledger::run(command),
         Command::Verify(args) => cmd::ledger::verify(args),

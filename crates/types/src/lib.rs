@@ -1,4 +1,18 @@
-//! remit-types
+//! Wire and configuration types shared by every remit crate: the remit file, sizes and
+//! spans, ledger events. No I/O beyond reading a remit file.
+//!
+//! ```
+//! let loaded = remit_types::remit::parse(
+//!     "[commands]\nforbid = [\"git push\"]\n",
+//!     "example.remit.toml",
+//!     ".".into(),
+//! )
+//! .unwrap();
+//! assert_eq!(loaded.remit.commands.forbid[0].program(), "git");
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod event;
+pub mod id;
+pub mod remit;
+pub mod size;

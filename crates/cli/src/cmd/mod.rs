@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod doctor;
 pub(crate) mod ledger;
+pub(crate) mod run;
 pub(crate) mod scan;

@@ -1,0 +1,149 @@
+//! `remit run`: run a command as a contained task.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use remit_gate::prepare::{RunRequest, prepare};
+use remit_gate::record::remit_home;
+use remit_gate::run::{NoPrompter, Outcome, Prompter, RunReport, TerminalPrompter, run as run_task};
+use remit_types::id::TaskId;
+
+use crate::exit::Outcome as Exit;
+
+/// Arguments of `remit run`.
+#[derive(Debug, clap::Args)]
+#[command(trailing_var_arg = true)]
+pub(crate) struct Args {
+    /// The remit (TOML) granting what the task may do. Default: the embedded default remit
+    /// (workspace read-write, no network, no secrets).
+    #[arg(long, value_name = "FILE")]
+    remit: Option<PathBuf>,
+    /// The workspace, mounted read-write. Default: the remit's, else the current directory.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Write the task's record (JSON lines) here. Default: `$REMIT_HOME/tasks/<task>.jsonl`.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Run even if this host cannot enforce a layer the remit needs. Loud and recorded.
+    #[arg(long)]
+    dangerously_allow_degraded: bool,
+    /// Print no summary at the end.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the summary even when standard error is not a terminal.
+    #[arg(long, conflicts_with = "quiet")]
+    summary: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, num_args = 1.., value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn new_task_id() -> anyhow::Result<TaskId> {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut random = [0u8; 10];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("cannot read random bytes for the task id")?;
+    Ok(TaskId::new(millis, random))
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let remit = match &args.remit {
+        Some(path) => remit_types::remit::load(path)?,
+        None => remit_types::remit::default_remit(cwd.clone())?,
+    };
+    let host_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let task = new_task_id()?;
+    let request = RunRequest {
+        remit,
+        workspace: args.workspace.clone(),
+        command: args.command.clone(),
+        allow_degraded: args.dangerously_allow_degraded,
+        cwd,
+        host_env: host_env.clone(),
+        task,
+    };
+    let mut prepared = prepare(&request)?;
+    let log = args
+        .log
+        .clone()
+        .unwrap_or_else(|| remit_home(&host_env).join("tasks").join(format!("{task}.jsonl")));
+    let interactive = std::fs::File::open("/dev/tty").is_ok();
+    let mut terminal = TerminalPrompter {
+        timeout: std::time::Duration::from_secs(120),
+    };
+    let mut none = NoPrompter;
+    let prompter: &mut dyn Prompter = if interactive { &mut terminal } else { &mut none };
+    if request.allow_degraded {
+        eprintln!("remit: WARNING: degraded mode was asked for: layers this host cannot enforce will be skipped, and the record will say so");
+    }
+    let report = run_task(&request, &mut prepared, log, prompter)?;
+    for (layer, why) in &report.degraded {
+        eprintln!("remit: WARNING: this task ran WITHOUT `{layer}`: {why}");
+    }
+    let show_summary = !args.quiet && (args.summary || std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if show_summary {
+        eprintln!("{}", summary(&task, &report, &prepared.notes));
+    }
+    if let Some(err) = &report.log_error {
+        eprintln!("remit: error: the task's record `{}` is incomplete: {err}", report.log.display());
+    }
+    Ok(match report.outcome {
+        Outcome::Exited(code) => Exit::Status(u8::try_from(code).unwrap_or(255)),
+        Outcome::Signaled(signal) => remit_sandbox::host::die_by_signal(signal),
+        Outcome::TimedOut(limit) => {
+            eprintln!(
+                "remit: task {task} reached its wall-clock limit of {} and was killed with everything it started",
+                humantime::format_duration(limit)
+            );
+            Exit::Status(124)
+        }
+        Outcome::Denied => Exit::Denied,
+        Outcome::NotStarted(errno) => {
+            anyhow::bail!(
+                "cannot start `{}`: {}",
+                args.command[0],
+                remit_types::remit::io_reason(&std::io::Error::from_raw_os_error(errno))
+            )
+        }
+    })
+}
+
+fn summary(task: &TaskId, report: &RunReport, notes: &[String]) -> String {
+    let outcome = match report.outcome {
+        Outcome::Exited(c) => format!("exit {c}"),
+        Outcome::Signaled(s) => format!("killed by signal {s}"),
+        Outcome::TimedOut(_) => "wall-clock limit reached".into(),
+        Outcome::Denied => "denied".into(),
+        Outcome::NotStarted(_) => "not started".into(),
+    };
+    let mut out = format!(
+        "remit: task {task} · {outcome} · {} command{} · {} denied · {:.2}s",
+        report.commands,
+        if report.commands == 1 { "" } else { "s" },
+        report.denied.len(),
+        report.duration.as_secs_f64()
+    );
+    if report.oom_killed {
+        out.push_str(" · memory limit hit");
+    }
+    for line in report.denied.iter().take(5) {
+        out.push_str(&format!("\nremit:   denied `{line}`"));
+    }
+    if report.denied.len() > 5 {
+        out.push_str(&format!("\nremit:   … and {} more", report.denied.len() - 5));
+    }
+    for note in notes {
+        out.push_str(&format!("\nremit:   note: {note}"));
+    }
+    out.push_str(&format!("\nremit:   record: {}", report.log.display()));
+    out
+}

@@ -1,0 +1,117 @@
+//! Identities of the programs a remit's command rules name, so a rule holds however the
+//! program is reached: under another name, through a symlink, or as a copy.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// One binary a rule's program name resolves to.
+#[derive(Debug, Clone)]
+struct Binary {
+    name: String,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    digest: Option<[u8; 32]>,
+}
+
+/// The binaries of every program a remit's rules name.
+#[derive(Debug, Clone, Default)]
+pub struct ProgramIndex {
+    binaries: Vec<Binary>,
+    files: HashMap<String, Vec<PathBuf>>,
+}
+
+impl ProgramIndex {
+    /// Resolve each name in the search directories (every match, and the real file behind
+    /// each symlink).
+    pub fn build(names: &[&str], search: &[PathBuf]) -> ProgramIndex {
+        let mut index = ProgramIndex::default();
+        for name in names {
+            let mut files: Vec<PathBuf> = Vec::new();
+            for dir in search {
+                let candidate = dir.join(name);
+                let Ok(meta) = std::fs::metadata(&candidate) else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                let real = std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone());
+                for path in [candidate, real.clone()] {
+                    if !files.contains(&path) {
+                        files.push(path);
+                    }
+                }
+                if !index.binaries.iter().any(|b| b.dev == meta.dev() && b.ino == meta.ino() && b.name == *name) {
+                    index.binaries.push(Binary {
+                        name: (*name).to_owned(),
+                        path: real,
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        size: meta.size(),
+                        digest: None,
+                    });
+                }
+            }
+            index.files.insert((*name).to_owned(), files);
+        }
+        index
+    }
+
+    /// The host files a name resolved to.
+    pub fn files_of(&self, name: &str) -> &[PathBuf] {
+        self.files.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Names whose binary is this file: same inode, or (for a file of the same size) the
+    /// same contents. `open` is only called when a content comparison is needed.
+    pub fn identify<R: Read>(&mut self, dev: u64, ino: u64, size: u64, open: impl FnOnce() -> Option<R>) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .binaries
+            .iter()
+            .filter(|b| b.dev == dev && b.ino == ino)
+            .map(|b| b.name.clone())
+            .collect();
+        if !names.is_empty() || !self.binaries.iter().any(|b| b.size == size) {
+            return names;
+        }
+        let Some(reader) = open() else {
+            return names;
+        };
+        let Some(digest) = hash(reader) else {
+            return names;
+        };
+        for binary in self.binaries.iter_mut().filter(|b| b.size == size) {
+            if binary.digest.is_none() {
+                binary.digest = std::fs::File::open(&binary.path).ok().and_then(hash);
+            }
+            if binary.digest == Some(digest) && !names.contains(&binary.name) {
+                names.push(binary.name.clone());
+            }
+        }
+        names
+    }
+}
+
+fn hash<R: Read>(mut reader: R) -> Option<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    Some(hasher.finalize().into())
+}
+
+/// Whether a path lies under any of `roots`.
+pub fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|r| path.starts_with(r))
+}

@@ -1,0 +1,429 @@
+//! Command rules: allow / forbid / prompt by argv prefix, strictest wins.
+//!
+//! A rule names a program and the words that must follow it (`["git", "push"]`). Matching is
+//! made for how commands are really spelled: the program is recognised by every name it is
+//! reached under (the path it was started from, `argv[0]`, the binary it is a copy of, the
+//! interpreter of a script, the program a loader or multi-call binary runs), and the words
+//! are matched in order while skipping options (`git -C repo -c x=y push`), including the
+//! option values the common tools take and `-c alias.x=push` aliases.
+
+use std::fmt;
+
+use remit_types::remit::{CommandDefault, CommandRule, Commands};
+
+/// What a rule says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CommandVerdict {
+    /// May run.
+    Allow,
+    /// Needs a human to confirm this run.
+    Prompt,
+    /// May not run.
+    Forbid,
+}
+
+impl fmt::Display for CommandVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CommandVerdict::Allow => "allow",
+            CommandVerdict::Prompt => "prompt",
+            CommandVerdict::Forbid => "forbid",
+        })
+    }
+}
+
+/// The decision for one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandDecision {
+    /// The verdict.
+    pub verdict: CommandVerdict,
+    /// The rule that decided, `None` when the remit's default did.
+    pub rule: Option<(CommandVerdict, CommandRule)>,
+    /// The program name the rule matched (or the name the default applied to).
+    pub program: String,
+}
+
+impl CommandDecision {
+    /// Where the decision came from, as a remit path: `commands.forbid \`git push\``.
+    pub fn source(&self) -> String {
+        match &self.rule {
+            Some((verdict, rule)) => format!("commands.{verdict} `{rule}`"),
+            None => "commands.default".into(),
+        }
+    }
+}
+
+/// What is known about one program start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecFacts {
+    /// The path handed to `execve`.
+    pub path: String,
+    /// The arguments, `argv[0]` first.
+    pub argv: Vec<String>,
+    /// Rule program names whose binaries this file is (same inode, or same contents).
+    pub identical_to: Vec<String>,
+    /// `#!` line of the file, when it is a script.
+    pub interpreter: Option<Vec<String>>,
+}
+
+/// A remit's command rules, ready to decide.
+#[derive(Debug, Clone, Default)]
+pub struct CommandRules {
+    default: CommandDefault,
+    rules: Vec<(CommandVerdict, CommandRule)>,
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Options taking a separate value, per tool, that come before a subcommand.
+fn value_options(program: &str) -> &'static [&'static str] {
+    match program {
+        "git" => &[
+            "-C",
+            "-c",
+            "--git-dir",
+            "--work-tree",
+            "--namespace",
+            "--super-prefix",
+            "--config-env",
+            "--exec-path",
+        ],
+        "npm" | "pnpm" | "yarn" | "npx" => &[
+            "--prefix",
+            "-C",
+            "--registry",
+            "-w",
+            "--workspace",
+            "--userconfig",
+            "--cache",
+            "--loglevel",
+            "--otp",
+        ],
+        "cargo" => &["--manifest-path", "--config", "-Z", "-C", "--color", "--target-dir"],
+        "docker" | "podman" => &["-H", "--host", "--context", "-c", "--config", "-l", "--log-level"],
+        "kubectl" | "helm" => &[
+            "-n",
+            "--namespace",
+            "--context",
+            "--kubeconfig",
+            "-s",
+            "--server",
+            "--cluster",
+            "--user",
+        ],
+        "pip" | "pip3" => &["--python", "--log", "--proxy", "--cert", "--client-cert", "--cache-dir"],
+        "gh" => &["-R", "--repo", "--hostname"],
+        "aws" => &["--profile", "--region", "--endpoint-url", "--output"],
+        "gcloud" => &["--project", "--account", "--configuration"],
+        "terraform" | "tofu" => &["-chdir"],
+        _ => &[],
+    }
+}
+
+/// Programs that run another program named by their first non-option argument in the same
+/// process (so no second `execve` is seen).
+fn is_launcher(program: &str) -> bool {
+    program == "busybox"
+        || program == "toybox"
+        || program == "ld.so"
+        || (program.starts_with("ld-linux") && program.contains(".so"))
+        || program.starts_with("ld-musl")
+}
+
+impl CommandRules {
+    /// Compile a remit's `[commands]`.
+    pub fn new(commands: &Commands) -> CommandRules {
+        let mut rules = Vec::new();
+        for rule in &commands.allow {
+            rules.push((CommandVerdict::Allow, rule.clone()));
+        }
+        for rule in &commands.prompt {
+            rules.push((CommandVerdict::Prompt, rule.clone()));
+        }
+        for rule in &commands.forbid {
+            rules.push((CommandVerdict::Forbid, rule.clone()));
+        }
+        CommandRules {
+            default: commands.default,
+            rules,
+        }
+    }
+
+    /// Every program name a rule mentions.
+    pub fn programs(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.rules.iter().map(|(_, r)| r.program()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Programs forbidden outright (a rule with no words after the program).
+    pub fn forbidden_programs(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|(v, r)| *v == CommandVerdict::Forbid && r.rest().is_empty())
+            .map(|(_, r)| r.program())
+            .collect()
+    }
+
+    /// Programs the remit allows when its default is deny (`None` when the default allows).
+    pub fn allowlist(&self) -> Option<Vec<&str>> {
+        (self.default == CommandDefault::Deny).then(|| {
+            self.rules
+                .iter()
+                .filter(|(v, _)| *v == CommandVerdict::Allow)
+                .map(|(_, r)| r.program())
+                .collect()
+        })
+    }
+
+    /// Whether there is anything to decide (rules or a deny default).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.default == CommandDefault::Allow
+    }
+
+    /// Decide one program start.
+    pub fn decide(&self, facts: &ExecFacts) -> CommandDecision {
+        let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
+        let args: Vec<String> = facts.argv.iter().skip(1).cloned().collect();
+        let mut names: Vec<String> = vec![basename(&facts.path).to_owned()];
+        if let Some(arg0) = facts.argv.first() {
+            names.push(basename(arg0).to_owned());
+        }
+        names.extend(facts.identical_to.iter().cloned());
+        names.sort();
+        names.dedup();
+        names.retain(|n| !n.is_empty());
+        for name in &names {
+            candidates.push((name.clone(), args.clone()));
+            if is_launcher(name)
+                && let Some((i, target)) = args.iter().enumerate().find(|(_, a)| !a.starts_with('-'))
+            {
+                candidates.push((basename(target).to_owned(), args[i + 1..].to_vec()));
+            }
+        }
+        if let Some(interp) = &facts.interpreter
+            && let Some(program) = interp.first()
+        {
+            // `#!/usr/bin/curl -K` runs curl with the line's arguments, then the script.
+            let mut words: Vec<String> = interp[1..].to_vec();
+            words.push(facts.path.clone());
+            words.extend(args.iter().cloned());
+            candidates.push((basename(program).to_owned(), words));
+        }
+
+        let mut best: Option<CommandDecision> = None;
+        for (program, words) in &candidates {
+            for (verdict, rule) in &self.rules {
+                if rule.program() != program || !words_match(program, rule.rest(), words) {
+                    continue;
+                }
+                let better = best.as_ref().is_none_or(|b| *verdict > b.verdict);
+                if better {
+                    best = Some(CommandDecision {
+                        verdict: *verdict,
+                        rule: Some((*verdict, rule.clone())),
+                        program: program.clone(),
+                    });
+                }
+            }
+        }
+        best.unwrap_or_else(|| CommandDecision {
+            verdict: match self.default {
+                CommandDefault::Allow => CommandVerdict::Allow,
+                CommandDefault::Deny => CommandVerdict::Forbid,
+            },
+            rule: None,
+            program: names.first().cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// Whether `rest` (the rule's words after the program) follows in `args`.
+fn words_match(program: &str, rest: &[String], args: &[String]) -> bool {
+    if rest.is_empty() {
+        return true;
+    }
+    let takes_value = value_options(program);
+    // `git -c alias.p=push p` runs `push`.
+    let aliases: Vec<(String, Vec<String>)> = if program == "git" {
+        args.windows(2)
+            .filter(|w| w[0] == "-c")
+            .filter_map(|w| {
+                let (key, value) = w[1].split_once('=')?;
+                let name = key.strip_prefix("alias.")?;
+                (!value.starts_with('!')).then(|| {
+                    (
+                        name.to_owned(),
+                        value.split_whitespace().map(str::to_owned).collect(),
+                    )
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    let mut positional: Vec<String> = Vec::new();
+    let mut i = 0;
+    let mut options_done = false;
+    while i < args.len() {
+        let arg = &args[i];
+        if !options_done && arg == "--" {
+            options_done = true;
+        } else if !options_done && (arg.starts_with('-') && arg.len() > 1 || (program == "cargo" && arg.starts_with('+'))) {
+            // A rule word may itself be an option (`python -m pip`): keep options in the
+            // stream so such rules can match them literally.
+            positional.push(arg.clone());
+            if !arg.contains('=') && takes_value.contains(&arg.as_str()) {
+                i += 1;
+            }
+        } else {
+            positional.push(arg.clone());
+        }
+        i += 1;
+    }
+    // Expand a git alias used as the subcommand.
+    if let Some(first) = positional.iter().position(|w| !w.starts_with('-'))
+        && let Some((_, expansion)) = aliases.iter().find(|(name, _)| *name == positional[first])
+    {
+        positional.splice(first..=first, expansion.iter().cloned());
+    }
+
+    let mut next = 0;
+    for word in rest {
+        let literal_option = word.starts_with('-');
+        loop {
+            let Some(arg) = positional.get(next) else {
+                return false;
+            };
+            next += 1;
+            if arg == word {
+                break;
+            }
+            if !literal_option && !arg.starts_with('-') {
+                // The next positional word is not the one the rule wants.
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> CommandRules {
+        let loaded = remit_types::remit::parse(text, "t", ".".into()).unwrap();
+        CommandRules::new(&loaded.remit.commands)
+    }
+
+    fn facts(path: &str, argv: &[&str]) -> ExecFacts {
+        ExecFacts {
+            path: path.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..ExecFacts::default()
+        }
+    }
+
+    fn verdict(r: &CommandRules, path: &str, argv: &[&str]) -> CommandVerdict {
+        r.decide(&facts(path, argv)).verdict
+    }
+
+    const REMIT: &str = r#"
+[commands]
+allow = ["git"]
+forbid = ["git push", "npm publish", "curl", "python -m pip install"]
+prompt = ["cargo publish", "git"]
+"#;
+
+    #[test]
+    fn strictest_wins() {
+        let r = rules(REMIT);
+        // `git status` matches allow [git] and prompt [git]: prompt is stricter.
+        assert_eq!(verdict(&r, "/usr/bin/git", &["git", "status"]), CommandVerdict::Prompt);
+        assert_eq!(verdict(&r, "/usr/bin/git", &["git", "push"]), CommandVerdict::Forbid);
+        assert_eq!(verdict(&r, "/usr/bin/ls", &["ls"]), CommandVerdict::Allow);
+    }
+
+    #[test]
+    fn options_and_values_are_skipped() {
+        let r = rules("[commands]\nforbid = [\"git push\"]\n");
+        for argv in [
+            &["git", "push"][..],
+            &["git", "-C", "/repo", "push", "origin", "main"],
+            &["git", "-c", "user.name=x", "--no-pager", "push"],
+            &["git", "--git-dir=/r/.git", "push", "--force"],
+            &["git", "-c", "alias.p=push", "p"],
+        ] {
+            assert_eq!(verdict(&r, "/usr/bin/git", argv), CommandVerdict::Forbid, "{argv:?}");
+        }
+        for argv in [
+            &["git", "status"][..],
+            &["git", "commit", "-m", "push"],
+            &["git", "-C", "push", "status"],
+            &["git", "log", "--", "push"],
+        ] {
+            assert_eq!(verdict(&r, "/usr/bin/git", argv), CommandVerdict::Allow, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn program_is_recognised_under_any_name() {
+        let r = rules("[commands]\nforbid = [\"curl\"]\n");
+        // Absolute path, relative path, argv[0] lie, a copy, a symlink, a script, a loader.
+        assert_eq!(verdict(&r, "/usr/bin/curl", &["curl", "x"]), CommandVerdict::Forbid);
+        assert_eq!(verdict(&r, "./curl", &["./curl"]), CommandVerdict::Forbid);
+        assert_eq!(verdict(&r, "/usr/bin/curl", &["innocent"]), CommandVerdict::Forbid);
+        let copy = ExecFacts {
+            path: "/w/fetch".into(),
+            argv: vec!["fetch".into()],
+            identical_to: vec!["curl".into()],
+            interpreter: None,
+        };
+        assert_eq!(r.decide(&copy).verdict, CommandVerdict::Forbid);
+        let script = ExecFacts {
+            path: "/w/x".into(),
+            argv: vec!["x".into()],
+            identical_to: vec![],
+            interpreter: Some(vec!["/usr/bin/curl".into(), "-K".into()]),
+        };
+        assert_eq!(r.decide(&script).verdict, CommandVerdict::Forbid);
+        assert_eq!(
+            verdict(&r, "/lib64/ld-linux-x86-64.so.2", &["ld.so", "/usr/bin/curl", "x"]),
+            CommandVerdict::Forbid
+        );
+        assert_eq!(verdict(&r, "/bin/busybox", &["busybox", "curl", "x"]), CommandVerdict::Forbid);
+        assert_eq!(verdict(&r, "/usr/bin/wget", &["wget"]), CommandVerdict::Allow);
+    }
+
+    #[test]
+    fn literal_option_words() {
+        let r = rules(REMIT);
+        assert_eq!(
+            verdict(&r, "/usr/bin/python", &["python", "-m", "pip", "install", "x"]),
+            CommandVerdict::Forbid
+        );
+        assert_eq!(verdict(&r, "/usr/bin/python", &["python", "-m", "pytest"]), CommandVerdict::Allow);
+    }
+
+    #[test]
+    fn default_deny() {
+        let r = rules("[commands]\ndefault = \"deny\"\nallow = [\"sh\", \"cargo\"]\n");
+        assert_eq!(verdict(&r, "/bin/sh", &["sh", "-c", "x"]), CommandVerdict::Allow);
+        let d = r.decide(&facts("/usr/bin/ls", &["ls"]));
+        assert_eq!(d.verdict, CommandVerdict::Forbid);
+        assert_eq!(d.source(), "commands.default");
+        assert_eq!(r.allowlist(), Some(vec!["sh", "cargo"]));
+    }
+
+    #[test]
+    fn forbidden_programs_are_whole_program_rules() {
+        let r = rules(REMIT);
+        assert_eq!(r.forbidden_programs(), vec!["curl"]);
+        assert!(r.programs().contains(&"cargo"));
+    }
+}

@@ -1,0 +1,377 @@
+//! Task cgroups through whichever hierarchy the host offers for each controller.
+//!
+//! cgroup v2 is used for a controller when the unified hierarchy has it (`cgroup.controllers`
+//! lists it and the parent can delegate it); otherwise the v1 hierarchy that mounts it.
+//! Nothing is assumed: [`probe`] reads `/proc/self/mountinfo` and `/proc/self/cgroup`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, reason};
+
+/// A controller remit can limit with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controller {
+    /// Memory.
+    Memory,
+    /// Process count.
+    Pids,
+    /// CPU bandwidth.
+    Cpu,
+}
+
+impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Pids => "pids",
+            Controller::Cpu => "cpu",
+        }
+    }
+}
+
+/// Where a controller can be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// In the unified hierarchy, under this directory (the supervisor's own cgroup).
+    V2(PathBuf),
+    /// In a v1 hierarchy, under this directory (the supervisor's own cgroup there).
+    V1(PathBuf),
+}
+
+/// What the host offers for one controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSupport {
+    /// The controller.
+    pub controller: Controller,
+    /// Where it can be used, or why not.
+    pub placement: Result<Placement, String>,
+}
+
+/// Read the host's cgroup layout.
+pub fn probe() -> Vec<ControllerSupport> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    [Controller::Memory, Controller::Pids, Controller::Cpu]
+        .into_iter()
+        .map(|controller| ControllerSupport {
+            controller,
+            placement: place(controller, &mountinfo, &own),
+        })
+        .collect()
+}
+
+fn place(controller: Controller, mountinfo: &str, own: &str) -> Result<Placement, String> {
+    let name = controller.name();
+    let mut v1_mount = None;
+    let mut v2_mount = None;
+    for line in mountinfo.lines() {
+        // `id parent major:minor root mountpoint options ... - fstype source superoptions`
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut right_fields = right.split_whitespace();
+        let fstype = right_fields.next().unwrap_or_default();
+        let super_options = right_fields.nth(1).unwrap_or_default();
+        let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
+        match fstype {
+            "cgroup2" if v2_mount.is_none() => v2_mount = Some(unescape(mount_point)),
+            "cgroup" if super_options.split(',').any(|o| o == name) => {
+                v1_mount = Some(unescape(mount_point))
+            }
+            _ => {}
+        }
+    }
+    if let Some(mount) = &v2_mount {
+        let own_path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/");
+        let base = mount.join(own_path.trim_start_matches('/'));
+        let controllers = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == name) {
+            return Ok(Placement::V2(base));
+        }
+    }
+    if let Some(mount) = v1_mount {
+        let own_path = own
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let _id = parts.next()?;
+                let controllers = parts.next()?;
+                let path = parts.next()?;
+                controllers.split(',').any(|c| c == name).then_some(path)
+            })
+            .unwrap_or("/");
+        return Ok(Placement::V1(mount.join(own_path.trim_start_matches('/'))));
+    }
+    Err(match v2_mount {
+        Some(m) => format!(
+            "the unified hierarchy at `{}` has no `{name}` controller and no v1 hierarchy mounts it",
+            m.display()
+        ),
+        None => format!("no cgroup hierarchy mounts the `{name}` controller"),
+    })
+}
+
+fn unescape(path: &str) -> PathBuf {
+    PathBuf::from(path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
+}
+
+/// Limits to apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CgroupLimits {
+    /// Bytes.
+    pub memory: Option<u64>,
+    /// Tasks.
+    pub pids: Option<u32>,
+    /// Cores.
+    pub cpu: Option<f64>,
+}
+
+/// The cgroups of one task; removed on drop.
+#[derive(Debug, Default)]
+pub struct TaskCgroups {
+    dirs: Vec<(Controller, PathBuf, bool)>,
+}
+
+impl TaskCgroups {
+    /// Create the task's cgroups for every limit that is set. `required` says, per
+    /// controller, whether a missing controller is an error (else it is skipped and
+    /// reported in the second return value).
+    pub fn create(
+        name: &str,
+        limits: CgroupLimits,
+        support: &[ControllerSupport],
+        required: impl Fn(Controller) -> bool,
+    ) -> Result<(TaskCgroups, Vec<(Controller, String)>), Error> {
+        let mut cgroups = TaskCgroups::default();
+        let mut skipped = Vec::new();
+        let wanted = [
+            (Controller::Memory, limits.memory.is_some()),
+            (Controller::Pids, limits.pids.is_some()),
+            (Controller::Cpu, limits.cpu.is_some()),
+        ];
+        for (controller, want) in wanted {
+            if !want {
+                continue;
+            }
+            let placement = support
+                .iter()
+                .find(|s| s.controller == controller)
+                .map(|s| s.placement.clone())
+                .unwrap_or_else(|| Err("not probed".into()));
+            let placement = match placement {
+                Ok(p) => p,
+                Err(why) if required(controller) => {
+                    return Err(Error::Unavailable {
+                        layer: layer_of(controller),
+                        reason: why,
+                    });
+                }
+                Err(why) => {
+                    skipped.push((controller, why));
+                    continue;
+                }
+            };
+            let (base, v2) = match placement {
+                Placement::V2(base) => (base, true),
+                Placement::V1(base) => (base, false),
+            };
+            // v2 shares one directory for every controller.
+            let dir = base.join("remit").join(name);
+            if v2 {
+                let parent = base.join("remit");
+                create_dir(controller, &parent)?;
+                enable_controller(controller, &base)?;
+                enable_controller(controller, &parent)?;
+            }
+            if !cgroups.dirs.iter().any(|(_, d, _)| d == &dir) {
+                create_dir(controller, &dir)?;
+                cgroups.dirs.push((controller, dir.clone(), v2));
+            }
+            match (controller, v2) {
+                (Controller::Memory, false) => {
+                    let bytes = limits.memory.unwrap_or(u64::MAX).to_string();
+                    write(controller, &dir.join("memory.limit_in_bytes"), &bytes)?;
+                    // Swap counts too where swap accounting exists.
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(controller, &memsw, &bytes)?;
+                    }
+                }
+                (Controller::Memory, true) => {
+                    let bytes = limits.memory.unwrap_or(u64::MAX).to_string();
+                    write(controller, &dir.join("memory.max"), &bytes)?;
+                    let swap = dir.join("memory.swap.max");
+                    if swap.exists() {
+                        write(controller, &swap, "0")?;
+                    }
+                }
+                (Controller::Pids, _) => {
+                    let max = limits.pids.unwrap_or(u32::MAX).to_string();
+                    write(controller, &dir.join("pids.max"), &max)?;
+                }
+                (Controller::Cpu, false) => {
+                    let period: u64 = 100_000;
+                    let quota = (limits.cpu.unwrap_or(1.0) * period as f64).round().max(1000.0) as u64;
+                    write(controller, &dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                    write(controller, &dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+                (Controller::Cpu, true) => {
+                    let period: u64 = 100_000;
+                    let quota = (limits.cpu.unwrap_or(1.0) * period as f64).round().max(1000.0) as u64;
+                    write(controller, &dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                }
+            }
+        }
+        Ok((cgroups, skipped))
+    }
+
+    /// Move a process (and, later, its children) into every task cgroup.
+    pub fn add(&self, pid: libc::pid_t) -> Result<(), Error> {
+        for (controller, dir, _) in &self.dirs {
+            write(*controller, &dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether any cgroup is in use.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// Whether the memory controller recorded an out-of-memory kill.
+    pub fn oom_killed(&self) -> bool {
+        self.dirs.iter().any(|(controller, dir, v2)| {
+            if *controller != Controller::Memory {
+                return false;
+            }
+            let file = if *v2 { "memory.events" } else { "memory.oom_control" };
+            fs::read_to_string(dir.join(file))
+                .map(|text| {
+                    text.lines().any(|l| {
+                        let mut parts = l.split_whitespace();
+                        matches!(parts.next(), Some("oom_kill"))
+                            && parts.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
+                    })
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    /// Kill every process in the task's cgroups (v2 `cgroup.kill`; v1 has no such file and
+    /// relies on the pid namespace).
+    pub fn kill_all(&self) {
+        for (_, dir, v2) in &self.dirs {
+            if *v2 {
+                let _ = fs::write(dir.join("cgroup.kill"), "1");
+            }
+        }
+    }
+
+    fn remove(&mut self) {
+        for (_, dir, _) in self.dirs.drain(..).rev() {
+            // Processes leave a cgroup asynchronously after they are reaped; retry briefly.
+            for attempt in 0..50 {
+                match fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) if attempt < 49 => std::thread::sleep(std::time::Duration::from_millis(2)),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TaskCgroups {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn layer_of(controller: Controller) -> crate::Layer {
+    match controller {
+        Controller::Memory => crate::Layer::CgroupMemory,
+        Controller::Pids => crate::Layer::CgroupPids,
+        Controller::Cpu => crate::Layer::CgroupCpu,
+    }
+}
+
+fn create_dir(controller: Controller, dir: &Path) -> Result<(), Error> {
+    match fs::create_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::Cgroup {
+            controller: controller.name().into(),
+            path: dir.display().to_string(),
+            reason: reason(&e),
+        }),
+    }
+}
+
+fn enable_controller(controller: Controller, dir: &Path) -> Result<(), Error> {
+    let file = dir.join("cgroup.subtree_control");
+    let current = fs::read_to_string(&file).unwrap_or_default();
+    if current.split_whitespace().any(|c| c == controller.name()) {
+        return Ok(());
+    }
+    write(controller, &file, &format!("+{}", controller.name()))
+}
+
+fn write(controller: Controller, file: &Path, value: &str) -> Result<(), Error> {
+    fs::write(file, value).map_err(|e| Error::Cgroup {
+        controller: controller.name().into(),
+        path: file.display().to_string(),
+        reason: reason(&e),
+    })
+}
+
+/// Remove leftover task cgroups whose supervisor is gone (named `<pid>-<task>`).
+pub fn collect_stale(support: &[ControllerSupport]) {
+    for s in support {
+        let Ok(placement) = &s.placement else { continue };
+        let base = match placement {
+            Placement::V1(b) | Placement::V2(b) => b.join("remit"),
+        };
+        let Ok(entries) = fs::read_dir(&base) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+30 1 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+31 30 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+32 30 0:28 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+33 30 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn v1_controllers_are_found_when_v2_lacks_them() {
+        let own = "5:memory:/user.slice\n4:pids:/\n0::/\n";
+        assert_eq!(
+            place(Controller::Memory, MOUNTINFO, own),
+            Ok(Placement::V1(PathBuf::from("/sys/fs/cgroup/memory/user.slice")))
+        );
+        assert_eq!(
+            place(Controller::Pids, MOUNTINFO, own),
+            Ok(Placement::V1(PathBuf::from("/sys/fs/cgroup/pids")))
+        );
+        let cpu = place(Controller::Cpu, MOUNTINFO, own).unwrap_err();
+        assert!(cpu.contains("no `cpu` controller"), "{cpu}");
+    }
+}

@@ -1,0 +1,288 @@
+//! Observing `execve`: every program a task starts reaches the supervisor as an
+//! [`ExecAttempt`] (seccomp user notification) and waits until the supervisor answers.
+//!
+//! What the supervisor reads here comes from a hostile process's memory, so every read is
+//! bounded and every failure is a refusal. A decision made here can race another thread of
+//! the same process rewriting the path or argv between our read and the kernel's (the known
+//! limit of seccomp notification); hard enforcement is Landlock execute rules and mount masks.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use crate::sys;
+
+/// Most arguments read from one `execve`.
+const MAX_ARGS: usize = 4096;
+/// Most bytes of arguments read from one `execve`.
+const MAX_ARG_BYTES: usize = 256 * 1024;
+/// Longest single string read.
+const MAX_STRING: usize = 128 * 1024;
+
+/// The file a program was started from, as found inside the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramFile {
+    /// Device and inode (the same inside and outside: bind mounts keep them).
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// `#!` interpreter line split into words, if the file is a script.
+    pub interpreter: Option<Vec<String>>,
+}
+
+/// One `execve` waiting for a decision.
+#[derive(Debug, Clone)]
+pub struct ExecAttempt {
+    /// Notification id (internal).
+    id: u64,
+    /// Host pid of the calling process.
+    pub host_pid: i32,
+    /// Pid inside the task.
+    pub pid: i32,
+    /// Parent pid inside the task.
+    pub ppid: i32,
+    /// The path passed to `execve` (possibly relative).
+    pub path: String,
+    /// The path made absolute against the caller's working directory.
+    pub absolute: String,
+    /// Arguments (lossily decoded; at most 4096 of them and 256 KiB in all).
+    pub argv: Vec<String>,
+    /// Whether arguments were cut.
+    pub truncated: bool,
+    /// Working directory of the caller, inside the task.
+    pub cwd: String,
+    /// The file to be executed, when it exists.
+    pub program: Option<ProgramFile>,
+}
+
+/// The supervisor's end of the notification channel of one sandbox.
+#[derive(Debug)]
+pub struct ExecWatch {
+    listener: OwnedFd,
+}
+
+/// How to answer an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the call proceed.
+    Allow,
+    /// Fail it with this errno (`EACCES` for denials, `ENOENT` for missing files).
+    Deny(i32),
+}
+
+impl ExecWatch {
+    pub(crate) fn new(listener: OwnedFd) -> ExecWatch {
+        ExecWatch { listener }
+    }
+
+    /// The descriptor to poll for readability.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// Receive the next attempt. `Ok(None)` when nothing is pending or the caller already
+    /// died. Attempts whose memory cannot be read are refused on the spot and skipped.
+    pub fn recv(&self) -> io::Result<Option<ExecAttempt>> {
+        let Some(n) = sys::notif_recv(self.listener.as_fd())? else {
+            return Ok(None);
+        };
+        match read_attempt(&n) {
+            Ok(attempt) => {
+                // The process may have died and its pid been reused while we read: the
+                // notification must still be pending for what we read to be about it.
+                if !sys::notif_id_valid(self.listener.as_fd(), n.id) {
+                    return Ok(None);
+                }
+                Ok(Some(attempt))
+            }
+            Err(_) => {
+                let _ = sys::notif_respond(self.listener.as_fd(), n.id, Some(libc::EACCES));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Answer an attempt.
+    pub fn respond(&self, attempt: &ExecAttempt, verdict: Verdict) -> io::Result<()> {
+        let errno = match verdict {
+            Verdict::Allow => None,
+            Verdict::Deny(e) => Some(e),
+        };
+        sys::notif_respond(self.listener.as_fd(), attempt.id, errno)
+    }
+
+    /// Open the program file of an attempt (for hashing), resolved inside the task.
+    pub fn open_program(&self, attempt: &ExecAttempt) -> io::Result<File> {
+        let root = File::open(format!("/proc/{}/root", attempt.host_pid))?;
+        let path = CString::new(attempt.absolute.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let fd = sys::open_in_root(root.as_fd(), &path, libc::O_RDONLY)?;
+        Ok(File::from(fd))
+    }
+
+    /// Write a one-line message to the standard error of the process behind an attempt, so
+    /// a denial explains itself where the agent reads it.
+    pub fn tell(&self, attempt: &ExecAttempt, message: &str) {
+        let Ok(path) = CString::new(format!("/proc/{}/fd/2", attempt.host_pid)) else {
+            return;
+        };
+        if let Ok(fd) = sys::open_nonblocking_write(&path) {
+            let _ = sys::write_all(fd.as_fd(), message.as_bytes());
+        }
+    }
+}
+
+fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
+    let host_pid = i32::try_from(n.pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let execveat = n.nr != libc::SYS_execve as i32;
+    let (dirfd, path_ptr, argv_ptr) = if execveat {
+        (n.args[0] as i32, n.args[1], n.args[2])
+    } else {
+        (libc::AT_FDCWD, n.args[0], n.args[1])
+    };
+    let mut budget = MAX_ARG_BYTES;
+    let path = read_string(host_pid, path_ptr, &mut budget)?;
+    let mut argv = Vec::new();
+    let mut truncated = false;
+    for i in 0..MAX_ARGS {
+        let mut word = [0u8; 8];
+        if argv_ptr == 0 {
+            break;
+        }
+        let got = sys::read_process_memory(host_pid, argv_ptr + 8 * i as u64, &mut word)?;
+        if got != 8 {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        let ptr = u64::from_le_bytes(word);
+        if ptr == 0 {
+            break;
+        }
+        if budget == 0 {
+            truncated = true;
+            break;
+        }
+        argv.push(read_string(host_pid, ptr, &mut budget)?);
+        if i + 1 == MAX_ARGS {
+            truncated = true;
+        }
+    }
+    let (pid, ppid) = ns_pids(host_pid);
+    let cwd = std::fs::read_link(format!("/proc/{host_pid}/cwd"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = if dirfd == libc::AT_FDCWD {
+        cwd.clone()
+    } else {
+        std::fs::read_link(format!("/proc/{host_pid}/fd/{dirfd}"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let absolute = if path.starts_with('/') {
+        path.clone()
+    } else if path.is_empty() {
+        base.clone()
+    } else {
+        format!("{}/{}", base.trim_end_matches('/'), path)
+    };
+    let program = if execveat && path.is_empty() {
+        File::open(format!("/proc/{host_pid}/fd/{dirfd}"))
+            .ok()
+            .and_then(|f| describe(f).ok())
+    } else {
+        open_inside(host_pid, &absolute).ok().and_then(|f| describe(f).ok())
+    };
+    Ok(ExecAttempt {
+        id: n.id,
+        host_pid,
+        pid,
+        ppid,
+        path,
+        absolute,
+        argv,
+        truncated,
+        cwd,
+        program,
+    })
+}
+
+fn open_inside(host_pid: i32, absolute: &str) -> io::Result<File> {
+    let root = File::open(format!("/proc/{host_pid}/root"))?;
+    let path = CString::new(absolute.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    sys::open_in_root(root.as_fd(), &path, libc::O_RDONLY | libc::O_NONBLOCK).map(File::from)
+}
+
+fn describe(mut file: File) -> io::Result<ProgramFile> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    let mut head = [0u8; 256];
+    let n = file.read(&mut head).unwrap_or(0);
+    let interpreter = head[..n].strip_prefix(b"#!").map(|rest| {
+        let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+        OsStr::from_bytes(line)
+            .to_string_lossy()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    });
+    Ok(ProgramFile {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        interpreter,
+    })
+}
+
+fn read_string(pid: i32, mut address: u64, budget: &mut usize) -> io::Result<String> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Never read across a page boundary in one call: the next page may be unmapped.
+        let to_page_end = 4096 - (address % 4096) as usize;
+        let want = to_page_end.min(chunk.len());
+        let got = sys::read_process_memory(pid, address, &mut chunk[..want])?;
+        if got == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        if let Some(end) = chunk[..got].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            break;
+        }
+        out.extend_from_slice(&chunk[..got]);
+        address += got as u64;
+        if out.len() >= MAX_STRING || out.len() >= *budget {
+            break;
+        }
+    }
+    *budget = budget.saturating_sub(out.len() + 1);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The caller's pid and parent pid as seen inside the task (last fields of `NSpid`).
+fn ns_pids(host_pid: i32) -> (i32, i32) {
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
+    let last = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    let pid = last("NSpid:").unwrap_or(host_pid);
+    let host_ppid = last("PPid:").unwrap_or(0);
+    let ppid = std::fs::read_to_string(format!("/proc/{host_ppid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last())
+                .and_then(|v| v.parse::<i32>().ok())
+        })
+        .unwrap_or(0);
+    (pid, ppid)
+}

@@ -1,0 +1,478 @@
+//! The supervisor's handle on one sandbox: create it, start programs in it, read what they
+//! do, end it. Dropping a [`Sandbox`] kills everything in it.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::cgroup::{self, CgroupLimits, Controller, TaskCgroups};
+use crate::error::{Error, Layer, reason};
+use crate::exec::ExecWatch;
+use crate::init::{self, InitConfig};
+use crate::plan;
+use crate::protocol::{FromInit, MAX_MESSAGE, ToInit};
+use crate::seccomp;
+use crate::spec::SandboxSpec;
+use crate::sys::{self, Cloned};
+
+/// The host uid and gid a task's user maps to when the supervisor runs as root: unprivileged,
+/// owning nothing on the host.
+pub const TASK_HOST_ID: u32 = 0x7000_0000;
+
+/// The task's user inside when the supervisor runs as root.
+pub const TASK_UID: u32 = 1000;
+
+/// A program to start in a sandbox.
+#[derive(Debug)]
+pub struct SpawnRequest<'a> {
+    /// Absolute path (inside) of the program.
+    pub path: &'a Path,
+    /// Arguments, `argv[0]` included.
+    pub argv: &'a [String],
+    /// Environment (`KEY=value`).
+    pub env: &'a [(String, String)],
+    /// Working directory (inside).
+    pub cwd: &'a Path,
+    /// Standard input, output and error.
+    pub stdio: [BorrowedFd<'a>; 3],
+    /// Put it in a process group of its own (signals then reach its whole group).
+    pub new_process_group: bool,
+}
+
+/// Something that happened in a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A spawn started; `pid` is its pid inside the task.
+    Spawned {
+        /// The spawn.
+        id: u64,
+        /// Pid inside.
+        pid: i32,
+    },
+    /// A spawn could not start (`errno`).
+    SpawnFailed {
+        /// The spawn.
+        id: u64,
+        /// Why.
+        errno: i32,
+    },
+    /// A spawned program ended.
+    Exited {
+        /// The spawn.
+        id: u64,
+        /// How.
+        status: ExitStatus,
+    },
+}
+
+/// How a program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// One running sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    init_pid: libc::pid_t,
+    pidfd: OwnedFd,
+    sock: OwnedFd,
+    watch: Option<ExecWatch>,
+    cgroups: TaskCgroups,
+    skipped: Vec<(Layer, String)>,
+    next_id: u64,
+    reaped: bool,
+    buf: Vec<u8>,
+}
+
+/// What the host can do, decided once per sandbox before cloning.
+struct Decisions {
+    landlock_abi: i32,
+    skip: Vec<(Layer, String)>,
+    listener: bool,
+}
+
+fn decide(spec: &SandboxSpec) -> Result<Decisions, Error> {
+    let mut skip = Vec::new();
+    let mut missing = |layer: Layer, why: String| -> Result<(), Error> {
+        if spec.allow_degraded && layer.degradable() {
+            skip.push((layer, why));
+            Ok(())
+        } else if layer.degradable() {
+            Err(Error::Unavailable { layer, reason: why })
+        } else {
+            Err(Error::Required { layer, reason: why })
+        }
+    };
+    if !seccomp::SUPPORTED || !sys::seccomp_supported() {
+        missing(Layer::Seccomp, "no seccomp filter for this kernel or architecture".into())?;
+    }
+    let mut listener = spec.observe_exec;
+    if listener && !sys::seccomp_notify_supported() {
+        missing(Layer::SeccompNotify, "the kernel has no seccomp user notification".into())?;
+        listener = false;
+    }
+    let landlock_abi = sys::landlock_abi();
+    if landlock_abi < 1 {
+        missing(Layer::Landlock, "the kernel does not offer Landlock".into())?;
+    } else {
+        if landlock_abi < 4 {
+            missing(Layer::LandlockNet, format!("Landlock ABI {landlock_abi} has no TCP rules (needs 4)"))?;
+        }
+        if landlock_abi < 6 {
+            missing(Layer::LandlockScope, format!("Landlock ABI {landlock_abi} has no scoping (needs 6)"))?;
+        }
+    }
+    Ok(Decisions {
+        landlock_abi,
+        skip,
+        listener,
+    })
+}
+
+impl Sandbox {
+    /// Build a sandbox for `spec` and wait until it is ready to start programs.
+    ///
+    /// Must be called from a single-threaded process (a fork is taken); the error says so
+    /// otherwise.
+    pub fn create(spec: &SandboxSpec) -> Result<Sandbox, Error> {
+        let threads = sys::thread_count().map_err(|e| Error::io("read `/proc/self/stat`", &e))?;
+        if threads != 1 {
+            return Err(Error::Threaded(threads));
+        }
+        let decisions = decide(spec)?;
+        let (euid, egid) = sys::ids();
+        let root = euid == 0;
+        let ws_meta = std::fs::metadata(&spec.workspace)
+            .map_err(|e| Error::io(format!("workspace `{}`", spec.workspace.display()), &e))?;
+        // The init builds the tree as `owner` (the workspace's owner, mapped to an
+        // unprivileged host id when we are root); programs run as `agent`.
+        let (owner, host, agent) = if root {
+            (
+                (ws_meta.uid(), ws_meta.gid()),
+                (TASK_HOST_ID, TASK_HOST_ID),
+                (TASK_UID, TASK_UID),
+            )
+        } else {
+            ((euid, egid), (euid, egid), (euid, egid))
+        };
+        let plan = plan::build(spec, root, agent, owner);
+
+        // Cgroups first: a failure here leaves nothing else behind.
+        let support = cgroup::probe();
+        let cgroup_name = format!("{}-{}", std::process::id(), spec.task);
+        let limits = CgroupLimits {
+            memory: spec.limits.memory,
+            pids: spec.limits.pids,
+            cpu: spec.limits.cpu,
+        };
+        let allow_degraded = spec.allow_degraded;
+        let (cgroups, cgroup_skips) = TaskCgroups::create(&cgroup_name, limits, &support, |c| {
+            // The pids limit always holds through the per-task process rlimit; a cgroup
+            // only adds to it. Memory and CPU have no other enforcement.
+            !allow_degraded && c != Controller::Pids
+        })?;
+        let mut skipped = decisions.skip.clone();
+        for (controller, why) in cgroup_skips {
+            let layer = match controller {
+                Controller::Memory => Layer::CgroupMemory,
+                Controller::Pids => Layer::CgroupPids,
+                Controller::Cpu => Layer::CgroupCpu,
+            };
+            skipped.push((layer, why));
+        }
+
+        let (ours, theirs) = sys::seqpacket_pair().map_err(|e| Error::io("create a socket pair", &e))?;
+        let config = InitConfig {
+            spec,
+            plan: &plan,
+            owner,
+            agent,
+            landlock_abi: decisions.landlock_abi,
+            skip: skipped.iter().map(|(l, _)| *l).collect(),
+            seccomp: seccomp::program(decisions.listener),
+            listener: decisions.listener,
+        };
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWCGROUP;
+        let (pid, pidfd) = match sys::clone_process(flags) {
+            Ok(Cloned::Child) => {
+                drop(ours);
+                init::main(&config, theirs)
+            }
+            Ok(Cloned::Parent { pid, pidfd }) => (pid, pidfd),
+            Err(e) => {
+                return Err(Error::Required {
+                    layer: Layer::UserNamespace,
+                    reason: format!("cannot create the task's namespaces: {}", reason(&e)),
+                });
+            }
+        };
+        drop(theirs);
+        let mut sandbox = Sandbox {
+            init_pid: pid,
+            pidfd,
+            sock: ours,
+            watch: None,
+            cgroups,
+            skipped,
+            next_id: 1,
+            reaped: false,
+            buf: vec![0u8; MAX_MESSAGE],
+        };
+        sandbox.finish_setup(spec, &plan, root, owner, host)?;
+        Ok(sandbox)
+    }
+
+    fn finish_setup(
+        &mut self,
+        spec: &SandboxSpec,
+        plan: &plan::Plan,
+        root: bool,
+        owner: (u32, u32),
+        host: (u32, u32),
+    ) -> Result<(), Error> {
+        let proc_dir = format!("/proc/{}", self.init_pid);
+        let write = |file: &str, text: String| {
+            std::fs::write(format!("{proc_dir}/{file}"), text).map_err(|e| Error::Required {
+                layer: Layer::UserNamespace,
+                reason: format!("cannot write the task's `{file}`: {}", reason(&e)),
+            })
+        };
+        write("setgroups", "deny".into())?;
+        write("uid_map", format!("{} {} 1\n", owner.0, host.0))?;
+        write("gid_map", format!("{} {} 1\n", owner.1, host.1))?;
+
+        let mut idmapped: Vec<OwnedFd> = Vec::new();
+        if root {
+            let userns = std::fs::File::open(format!("{proc_dir}/ns/user"))
+                .map_err(|e| Error::io("open the task's user namespace", &e))?;
+            for source in plan.sources.iter().filter(|s| s.idmapped) {
+                let tree = sys::open_tree(&source.path, sys::OPEN_TREE_CLONE | sys::AT_RECURSIVE)
+                    .map_err(|e| Error::io(format!("clone mount `{}`", source.label), &e))?;
+                sys::mount_setattr(
+                    tree.as_fd(),
+                    true,
+                    source.attrs | sys::MOUNT_ATTR_IDMAP,
+                    0,
+                    Some(userns.as_fd()),
+                )
+                .map_err(|e| Error::Required {
+                    layer: Layer::IdmappedMount,
+                    reason: format!(
+                        "cannot map `{}` to the task's user ({}); its filesystem may not support \
+                         idmapped mounts — run remit as the owner of the workspace instead of root",
+                        source.label,
+                        reason(&e)
+                    ),
+                })?;
+                idmapped.push(tree);
+            }
+        }
+        if !self.cgroups.is_empty() {
+            self.cgroups.add(self.init_pid)?;
+        }
+        let fds: Vec<RawFd> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
+        sys::send_with_fds(self.sock.as_fd(), &ToInit::Go.encode(), &fds)
+            .map_err(|_| self.init_failure(None))?;
+        drop(idmapped);
+
+        // Wait for the init to report.
+        let mut fds = Vec::new();
+        let n = sys::recv_with_fds(self.sock.as_fd(), &mut self.buf, &mut fds, false)
+            .map_err(|e| Error::io("wait for the task's init", &e))?;
+        match FromInit::decode(&self.buf[..n]) {
+            Some(FromInit::Ready { .. }) => {
+                if let Some(listener) = fds.pop() {
+                    self.watch = Some(ExecWatch::new(listener));
+                }
+                let _ = spec;
+                Ok(())
+            }
+            Some(FromInit::SetupFailed { step, errno, layer }) => {
+                let step = String::from_utf8_lossy(&step).into_owned();
+                let why = reason(&io::Error::from_raw_os_error(errno));
+                let layer = usize::from(layer)
+                    .checked_sub(1)
+                    .and_then(|i| Layer::ALL.get(i).copied());
+                self.kill();
+                Err(match layer {
+                    Some(layer) if matches!(layer, Layer::Landlock | Layer::Seccomp | Layer::NoNewPrivs | Layer::Capabilities | Layer::UserNamespace) => {
+                        Error::Required {
+                            layer,
+                            reason: format!("{step}: {why}"),
+                        }
+                    }
+                    _ => Error::Setup { step, reason: why },
+                })
+            }
+            _ => Err(self.init_failure(None)),
+        }
+    }
+
+    fn init_failure(&mut self, detail: Option<String>) -> Error {
+        self.kill();
+        let status = self.wait_init();
+        let why = match (detail, status) {
+            (Some(d), _) => format!(": {d}"),
+            (None, Some(ExitStatus::Code(c))) => format!(" (exit {c})"),
+            (None, Some(ExitStatus::Signal(s))) => format!(" (signal {s})"),
+            (None, None) => String::new(),
+        };
+        Error::InitGone(why)
+    }
+
+    /// The init's pid on the host.
+    pub fn init_pid(&self) -> i32 {
+        self.init_pid
+    }
+
+    /// Layers skipped in degraded mode, with why.
+    pub fn skipped(&self) -> &[(Layer, String)] {
+        &self.skipped
+    }
+
+    /// The exec observer, when commands are observed.
+    pub fn exec_watch(&self) -> Option<&ExecWatch> {
+        self.watch.as_ref()
+    }
+
+    /// The descriptor that becomes readable when an [`Event`] is waiting.
+    pub fn event_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// A descriptor that becomes readable when the init has ended.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Whether the memory limit killed something.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroups.oom_killed()
+    }
+
+    /// Start a program. The answer ([`Event::Spawned`] or [`Event::SpawnFailed`]) arrives
+    /// as an event with the returned id.
+    pub fn spawn(&mut self, request: &SpawnRequest<'_>) -> Result<u64, Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+        let message = ToInit::Spawn {
+            id,
+            path: bytes(request.path),
+            argv: request.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: request
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}").into_bytes())
+                .collect(),
+            cwd: bytes(request.cwd),
+            new_process_group: request.new_process_group,
+        }
+        .encode();
+        if message.len() > MAX_MESSAGE {
+            return Err(Error::Io {
+                what: "start a program".into(),
+                reason: "arguments and environment are larger than 1MiB".into(),
+            });
+        }
+        let fds = request.stdio.map(|fd| fd.as_raw_fd());
+        sys::send_with_fds(self.sock.as_fd(), &message, &fds).map_err(|e| Error::io("start a program", &e))?;
+        Ok(id)
+    }
+
+    /// Read the next event without blocking. `Ok(None)`: nothing yet. An error means the
+    /// init is gone.
+    pub fn try_event(&mut self) -> Result<Option<Event>, Error> {
+        let mut fds = Vec::new();
+        let n = match sys::recv_with_fds(self.sock.as_fd(), &mut self.buf, &mut fds, true) {
+            Ok(0) => return Err(self.init_failure(None)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(Error::io("read from the task's init", &e)),
+        };
+        Ok(match FromInit::decode(&self.buf[..n]) {
+            Some(FromInit::Spawned { id, pid }) => Some(Event::Spawned { id, pid }),
+            Some(FromInit::SpawnFailed { id, errno }) => Some(Event::SpawnFailed { id, errno }),
+            Some(FromInit::Exited { id, code, signal }) => Some(Event::Exited {
+                id,
+                status: if signal != 0 {
+                    ExitStatus::Signal(signal)
+                } else {
+                    ExitStatus::Code(code)
+                },
+            }),
+            _ => None,
+        })
+    }
+
+    /// Block until the next event (or the init ends).
+    pub fn wait_event(&mut self) -> Result<Event, Error> {
+        loop {
+            if let Some(event) = self.try_event()? {
+                return Ok(event);
+            }
+            let ready = sys::poll_readable(&[self.sock.as_fd(), self.pidfd.as_fd()], -1)
+                .map_err(|e| Error::io("wait for the task", &e))?;
+            if ready.get(1).copied().unwrap_or(false) && !ready.first().copied().unwrap_or(false) {
+                return Err(self.init_failure(None));
+            }
+        }
+    }
+
+    /// Send a signal to a spawned program (its group if it has one).
+    pub fn signal(&self, id: u64, signal: i32) -> Result<(), Error> {
+        sys::send_with_fds(self.sock.as_fd(), &ToInit::Signal { id, signal }.encode(), &[])
+            .map_err(|e| Error::io("signal a program", &e))
+    }
+
+    /// Kill everything in the sandbox at once (the pid namespace goes with its init).
+    pub fn kill(&mut self) {
+        self.cgroups.kill_all();
+        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+    }
+
+    fn wait_init(&mut self) -> Option<ExitStatus> {
+        if self.reaped {
+            return None;
+        }
+        self.reaped = true;
+        match sys::waitpid(self.init_pid, false) {
+            Ok(Some((_, sys::Exit::Code(c)))) => Some(ExitStatus::Code(c)),
+            Ok(Some((_, sys::Exit::Signal(s)))) => Some(ExitStatus::Signal(s)),
+            _ => None,
+        }
+    }
+
+    /// Kill everything and wait until nothing of the task is left.
+    pub fn shutdown(mut self) {
+        self.kill();
+        self.wait_init();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill();
+            self.wait_init();
+        }
+    }
+}
+
+/// Path of a program as a C string (for callers that check it before spawning).
+pub(crate) fn c_path(path: &Path) -> Option<CString> {
+    CString::new(path.as_os_str().as_bytes()).ok()
+}

@@ -1,0 +1,679 @@
+//! The remit file: the declarative grant for one task.
+//!
+//! A remit is TOML. Every table and field is optional; what is absent takes the default
+//! documented on the field, and the defaults together are the *default remit*: the workspace
+//! read-write, the system read-only, no network, no secrets, a process limit. Unknown fields
+//! are errors, and every error names the file, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::size::{ByteSize, Span};
+
+/// The text of the default remit, used when `remit run` is given no `--remit`.
+pub const DEFAULT_REMIT: &str = include_str!("default.remit.toml");
+
+/// Origin name of the default remit in messages and records.
+pub const DEFAULT_ORIGIN: &str = "<default remit>";
+
+/// A parsed remit file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remit {
+    /// Who the task acts as. Default: an anonymous agent owned by the invoking user.
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// What the task can see and change on disk.
+    #[serde(default)]
+    pub filesystem: Filesystem,
+    /// The task's environment variables.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Network access (loopback only until egress rules are granted).
+    #[serde(default)]
+    pub network: Network,
+    /// Which commands the task may run.
+    #[serde(default)]
+    pub commands: Commands,
+    /// Containment settings that are not grants.
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+}
+
+/// `[agent]`: the non-human identity a task runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Registered agent name. Default: `"anonymous"`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The human accountable for the agent. Default: the invoking OS user.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// What the agent is for, in one line. Default: none.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// How long a task may live; same as `limits.wall` when that is unset. Default: none.
+    #[serde(default)]
+    pub ttl: Option<Span>,
+}
+
+/// `[filesystem]`: the task's view of the disk.
+///
+/// Paths may start with `~/` (the invoking user's home). Relative paths are relative to the
+/// directory holding the remit file. Paths that do not exist are skipped and noted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    /// The workspace, mounted read-write at its own path. `--workspace` overrides it.
+    /// Default: the current directory.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Extra paths visible read-only at their own path. Default: none.
+    #[serde(default)]
+    pub read_only: Vec<String>,
+    /// Extra paths visible read-write at their own path. Default: none.
+    #[serde(default)]
+    pub read_write: Vec<String>,
+    /// Paths or glob patterns (`**/.env*`) made unreachable inside the task even when they lie
+    /// inside a visible directory. Relative patterns match inside the workspace. Default:
+    /// none (secret-bearing host paths such as `~/.ssh` are never mounted in the first place).
+    #[serde(default)]
+    pub hidden: Vec<String>,
+    /// Workspace-relative paths kept read-only inside an otherwise writable workspace.
+    /// `.git/config` and `.git/hooks` are always protected. Default: none.
+    #[serde(default)]
+    pub protected: Vec<String>,
+    /// Whether programs may be executed from writable places (workspace, `/tmp`, home).
+    /// Builds and test runners need it. Default: `true`.
+    #[serde(default = "yes")]
+    pub exec_writable: bool,
+}
+
+impl Default for Filesystem {
+    fn default() -> Self {
+        Filesystem {
+            workspace: None,
+            read_only: Vec::new(),
+            read_write: Vec::new(),
+            hidden: Vec::new(),
+            protected: Vec::new(),
+            exec_writable: true,
+        }
+    }
+}
+
+/// `[environment]`: what the task's processes see in their environment.
+///
+/// The task starts from an allowlist (`PATH`, `HOME`, `TERM`, `LANG`, `LC_*`, `TZ`, …); every
+/// other inherited variable is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Extra variables to inherit from the invoking environment: exact names or `PREFIX_*`.
+    /// Names that look like credentials (`*_TOKEN`, `*_KEY`, `AWS_*`, …) are refused: a
+    /// credential is granted through the egress gate, never through the environment.
+    /// Default: none.
+    #[serde(default)]
+    pub pass: Vec<String>,
+    /// Variables set to literal values. Default: none.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+/// `[limits]`: resources a task may consume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Memory for the whole task (all its processes), e.g. `"4GiB"`. Needs a memory cgroup
+    /// controller. Default: none.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Processes and threads alive at once. Enforced by the pids cgroup controller where
+    /// the host has one and always by a per-task process rlimit. Default: `1024`.
+    #[serde(default = "default_pids")]
+    pub pids: Option<u32>,
+    /// CPU, in cores (`1.5`). Needs a cpu cgroup controller. Default: none.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Wall-clock limit after which the whole task is killed, e.g. `"40m"`. Default: none.
+    #[serde(default)]
+    pub wall: Option<Span>,
+    /// Open files per process. Default: `4096`.
+    #[serde(default = "default_open_files")]
+    pub open_files: Option<u64>,
+    /// Largest file a process may write. Default: none.
+    #[serde(default)]
+    pub file_size: Option<ByteSize>,
+    /// Size of the task's private `/tmp`. Default: `"1GiB"`.
+    #[serde(default = "default_tmp")]
+    pub tmp: Option<ByteSize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: None,
+            pids: default_pids(),
+            cpu: None,
+            wall: None,
+            open_files: default_open_files(),
+            file_size: None,
+            tmp: default_tmp(),
+        }
+    }
+}
+
+/// `[network]`: the task's network. A task has its own network namespace with loopback only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// TCP ports the task may listen on and connect to on its own loopback (`0` allows
+    /// ephemeral ports). Default: none.
+    #[serde(default)]
+    pub listen: Vec<u16>,
+}
+
+/// What happens to a command that no rule names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandDefault {
+    /// Commands run unless a rule forbids or prompts for them.
+    #[default]
+    Allow,
+    /// Only commands an `allow` rule names may run.
+    Deny,
+}
+
+/// `[commands]`: which commands the task may run, by argv prefix.
+///
+/// A rule is a list of words (`["git", "push"]`) or a string split on spaces (`"git push"`).
+/// The first word names a program (its file name, however it is reached: a path, a symlink,
+/// a copy); the others must follow it in order, skipping options. When several rules match,
+/// the strictest wins: forbid over prompt over allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commands {
+    /// What a command no rule names gets. Default: `"allow"`.
+    #[serde(default)]
+    pub default: CommandDefault,
+    /// Commands allowed (needed when `default = "deny"`). Default: none.
+    #[serde(default)]
+    pub allow: Vec<CommandRule>,
+    /// Commands refused. Default: none.
+    #[serde(default)]
+    pub forbid: Vec<CommandRule>,
+    /// Commands that need a human to confirm each run. Default: none.
+    #[serde(default)]
+    pub prompt: Vec<CommandRule>,
+}
+
+/// One command rule: a program and the words that must follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CommandRule(pub Vec<String>);
+
+impl CommandRule {
+    /// The program word (`git`).
+    pub fn program(&self) -> &str {
+        self.0.first().map(String::as_str).unwrap_or_default()
+    }
+
+    /// The words after the program (`["push"]`).
+    pub fn rest(&self) -> &[String] {
+        self.0.get(1..).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for CommandRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+impl Serialize for CommandRule {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandRule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Words(Vec<String>),
+            Line(String),
+        }
+        let words = match Raw::deserialize(deserializer)? {
+            Raw::Words(words) => words,
+            Raw::Line(line) => line.split_whitespace().map(str::to_owned).collect(),
+        };
+        if words.is_empty() || words.iter().any(|w| w.trim().is_empty()) {
+            return Err(serde::de::Error::custom(
+                "a command rule needs at least a program name and no empty words",
+            ));
+        }
+        if words[0].contains('/') {
+            return Err(serde::de::Error::custom(format!(
+                "command rules name programs, not paths: write `{}` instead of `{}`",
+                words[0].rsplit('/').next().unwrap_or_default(),
+                words[0]
+            )));
+        }
+        Ok(CommandRule(words))
+    }
+}
+
+/// `[sandbox]`: containment settings that weaken nothing unless named `dangerously_*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// Run even when the host cannot enforce a layer this remit needs. Loud and recorded.
+    /// Default: `false`.
+    #[serde(default)]
+    pub dangerously_allow_degraded: bool,
+    /// Host name inside the task. Default: `"remit"`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_pids() -> Option<u32> {
+    Some(1024)
+}
+fn default_open_files() -> Option<u64> {
+    Some(4096)
+}
+fn default_tmp() -> Option<ByteSize> {
+    Some(ByteSize(1 << 30))
+}
+
+/// A remit together with where it came from and its hash.
+#[derive(Debug, Clone)]
+pub struct LoadedRemit {
+    /// The parsed grant.
+    pub remit: Remit,
+    /// The file it was read from, or [`DEFAULT_ORIGIN`].
+    pub origin: String,
+    /// Directory that relative paths in the remit are relative to.
+    pub base_dir: PathBuf,
+    /// SHA-256 of the exact bytes of the remit file.
+    pub sha256: [u8; 32],
+}
+
+impl LoadedRemit {
+    /// The hash as `sha256:<hex>`.
+    pub fn hash_hex(&self) -> String {
+        let mut out = String::with_capacity(7 + 64);
+        out.push_str("sha256:");
+        for byte in self.sha256 {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
+    }
+}
+
+/// A remit that could not be read, parsed or validated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemitError {
+    /// The file could not be read.
+    #[error("cannot read remit `{path}`: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The file is not a valid remit.
+    #[error("{origin}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Environment variable names that look like credentials and are never inherited.
+pub fn looks_like_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    const SUBSTRINGS: [&str; 10] = [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "APIKEY",
+        "API_KEY",
+        "PRIVATE",
+        "SESSION",
+        "COOKIE",
+    ];
+    const PREFIXES: [&str; 12] = [
+        "AWS_", "AZURE_", "GOOGLE_", "GCLOUD_", "GH_", "GITHUB_", "GITLAB_", "VAULT_", "DOCKER_",
+        "NPM_", "KUBE", "SSH_",
+    ];
+    const EXACT: [&str; 3] = ["GPG_AGENT_INFO", "KUBECONFIG", "NETRC"];
+    SUBSTRINGS.iter().any(|s| upper.contains(s))
+        || PREFIXES.iter().any(|p| upper.starts_with(p))
+        || EXACT.contains(&upper.as_str())
+        || upper.ends_with("_KEY")
+        || upper.contains("_KEY_")
+        || upper.ends_with("_AUTH")
+        || upper.ends_with("_PAT")
+}
+
+/// Read and validate a remit file.
+pub fn load(path: &Path) -> Result<LoadedRemit, RemitError> {
+    let bytes = std::fs::read(path).map_err(|err| RemitError::Read {
+        path: path.display().to_string(),
+        reason: io_reason(&err),
+    })?;
+    let origin = path.display().to_string();
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let offset = err.utf8_error().valid_up_to();
+        let (line, column) = line_column(
+            &String::from_utf8_lossy(err.as_bytes()),
+            offset.min(err.as_bytes().len()),
+        );
+        RemitError::Invalid {
+            origin: origin.clone(),
+            line,
+            column,
+            message: "the file is not valid UTF-8".into(),
+        }
+    })?;
+    let base_dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    parse(&text, &origin, base_dir)
+}
+
+/// The default remit (embedded text), relative to `base_dir`.
+pub fn default_remit(base_dir: PathBuf) -> Result<LoadedRemit, RemitError> {
+    parse(DEFAULT_REMIT, DEFAULT_ORIGIN, base_dir)
+}
+
+/// Parse and validate remit text.
+pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedRemit, RemitError> {
+    let remit: Remit = toml::from_str(text).map_err(|err| {
+        let (line, column) = err
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        RemitError::Invalid {
+            origin: origin.to_owned(),
+            line,
+            column,
+            message: one_line(err.message()),
+        }
+    })?;
+    validate(&remit, text, origin)?;
+    let sha256: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    Ok(LoadedRemit {
+        remit,
+        origin: origin.to_owned(),
+        base_dir,
+        sha256,
+    })
+}
+
+fn validate(remit: &Remit, text: &str, origin: &str) -> Result<(), RemitError> {
+    let invalid = |needle: &str, message: String| {
+        let (line, column) = text
+            .find(needle)
+            .map(|offset| line_column(text, offset))
+            .unwrap_or((1, 1));
+        RemitError::Invalid {
+            origin: origin.to_owned(),
+            line,
+            column,
+            message,
+        }
+    };
+    for name in &remit.environment.pass {
+        if name.is_empty() || name.contains('=') {
+            return Err(invalid(
+                name,
+                format!("environment.pass entry `{name}` is not a variable name"),
+            ));
+        }
+        if looks_like_secret_name(name.trim_end_matches('*')) {
+            return Err(invalid(
+                name,
+                format!(
+                    "environment.pass entry `{name}` looks like a credential; credentials are \
+                     granted through the egress gate, never inherited"
+                ),
+            ));
+        }
+    }
+    for name in remit.environment.set.keys() {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(invalid(
+                name,
+                format!("environment.set key `{name}` is not a variable name"),
+            ));
+        }
+    }
+    if let Some(cpu) = remit.limits.cpu
+        && !(cpu.is_finite() && cpu > 0.0 && cpu <= 4096.0)
+    {
+        return Err(invalid(
+            "cpu",
+            format!("limits.cpu must be a positive number of cores, not `{cpu}`"),
+        ));
+    }
+    if remit.limits.pids == Some(0) {
+        return Err(invalid("pids", "limits.pids must be at least 1".into()));
+    }
+    if let Some(memory) = remit.limits.memory
+        && memory.0 < (8 << 20)
+    {
+        return Err(invalid(
+            "memory",
+            format!("limits.memory `{memory}` is below the 8MiB a task needs to start"),
+        ));
+    }
+    if let Some(hostname) = &remit.sandbox.hostname
+        && (hostname.is_empty()
+            || hostname.len() > 64
+            || !hostname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    {
+        return Err(invalid(
+            "hostname",
+            format!("sandbox.hostname `{hostname}` is not a valid host name"),
+        ));
+    }
+    if remit.commands.default == CommandDefault::Deny && remit.commands.allow.is_empty() {
+        return Err(invalid(
+            "default",
+            "commands.default is `deny` but commands.allow is empty: nothing could run".into(),
+        ));
+    }
+    for path in remit
+        .filesystem
+        .read_only
+        .iter()
+        .chain(&remit.filesystem.read_write)
+        .chain(&remit.filesystem.hidden)
+        .chain(&remit.filesystem.protected)
+    {
+        if path.is_empty() || path.contains('\0') {
+            return Err(invalid(path, "an empty path in [filesystem]".into()));
+        }
+    }
+    for path in &remit.filesystem.protected {
+        if path.starts_with('/') || path.starts_with('~') || path.split('/').any(|c| c == "..") {
+            return Err(invalid(
+                path,
+                format!("filesystem.protected entry `{path}` must be relative to the workspace"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count() + 1)
+        .unwrap_or(1);
+    (line, column)
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An OS error without Rust's `(os error N)` suffix.
+pub fn io_reason(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_lowercase(),
+        None => text.to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<LoadedRemit, RemitError> {
+        parse(text, "t.remit.toml", PathBuf::from("."))
+    }
+
+    #[test]
+    fn default_remit_is_the_default_struct() {
+        let loaded = default_remit(PathBuf::from(".")).unwrap();
+        assert_eq!(loaded.remit, Remit::default());
+        assert_eq!(parse_str("").unwrap().remit, Remit::default());
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_column() {
+        let err = parse_str("[filesystem]\nwokspace = \".\"\n").unwrap_err();
+        let RemitError::Invalid {
+            line,
+            column,
+            message,
+            ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!((*line, *column), (2, 1));
+        assert!(message.contains("wokspace"), "{message}");
+        assert!(err.to_string().starts_with("t.remit.toml:2:1: "), "{err}");
+    }
+
+    #[test]
+    fn command_rules_accept_words_and_lines() {
+        let loaded =
+            parse_str("[commands]\nforbid = [[\"git\", \"push\"], \"npm publish\", \"curl\"]\n")
+                .unwrap();
+        let forbid = &loaded.remit.commands.forbid;
+        assert_eq!(forbid[0].0, vec!["git", "push"]);
+        assert_eq!(forbid[1].0, vec!["npm", "publish"]);
+        assert_eq!(forbid[2].program(), "curl");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (text, needle) in [
+            ("[commands]\nforbid = [[]]\n", "at least a program"),
+            (
+                "[commands]\nforbid = [\"/usr/bin/curl\"]\n",
+                "name programs",
+            ),
+            (
+                "[environment]\npass = [\"GITHUB_TOKEN\"]\n",
+                "looks like a credential",
+            ),
+            (
+                "[environment]\npass = [\"AWS_*\"]\n",
+                "looks like a credential",
+            ),
+            ("[limits]\nmemory = \"1KiB\"\n", "below"),
+            ("[limits]\ncpu = -1.0\n", "positive"),
+            ("[limits]\nwall = \"soon\"\n", "not a duration"),
+            ("[limits]\npids = 0\n", "at least 1"),
+            ("[commands]\ndefault = \"deny\"\n", "nothing could run"),
+            ("[filesystem]\nprotected = [\"../x\"]\n", "relative"),
+            ("[sandbox]\nhostname = \"a b\"\n", "host name"),
+            ("[network]\nlisten = [70000]\n", "invalid value"),
+        ] {
+            let err = parse_str(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_names() {
+        for name in [
+            "GITHUB_TOKEN",
+            "AWS_PROFILE",
+            "OPENAI_API_KEY",
+            "DB_PASSWORD",
+            "SSH_AUTH_SOCK",
+            "MY_KEY",
+        ] {
+            assert!(looks_like_secret_name(name), "{name}");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "RUST_LOG",
+            "CARGO_TARGET_DIR",
+            "KEYBOARD",
+            "LANG",
+        ] {
+            assert!(!looks_like_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn hash_is_of_the_bytes() {
+        let a = parse_str("[limits]\npids = 10\n").unwrap();
+        let b = parse_str("[limits]\npids  = 10\n").unwrap();
+        assert_eq!(a.remit, b.remit);
+        assert_ne!(a.sha256, b.sha256);
+        assert!(a.hash_hex().starts_with("sha256:"));
+        assert_eq!(a.hash_hex().len(), 71);
+    }
+
+    #[test]
+    fn line_column_counts_chars() {
+        assert_eq!(line_column("ab\ncé\nx", 7), (3, 1));
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
+}
