@@ -13,7 +13,9 @@ fn match_components(pattern: &[&str], path: &[&str]) -> bool {
         None => path.is_empty(),
         Some((&"**", rest)) => (0..=path.len()).any(|skip| match_components(rest, &path[skip..])),
         Some((first, rest)) => match path.split_first() {
-            Some((name, path_rest)) => match_name(first.as_bytes(), name.as_bytes()) && match_components(rest, path_rest),
+            Some((name, path_rest)) => {
+                match_name(first.as_bytes(), name.as_bytes()) && match_components(rest, path_rest)
+            }
             None => false,
         },
     }

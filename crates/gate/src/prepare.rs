@@ -68,13 +68,19 @@ pub enum PrepareError {
     #[error("command `{0}` not found in the task's PATH")]
     NotFound(String),
     /// The command is outside everything the task can see.
-    #[error("command `{0}` is not visible inside the task (only the system, the workspace and granted paths are)")]
+    #[error(
+        "command `{0}` is not visible inside the task (only the system, the workspace and granted paths are)"
+    )]
     NotVisible(String),
     /// A hidden pattern matched too much to enumerate.
-    #[error("filesystem.hidden pattern `{0}` matched more than {1} entries; name the paths instead")]
+    #[error(
+        "filesystem.hidden pattern `{0}` matched more than {1} entries; name the paths instead"
+    )]
     TooManyHidden(String, usize),
     /// The git directory of the workspace is not what it claims.
-    #[error("workspace `{0}` has a `.git` file pointing at `{1}`, which is not a git directory of this worktree")]
+    #[error(
+        "workspace `{0}` has a `.git` file pointing at `{1}`, which is not a git directory of this worktree"
+    )]
     BadGitDir(String, String),
 }
 
@@ -112,10 +118,16 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         (None, None) => request.cwd.clone(),
     };
     let workspace = std::fs::canonicalize(&workspace_raw).map_err(|e| {
-        PrepareError::Workspace(workspace_raw.display().to_string(), format!("cannot be used: {}", io_reason(&e)))
+        PrepareError::Workspace(
+            workspace_raw.display().to_string(),
+            format!("cannot be used: {}", io_reason(&e)),
+        )
     })?;
     if !workspace.is_dir() {
-        return Err(PrepareError::Workspace(workspace.display().to_string(), "is not a directory".into()));
+        return Err(PrepareError::Workspace(
+            workspace.display().to_string(),
+            "is not a directory".into(),
+        ));
     }
     if workspace == Path::new("/") || SYSTEM_TREES.iter().any(|s| workspace.starts_with(s)) {
         return Err(PrepareError::Workspace(
@@ -133,7 +145,9 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         for raw in list {
             let path = expand(raw, &host_home, base);
             match std::fs::canonicalize(&path) {
-                Ok(p) if p == Path::new("/") => notes.push(format!("filesystem.{what} `{raw}` is `/`; skipped")),
+                Ok(p) if p == Path::new("/") => {
+                    notes.push(format!("filesystem.{what} `{raw}` is `/`; skipped"))
+                }
                 Ok(p) => out.push(p),
                 Err(_) => notes.push(format!("filesystem.{what} `{raw}` does not exist; skipped")),
             }
@@ -149,7 +163,9 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         name: if root {
             "agent".into()
         } else {
-            env_get(&request.host_env, "USER").unwrap_or("agent").to_owned()
+            env_get(&request.host_env, "USER")
+                .unwrap_or("agent")
+                .to_owned()
         },
         home: host_home.clone(),
         shell: "/bin/sh".into(),
@@ -167,11 +183,17 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
                 let text = full.to_string_lossy().into_owned();
                 let cut = text.find(['*', '?']).unwrap_or(text.len());
                 let dir_end = text[..cut].rfind('/').unwrap_or(0);
-                (PathBuf::from(&text[..dir_end.max(1)]), text[dir_end + 1..].to_owned())
+                (
+                    PathBuf::from(&text[..dir_end.max(1)]),
+                    text[dir_end + 1..].to_owned(),
+                )
             } else {
                 (workspace.clone(), raw.clone())
             };
-            hidden.extend(walk_glob(&root_dir, &pattern).map_err(|limit| PrepareError::TooManyHidden(raw.clone(), limit))?);
+            hidden.extend(
+                walk_glob(&root_dir, &pattern)
+                    .map_err(|limit| PrepareError::TooManyHidden(raw.clone(), limit))?,
+            );
         } else {
             let path = if raw.starts_with('/') || raw.starts_with('~') {
                 expand(raw, &host_home, base)
@@ -199,7 +221,17 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         .split(':')
         .filter(|d| d.starts_with('/'))
         .map(PathBuf::from)
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .chain(
+            [
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+            .map(PathBuf::from),
+        )
         .collect();
     let programs = ProgramIndex::build(&rules.programs(), &search);
     let mut masked: BTreeSet<PathBuf> = BTreeSet::new();
@@ -228,7 +260,8 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
     let command = &request.command[0];
     let program = if command.contains('/') {
         let path = request.cwd.join(command);
-        let real = std::fs::canonicalize(&path).map_err(|_| PrepareError::NotFound(command.clone()))?;
+        let real =
+            std::fs::canonicalize(&path).map_err(|_| PrepareError::NotFound(command.clone()))?;
         if !visible(&real) {
             return Err(PrepareError::NotVisible(command.clone()));
         }
@@ -238,7 +271,10 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
             .iter()
             .map(|d| d.join(command))
             .find(|p| {
-                is_executable(p) && std::fs::canonicalize(p).map(|r| visible(&r)).unwrap_or(false)
+                is_executable(p)
+                    && std::fs::canonicalize(p)
+                        .map(|r| visible(&r))
+                        .unwrap_or(false)
             })
             .ok_or_else(|| PrepareError::NotFound(command.clone()))?
     };
@@ -262,7 +298,11 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         exec_writable: fs.exec_writable,
         env,
         user,
-        hostname: remit.sandbox.hostname.clone().unwrap_or_else(|| "remit".into()),
+        hostname: remit
+            .sandbox
+            .hostname
+            .clone()
+            .unwrap_or_else(|| "remit".into()),
         limits: ResourceLimits {
             memory: limits.memory.map(|m| m.0),
             pids: limits.pids,
@@ -332,10 +372,14 @@ fn environment(request: &RunRequest, user: &UserSpec, path: &str) -> Vec<(String
     };
     for (key, value) in &request.host_env {
         let inherited = INHERITED.contains(&key.as_str()) || key.starts_with("LC_");
-        let passed = remit.environment.pass.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => key.starts_with(prefix),
-            None => p == key,
-        });
+        let passed = remit
+            .environment
+            .pass
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => p == key,
+            });
         if (inherited || passed) && !remit_types::remit::looks_like_secret_name(key) {
             set(key, value);
         }
@@ -369,7 +413,11 @@ fn walk_glob(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, usize> {
                 return Err(LIMIT);
             }
             let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
             if glob::matches(pattern, &rel) {
                 out.push(path.clone());
                 continue;
@@ -392,8 +440,14 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
         (dot_git.clone(), dot_git.clone())
     } else if meta.is_file() {
         let text = std::fs::read_to_string(&dot_git).unwrap_or_default();
-        let bad = |target: &str| PrepareError::BadGitDir(workspace.display().to_string(), target.to_owned());
-        let target = text.trim().strip_prefix("gitdir:").map(str::trim).ok_or_else(|| bad("?"))?;
+        let bad = |target: &str| {
+            PrepareError::BadGitDir(workspace.display().to_string(), target.to_owned())
+        };
+        let target = text
+            .trim()
+            .strip_prefix("gitdir:")
+            .map(str::trim)
+            .ok_or_else(|| bad("?"))?;
         let git_dir = std::fs::canonicalize(workspace.join(target)).map_err(|_| bad(target))?;
         // The worktree's git directory must point back at this workspace: a `.git` file
         // cannot be used to get any other directory mounted read-write.
@@ -403,9 +457,15 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
             return Err(bad(target));
         }
         let common = std::fs::read_to_string(git_dir.join("commondir")).map_err(|_| bad(target))?;
-        let common_dir = std::fs::canonicalize(git_dir.join(common.trim())).map_err(|_| bad(target))?;
-        let looks_like_git = common_dir.join("HEAD").is_file() && common_dir.join("objects").is_dir() && common_dir.join("refs").is_dir();
-        if !looks_like_git || git_dir.parent().and_then(Path::parent) != Some(common_dir.as_path()) || SYSTEM_TREES.iter().any(|s| common_dir.starts_with(s)) {
+        let common_dir =
+            std::fs::canonicalize(git_dir.join(common.trim())).map_err(|_| bad(target))?;
+        let looks_like_git = common_dir.join("HEAD").is_file()
+            && common_dir.join("objects").is_dir()
+            && common_dir.join("refs").is_dir();
+        if !looks_like_git
+            || git_dir.parent().and_then(Path::parent) != Some(common_dir.as_path())
+            || SYSTEM_TREES.iter().any(|s| common_dir.starts_with(s))
+        {
             return Err(bad(target));
         }
         (git_dir, common_dir)

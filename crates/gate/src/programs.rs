@@ -47,7 +47,11 @@ impl ProgramIndex {
                         files.push(path);
                     }
                 }
-                if !index.binaries.iter().any(|b| b.dev == meta.dev() && b.ino == meta.ino() && b.name == *name) {
+                if !index
+                    .binaries
+                    .iter()
+                    .any(|b| b.dev == meta.dev() && b.ino == meta.ino() && b.name == *name)
+                {
                     index.binaries.push(Binary {
                         name: (*name).to_owned(),
                         path: real,
@@ -70,7 +74,13 @@ impl ProgramIndex {
 
     /// Names whose binary is this file: same inode, or (for a file of the same size) the
     /// same contents. `open` is only called when a content comparison is needed.
-    pub fn identify<R: Read>(&mut self, dev: u64, ino: u64, size: u64, open: impl FnOnce() -> Option<R>) -> Vec<String> {
+    pub fn identify<R: Read>(
+        &mut self,
+        dev: u64,
+        ino: u64,
+        size: u64,
+        open: impl FnOnce() -> Option<R>,
+    ) -> Vec<String> {
         let mut names: Vec<String> = self
             .binaries
             .iter()

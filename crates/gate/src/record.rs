@@ -11,7 +11,12 @@ use serde::Serialize;
 /// The home of remit's state: `$REMIT_HOME`, else `$XDG_DATA_HOME/remit`, else
 /// `~/.local/share/remit`.
 pub fn remit_home(env: &[(String, String)]) -> PathBuf {
-    let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    let get = |k: &str| {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
     if let Some(home) = get("REMIT_HOME") {
         return PathBuf::from(home);
     }
@@ -126,7 +131,10 @@ impl Recorder {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -181,14 +189,31 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
             "2023-11-14T22:13:20.123456Z"
         );
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000000Z"
+        );
     }
 
     #[test]
     fn home_resolution() {
-        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-        assert_eq!(remit_home(&env(&[("REMIT_HOME", "/r"), ("HOME", "/h")])), PathBuf::from("/r"));
-        assert_eq!(remit_home(&env(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")])), PathBuf::from("/x/remit"));
-        assert_eq!(remit_home(&env(&[("HOME", "/h")])), PathBuf::from("/h/.local/share/remit"));
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            remit_home(&env(&[("REMIT_HOME", "/r"), ("HOME", "/h")])),
+            PathBuf::from("/r")
+        );
+        assert_eq!(
+            remit_home(&env(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")])),
+            PathBuf::from("/x/remit")
+        );
+        assert_eq!(
+            remit_home(&env(&[("HOME", "/h")])),
+            PathBuf::from("/h/.local/share/remit")
+        );
     }
 }

@@ -29,7 +29,11 @@ pub struct TerminalPrompter {
 
 impl Prompter for TerminalPrompter {
     fn ask(&mut self, question: &str) -> bool {
-        let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty") else {
+        let Ok(tty) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+        else {
             return false;
         };
         let mut writer = &tty;
@@ -153,10 +157,13 @@ impl State<'_> {
             return Verdict::Deny(libc_enoent());
         };
         let identical_to = match sandbox.exec_watch() {
-            Some(watch) => self
-                .prepared
-                .programs
-                .identify(program.dev, program.ino, program.size, || watch.open_program(attempt).ok()),
+            Some(watch) => {
+                self.prepared
+                    .programs
+                    .identify(program.dev, program.ino, program.size, || {
+                        watch.open_program(attempt).ok()
+                    })
+            }
             None => Vec::new(),
         };
         let facts = ExecFacts {
@@ -171,7 +178,10 @@ impl State<'_> {
             CommandVerdict::Allow => (Verdict::Allow, "allow"),
             CommandVerdict::Forbid => (Verdict::Deny(libc_eacces()), "deny"),
             CommandVerdict::Prompt => {
-                let question = format!("remit: task wants to run `{line}` ({}). Allow?", decision.source());
+                let question = format!(
+                    "remit: task wants to run `{line}` ({}). Allow?",
+                    decision.source()
+                );
                 if self.prompter.ask(&question) {
                     (Verdict::Allow, "prompt-allowed")
                 } else {
@@ -237,17 +247,14 @@ pub fn run(
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     // Signals first, so a Ctrl-C during setup is seen rather than killing us half-way.
-    let signals = SignalWatch::new(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT]).map_err(|e| RunError::Signals(e.to_string()))?;
+    let signals = SignalWatch::new(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .map_err(|e| RunError::Signals(e.to_string()))?;
     let mut sandbox = Sandbox::create(&prepared.spec)?;
-    let recorder = Recorder::open(&log, &request.task.to_string())
-        .map_err(|e| RunError::Record(log.display().to_string(), remit_types::remit::io_reason(&e)))?;
+    let recorder = Recorder::open(&log, &request.task.to_string()).map_err(|e| {
+        RunError::Record(log.display().to_string(), remit_types::remit::io_reason(&e))
+    })?;
     let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
-    let requester = request
-        .host_env
-        .iter()
-        .find(|(k, _)| k == "USER" || k == "LOGNAME")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| "unknown".into());
+    let requester = requester(&request.host_env);
     let mut state = State {
         prepared,
         recorder,
@@ -262,7 +269,10 @@ pub fn run(
         workspace: &state.prepared.spec.workspace,
         argv: &request.command,
         requester: &requester,
-        degraded: degraded.iter().map(|(l, why)| format!("{l}: {why}")).collect(),
+        degraded: degraded
+            .iter()
+            .map(|(l, why)| format!("{l}: {why}"))
+            .collect(),
         notes: &state.prepared.notes,
     });
 
@@ -371,6 +381,33 @@ pub fn run(
         duration,
         log_error,
     })
+}
+
+/// The invoking OS user: `USER`, `LOGNAME`, else the name `/etc/passwd` gives our uid.
+pub fn requester(env: &[(String, String)]) -> String {
+    if let Some((_, name)) = env
+        .iter()
+        .find(|(k, v)| (k == "USER" || k == "LOGNAME") && !v.is_empty())
+    {
+        return name.clone();
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+            })
+        })
+        .unwrap_or_default();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split(':').collect();
+            (fields.get(2) == Some(&uid.as_str())).then(|| fields[0].to_owned())
+        })
+        .unwrap_or_else(|| format!("uid:{uid}"))
 }
 
 const SIGHUP: i32 = 1;

@@ -101,8 +101,23 @@ fn value_options(program: &str) -> &'static [&'static str] {
             "--loglevel",
             "--otp",
         ],
-        "cargo" => &["--manifest-path", "--config", "-Z", "-C", "--color", "--target-dir"],
-        "docker" | "podman" => &["-H", "--host", "--context", "-c", "--config", "-l", "--log-level"],
+        "cargo" => &[
+            "--manifest-path",
+            "--config",
+            "-Z",
+            "-C",
+            "--color",
+            "--target-dir",
+        ],
+        "docker" | "podman" => &[
+            "-H",
+            "--host",
+            "--context",
+            "-c",
+            "--config",
+            "-l",
+            "--log-level",
+        ],
         "kubectl" | "helm" => &[
             "-n",
             "--namespace",
@@ -113,7 +128,14 @@ fn value_options(program: &str) -> &'static [&'static str] {
             "--cluster",
             "--user",
         ],
-        "pip" | "pip3" => &["--python", "--log", "--proxy", "--cert", "--client-cert", "--cache-dir"],
+        "pip" | "pip3" => &[
+            "--python",
+            "--log",
+            "--proxy",
+            "--cert",
+            "--client-cert",
+            "--cache-dir",
+        ],
         "gh" => &["-R", "--repo", "--hostname"],
         "aws" => &["--profile", "--region", "--endpoint-url", "--output"],
         "gcloud" => &["--project", "--account", "--configuration"],
@@ -199,7 +221,8 @@ impl CommandRules {
         for name in &names {
             candidates.push((name.clone(), args.clone()));
             if is_launcher(name)
-                && let Some((i, target)) = args.iter().enumerate().find(|(_, a)| !a.starts_with('-'))
+                && let Some((i, target)) =
+                    args.iter().enumerate().find(|(_, a)| !a.starts_with('-'))
             {
                 candidates.push((basename(target).to_owned(), args[i + 1..].to_vec()));
             }
@@ -273,7 +296,10 @@ fn words_match(program: &str, rest: &[String], args: &[String]) -> bool {
         let arg = &args[i];
         if !options_done && arg == "--" {
             options_done = true;
-        } else if !options_done && (arg.starts_with('-') && arg.len() > 1 || (program == "cargo" && arg.starts_with('+'))) {
+        } else if !options_done
+            && (arg.starts_with('-') && arg.len() > 1
+                || (program == "cargo" && arg.starts_with('+')))
+        {
             // A rule word may itself be an option (`python -m pip`): keep options in the
             // stream so such rules can match them literally.
             positional.push(arg.clone());
@@ -344,8 +370,14 @@ prompt = ["cargo publish", "git"]
     fn strictest_wins() {
         let r = rules(REMIT);
         // `git status` matches allow [git] and prompt [git]: prompt is stricter.
-        assert_eq!(verdict(&r, "/usr/bin/git", &["git", "status"]), CommandVerdict::Prompt);
-        assert_eq!(verdict(&r, "/usr/bin/git", &["git", "push"]), CommandVerdict::Forbid);
+        assert_eq!(
+            verdict(&r, "/usr/bin/git", &["git", "status"]),
+            CommandVerdict::Prompt
+        );
+        assert_eq!(
+            verdict(&r, "/usr/bin/git", &["git", "push"]),
+            CommandVerdict::Forbid
+        );
         assert_eq!(verdict(&r, "/usr/bin/ls", &["ls"]), CommandVerdict::Allow);
     }
 
@@ -359,7 +391,11 @@ prompt = ["cargo publish", "git"]
             &["git", "--git-dir=/r/.git", "push", "--force"],
             &["git", "-c", "alias.p=push", "p"],
         ] {
-            assert_eq!(verdict(&r, "/usr/bin/git", argv), CommandVerdict::Forbid, "{argv:?}");
+            assert_eq!(
+                verdict(&r, "/usr/bin/git", argv),
+                CommandVerdict::Forbid,
+                "{argv:?}"
+            );
         }
         for argv in [
             &["git", "status"][..],
@@ -367,7 +403,11 @@ prompt = ["cargo publish", "git"]
             &["git", "-C", "push", "status"],
             &["git", "log", "--", "push"],
         ] {
-            assert_eq!(verdict(&r, "/usr/bin/git", argv), CommandVerdict::Allow, "{argv:?}");
+            assert_eq!(
+                verdict(&r, "/usr/bin/git", argv),
+                CommandVerdict::Allow,
+                "{argv:?}"
+            );
         }
     }
 
@@ -375,9 +415,15 @@ prompt = ["cargo publish", "git"]
     fn program_is_recognised_under_any_name() {
         let r = rules("[commands]\nforbid = [\"curl\"]\n");
         // Absolute path, relative path, argv[0] lie, a copy, a symlink, a script, a loader.
-        assert_eq!(verdict(&r, "/usr/bin/curl", &["curl", "x"]), CommandVerdict::Forbid);
+        assert_eq!(
+            verdict(&r, "/usr/bin/curl", &["curl", "x"]),
+            CommandVerdict::Forbid
+        );
         assert_eq!(verdict(&r, "./curl", &["./curl"]), CommandVerdict::Forbid);
-        assert_eq!(verdict(&r, "/usr/bin/curl", &["innocent"]), CommandVerdict::Forbid);
+        assert_eq!(
+            verdict(&r, "/usr/bin/curl", &["innocent"]),
+            CommandVerdict::Forbid
+        );
         let copy = ExecFacts {
             path: "/w/fetch".into(),
             argv: vec!["fetch".into()],
@@ -393,27 +439,47 @@ prompt = ["cargo publish", "git"]
         };
         assert_eq!(r.decide(&script).verdict, CommandVerdict::Forbid);
         assert_eq!(
-            verdict(&r, "/lib64/ld-linux-x86-64.so.2", &["ld.so", "/usr/bin/curl", "x"]),
+            verdict(
+                &r,
+                "/lib64/ld-linux-x86-64.so.2",
+                &["ld.so", "/usr/bin/curl", "x"]
+            ),
             CommandVerdict::Forbid
         );
-        assert_eq!(verdict(&r, "/bin/busybox", &["busybox", "curl", "x"]), CommandVerdict::Forbid);
-        assert_eq!(verdict(&r, "/usr/bin/wget", &["wget"]), CommandVerdict::Allow);
+        assert_eq!(
+            verdict(&r, "/bin/busybox", &["busybox", "curl", "x"]),
+            CommandVerdict::Forbid
+        );
+        assert_eq!(
+            verdict(&r, "/usr/bin/wget", &["wget"]),
+            CommandVerdict::Allow
+        );
     }
 
     #[test]
     fn literal_option_words() {
         let r = rules(REMIT);
         assert_eq!(
-            verdict(&r, "/usr/bin/python", &["python", "-m", "pip", "install", "x"]),
+            verdict(
+                &r,
+                "/usr/bin/python",
+                &["python", "-m", "pip", "install", "x"]
+            ),
             CommandVerdict::Forbid
         );
-        assert_eq!(verdict(&r, "/usr/bin/python", &["python", "-m", "pytest"]), CommandVerdict::Allow);
+        assert_eq!(
+            verdict(&r, "/usr/bin/python", &["python", "-m", "pytest"]),
+            CommandVerdict::Allow
+        );
     }
 
     #[test]
     fn default_deny() {
         let r = rules("[commands]\ndefault = \"deny\"\nallow = [\"sh\", \"cargo\"]\n");
-        assert_eq!(verdict(&r, "/bin/sh", &["sh", "-c", "x"]), CommandVerdict::Allow);
+        assert_eq!(
+            verdict(&r, "/bin/sh", &["sh", "-c", "x"]),
+            CommandVerdict::Allow
+        );
         let d = r.decide(&facts("/usr/bin/ls", &["ls"]));
         assert_eq!(d.verdict, CommandVerdict::Forbid);
         assert_eq!(d.source(), "commands.default");

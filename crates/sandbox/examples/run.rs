@@ -1,6 +1,8 @@
 //! Run one command in a minimal sandbox over the current directory, allowing every exec and
 //! printing what was observed: `cargo run -p remit-sandbox --example run -- sh -c 'id; ls /'`.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // a development tool, not library code
+
 use std::os::fd::AsFd;
 
 use remit_sandbox::{Event, Sandbox, SandboxSpec, SpawnRequest, Verdict};
@@ -33,7 +35,14 @@ fn main() {
     loop {
         if let Some(watch) = sandbox.exec_watch() {
             while let Ok(Some(attempt)) = watch.recv() {
-                eprintln!("[exec {:?} pid {} ppid {} cwd {} prog {:?}]", attempt.argv, attempt.pid, attempt.ppid, attempt.cwd, attempt.program.as_ref().map(|p| p.ino));
+                eprintln!(
+                    "[exec {:?} pid {} ppid {} cwd {} prog {:?}]",
+                    attempt.argv,
+                    attempt.pid,
+                    attempt.ppid,
+                    attempt.cwd,
+                    attempt.program.as_ref().map(|p| p.ino)
+                );
                 let _ = watch.respond(&attempt, Verdict::Allow);
             }
         }

@@ -57,12 +57,19 @@ pub fn probe() -> Vec<ControllerSupport> {
         .into_iter()
         .map(|controller| ControllerSupport {
             controller,
-            placement: place(controller, &mountinfo, &own),
+            placement: place(controller, &mountinfo, &own, &|p: &Path| {
+                fs::read_to_string(p).unwrap_or_default()
+            }),
         })
         .collect()
 }
 
-fn place(controller: Controller, mountinfo: &str, own: &str) -> Result<Placement, String> {
+fn place(
+    controller: Controller,
+    mountinfo: &str,
+    own: &str,
+    read: &dyn Fn(&Path) -> String,
+) -> Result<Placement, String> {
     let name = controller.name();
     let mut v1_mount = None;
     let mut v2_mount = None;
@@ -89,7 +96,7 @@ fn place(controller: Controller, mountinfo: &str, own: &str) -> Result<Placement
             .find_map(|l| l.strip_prefix("0::"))
             .unwrap_or("/");
         let base = mount.join(own_path.trim_start_matches('/'));
-        let controllers = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+        let controllers = read(&mount.join("cgroup.controllers"));
         if controllers.split_whitespace().any(|c| c == name) {
             return Ok(Placement::V2(base));
         }
@@ -117,7 +124,12 @@ fn place(controller: Controller, mountinfo: &str, own: &str) -> Result<Placement
 }
 
 fn unescape(path: &str) -> PathBuf {
-    PathBuf::from(path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
+    PathBuf::from(
+        path.replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\"),
+    )
 }
 
 /// Limits to apply.
@@ -216,14 +228,30 @@ impl TaskCgroups {
                 }
                 (Controller::Cpu, false) => {
                     let period: u64 = 100_000;
-                    let quota = (limits.cpu.unwrap_or(1.0) * period as f64).round().max(1000.0) as u64;
-                    write(controller, &dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                    write(controller, &dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    let quota = (limits.cpu.unwrap_or(1.0) * period as f64)
+                        .round()
+                        .max(1000.0) as u64;
+                    write(
+                        controller,
+                        &dir.join("cpu.cfs_period_us"),
+                        &period.to_string(),
+                    )?;
+                    write(
+                        controller,
+                        &dir.join("cpu.cfs_quota_us"),
+                        &quota.to_string(),
+                    )?;
                 }
                 (Controller::Cpu, true) => {
                     let period: u64 = 100_000;
-                    let quota = (limits.cpu.unwrap_or(1.0) * period as f64).round().max(1000.0) as u64;
-                    write(controller, &dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                    let quota = (limits.cpu.unwrap_or(1.0) * period as f64)
+                        .round()
+                        .max(1000.0) as u64;
+                    write(
+                        controller,
+                        &dir.join("cpu.max"),
+                        &format!("{quota} {period}"),
+                    )?;
                 }
             }
         }
@@ -249,13 +277,21 @@ impl TaskCgroups {
             if *controller != Controller::Memory {
                 return false;
             }
-            let file = if *v2 { "memory.events" } else { "memory.oom_control" };
+            let file = if *v2 {
+                "memory.events"
+            } else {
+                "memory.oom_control"
+            };
             fs::read_to_string(dir.join(file))
                 .map(|text| {
                     text.lines().any(|l| {
                         let mut parts = l.split_whitespace();
                         matches!(parts.next(), Some("oom_kill"))
-                            && parts.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
+                            && parts
+                                .next()
+                                .and_then(|n| n.parse::<u64>().ok())
+                                .unwrap_or(0)
+                                > 0
                     })
                 })
                 .unwrap_or(false)
@@ -279,7 +315,9 @@ impl TaskCgroups {
                 match fs::remove_dir(&dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) if attempt < 49 => std::thread::sleep(std::time::Duration::from_millis(2)),
+                    Err(_) if attempt < 49 => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
                     Err(_) => {}
                 }
             }
@@ -332,14 +370,22 @@ fn write(controller: Controller, file: &Path, value: &str) -> Result<(), Error> 
 /// Remove leftover task cgroups whose supervisor is gone (named `<pid>-<task>`).
 pub fn collect_stale(support: &[ControllerSupport]) {
     for s in support {
-        let Ok(placement) = &s.placement else { continue };
+        let Ok(placement) = &s.placement else {
+            continue;
+        };
         let base = match placement {
             Placement::V1(b) | Placement::V2(b) => b.join("remit"),
         };
-        let Ok(entries) = fs::read_dir(&base) else { continue };
+        let Ok(entries) = fs::read_dir(&base) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
                 continue;
             };
             if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -360,18 +406,37 @@ mod tests {
 33 30 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
 ";
 
+    fn no_v2(_: &Path) -> String {
+        String::new()
+    }
+
+    #[test]
+    fn v2_is_preferred_when_it_has_the_controller() {
+        let own = "5:memory:/user.slice\n0::/tasks\n";
+        let read = |p: &Path| {
+            assert_eq!(p, Path::new("/sys/fs/cgroup/unified/cgroup.controllers"));
+            "cpu memory pids".to_owned()
+        };
+        assert_eq!(
+            place(Controller::Memory, MOUNTINFO, own, &read),
+            Ok(Placement::V2(PathBuf::from("/sys/fs/cgroup/unified/tasks")))
+        );
+    }
+
     #[test]
     fn v1_controllers_are_found_when_v2_lacks_them() {
         let own = "5:memory:/user.slice\n4:pids:/\n0::/\n";
         assert_eq!(
-            place(Controller::Memory, MOUNTINFO, own),
-            Ok(Placement::V1(PathBuf::from("/sys/fs/cgroup/memory/user.slice")))
+            place(Controller::Memory, MOUNTINFO, own, &no_v2),
+            Ok(Placement::V1(PathBuf::from(
+                "/sys/fs/cgroup/memory/user.slice"
+            )))
         );
         assert_eq!(
-            place(Controller::Pids, MOUNTINFO, own),
+            place(Controller::Pids, MOUNTINFO, own, &no_v2),
             Ok(Placement::V1(PathBuf::from("/sys/fs/cgroup/pids")))
         );
-        let cpu = place(Controller::Cpu, MOUNTINFO, own).unwrap_err();
+        let cpu = place(Controller::Cpu, MOUNTINFO, own, &no_v2).unwrap_err();
         assert!(cpu.contains("no `cpu` controller"), "{cpu}");
     }
 }

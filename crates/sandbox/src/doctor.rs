@@ -42,7 +42,8 @@ fn try_idmap(dir: &Path) -> Result<(), String> {
             // Wait until the parent is done with our namespace.
             let mut buf = [0u8; 1];
             let mut fds = Vec::new();
-            let _ = sys::recv_with_fds(std::os::fd::AsFd::as_fd(&theirs), &mut buf, &mut fds, false);
+            let _ =
+                sys::recv_with_fds(std::os::fd::AsFd::as_fd(&theirs), &mut buf, &mut fds, false);
             sys::exit_now(0)
         }
         Ok(Cloned::Parent { pid, pidfd }) => (pid, pidfd),
@@ -50,12 +51,17 @@ fn try_idmap(dir: &Path) -> Result<(), String> {
     };
     drop(theirs);
     let result = (|| {
-        std::fs::write(format!("/proc/{pid}/uid_map"), "0 1879048192 1\n").map_err(|e| crate::error::reason(&e))?;
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").map_err(|e| crate::error::reason(&e))?;
-        std::fs::write(format!("/proc/{pid}/gid_map"), "0 1879048192 1\n").map_err(|e| crate::error::reason(&e))?;
-        let userns = std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(|e| crate::error::reason(&e))?;
+        std::fs::write(format!("/proc/{pid}/uid_map"), "0 1879048192 1\n")
+            .map_err(|e| crate::error::reason(&e))?;
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+            .map_err(|e| crate::error::reason(&e))?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), "0 1879048192 1\n")
+            .map_err(|e| crate::error::reason(&e))?;
+        let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map_err(|e| crate::error::reason(&e))?;
         let path = crate::sandbox::c_path(dir).ok_or("path with a NUL byte")?;
-        let tree = sys::open_tree(&path, sys::OPEN_TREE_CLONE).map_err(|e| crate::error::reason(&e))?;
+        let tree =
+            sys::open_tree(&path, sys::OPEN_TREE_CLONE).map_err(|e| crate::error::reason(&e))?;
         sys::mount_setattr(
             std::os::fd::AsFd::as_fd(&tree),
             false,
@@ -92,7 +98,10 @@ pub fn probe(workspace: &Path) -> Vec<LayerReport> {
         Layer::UserNamespace,
         user.clone().map(|()| {
             if sys::ids().0 == 0 {
-                format!("tasks map to unprivileged host uid {}", crate::sandbox::TASK_HOST_ID)
+                format!(
+                    "tasks map to unprivileged host uid {}",
+                    crate::sandbox::TASK_HOST_ID
+                )
             } else {
                 "tasks map to the invoking user's uid".into()
             }
@@ -118,7 +127,12 @@ pub fn probe(workspace: &Path) -> Vec<LayerReport> {
         if sys::ids().0 != 0 {
             Ok("not needed: remit runs as the workspace's owner".into())
         } else {
-            try_idmap(workspace).map(|()| format!("`{}` can be idmapped to the task's user", workspace.display()))
+            try_idmap(workspace).map(|()| {
+                format!(
+                    "`{}` can be idmapped to the task's user",
+                    workspace.display()
+                )
+            })
         },
     );
     let abi = sys::landlock_abi();
@@ -127,7 +141,10 @@ pub fn probe(workspace: &Path) -> Vec<LayerReport> {
         if abi >= 1 {
             Ok(format!("ABI {abi}"))
         } else {
-            Err("the kernel does not offer Landlock (not built in, or not in the `lsm=` list)".into())
+            Err(
+                "the kernel does not offer Landlock (not built in, or not in the `lsm=` list)"
+                    .into(),
+            )
         },
     );
     push(
@@ -166,9 +183,18 @@ pub fn probe(workspace: &Path) -> Vec<LayerReport> {
             Err("the kernel has no seccomp user notification".into())
         },
     );
-    push(Layer::NoNewPrivs, Ok("set before any program starts".into()));
-    push(Layer::Capabilities, Ok("bounding, ambient, permitted and effective sets emptied".into()));
-    push(Layer::Rlimits, Ok("processes, open files, file size, core dumps".into()));
+    push(
+        Layer::NoNewPrivs,
+        Ok("set before any program starts".into()),
+    );
+    push(
+        Layer::Capabilities,
+        Ok("bounding, ambient, permitted and effective sets emptied".into()),
+    );
+    push(
+        Layer::Rlimits,
+        Ok("processes, open files, file size, core dumps".into()),
+    );
     for support in cgroup::probe() {
         let layer = match support.controller {
             Controller::Memory => Layer::CgroupMemory,
@@ -185,7 +211,10 @@ pub fn probe(workspace: &Path) -> Vec<LayerReport> {
                 if writable(dir) {
                     Ok(format!("cgroup {version} at `{}`", dir.display()))
                 } else {
-                    Err(format!("cgroup {version} at `{}` is not writable by this user", dir.display()))
+                    Err(format!(
+                        "cgroup {version} at `{}` is not writable by this user",
+                        dir.display()
+                    ))
                 }
             }),
         );

@@ -119,7 +119,8 @@ impl ExecWatch {
     /// Open the program file of an attempt (for hashing), resolved inside the task.
     pub fn open_program(&self, attempt: &ExecAttempt) -> io::Result<File> {
         let root = File::open(format!("/proc/{}/root", attempt.host_pid))?;
-        let path = CString::new(attempt.absolute.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let path = CString::new(attempt.absolute.as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let fd = sys::open_in_root(root.as_fd(), &path, libc::O_RDONLY)?;
         Ok(File::from(fd))
     }
@@ -193,7 +194,9 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
             .ok()
             .and_then(|f| describe(f).ok())
     } else {
-        open_inside(host_pid, &absolute).ok().and_then(|f| describe(f).ok())
+        open_inside(host_pid, &absolute)
+            .ok()
+            .and_then(|f| describe(f).ok())
     };
     Ok(ExecAttempt {
         id: n.id,
@@ -211,7 +214,8 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
 
 fn open_inside(host_pid: i32, absolute: &str) -> io::Result<File> {
     let root = File::open(format!("/proc/{host_pid}/root"))?;
-    let path = CString::new(absolute.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let path = CString::new(absolute.as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     sys::open_in_root(root.as_fd(), &path, libc::O_RDONLY | libc::O_NONBLOCK).map(File::from)
 }
 

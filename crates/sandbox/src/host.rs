@@ -39,10 +39,12 @@ impl SignalWatch {
     /// The next pending signal, if any.
     pub fn read(&self) -> io::Result<Option<ReceivedSignal>> {
         const SI_KERNEL: i32 = 0x80;
-        Ok(sys::read_signal(self.fd.as_fd())?.map(|info| ReceivedSignal {
-            signal: info.signal,
-            from_terminal: info.code == SI_KERNEL,
-        }))
+        Ok(
+            sys::read_signal(self.fd.as_fd())?.map(|info| ReceivedSignal {
+                signal: info.signal,
+                from_terminal: info.code == SI_KERNEL,
+            }),
+        )
     }
 }
 

@@ -147,8 +147,10 @@ fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Option<OwnedFd
     }
 
     // From here on, files we create belong to the task's user.
-    sys::become_ids(config.owner.0, config.owner.1)
-        .step(|| "switch to the task's user".into(), Some(Layer::UserNamespace))?;
+    sys::become_ids(config.owner.0, config.owner.1).step(
+        || "switch to the task's user".into(),
+        Some(Layer::UserNamespace),
+    )?;
     // Changing ids made us undumpable, which makes our /proc files root's; we still need to
     // write our own uid map. Undumpable again once that is done.
     sys::set_dumpable(true).step(|| "make init dumpable during setup".into(), None)?;
@@ -188,7 +190,8 @@ fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Option<OwnedFd
     drop(root);
 
     sys::loopback_up().step(|| "bring up loopback".into(), Some(Layer::NetNamespace))?;
-    sys::sethostname(&spec.hostname).step(|| "set the host name".into(), Some(Layer::UtsNamespace))?;
+    sys::sethostname(&spec.hostname)
+        .step(|| "set the host name".into(), Some(Layer::UtsNamespace))?;
 
     // Our standard streams are the supervisor's; programs get theirs from spawn requests.
     let null = std::fs::OpenOptions::new()
@@ -203,12 +206,28 @@ fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Option<OwnedFd
 
     // The task's user namespace: nested, so the task owns none of the namespaces above and
     // could not mount, change the network or the host name even with every capability.
-    sys::unshare(libc::CLONE_NEWUSER).step(|| "enter the task's user namespace".into(), Some(Layer::UserNamespace))?;
-    std::fs::write("/proc/self/setgroups", "deny").step(|| "write setgroups".into(), Some(Layer::UserNamespace))?;
-    std::fs::write("/proc/self/uid_map", format!("{} {} 1\n", config.agent.0, config.owner.0))
-        .step(|| "write the task's uid map".into(), Some(Layer::UserNamespace))?;
-    std::fs::write("/proc/self/gid_map", format!("{} {} 1\n", config.agent.1, config.owner.1))
-        .step(|| "write the task's gid map".into(), Some(Layer::UserNamespace))?;
+    sys::unshare(libc::CLONE_NEWUSER).step(
+        || "enter the task's user namespace".into(),
+        Some(Layer::UserNamespace),
+    )?;
+    std::fs::write("/proc/self/setgroups", "deny")
+        .step(|| "write setgroups".into(), Some(Layer::UserNamespace))?;
+    std::fs::write(
+        "/proc/self/uid_map",
+        format!("{} {} 1\n", config.agent.0, config.owner.0),
+    )
+    .step(
+        || "write the task's uid map".into(),
+        Some(Layer::UserNamespace),
+    )?;
+    std::fs::write(
+        "/proc/self/gid_map",
+        format!("{} {} 1\n", config.agent.1, config.owner.1),
+    )
+    .step(
+        || "write the task's gid map".into(),
+        Some(Layer::UserNamespace),
+    )?;
 
     limits(spec).step(|| "set resource limits".into(), Some(Layer::Rlimits))?;
     sys::drop_all_capabilities().step(|| "drop capabilities".into(), Some(Layer::Capabilities))?;
@@ -235,9 +254,17 @@ fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Option<OwnedFd
 fn run_step(step: &Step, trees: &[Option<OwnedFd>]) -> Result<(), (String, io::Error)> {
     let show = |p: &CStr| format!("/{}", p.to_string_lossy());
     match step {
-        Step::Dir { path, mode } => mkdir_all(path, *mode).map_err(|e| (format!("create `{}`", show(path)), e)),
-        Step::Touch { path, mode } => touch(path, *mode).map_err(|e| (format!("create `{}`", show(path)), e)),
-        Step::File { path, contents, mode } => {
+        Step::Dir { path, mode } => {
+            mkdir_all(path, *mode).map_err(|e| (format!("create `{}`", show(path)), e))
+        }
+        Step::Touch { path, mode } => {
+            touch(path, *mode).map_err(|e| (format!("create `{}`", show(path)), e))
+        }
+        Step::File {
+            path,
+            contents,
+            mode,
+        } => {
             touch(path, 0o600).map_err(|e| (format!("create `{}`", show(path)), e))?;
             let file = std::ffi::OsStr::from_bytes(path.to_bytes());
             std::fs::write(file, contents).map_err(|e| (format!("write `{}`", show(path)), e))?;
@@ -250,16 +277,19 @@ fn run_step(step: &Step, trees: &[Option<OwnedFd>]) -> Result<(), (String, io::E
             if let Some(parent) = link.parent()
                 && !parent.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(parent).map_err(|e| (format!("create `{}`", show(path)), e))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| (format!("create `{}`", show(path)), e))?;
             }
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target.as_bytes()), link)
                 .map_err(|e| (format!("link `{}`", show(path)), e))
         }
         Step::Attach { source, path } => {
-            let tree = trees
-                .get(*source)
-                .and_then(Option::as_ref)
-                .ok_or_else(|| (format!("mount `{}`", show(path)), io::Error::from_raw_os_error(libc::EBADF)))?;
+            let tree = trees.get(*source).and_then(Option::as_ref).ok_or_else(|| {
+                (
+                    format!("mount `{}`", show(path)),
+                    io::Error::from_raw_os_error(libc::EBADF),
+                )
+            })?;
             sys::move_mount(tree.as_fd(), path).map_err(|e| (format!("mount `{}`", show(path)), e))
         }
         Step::Tmpfs { path, data, noexec } => {
@@ -294,7 +324,12 @@ fn run_step(step: &Step, trees: &[Option<OwnedFd>]) -> Result<(), (String, io::E
                 None,
                 path,
                 None,
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | noexec,
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | noexec,
                 None,
             )
             .map_err(|e| (format!("mask `{}` read-only", show(path)), e))
@@ -312,7 +347,10 @@ fn mkdir_all(path: &CStr, mode: u32) -> io::Result<()> {
         && !parent.as_os_str().is_empty()
         && !parent.is_dir()
     {
-        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
     }
     match std::fs::DirBuilder::new().mode(mode).create(p) {
         Ok(()) => Ok(()),
@@ -381,7 +419,12 @@ fn landlock(config: &InitConfig<'_>) -> Result<(), Failure> {
     let all = AccessFs::from_all(abi);
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let exec = AccessFs::Execute;
-    let write = all & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::IoctlDev | AccessFs::ResolveUnix)
+    let write = all
+        & !(AccessFs::Execute
+            | AccessFs::MakeChar
+            | AccessFs::MakeBlock
+            | AccessFs::IoctlDev
+            | AccessFs::ResolveUnix)
         | AccessFs::ReadFile
         | AccessFs::ReadDir;
     let device = (AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev) & all;
@@ -401,7 +444,9 @@ fn landlock(config: &InitConfig<'_>) -> Result<(), Failure> {
             .scope(Scope::AbstractUnixSocket | Scope::Signal)
             .map_err(|e| fail("scope signals and abstract sockets", e))?;
     }
-    let mut created = ruleset.create().map_err(|e| fail("create the ruleset", e))?;
+    let mut created = ruleset
+        .create()
+        .map_err(|e| fail("create the ruleset", e))?;
 
     let mut add = |path: &CStr, access: landlock::BitFlags<AccessFs>| -> Result<(), Failure> {
         let os = std::ffi::OsStr::from_bytes(path.to_bytes());
@@ -411,7 +456,11 @@ fn landlock(config: &InitConfig<'_>) -> Result<(), Failure> {
             Err(_) => return Ok(()),
         };
         let is_dir = std::fs::metadata(os).map(|m| m.is_dir()).unwrap_or(false);
-        let access = if is_dir { access } else { access & AccessFs::from_file(abi) };
+        let access = if is_dir {
+            access
+        } else {
+            access & AccessFs::from_file(abi)
+        };
         (&mut created)
             .add_rule(PathBeneath::new(fd, access))
             .map_err(|e| fail(&format!("rule for `{}`", os.to_string_lossy()), e))?;
@@ -446,13 +495,14 @@ fn landlock(config: &InitConfig<'_>) -> Result<(), Failure> {
     if net {
         for port in &config.spec.listen_ports {
             created = created
-                .add_rule(NetPort::new(*port, AccessNet::BindTcp | AccessNet::ConnectTcp))
+                .add_rule(NetPort::new(
+                    *port,
+                    AccessNet::BindTcp | AccessNet::ConnectTcp,
+                ))
                 .map_err(|e| fail(&format!("rule for port {port}"), e))?;
         }
     }
-    let status = created
-        .restrict_self()
-        .map_err(|e| fail("restrict", e))?;
+    let status = created.restrict_self().map_err(|e| fail("restrict", e))?;
     if status.ruleset != RulesetStatus::FullyEnforced {
         return Err(Failure {
             step: "landlock: restrict".into(),

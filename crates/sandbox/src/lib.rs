@@ -53,15 +53,13 @@ pub use error::{Error, Layer};
 pub use spec::{GitDirs, ResourceLimits, SandboxSpec, UserSpec};
 
 #[cfg(target_os = "linux")]
-mod sys;
-#[cfg(target_os = "linux")]
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 pub mod doctor;
 #[cfg(target_os = "linux")]
-pub mod host;
-#[cfg(target_os = "linux")]
 mod exec;
+#[cfg(target_os = "linux")]
+pub mod host;
 #[cfg(target_os = "linux")]
 mod init;
 #[cfg(target_os = "linux")]
@@ -72,6 +70,8 @@ mod protocol;
 mod sandbox;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
+#[cfg(target_os = "linux")]
+mod sys;
 
 #[cfg(target_os = "linux")]
 pub use exec::{ExecAttempt, ExecWatch, ProgramFile, Verdict};

@@ -43,20 +43,32 @@ pub(crate) enum Step {
     /// Create an empty file (and parents) as a mount point, with `mode`.
     Touch { path: CString, mode: u32 },
     /// A file with generated contents.
-    File { path: CString, contents: Vec<u8>, mode: u32 },
+    File {
+        path: CString,
+        contents: Vec<u8>,
+        mode: u32,
+    },
     /// A symbolic link.
     Symlink { target: CString, path: CString },
     /// Attach source number `source` at `path`.
     Attach { source: usize, path: CString },
     /// A fresh tmpfs.
-    Tmpfs { path: CString, data: CString, noexec: bool },
+    Tmpfs {
+        path: CString,
+        data: CString,
+        noexec: bool,
+    },
     /// A fresh procfs for the task's pid namespace.
     Proc { path: CString },
     /// A private devpts instance.
     Devpts { path: CString },
     /// Bind something already in the new root over `path`, read-only (masks and generated
     /// files), executable only when `exec`.
-    BindReadOnly { from: CString, path: CString, exec: bool },
+    BindReadOnly {
+        from: CString,
+        path: CString,
+        exec: bool,
+    },
 }
 
 /// The whole plan.
@@ -173,7 +185,10 @@ fn generated_files(spec: &SandboxSpec, uid: u32, gid: u32) -> [(&'static str, Ve
         home = user.home.display(),
         shell = user.shell,
     );
-    let group = format!("root:x:0:\n{name}:x:{gid}:\nnogroup:x:65534:\n", name = user.name);
+    let group = format!(
+        "root:x:0:\n{name}:x:{gid}:\nnogroup:x:65534:\n",
+        name = user.name
+    );
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
         spec.hostname
@@ -203,11 +218,21 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
     };
     let ro = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
     let rw = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
-    let writable_exec = if spec.exec_writable { 0 } else { sys::MOUNT_ATTR_NOEXEC };
+    let writable_exec = if spec.exec_writable {
+        0
+    } else {
+        sys::MOUNT_ATTR_NOEXEC
+    };
 
     // Skeleton directories in the root tmpfs.
-    plan.steps.push(Step::Dir { path: c".remit/masked-dir".to_owned(), mode: 0 });
-    plan.steps.push(Step::Touch { path: c".remit/masked-file".to_owned(), mode: 0 });
+    plan.steps.push(Step::Dir {
+        path: c".remit/masked-dir".to_owned(),
+        mode: 0,
+    });
+    plan.steps.push(Step::Touch {
+        path: c".remit/masked-file".to_owned(),
+        mode: 0,
+    });
     for dir in ["usr", "etc", "proc", "tmp", "dev", "run", "var", "mnt"] {
         plan.steps.push(Step::Dir {
             path: cstring(Path::new(dir)),
@@ -221,7 +246,14 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
 
     // System trees.
     let usr = add_source(&mut plan, Path::new("/usr"), ro, false, "/usr");
-    mounts.push((1, 0, vec![Step::Attach { source: usr, path: c"usr".to_owned() }]));
+    mounts.push((
+        1,
+        0,
+        vec![Step::Attach {
+            source: usr,
+            path: c"usr".to_owned(),
+        }],
+    ));
     plan.exec_dirs.push(c"/usr".to_owned());
     for (path, link) in system_entries() {
         let rel = relative(&path);
@@ -236,7 +268,10 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
                     1,
                     0,
                     vec![
-                        Step::Dir { path: cstring(&rel), mode: 0o755 },
+                        Step::Dir {
+                            path: cstring(&rel),
+                            mode: 0o755,
+                        },
                         Step::Attach {
                             source,
                             path: cstring(&rel),
@@ -254,7 +289,10 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
         false,
         "/etc",
     );
-    let mut etc_steps = vec![Step::Attach { source: etc, path: c"etc".to_owned() }];
+    let mut etc_steps = vec![Step::Attach {
+        source: etc,
+        path: c"etc".to_owned(),
+    }];
     for (path, contents) in generated_files(spec, agent.0, agent.1) {
         let hidden_copy = format!(".remit/{}", path.trim_start_matches("etc/"));
         etc_steps.push(Step::File {
@@ -294,10 +332,16 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
             depth(&spec.user.home),
             0,
             vec![
-                Step::Dir { path: cstring(&home), mode: 0o755 },
+                Step::Dir {
+                    path: cstring(&home),
+                    mode: 0o755,
+                },
                 Step::Tmpfs {
                     path: cstring(&home),
-                    data: cstring(Path::new(&format!("mode=0700,uid={},gid={}", owner.0, owner.1))),
+                    data: cstring(Path::new(&format!(
+                        "mode=0700,uid={},gid={}",
+                        owner.0, owner.1
+                    ))),
                     noexec: !spec.exec_writable,
                 },
             ],
@@ -322,20 +366,31 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
             &host.display().to_string(),
         );
         let rel = relative(&host);
-        dev.push(Step::Touch { path: cstring(&rel), mode: 0o644 });
+        dev.push(Step::Touch {
+            path: cstring(&rel),
+            mode: 0o644,
+        });
         dev.push(Step::Attach {
             source,
             path: cstring(&rel),
         });
         plan.devices.push(cstring(&host));
     }
-    dev.push(Step::Dir { path: c"dev/pts".to_owned(), mode: 0o755 });
-    dev.push(Step::Devpts { path: c"dev/pts".to_owned() });
+    dev.push(Step::Dir {
+        path: c"dev/pts".to_owned(),
+        mode: 0o755,
+    });
+    dev.push(Step::Devpts {
+        path: c"dev/pts".to_owned(),
+    });
     dev.push(Step::Symlink {
         target: c"pts/ptmx".to_owned(),
         path: c"dev/ptmx".to_owned(),
     });
-    dev.push(Step::Dir { path: c"dev/shm".to_owned(), mode: 0o755 });
+    dev.push(Step::Dir {
+        path: c"dev/shm".to_owned(),
+        mode: 0o755,
+    });
     dev.push(Step::Tmpfs {
         path: c"dev/shm".to_owned(),
         data: c"mode=1777".to_owned(),
@@ -356,7 +411,13 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
     plan.devices.push(c"/dev/pts".to_owned());
     plan.devices.push(c"/dev/ptmx".to_owned());
     plan.write_dirs.push(c"/dev/shm".to_owned());
-    mounts.push((1, 0, vec![Step::Proc { path: c"proc".to_owned() }]));
+    mounts.push((
+        1,
+        0,
+        vec![Step::Proc {
+            path: c"proc".to_owned(),
+        }],
+    ));
 
     // Granted trees: read-only extras, read-write extras, the workspace, the git directory.
     for path in &spec.read_only {
@@ -365,7 +426,13 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
         plan.exec_dirs.push(cstring(path));
     }
     for path in &spec.read_write {
-        let source = add_source(&mut plan, path, rw | writable_exec, idmap, &path.display().to_string());
+        let source = add_source(
+            &mut plan,
+            path,
+            rw | writable_exec,
+            idmap,
+            &path.display().to_string(),
+        );
         mounts.push((depth(path), 2, attach_at(source, path)));
         plan.write_dirs.push(cstring(path));
     }
@@ -376,7 +443,11 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
         idmap,
         &spec.workspace.display().to_string(),
     );
-    mounts.push((depth(&spec.workspace), 2, attach_at(workspace, &spec.workspace)));
+    mounts.push((
+        depth(&spec.workspace),
+        2,
+        attach_at(workspace, &spec.workspace),
+    ));
     plan.write_dirs.push(cstring(&spec.workspace));
     if let Some(git) = &spec.git
         && git.outside_workspace
@@ -388,7 +459,11 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
             idmap,
             &git.common_dir.display().to_string(),
         );
-        mounts.push((depth(&git.common_dir), 2, attach_at(source, &git.common_dir)));
+        mounts.push((
+            depth(&git.common_dir),
+            2,
+            attach_at(source, &git.common_dir),
+        ));
         plan.write_dirs.push(cstring(&git.common_dir));
     }
     if spec.exec_writable {
@@ -409,12 +484,21 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
             false,
             &path.display().to_string(),
         );
-        mounts.push((depth(path), 3, vec![Step::Attach { source, path: cstring(&relative(path)) }]));
+        mounts.push((
+            depth(path),
+            3,
+            vec![Step::Attach {
+                source,
+                path: cstring(&relative(path)),
+            }],
+        ));
     }
     let mut hidden: Vec<PathBuf> = spec.hidden.clone();
-    hidden.extend(always_hidden(&spec.user.home).into_iter().filter(|p| {
-        visible(spec, p) && std::fs::symlink_metadata(p).is_ok()
-    }));
+    hidden.extend(
+        always_hidden(&spec.user.home)
+            .into_iter()
+            .filter(|p| visible(spec, p) && std::fs::symlink_metadata(p).is_ok()),
+    );
     hidden.sort();
     hidden.dedup();
     // Forbidden programs are replaced by a stub that says so: the task's shell then calls
@@ -428,7 +512,10 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
         if !meta.is_file() {
             continue;
         }
-        let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let stub = format!(".remit/forbidden-{i}");
         let text = format!(
             "#!/bin/sh\necho \"remit: denied: \\`{}\\` is forbidden by this task's remit\" >&2\nexit 126\n",
@@ -497,9 +584,15 @@ fn attach_at(source: usize, path: &Path) -> Vec<Step> {
     let rel = relative(path);
     let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(true);
     let mount_point = if is_dir {
-        Step::Dir { path: cstring(&rel), mode: 0o755 }
+        Step::Dir {
+            path: cstring(&rel),
+            mode: 0o755,
+        }
     } else {
-        Step::Touch { path: cstring(&rel), mode: 0o644 }
+        Step::Touch {
+            path: cstring(&rel),
+            mode: 0o644,
+        }
     };
     vec![
         mount_point,
@@ -538,9 +631,19 @@ mod tests {
     #[test]
     fn workspace_under_tmp_is_attached_after_the_tmpfs() {
         let plan = build(&spec(), false, (1000, 1000), (0, 0));
-        let tmpfs = position(&plan, |s| matches!(s, Step::Tmpfs { path, .. } if path.as_bytes() == b"tmp"));
-        let ws_source = plan.sources.iter().position(|s| s.path.as_bytes() == b"/tmp/work").unwrap();
-        let attach = position(&plan, |s| matches!(s, Step::Attach { source, .. } if *source == ws_source));
+        let tmpfs = position(
+            &plan,
+            |s| matches!(s, Step::Tmpfs { path, .. } if path.as_bytes() == b"tmp"),
+        );
+        let ws_source = plan
+            .sources
+            .iter()
+            .position(|s| s.path.as_bytes() == b"/tmp/work")
+            .unwrap();
+        let attach = position(
+            &plan,
+            |s| matches!(s, Step::Attach { source, .. } if *source == ws_source),
+        );
         assert!(tmpfs < attach, "{plan:#?}");
         assert!(plan.write_dirs.iter().any(|d| d.as_bytes() == b"/tmp/work"));
     }
@@ -550,7 +653,10 @@ mod tests {
         let mut s = spec();
         s.hidden.push(PathBuf::from("/etc/hostname"));
         let plan = build(&s, false, (1000, 1000), (0, 0));
-        let mask = position(&plan, |st| matches!(st, Step::BindReadOnly { path, .. } if path.as_bytes() == b"etc/hostname"));
+        let mask = position(
+            &plan,
+            |st| matches!(st, Step::BindReadOnly { path, .. } if path.as_bytes() == b"etc/hostname"),
+        );
         let last_attach = plan
             .steps
             .iter()
@@ -563,7 +669,9 @@ mod tests {
     fn shadow_is_always_masked() {
         let plan = build(&spec(), false, (1000, 1000), (0, 0));
         if Path::new("/etc/shadow").exists() {
-            assert!(plan.steps.iter().any(|s| matches!(s, Step::BindReadOnly { path, .. } if path.as_bytes() == b"etc/shadow")));
+            assert!(plan.steps.iter().any(
+                |s| matches!(s, Step::BindReadOnly { path, .. } if path.as_bytes() == b"etc/shadow")
+            ));
         }
     }
 
@@ -571,7 +679,8 @@ mod tests {
     fn idmap_applies_to_writable_trees_only() {
         let plan = build(&spec(), true, (1000, 1000), (0, 0));
         for source in &plan.sources {
-            let writable = source.attrs & sys::MOUNT_ATTR_RDONLY == 0 && !source.path.to_bytes().starts_with(b"/dev");
+            let writable = source.attrs & sys::MOUNT_ATTR_RDONLY == 0
+                && !source.path.to_bytes().starts_with(b"/dev");
             assert_eq!(source.idmapped, writable, "{source:?}");
         }
     }

@@ -30,7 +30,11 @@ pub(crate) enum ToInit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FromInit {
     /// Setup failed at `step`.
-    SetupFailed { step: Vec<u8>, errno: i32, layer: u8 },
+    SetupFailed {
+        step: Vec<u8>,
+        errno: i32,
+        layer: u8,
+    },
     /// The sandbox is ready; layers that were skipped in degraded mode are listed. The
     /// seccomp listener, when there is one, is attached as a descriptor.
     Ready { skipped: Vec<u8> },
@@ -65,7 +69,8 @@ impl Writer {
         self
     }
     fn list(mut self, items: &[Vec<u8>]) -> Self {
-        self.0.extend_from_slice(&(items.len() as u32).to_le_bytes());
+        self.0
+            .extend_from_slice(&(items.len() as u32).to_le_bytes());
         for item in items {
             self = self.bytes(item);
         }
@@ -123,15 +128,17 @@ impl ToInit {
                 env,
                 cwd,
                 new_process_group,
-            } => Writer::default()
-                .u8(2)
-                .u64(*id)
-                .bytes(path)
-                .list(argv)
-                .list(env)
-                .bytes(cwd)
-                .u8(u8::from(*new_process_group))
-                .0,
+            } => {
+                Writer::default()
+                    .u8(2)
+                    .u64(*id)
+                    .bytes(path)
+                    .list(argv)
+                    .list(env)
+                    .bytes(cwd)
+                    .u8(u8::from(*new_process_group))
+                    .0
+            }
             ToInit::Signal { id, signal } => Writer::default().u8(3).u64(*id).i32(*signal).0,
         }
     }
@@ -182,7 +189,9 @@ impl FromInit {
                 errno: r.i32()?,
                 layer: r.u8()?,
             },
-            2 => FromInit::Ready { skipped: r.bytes()? },
+            2 => FromInit::Ready {
+                skipped: r.bytes()?,
+            },
             3 => FromInit::Spawned {
                 id: r.u64()?,
                 pid: r.i32()?,
@@ -230,7 +239,9 @@ mod tests {
                 errno: 1,
                 layer: 2,
             },
-            FromInit::Ready { skipped: vec![3, 4] },
+            FromInit::Ready {
+                skipped: vec![3, 4],
+            },
             FromInit::Spawned { id: 1, pid: 2 },
             FromInit::SpawnFailed { id: 1, errno: 13 },
             FromInit::Exited {
@@ -254,6 +265,9 @@ mod tests {
         m.push(0);
         assert_eq!(FromInit::decode(&m), None);
         // A list length larger than the message.
-        assert_eq!(ToInit::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255]), None);
+        assert_eq!(
+            ToInit::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255]),
+            None
+        );
     }
 }

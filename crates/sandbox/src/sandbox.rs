@@ -89,6 +89,8 @@ pub struct Sandbox {
     next_id: u64,
     reaped: bool,
     buf: Vec<u8>,
+    /// The host id of the task's user when it differs from ours (we run as root).
+    task_host_id: Option<u32>,
 }
 
 /// What the host can do, decided once per sandbox before cloning.
@@ -111,11 +113,17 @@ fn decide(spec: &SandboxSpec) -> Result<Decisions, Error> {
         }
     };
     if !seccomp::SUPPORTED || !sys::seccomp_supported() {
-        missing(Layer::Seccomp, "no seccomp filter for this kernel or architecture".into())?;
+        missing(
+            Layer::Seccomp,
+            "no seccomp filter for this kernel or architecture".into(),
+        )?;
     }
     let mut listener = spec.observe_exec;
     if listener && !sys::seccomp_notify_supported() {
-        missing(Layer::SeccompNotify, "the kernel has no seccomp user notification".into())?;
+        missing(
+            Layer::SeccompNotify,
+            "the kernel has no seccomp user notification".into(),
+        )?;
         listener = false;
     }
     let landlock_abi = sys::landlock_abi();
@@ -123,10 +131,16 @@ fn decide(spec: &SandboxSpec) -> Result<Decisions, Error> {
         missing(Layer::Landlock, "the kernel does not offer Landlock".into())?;
     } else {
         if landlock_abi < 4 {
-            missing(Layer::LandlockNet, format!("Landlock ABI {landlock_abi} has no TCP rules (needs 4)"))?;
+            missing(
+                Layer::LandlockNet,
+                format!("Landlock ABI {landlock_abi} has no TCP rules (needs 4)"),
+            )?;
         }
         if landlock_abi < 6 {
-            missing(Layer::LandlockScope, format!("Landlock ABI {landlock_abi} has no scoping (needs 6)"))?;
+            missing(
+                Layer::LandlockScope,
+                format!("Landlock ABI {landlock_abi} has no scoping (needs 6)"),
+            )?;
         }
     }
     Ok(Decisions {
@@ -188,7 +202,8 @@ impl Sandbox {
             skipped.push((layer, why));
         }
 
-        let (ours, theirs) = sys::seqpacket_pair().map_err(|e| Error::io("create a socket pair", &e))?;
+        let (ours, theirs) =
+            sys::seqpacket_pair().map_err(|e| Error::io("create a socket pair", &e))?;
         let config = InitConfig {
             spec,
             plan: &plan,
@@ -230,6 +245,7 @@ impl Sandbox {
             next_id: 1,
             reaped: false,
             buf: vec![0u8; MAX_MESSAGE],
+            task_host_id: root.then_some(host.0),
         };
         sandbox.finish_setup(spec, &plan, root, owner, host)?;
         Ok(sandbox)
@@ -308,7 +324,16 @@ impl Sandbox {
                     .and_then(|i| Layer::ALL.get(i).copied());
                 self.kill();
                 Err(match layer {
-                    Some(layer) if matches!(layer, Layer::Landlock | Layer::Seccomp | Layer::NoNewPrivs | Layer::Capabilities | Layer::UserNamespace) => {
+                    Some(layer)
+                        if matches!(
+                            layer,
+                            Layer::Landlock
+                                | Layer::Seccomp
+                                | Layer::NoNewPrivs
+                                | Layer::Capabilities
+                                | Layer::UserNamespace
+                        ) =>
+                    {
                         Error::Required {
                             layer,
                             reason: format!("{step}: {why}"),
@@ -389,7 +414,13 @@ impl Sandbox {
             });
         }
         let fds = request.stdio.map(|fd| fd.as_raw_fd());
-        sys::send_with_fds(self.sock.as_fd(), &message, &fds).map_err(|e| Error::io("start a program", &e))?;
+        if self.task_host_id.is_some() {
+            for fd in &request.stdio {
+                give_pipe_to_task(*fd);
+            }
+        }
+        sys::send_with_fds(self.sock.as_fd(), &message, &fds)
+            .map_err(|e| Error::io("start a program", &e))?;
         Ok(id)
     }
 
@@ -434,8 +465,12 @@ impl Sandbox {
 
     /// Send a signal to a spawned program (its group if it has one).
     pub fn signal(&self, id: u64, signal: i32) -> Result<(), Error> {
-        sys::send_with_fds(self.sock.as_fd(), &ToInit::Signal { id, signal }.encode(), &[])
-            .map_err(|e| Error::io("signal a program", &e))
+        sys::send_with_fds(
+            self.sock.as_fd(),
+            &ToInit::Signal { id, signal }.encode(),
+            &[],
+        )
+        .map_err(|e| Error::io("signal a program", &e))
     }
 
     /// Kill everything in the sandbox at once (the pid namespace goes with its init).
@@ -469,6 +504,18 @@ impl Drop for Sandbox {
             self.kill();
             self.wait_init();
         }
+    }
+}
+
+/// An anonymous pipe handed to a task as a standard stream belongs to whoever created it,
+/// with mode 0600; a task running as another user could then not reopen it through
+/// `/dev/stdout` or `/proc/self/fd`, which scripts do (`echo oops > /dev/stderr`). Give such
+/// pipes to the task's user. Only anonymous pipes: they exist for this one pipeline and have
+/// no path, so their owner matters for nothing else. Files and terminals are left alone.
+fn give_pipe_to_task(fd: BorrowedFd<'_>) {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+    if link.to_string_lossy().starts_with("pipe:[") {
+        let _ = std::os::unix::fs::fchown(fd, Some(TASK_HOST_ID), Some(TASK_HOST_ID));
     }
 }
 

@@ -9,7 +9,11 @@ pub(crate) const SUPPORTED: bool = generated::SUPPORTED;
 
 /// The filter: with `observe`, `execve` and `execveat` notify the supervisor.
 pub(crate) fn program(observe: bool) -> &'static [libc::sock_filter] {
-    if observe { generated::OBSERVE } else { generated::PLAIN }
+    if observe {
+        generated::OBSERVE
+    } else {
+        generated::PLAIN
+    }
 }
 
 /// One rule of the policy: (syscall, number, action, has an argument condition).
@@ -92,7 +96,10 @@ mod tests {
         // clone: plain fork allowed, any namespace flag refused.
         let clone = nr("clone");
         assert_eq!(run(p, X86_64, clone, [0x11, 0, 0, 0, 0, 0]), ALLOW);
-        assert_eq!(run(p, X86_64, clone, [0x1000_0011, 0, 0, 0, 0, 0]), ERRNO | 1);
+        assert_eq!(
+            run(p, X86_64, clone, [0x1000_0011, 0, 0, 0, 0, 0]),
+            ERRNO | 1
+        );
         assert_eq!(run(p, X86_64, clone, [0x20000, 0, 0, 0, 0, 0]), ERRNO | 1);
         assert_eq!(run(p, X86_64, nr("clone3"), [0; 6]), ERRNO | 38);
         // socket: IP and Unix only, no raw.
@@ -103,16 +110,28 @@ mod tests {
         assert_eq!(run(p, X86_64, socket, [16, 3, 0, 0, 0, 0]), ERRNO | 97);
         assert_eq!(run(p, X86_64, socket, [17, 3, 0, 0, 0, 0]), ERRNO | 97);
         assert_eq!(run(p, X86_64, socket, [2, 3, 0, 0, 0, 0]), ERRNO | 1);
-        assert_eq!(run(p, X86_64, socket, [2, 3 | 0x800, 0, 0, 0, 0]), ERRNO | 1);
+        assert_eq!(
+            run(p, X86_64, socket, [2, 3 | 0x800, 0, 0, 0, 0]),
+            ERRNO | 1
+        );
         // ioctl: TIOCSTI refused even with high bits set; others allowed.
         let ioctl = nr("ioctl");
         assert_eq!(run(p, X86_64, ioctl, [0, 0x5412, 0, 0, 0, 0]), ERRNO | 1);
-        assert_eq!(run(p, X86_64, ioctl, [0, 0xFFFF_FFFF_0000_5412, 0, 0, 0, 0]), ERRNO | 1);
+        assert_eq!(
+            run(p, X86_64, ioctl, [0, 0xFFFF_FFFF_0000_5412, 0, 0, 0, 0]),
+            ERRNO | 1
+        );
         assert_eq!(run(p, X86_64, ioctl, [0, 0x5401, 0, 0, 0, 0]), ALLOW);
         // personality: queries and plain Linux allowed, tricks refused.
         let personality = nr("personality");
-        assert_eq!(run(p, X86_64, personality, [0xFFFF_FFFF, 0, 0, 0, 0, 0]), ALLOW);
-        assert_eq!(run(p, X86_64, personality, [0x0040000, 0, 0, 0, 0, 0]), ERRNO | 1);
+        assert_eq!(
+            run(p, X86_64, personality, [0xFFFF_FFFF, 0, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            run(p, X86_64, personality, [0x0040000, 0, 0, 0, 0, 0]),
+            ERRNO | 1
+        );
         // Unknown and foreign calls.
         assert_eq!(run(p, X86_64, max_known_syscall() + 1, [0; 6]), ERRNO | 38);
         assert_eq!(run(p, X86_64, 0x4000_0001, [0; 6]), ERRNO | 38);

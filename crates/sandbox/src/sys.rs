@@ -27,7 +27,8 @@ fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
 
 /// Take ownership of a descriptor a system call just returned.
 fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
-    let raw = RawFd::try_from(check_long(fd)?).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let raw =
+        RawFd::try_from(check_long(fd)?).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the kernel just returned `raw` as a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
@@ -172,9 +173,11 @@ pub(crate) fn spawn(
     stdio: [RawFd; 3],
     new_process_group: bool,
 ) -> io::Result<libc::pid_t> {
-    let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    let mut argv_ptrs: Vec<*mut libc::c_char> =
+        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_ptrs.push(std::ptr::null_mut());
-    let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    let mut envp_ptrs: Vec<*mut libc::c_char> =
+        envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
     envp_ptrs.push(std::ptr::null_mut());
 
     // SAFETY: the attribute and file-action objects are initialised before use, destroyed on
@@ -194,7 +197,11 @@ pub(crate) fn spawn(
         }
         let result = (|| {
             for (target, source) in stdio.iter().enumerate() {
-                let r = libc::posix_spawn_file_actions_adddup2(&mut actions, *source, target as libc::c_int);
+                let r = libc::posix_spawn_file_actions_adddup2(
+                    &mut actions,
+                    *source,
+                    target as libc::c_int,
+                );
                 if r != 0 {
                     return Err(io::Error::from_raw_os_error(r));
                 }
@@ -278,7 +285,6 @@ pub(crate) fn chdir(path: &CStr) -> io::Result<()> {
     check(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
 }
 
-
 /// `dup2(2)` onto a standard stream.
 pub(crate) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: plain integers; dup2 validates both.
@@ -290,9 +296,11 @@ pub(crate) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
 pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range with the CLOEXEC flag only sets flags on descriptors.
-    check_long(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) }).map(drop)
+    check_long(unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC)
+    })
+    .map(drop)
 }
-
 
 /// Set a resource limit (soft and hard).
 pub(crate) fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
@@ -310,7 +318,15 @@ pub(crate) fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io:
 
 fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<libc::c_int> {
     // SAFETY: every option used here takes integer arguments only.
-    check(unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) })
+    check(unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
 }
 
 /// `PR_SET_NO_NEW_PRIVS`: no exec may ever grant privileges (setuid bits, file caps).
@@ -419,8 +435,16 @@ pub(crate) fn mount(
 ) -> io::Result<()> {
     let ptr = |s: Option<&CStr>| s.map(CStr::as_ptr).unwrap_or(std::ptr::null());
     // SAFETY: every pointer is null or a valid NUL-terminated string alive for the call.
-    check(unsafe { libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast()) })
-        .map(drop)
+    check(unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    })
+    .map(drop)
 }
 
 /// `umount2(target, MNT_DETACH)`.
@@ -496,7 +520,11 @@ pub(crate) fn mount_setattr(
 
 /// `openat2(root, path, O_PATH|O_CLOEXEC, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS)`: resolve
 /// `path` as if `root` were `/`, so absolute symlinks and `..` cannot leave it.
-pub(crate) fn open_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn open_in_root(
+    root: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
@@ -520,7 +548,11 @@ pub(crate) fn open_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int
 /// Bring the loopback interface of the current network namespace up.
 pub(crate) fn loopback_up() -> io::Result<()> {
     // SAFETY: a plain socket call; the descriptor is owned right away.
-    let sock = owned(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) } as libc::c_long)?;
+    let sock =
+        owned(
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
+                as libc::c_long,
+        )?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { zeroed() };
     for (slot, byte) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -528,7 +560,14 @@ pub(crate) fn loopback_up() -> io::Result<()> {
     }
     req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads an ifreq, which `req` is, alive for the call.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req as *const libc::ifreq) }).map(drop)
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &req as *const libc::ifreq,
+        )
+    })
+    .map(drop)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -540,7 +579,12 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.
     check(unsafe {
-        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
     })?;
     // SAFETY: both descriptors are new and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -567,15 +611,20 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) ->
     if !fds.is_empty() {
         msg.msg_control = control.as_mut_ptr().cast();
         // SAFETY: pure size computation.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE((fds.len() * size_of::<RawFd>()) as u32) } as usize;
+        msg.msg_controllen =
+            unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
         // SAFETY: the control buffer is large enough for one header carrying `fds`, as
         // computed by CMSG_SPACE; CMSG_FIRSTHDR/CMSG_DATA point inside it.
         unsafe {
             let header = libc::CMSG_FIRSTHDR(&msg);
             (*header).cmsg_level = libc::SOL_SOCKET;
             (*header).cmsg_type = libc::SCM_RIGHTS;
-            (*header).cmsg_len = libc::CMSG_LEN((fds.len() * size_of::<RawFd>()) as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(header).cast::<RawFd>(), fds.len());
+            (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(header).cast::<RawFd>(),
+                fds.len(),
+            );
         }
     }
     loop {
@@ -593,7 +642,12 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) ->
 
 /// Receive one message and the descriptors attached to it. `Ok(0)` with no descriptors
 /// means the peer closed.
-pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>, nonblocking: bool) -> io::Result<usize> {
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -635,7 +689,10 @@ pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<
         }
     }
     if msg.msg_flags & libc::MSG_TRUNC != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "message truncated"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message truncated",
+        ));
     }
     Ok(n)
 }
@@ -665,9 +722,10 @@ pub(crate) fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
         return Err(io::Error::from_raw_os_error(r));
     }
     // SAFETY: `set` is initialised; -1 asks for a new descriptor.
-    owned(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } as libc::c_long)
+    owned(
+        unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } as libc::c_long,
+    )
 }
-
 
 /// One signal read from a signalfd: number, `si_code`, sender pid.
 #[derive(Debug, Clone, Copy)]
@@ -700,11 +758,13 @@ pub(crate) fn read_signal(fd: BorrowedFd<'_>) -> io::Result<Option<SignalInfo>> 
     }))
 }
 
-
 /// Restore the default disposition of `signal` and deliver it to this process (used to exit
 /// "by the same signal" as the contained command).
 pub(crate) fn die_by_signal(signal: libc::c_int) {
-    let limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain calls with valid arguments: no core file, default disposition, unblock,
     // then signal ourselves.
     unsafe {
@@ -732,7 +792,13 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Resu
         .collect();
     loop {
         // SAFETY: `pollfds` is a valid array of the length passed.
-        let ret = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout_ms) };
+        let ret = unsafe {
+            libc::poll(
+                pollfds.as_mut_ptr(),
+                pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
         if ret >= 0 {
             break;
         }
@@ -750,9 +816,13 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Resu
 
 /// Install a seccomp filter on this thread (and its future children). With `listener`, the
 /// kernel returns a user-notification descriptor.
-pub(crate) fn seccomp_install(program: &[libc::sock_filter], listener: bool) -> io::Result<Option<OwnedFd>> {
+pub(crate) fn seccomp_install(
+    program: &[libc::sock_filter],
+    listener: bool,
+) -> io::Result<Option<OwnedFd>> {
     let prog = libc::sock_fprog {
-        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        len: u16::try_from(program.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
         filter: program.as_ptr().cast_mut(),
     };
     let flags = if listener {
@@ -769,7 +839,11 @@ pub(crate) fn seccomp_install(program: &[libc::sock_filter], listener: bool) -> 
             &prog as *const libc::sock_fprog,
         )
     };
-    if listener { owned(ret).map(Some) } else { check_long(ret).map(|_| None) }
+    if listener {
+        owned(ret).map(Some)
+    } else {
+        check_long(ret).map(|_| None)
+    }
 }
 
 /// Whether the kernel supports seccomp user notification (SECCOMP_GET_NOTIF_SIZES).
@@ -805,7 +879,11 @@ pub(crate) struct Notification {
 /// Receive one notification (blocking unless the descriptor is polled first). `Ok(None)`
 /// when the notifying process died before it could be read.
 pub(crate) fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Option<Notification>> {
-    if !poll_readable(&[listener], 0)?.first().copied().unwrap_or(false) {
+    if !poll_readable(&[listener], 0)?
+        .first()
+        .copied()
+        .unwrap_or(false)
+    {
         return Ok(None);
     }
     // SAFETY: the kernel requires a zeroed seccomp_notif; it is plain data.
@@ -850,7 +928,11 @@ pub(crate) fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
 }
 
 /// Answer a notification: let the call proceed, or fail it with `errno`.
-pub(crate) fn notif_respond(listener: BorrowedFd<'_>, id: u64, errno: Option<i32>) -> io::Result<()> {
+pub(crate) fn notif_respond(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    errno: Option<i32>,
+) -> io::Result<()> {
     let resp = libc::seccomp_notif_resp {
         id,
         val: 0,
@@ -881,7 +963,11 @@ pub(crate) fn notif_respond(listener: BorrowedFd<'_>, id: u64, errno: Option<i32
 }
 
 /// Read `buf.len()` bytes (or fewer, at an unmapped page) from another process's memory.
-pub(crate) fn read_process_memory(pid: libc::pid_t, address: u64, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_process_memory(
+    pid: libc::pid_t,
+    address: u64,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),

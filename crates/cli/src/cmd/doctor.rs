@@ -49,12 +49,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 fn print_table(reports: &[LayerReport]) {
-    let width = reports.iter().map(|r| r.layer.name().len()).max().unwrap_or(10);
+    let width = reports
+        .iter()
+        .map(|r| r.layer.name().len())
+        .max()
+        .unwrap_or(10);
     for r in reports {
         let mark = if r.available { "yes" } else { "NO " };
         println!("{:width$}  {mark}  {}", r.layer.name(), r.detail);
     }
-    let missing: Vec<&str> = reports.iter().filter(|r| !r.available).map(|r| r.layer.name()).collect();
+    let missing: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.available)
+        .map(|r| r.layer.name())
+        .collect();
     if missing.is_empty() {
         println!("\nevery layer is enforced on this host");
     } else {

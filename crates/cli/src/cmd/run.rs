@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use remit_gate::prepare::{RunRequest, prepare};
 use remit_gate::record::remit_home;
-use remit_gate::run::{NoPrompter, Outcome, Prompter, RunReport, TerminalPrompter, run as run_task};
+use remit_gate::run::{
+    NoPrompter, Outcome, Prompter, RunReport, TerminalPrompter, run as run_task,
+};
 use remit_types::id::TaskId;
 
 use crate::exit::Outcome as Exit;
@@ -72,29 +74,40 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         task,
     };
     let mut prepared = prepare(&request)?;
-    let log = args
-        .log
-        .clone()
-        .unwrap_or_else(|| remit_home(&host_env).join("tasks").join(format!("{task}.jsonl")));
+    let log = args.log.clone().unwrap_or_else(|| {
+        remit_home(&host_env)
+            .join("tasks")
+            .join(format!("{task}.jsonl"))
+    });
     let interactive = std::fs::File::open("/dev/tty").is_ok();
     let mut terminal = TerminalPrompter {
         timeout: std::time::Duration::from_secs(120),
     };
     let mut none = NoPrompter;
-    let prompter: &mut dyn Prompter = if interactive { &mut terminal } else { &mut none };
+    let prompter: &mut dyn Prompter = if interactive {
+        &mut terminal
+    } else {
+        &mut none
+    };
     if request.allow_degraded {
-        eprintln!("remit: WARNING: degraded mode was asked for: layers this host cannot enforce will be skipped, and the record will say so");
+        eprintln!(
+            "remit: WARNING: degraded mode was asked for: layers this host cannot enforce will be skipped, and the record will say so"
+        );
     }
     let report = run_task(&request, &mut prepared, log, prompter)?;
     for (layer, why) in &report.degraded {
         eprintln!("remit: WARNING: this task ran WITHOUT `{layer}`: {why}");
     }
-    let show_summary = !args.quiet && (args.summary || std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let show_summary =
+        !args.quiet && (args.summary || std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if show_summary {
         eprintln!("{}", summary(&task, &report, &prepared.notes));
     }
     if let Some(err) = &report.log_error {
-        eprintln!("remit: error: the task's record `{}` is incomplete: {err}", report.log.display());
+        eprintln!(
+            "remit: error: the task's record `{}` is incomplete: {err}",
+            report.log.display()
+        );
     }
     Ok(match report.outcome {
         Outcome::Exited(code) => Exit::Status(u8::try_from(code).unwrap_or(255)),
@@ -139,7 +152,10 @@ fn summary(task: &TaskId, report: &RunReport, notes: &[String]) -> String {
         out.push_str(&format!("\nremit:   denied `{line}`"));
     }
     if report.denied.len() > 5 {
-        out.push_str(&format!("\nremit:   … and {} more", report.denied.len() - 5));
+        out.push_str(&format!(
+            "\nremit:   … and {} more",
+            report.denied.len() - 5
+        ));
     }
     for note in notes {
         out.push_str(&format!("\nremit:   note: {note}"));

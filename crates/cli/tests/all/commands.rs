@@ -1,0 +1,165 @@
+//! Command rules hold however a command is spelled, every start is recorded, and a refusal
+//! tells the agent why.
+
+use crate::support::*;
+
+const FORBID_TOUCH: &str = "[commands]\nforbid = [\"touch\", \"git push\"]\n";
+
+fn marker_absent(w: &World, name: &str) -> bool {
+    !w.exists(&w.ws.join(name))
+}
+
+#[test]
+fn forbidden_command_every_way() {
+    let w = World::new();
+    std::fs::copy("/usr/bin/touch", w.ws.join("brought-along")).unwrap();
+    chmod_x(&w.ws.join("brought-along"));
+    let attacks = [
+        ("a", "touch a"),
+        ("b", "sh -c 'touch b'"),
+        ("c", "env touch c"),
+        ("d", "/usr/bin/touch d"),
+        ("e", "cp /usr/bin/touch ./t 2>/dev/null; ./t e"),
+        ("f", "ln -s /usr/bin/touch ./lt; ./lt f"),
+        ("g", "./brought-along g"),
+        ("h", "/lib64/ld-linux-x86-64.so.2 /usr/bin/touch h"),
+        ("i", "(exec -a innocent /usr/bin/touch i)"),
+        ("j", "xargs touch <<< j"),
+        ("k", "find . -maxdepth 0 -exec touch k \\;"),
+        (
+            "l",
+            "python3 -c 'import os; os.execv(\"/usr/bin/touch\", [\"touch\", \"l\"])'",
+        ),
+    ];
+    for (marker, attack) in attacks {
+        let out = w.run(Some(FORBID_TOUCH), &format!("{attack} 2>/dev/null; true"));
+        assert!(out.status.success(), "{}", show(&out));
+        assert!(
+            marker_absent(&w, marker),
+            "`{attack}` ran a forbidden command\n{}",
+            show(&out)
+        );
+    }
+    // Twin: other programs (and writing the same file another way) work.
+    ok(&w.run(
+        Some(FORBID_TOUCH),
+        "echo > twin && ls twin && cp twin twin2",
+    ));
+    assert!(w.exists(&w.ws.join("twin2")));
+}
+
+#[test]
+fn a_refusal_explains_itself_and_is_recorded() {
+    let w = World::new();
+    let log = w.dir.path().join("task.jsonl");
+    let out = w
+        .command()
+        .args(["run", "--quiet", "--log"])
+        .arg(&log)
+        .arg("--remit")
+        .arg(w.remit(FORBID_TOUCH))
+        .args(["--", "bash", "-c", "touch x; echo after"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("remit: denied `touch x`") && err.contains("commands.forbid `touch`"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("after"));
+    let records = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["kind"], "run_started");
+    let denied: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["decision"] == "deny").collect();
+    assert!(!denied.is_empty(), "{records}");
+    assert_eq!(denied[0]["argv"], serde_json::json!(["touch", "x"]));
+    assert_eq!(denied[0]["rule"], "commands.forbid `touch`");
+    let allowed: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["decision"] == "allow").collect();
+    assert!(allowed.iter().any(|l| l["argv"][0] == "bash"), "{records}");
+    let end = lines.last().unwrap();
+    assert_eq!(end["kind"], "run_ended");
+    assert_eq!(end["outcome"], "exit");
+    assert!(end["denied"].as_u64().unwrap() >= 1);
+    for line in &lines {
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(line["task"], lines[0]["task"]);
+    }
+}
+
+#[test]
+fn the_main_command_itself_can_be_refused() {
+    let w = World::new();
+    let out = w
+        .command()
+        .args(["run", "--quiet", "--remit"])
+        .arg(w.remit(FORBID_TOUCH))
+        .args(["--", "touch", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(marker_absent(&w, "x"));
+    assert!(stderr(&out).contains("denied"), "{}", show(&out));
+}
+
+#[test]
+fn git_push_is_forbidden_however_spelled() {
+    let w = World::new();
+    let setup = "git init -q -b main . && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m init";
+    ok(&w.run(None, setup));
+    for push in [
+        "git push",
+        "git -C . push origin main",
+        "git -c alias.p=push p",
+        "git --no-pager push --force",
+    ] {
+        let out = w.run(Some(FORBID_TOUCH), &format!("{push} 2>&1; echo rc=$?"));
+        let text = stdout(&out);
+        assert!(
+            text.contains("remit: denied"),
+            "`{push}` was not refused\n{}",
+            show(&out)
+        );
+    }
+    // Twin: other git subcommands run.
+    ok(&w.run(
+        Some(FORBID_TOUCH),
+        "git status --short && git log --oneline | grep -q init",
+    ));
+}
+
+#[test]
+fn prompt_without_a_human_is_a_denial() {
+    let w = World::new();
+    let remit = "[commands]\nprompt = [\"touch\"]\n";
+    let out = w.run(Some(remit), "touch prompted 2>&1; true");
+    assert!(marker_absent(&w, "prompted"), "{}", show(&out));
+    assert!(stdout(&out).contains("approval"), "{}", show(&out));
+}
+
+#[test]
+fn default_deny_allows_only_what_is_listed() {
+    let w = World::new();
+    let remit = "[commands]\ndefault = \"deny\"\nallow = [\"bash\", \"echo\", \"cat\"]\n";
+    let out = w.run(
+        Some(remit),
+        "echo listed > f; cat f; touch unlisted 2>/dev/null; ls >/dev/null 2>&1 || echo ls-refused",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("listed") && text.contains("ls-refused"),
+        "{}",
+        show(&out)
+    );
+    assert!(marker_absent(&w, "unlisted"));
+    // Landlock execute rules hold it too: a program brought into the workspace cannot run
+    // when the remit forbids executing from writable places.
+    let remit = "[filesystem]\nexec_writable = false\n[commands]\ndefault = \"deny\"\nallow = [\"bash\", \"cp\"]\n";
+    let out = w.run(Some(remit), "cp /usr/bin/true ./t && ./t && echo RAN");
+    assert!(!stdout(&out).contains("RAN"), "{}", show(&out));
+}

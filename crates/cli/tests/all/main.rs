@@ -1,0 +1,8 @@
+//! Behaviour tests of the real `remit` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod commands;
+mod containment;
+mod run_cli;
+mod support;
+mod workspace;
