@@ -7,6 +7,7 @@
 //! are matched in order while skipping options (`git -C repo -c x=y push`), including the
 //! option values the common tools take and `-c alias.x=push` aliases.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use remit_types::remit::{CommandDefault, CommandRule, Commands};
@@ -208,49 +209,19 @@ impl CommandRules {
 
     /// Decide one program start.
     pub fn decide(&self, facts: &ExecFacts) -> CommandDecision {
-        let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
-        let args: Vec<String> = facts.argv.iter().skip(1).cloned().collect();
-        let mut names: Vec<String> = vec![basename(&facts.path).to_owned()];
-        if let Some(arg0) = facts.argv.first() {
-            names.push(basename(arg0).to_owned());
-        }
-        names.extend(facts.identical_to.iter().cloned());
-        names.sort();
-        names.dedup();
-        names.retain(|n| !n.is_empty());
-        for name in &names {
-            candidates.push((name.clone(), args.clone()));
-            if is_launcher(name)
-                && let Some((i, target)) =
-                    args.iter().enumerate().find(|(_, a)| !a.starts_with('-'))
-            {
-                candidates.push((basename(target).to_owned(), args[i + 1..].to_vec()));
-            }
-        }
-        if let Some(interp) = &facts.interpreter
-            && let Some(program) = interp.first()
-        {
-            // `#!/usr/bin/curl -K` runs curl with the line's arguments, then the script.
-            let mut words: Vec<String> = interp[1..].to_vec();
-            words.push(facts.path.clone());
-            words.extend(args.iter().cloned());
-            candidates.push((basename(program).to_owned(), words));
-        }
-
+        let words = command_words(facts);
         let mut best: Option<CommandDecision> = None;
-        for (program, words) in &candidates {
-            for (verdict, rule) in &self.rules {
-                if rule.program() != program || !words_match(program, rule.rest(), words) {
-                    continue;
-                }
-                let better = best.as_ref().is_none_or(|b| *verdict > b.verdict);
-                if better {
-                    best = Some(CommandDecision {
-                        verdict: *verdict,
-                        rule: Some((*verdict, rule.clone())),
-                        program: program.clone(),
-                    });
-                }
+        for (verdict, rule) in &self.rules {
+            if !words.prefixes.contains(&rule.0.join(" ")) {
+                continue;
+            }
+            let better = best.as_ref().is_none_or(|b| *verdict > b.verdict);
+            if better {
+                best = Some(CommandDecision {
+                    verdict: *verdict,
+                    rule: Some((*verdict, rule.clone())),
+                    program: rule.program().to_owned(),
+                });
             }
         }
         best.unwrap_or_else(|| CommandDecision {
@@ -259,18 +230,89 @@ impl CommandRules {
                 CommandDefault::Deny => CommandVerdict::Forbid,
             },
             rule: None,
-            program: names.first().cloned().unwrap_or_default(),
+            program: words.program,
         })
     }
 }
 
-/// Whether `rest` (the rule's words after the program) follows in `args`.
-fn words_match(program: &str, rest: &[String], args: &[String]) -> bool {
-    if rest.is_empty() {
-        return true;
+/// Longest rule, in words; longer rules are refused at load.
+pub const MAX_RULE_WORDS: usize = 8;
+
+/// A program start reduced to what rules match against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandWords {
+    /// The program's name (the file name it was started from).
+    pub program: String,
+    /// The command line, for messages.
+    pub line: String,
+    /// Every word prefix of the command, under every name the program is reached by: once
+    /// with options skipped (`git -C repo push` gives `git`, `git push`) and once with
+    /// options kept (`python -m pip` gives `python -m`, `python -m pip`). A rule matches
+    /// when its words, joined by spaces, are one of these.
+    pub prefixes: BTreeSet<String>,
+}
+
+/// Reduce a program start to its word prefixes.
+pub fn command_words(facts: &ExecFacts) -> CommandWords {
+    let args: Vec<String> = facts.argv.iter().skip(1).cloned().collect();
+    let mut names: Vec<String> = vec![basename(&facts.path).to_owned()];
+    if let Some(arg0) = facts.argv.first() {
+        names.push(basename(arg0).to_owned());
     }
+    names.extend(facts.identical_to.iter().cloned());
+    names.retain(|n| !n.is_empty());
+    let program = names.first().cloned().unwrap_or_default();
+    names.sort();
+    names.dedup();
+    let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
+    for name in &names {
+        candidates.push((name.clone(), args.clone()));
+        if is_launcher(name)
+            && let Some((i, target)) = args.iter().enumerate().find(|(_, a)| !a.starts_with('-'))
+        {
+            candidates.push((basename(target).to_owned(), args[i + 1..].to_vec()));
+        }
+    }
+    if let Some(interp) = &facts.interpreter
+        && let Some(interpreter) = interp.first()
+    {
+        // `#!/usr/bin/curl -K` runs curl with the line's arguments, then the script.
+        let mut words: Vec<String> = interp[1..].to_vec();
+        words.push(facts.path.clone());
+        words.extend(args.iter().cloned());
+        candidates.push((basename(interpreter).to_owned(), words));
+    }
+    let mut prefixes = BTreeSet::new();
+    for (name, words) in &candidates {
+        for sequence in [positional(name, words), words.iter().take(MAX_RULE_WORDS).cloned().collect()] {
+            let mut prefix = name.clone();
+            prefixes.insert(prefix.clone());
+            for word in sequence.iter().take(MAX_RULE_WORDS - 1) {
+                prefix.push(' ');
+                prefix.push_str(word);
+                prefixes.insert(prefix.clone());
+            }
+        }
+    }
+    let mut line = facts.argv.join(" ");
+    if line.len() > 200 {
+        let mut cut = 200;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    CommandWords {
+        program,
+        line,
+        prefixes,
+    }
+}
+
+/// The words after the program with options (and the values the tool's options take)
+/// removed, `--` honoured, and a git alias given with `-c alias.x=...` expanded.
+fn positional(program: &str, args: &[String]) -> Vec<String> {
     let takes_value = value_options(program);
-    // `git -c alias.p=push p` runs `push`.
     let aliases: Vec<(String, Vec<String>)> = if program == "git" {
         args.windows(2)
             .filter(|w| w[0] == "-c")
@@ -278,64 +320,37 @@ fn words_match(program: &str, rest: &[String], args: &[String]) -> bool {
                 let (key, value) = w[1].split_once('=')?;
                 let name = key.strip_prefix("alias.")?;
                 (!value.starts_with('!')).then(|| {
-                    (
-                        name.to_owned(),
-                        value.split_whitespace().map(str::to_owned).collect(),
-                    )
+                    (name.to_owned(), value.split_whitespace().map(str::to_owned).collect())
                 })
             })
             .collect()
     } else {
         Vec::new()
     };
-
-    let mut positional: Vec<String> = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     let mut options_done = false;
-    while i < args.len() {
+    while i < args.len() && out.len() < MAX_RULE_WORDS {
         let arg = &args[i];
         if !options_done && arg == "--" {
             options_done = true;
         } else if !options_done
-            && (arg.starts_with('-') && arg.len() > 1
-                || (program == "cargo" && arg.starts_with('+')))
+            && ((arg.starts_with('-') && arg.len() > 1) || (program == "cargo" && arg.starts_with('+')))
         {
-            // A rule word may itself be an option (`python -m pip`): keep options in the
-            // stream so such rules can match them literally.
-            positional.push(arg.clone());
             if !arg.contains('=') && takes_value.contains(&arg.as_str()) {
                 i += 1;
             }
         } else {
-            positional.push(arg.clone());
+            out.push(arg.clone());
         }
         i += 1;
     }
-    // Expand a git alias used as the subcommand.
-    if let Some(first) = positional.iter().position(|w| !w.starts_with('-'))
-        && let Some((_, expansion)) = aliases.iter().find(|(name, _)| *name == positional[first])
+    if let Some(first) = out.first()
+        && let Some((_, expansion)) = aliases.iter().find(|(name, _)| name == first)
     {
-        positional.splice(first..=first, expansion.iter().cloned());
+        out.splice(0..1, expansion.iter().cloned());
     }
-
-    let mut next = 0;
-    for word in rest {
-        let literal_option = word.starts_with('-');
-        loop {
-            let Some(arg) = positional.get(next) else {
-                return false;
-            };
-            next += 1;
-            if arg == word {
-                break;
-            }
-            if !literal_option && !arg.starts_with('-') {
-                // The next positional word is not the one the rule wants.
-                return false;
-            }
-        }
-    }
-    true
+    out
 }
 
 #[cfg(test)]

@@ -18,3 +18,5 @@
 #![forbid(unsafe_code)]
 
 pub mod commands;
+pub mod engine;
+pub mod schema;

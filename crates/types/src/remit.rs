@@ -45,6 +45,124 @@ pub struct Remit {
     /// Containment settings that are not grants.
     #[serde(default)]
     pub sandbox: SandboxSection,
+    /// Typed actions the task may request through the gate, by kind.
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionGrant>,
+    /// Who may approve what, and for how long a request waits.
+    #[serde(default)]
+    pub approvals: Approvals,
+    /// Raw Cedar policies added to what the remit compiles to.
+    #[serde(default)]
+    pub policy: PolicySection,
+    /// Examples the remit's policy must decide as stated; checked at load.
+    #[serde(default, rename = "test")]
+    pub tests: Vec<PolicyTest>,
+}
+
+/// `[actions.<kind>]`: a typed action the task may request (`remit act <kind>` inside the
+/// task). The capability lives outside the sandbox: the gate performs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionGrant {
+    /// One line saying what the action does (shown to approvers). Default: none.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Argument names the action takes (`remit act publish --arg tag=latest`). Arguments not
+    /// declared are refused. Default: none.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The host command that performs the action, run in the workspace outside the sandbox
+    /// with the supervisor's environment; `{name}` in a word is replaced by that argument.
+    /// Default: none (the action is decided and recorded, and nothing runs).
+    #[serde(default)]
+    pub run: Option<CommandRule>,
+    /// Whether each request needs approval, and from whom. Default: none.
+    #[serde(default)]
+    pub approve: Option<ApprovalRule>,
+    /// Most requests of this kind that may be performed in one task. Default: unlimited.
+    #[serde(default)]
+    pub quota: Option<u32>,
+    /// An extra Cedar condition under which the action is allowed, e.g.
+    /// `context.args.tag != "latest"`. Default: always.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Longest the host command may run. Default: `"10m"`.
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+/// Who must approve: `true` (one approval from the default approvers) or a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApprovalRule {
+    /// `approve = true`: one approval from `[approvals] default`.
+    Simple(bool),
+    /// `approve = { by = ["release-managers"], count = 2 }`.
+    Detailed {
+        /// OS user names or `[approvals.groups]` names. Default: `[approvals] default`.
+        #[serde(default)]
+        by: Vec<String>,
+        /// How many distinct humans. Default: 1.
+        #[serde(default = "one")]
+        count: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[approvals]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approvals {
+    /// Named groups of approvers (OS user names). Default: none.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Who approves when a rule does not say: user or group names. Default: the agent's
+    /// owner if it is set, else any human on the host (never the task itself).
+    #[serde(default)]
+    pub default: Vec<String>,
+    /// How long a request waits for approval before it is denied. Default: `"15m"`.
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Cedar files (relative to the remit) whose policies join the remit's. Default: none.
+    #[serde(default)]
+    pub cedar: Vec<String>,
+}
+
+/// What a `[[test]]` expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expectation {
+    /// The effect is allowed.
+    Allow,
+    /// The effect is denied.
+    Deny,
+    /// The effect needs approval.
+    NeedsApproval,
+}
+
+/// `[[test]]`: an effect and the decision the remit must give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyTest {
+    /// A name for reports. Default: the effect's description.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The effect.
+    pub effect: crate::effect::Effect,
+    /// The decision expected.
+    pub expect: Expectation,
+    /// Decide as if every approval the effect needs had been given. Default: `false`.
+    #[serde(default)]
+    pub approved: bool,
 }
 
 /// `[agent]`: the non-human identity a task runs as.
@@ -260,6 +378,11 @@ impl<'de> Deserialize<'de> for CommandRule {
                 "a command rule needs at least a program name and no empty words",
             ));
         }
+        if words.len() > 8 {
+            return Err(serde::de::Error::custom(
+                "a command rule has at most 8 words (a program and 7 words after it)",
+            ));
+        }
         if words[0].contains('/') {
             return Err(serde::de::Error::custom(format!(
                 "command rules name programs, not paths: write `{}` instead of `{}`",
@@ -308,6 +431,8 @@ pub struct LoadedRemit {
     pub base_dir: PathBuf,
     /// SHA-256 of the exact bytes of the remit file.
     pub sha256: [u8; 32],
+    /// The remit file's text (for locating what a message is about).
+    pub text: String,
 }
 
 impl LoadedRemit {
@@ -436,6 +561,7 @@ pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<LoadedRemit,
         origin: origin.to_owned(),
         base_dir,
         sha256,
+        text: text.to_owned(),
     })
 }
 
@@ -507,6 +633,37 @@ fn validate(remit: &Remit, text: &str, origin: &str) -> Result<(), RemitError> {
             "hostname",
             format!("sandbox.hostname `{hostname}` is not a valid host name"),
         ));
+    }
+    for (kind, grant) in &remit.actions {
+        if crate::effect::BUILTIN_KINDS.contains(&kind.as_str()) || kind == "action" || !crate::effect::valid_action_name(kind) {
+            return Err(invalid(
+                &format!("actions.{kind}"),
+                format!("`{kind}` cannot be an action kind (letters, digits, `-`, `_`; not exec, http_request, git_push, secret_use or action)"),
+            ));
+        }
+        for arg in &grant.args {
+            if !crate::effect::valid_action_name(arg) {
+                return Err(invalid(arg, format!("actions.{kind}: `{arg}` is not an argument name")));
+            }
+        }
+        if let Some(ApprovalRule::Detailed { count, by }) = &grant.approve {
+            if *count == 0 || *count > 16 {
+                return Err(invalid("count", format!("actions.{kind}: approval count must be 1 to 16, not {count}")));
+            }
+            for name in by {
+                if name.is_empty() {
+                    return Err(invalid("by", format!("actions.{kind}: an empty approver name")));
+                }
+            }
+        }
+        if grant.quota == Some(0) {
+            return Err(invalid("quota", format!("actions.{kind}: a quota of 0 forbids the action; remove it instead")));
+        }
+    }
+    for (group, members) in &remit.approvals.groups {
+        if members.is_empty() {
+            return Err(invalid(group, format!("approvals.groups.{group} has no members")));
+        }
     }
     if remit.commands.default == CommandDefault::Deny && remit.commands.allow.is_empty() {
         return Err(invalid(

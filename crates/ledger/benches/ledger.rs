@@ -1,0 +1,374 @@
+//! `cargo bench -p remit-ledger`: durable appends beside raw `write + fdatasync` of the same
+//! bytes and beside PostgreSQL, the cost of the Merkle tree and checkpoints, verification
+//! throughput and proof latency on a 1M-event ledger.
+//!
+//! Set `REMIT_BENCH_QUICK=1` for a short run, `REMIT_BENCH_NO_PG=1` to skip PostgreSQL,
+//! `REMIT_BENCH_PROOF_EVENTS` to change the size of the proof ledger (default 1,000,000).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use remit_ledger::canonical::{assemble, body_json};
+use remit_ledger::merkle::verify_inclusion;
+use remit_ledger::store::{CheckpointRow, EventRow};
+use remit_ledger::testing::TempPostgres;
+use remit_ledger::verify::{VerifyOptions, verify};
+use remit_ledger::{Ledger, LedgerKey, LedgerReader, Location, Options, SystemClock};
+use remit_types::event::{Exec, NewEvent, SCHEMA_VERSION, Verdict};
+
+const BATCHES: [u64; 3] = [1, 100, 1000];
+
+fn event(i: u64) -> NewEvent {
+    NewEvent::new(
+        format!("task-{}", i / 1000),
+        "bench-agent",
+        Exec {
+            argv: vec![
+                "cargo".into(),
+                "test".into(),
+                "--".into(),
+                format!("case_{i}"),
+            ],
+            cwd: "/workspace/project".into(),
+            pid: (i % 30_000) as u32 + 2,
+            ppid: 1,
+            decision: Verdict::Allow,
+            rule: None,
+        },
+    )
+}
+
+/// The canonical bytes the ledger stores for event `i` (what raw fdatasync writes too).
+fn event_bytes(i: u64) -> Vec<u8> {
+    let e = event(i);
+    let mut out = Vec::new();
+    assemble(
+        &mut out,
+        SCHEMA_VERSION,
+        i,
+        "2026-01-01T00:00:00.000000Z",
+        &e.task,
+        &e.agent,
+        &body_json(&e.body).unwrap(),
+    )
+    .unwrap();
+    out
+}
+
+/// Scratch space on the disk being measured (`REMIT_BENCH_DIR`, default the temp dir).
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("REMIT_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn key() -> LedgerKey {
+    LedgerKey::from_seed("bench.remit/ledger", [7; 32]).unwrap()
+}
+
+fn quick() -> bool {
+    std::env::var_os("REMIT_BENCH_QUICK").is_some()
+}
+
+/// Append `batch` events, the last durable, and wait for it.
+fn durable_batch(ledger: &Ledger, next: &mut u64, batch: u64) {
+    for _ in 1..batch {
+        ledger.append(event(*next)).unwrap();
+        *next += 1;
+    }
+    ledger.append_durable(event(*next)).unwrap().wait().unwrap();
+    *next += 1;
+}
+
+fn bench_durable(c: &mut Criterion, name: &str, location: impl Fn(u64) -> Location) {
+    let mut group = c.benchmark_group(format!("durable_append/{name}"));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(if quick() { 2 } else { 6 }));
+    for batch in BATCHES {
+        let ledger = Ledger::open(
+            location(batch),
+            key(),
+            Arc::new(SystemClock),
+            Options::default(),
+        )
+        .unwrap();
+        let mut next = 0u64;
+        group.throughput(Throughput::Elements(batch));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            b.iter(|| durable_batch(&ledger, &mut next, batch));
+        });
+        ledger.close().unwrap();
+    }
+    group.finish();
+}
+
+fn durable_sqlite(c: &mut Criterion) {
+    let dir = bench_dir();
+    bench_durable(c, "sqlite", |batch| {
+        Location::Sqlite(dir.path().join(format!("b{batch}.db")))
+    });
+}
+
+/// The physical limit: the same bytes, `write` + `fdatasync` once per batch.
+fn raw_fdatasync(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut group = c.benchmark_group("raw_fdatasync");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(if quick() { 2 } else { 6 }));
+    for batch in BATCHES {
+        let mut bytes = Vec::new();
+        for i in 0..batch {
+            bytes.extend_from_slice(&event_bytes(i));
+            bytes.push(b'\n');
+        }
+        let mut file = std::fs::File::create(dir.path().join(format!("raw{batch}"))).unwrap();
+        group.throughput(Throughput::Elements(batch));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
+            b.iter(|| {
+                file.write_all(&bytes).unwrap();
+                file.sync_data().unwrap();
+            });
+        });
+    }
+    group.finish();
+}
+
+fn durable_postgres(c: &mut Criterion) {
+    if std::env::var_os("REMIT_BENCH_NO_PG").is_some() {
+        return;
+    }
+    let pg = match TempPostgres::start() {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("skipping postgresql benchmarks: {e}");
+            return;
+        }
+    };
+    bench_durable(c, "postgres", |batch| {
+        Location::Postgres(pg.create_database(&format!("bench_{batch}")).unwrap())
+    });
+}
+
+/// Cost of the tree and the signatures: the full writer against the same store appends with
+/// no hashing, no subtree hashes and one fixed checkpoint row per commit.
+fn merkle_overhead(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut group = c.benchmark_group("merkle_overhead");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(if quick() { 2 } else { 6 }));
+    for batch in [1u64, 1000] {
+        let path = dir.path().join(format!("plain{batch}.db"));
+        // Create the tables with a real ledger, then append to the bare store.
+        Ledger::open(
+            Location::Sqlite(path.clone()),
+            key(),
+            Arc::new(SystemClock),
+            Options::default(),
+        )
+        .unwrap()
+        .close()
+        .unwrap();
+        let mut store = Location::Sqlite(path).open_write().unwrap();
+        let checkpoint = store.latest_checkpoint().unwrap().unwrap();
+        let mut next = 1u64;
+        group.throughput(Throughput::Elements(batch));
+        group.bench_with_input(
+            BenchmarkId::new("store_only", batch),
+            &batch,
+            |b, &batch| {
+                b.iter(|| {
+                    let rows: Vec<EventRow> = (0..batch)
+                        .map(|k| {
+                            let seq = next + k;
+                            let e = event(seq);
+                            let mut body = Vec::new();
+                            assemble(
+                                &mut body,
+                                SCHEMA_VERSION,
+                                seq,
+                                "2026-01-01T00:00:00.000000Z",
+                                &e.task,
+                                &e.agent,
+                                &body_json(&e.body).unwrap(),
+                            )
+                            .unwrap();
+                            EventRow {
+                                seq,
+                                time: "2026-01-01T00:00:00.000000Z".into(),
+                                task: e.task,
+                                agent: e.agent,
+                                kind: "exec".into(),
+                                body,
+                                nodes: Vec::new(),
+                            }
+                        })
+                        .collect();
+                    next += batch;
+                    let cp = CheckpointRow {
+                        size: 0,
+                        ..checkpoint.clone()
+                    };
+                    store.append(&rows, &cp, 0).unwrap();
+                });
+            },
+        );
+        let ledger = Ledger::open(
+            Location::Sqlite(dir.path().join(format!("full{batch}.db"))),
+            key(),
+            Arc::new(SystemClock),
+            Options::default(),
+        )
+        .unwrap();
+        let mut next = 0u64;
+        group.bench_with_input(BenchmarkId::new("ledger", batch), &batch, |b, &batch| {
+            b.iter(|| durable_batch(&ledger, &mut next, batch));
+        });
+        ledger.close().unwrap();
+    }
+    group.finish();
+}
+
+fn write_ledger(location: Location, n: u64) {
+    let ledger = Ledger::open(location, key(), Arc::new(SystemClock), Options::default()).unwrap();
+    for i in 0..n {
+        ledger.append(event(i)).unwrap();
+    }
+    ledger.close().unwrap();
+}
+
+fn verify_throughput(c: &mut Criterion) {
+    let dir = bench_dir();
+    let n = if quick() { 20_000 } else { 200_000 };
+    let location = Location::Sqlite(dir.path().join("verify.db"));
+    write_ledger(location.clone(), n);
+    let mut group = c.benchmark_group("verify");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(if quick() { 2 } else { 8 }));
+    group.throughput(Throughput::Elements(n));
+    group.bench_function(BenchmarkId::new("sqlite", n), |b| {
+        b.iter(|| {
+            let mut reader = LedgerReader::open(&location).unwrap();
+            let report = verify(
+                &mut reader,
+                &VerifyOptions {
+                    key: Some(key().public()),
+                    against: vec![],
+                },
+            )
+            .unwrap();
+            assert_eq!(report.events, n);
+        });
+    });
+    group.finish();
+}
+
+fn proofs(c: &mut Criterion) {
+    let n: u64 = std::env::var("REMIT_BENCH_PROOF_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick() { 100_000 } else { 1_000_000 });
+    let dir = bench_dir();
+    let location = Location::Sqlite(dir.path().join("proofs.db"));
+    let started = Instant::now();
+    write_ledger(location.clone(), n);
+    eprintln!(
+        "proof ledger: {n} events written in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut reader = LedgerReader::open(&location).unwrap();
+    let public = key().public();
+    let checkpoint = reader.latest_checkpoint(&public).unwrap();
+    let root = checkpoint.checkpoint.root;
+    let mut group = c.benchmark_group(format!("proof/{n}_events"));
+    group.sample_size(50);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    group.bench_function("inclusion_proof", |b| {
+        b.iter(|| black_box(reader.inclusion_proof(next() % n, n).unwrap()));
+    });
+    group.bench_function("prove_bundle_and_verify", |b| {
+        b.iter(|| {
+            let bundle = reader.prove_at(next() % n, &checkpoint).unwrap();
+            black_box(bundle.verify(&public).unwrap());
+        });
+    });
+    group.bench_function("consistency_proof", |b| {
+        b.iter(|| black_box(reader.consistency_proof(1 + next() % (n - 1), n).unwrap()));
+    });
+    let proof = reader.inclusion_proof(n / 3, n).unwrap();
+    let leaf = remit_ledger::merkle::leaf_hash(&reader.event(n / 3).unwrap().bytes);
+    group.bench_function("verify_inclusion", |b| {
+        b.iter(|| verify_inclusion(&leaf, n / 3, n, &proof, &root).unwrap());
+    });
+    group.finish();
+}
+
+/// Per-event CPU: canonical JSON of a body, the envelope, the leaf hash.
+fn per_event(c: &mut Criterion) {
+    let mut group = c.benchmark_group("per_event");
+    let e = event(12_345);
+    group.bench_function("canonical_body", |b| {
+        b.iter(|| black_box(body_json(&e.body).unwrap()))
+    });
+    let body = body_json(&e.body).unwrap();
+    let mut out = Vec::new();
+    group.bench_function("assemble_envelope", |b| {
+        b.iter(|| {
+            assemble(
+                &mut out,
+                SCHEMA_VERSION,
+                12_345,
+                "2026-01-01T00:00:00.000000Z",
+                &e.task,
+                &e.agent,
+                &body,
+            )
+            .unwrap();
+            black_box(&out);
+        })
+    });
+    let bytes = event_bytes(12_345);
+    group.bench_function("leaf_hash", |b| {
+        b.iter(|| black_box(remit_ledger::merkle::leaf_hash(&bytes)))
+    });
+    let key = key();
+    group.bench_function("sign_checkpoint", |b| {
+        b.iter(|| {
+            black_box(
+                remit_ledger::SignedCheckpoint::sign(
+                    remit_ledger::Checkpoint {
+                        origin: "bench.remit/ledger".into(),
+                        size: 1,
+                        root: [1; 32],
+                    },
+                    &key,
+                )
+                .unwrap(),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    per_event,
+    durable_sqlite,
+    raw_fdatasync,
+    durable_postgres,
+    merkle_overhead,
+    verify_throughput,
+    proofs
+);
+criterion_main!(benches);

@@ -1,0 +1,294 @@
+//! Where events live: one trait, two stores (SQLite by default, PostgreSQL for a fleet).
+//!
+//! A store keeps three things: the events (canonical JSON, one row per sequence number, with a
+//! few columns copied out of the JSON for filtering), for each event the hashes of the perfect
+//! subtrees it completes (so proofs read `O(log n)` rows instead of rehashing the log), and
+//! the signed checkpoints. It knows nothing about hashing or signing: the writer computes,
+//! the store persists, and `verify` trusts none of what is stored.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::merkle::{self, Hash, NodeSource};
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod sqlite;
+
+/// Version of the storage layout (tables and columns), kept in the store's metadata.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// Sequence number (leaf index).
+    pub seq: u64,
+    /// Copy of the event's `time`, for filtering.
+    pub time: String,
+    /// Copy of the event's `task`, for filtering.
+    pub task: String,
+    /// Copy of the event's `agent`, for filtering.
+    pub agent: String,
+    /// Copy of the event's `body.kind`, for filtering.
+    pub kind: String,
+    /// The event's canonical JSON: the Merkle leaf.
+    pub body: Vec<u8>,
+    /// Hashes of the perfect subtrees this leaf completes, level 0 (the leaf hash) first,
+    /// 32 bytes each.
+    pub nodes: Vec<u8>,
+}
+
+/// A stored event borrowed from the store while scanning (no copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowRef<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    /// Indexed `time`.
+    pub time: &'a str,
+    /// Indexed `task`.
+    pub task: &'a str,
+    /// Indexed `agent`.
+    pub agent: &'a str,
+    /// Indexed `kind`.
+    pub kind: &'a str,
+    /// The canonical JSON.
+    pub body: &'a [u8],
+    /// Stored subtree hashes.
+    pub nodes: &'a [u8],
+}
+
+impl RowRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_row(&self) -> EventRow {
+        EventRow {
+            seq: self.seq,
+            time: self.time.to_owned(),
+            task: self.task.to_owned(),
+            agent: self.agent.to_owned(),
+            kind: self.kind.to_owned(),
+            body: self.body.to_vec(),
+            nodes: self.nodes.to_vec(),
+        }
+    }
+}
+
+/// One stored signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    /// Tree size it covers.
+    pub size: u64,
+    /// When it was signed (RFC 3339, from the ledger's clock).
+    pub time: String,
+    /// The signed note.
+    pub note: String,
+}
+
+/// What a store records about the ledger it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Storage layout version ([`LAYOUT_VERSION`]).
+    pub layout: u32,
+    /// The ledger's origin (its key name).
+    pub origin: String,
+    /// The public key checkpoints are signed with (`vkey`).
+    pub vkey: String,
+    /// When the ledger was created.
+    pub created: String,
+}
+
+/// Which events a scan returns. Empty filters match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// First sequence number.
+    pub from_seq: u64,
+    /// Only this task.
+    pub task: Option<String>,
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Only these kinds.
+    pub kinds: Vec<String>,
+    /// Only events at or after this time (RFC 3339 UTC, as the ledger writes it).
+    pub since: Option<String>,
+    /// At most this many events.
+    pub limit: Option<u64>,
+}
+
+/// Persistence for the ledger. Every method either does all it says or returns an error.
+pub trait Store: Send {
+    /// A short description for messages (`` `/path/ledger.db` ``).
+    fn describe(&self) -> String;
+
+    /// Read the metadata; `None` for an empty (new) store.
+    fn read_meta(&mut self) -> Result<Option<Meta>>;
+
+    /// Create the tables and write the metadata (writable stores only).
+    fn create(&mut self, meta: &Meta) -> Result<()>;
+
+    /// Number of events: one past the highest sequence number.
+    fn size(&mut self) -> Result<u64>;
+
+    /// In one durable transaction: append `events`, delete the checkpoints larger than
+    /// `prune_above` (the previous transient head), and store `checkpoint`. When this returns
+    /// `Ok`, all of it survives a crash or power loss; on error, none of it is there.
+    fn append(
+        &mut self,
+        events: &[EventRow],
+        checkpoint: &CheckpointRow,
+        prune_above: u64,
+    ) -> Result<()>;
+
+    /// One event.
+    fn event(&mut self, seq: u64) -> Result<Option<EventRow>>;
+
+    /// The stored subtree hashes of event `seq`.
+    fn nodes(&mut self, seq: u64) -> Result<Option<Vec<u8>>>;
+
+    /// Visit matching events in sequence order; `visit` returns `false` to stop.
+    fn scan(
+        &mut self,
+        query: &Query,
+        visit: &mut dyn FnMut(RowRef<'_>) -> Result<bool>,
+    ) -> Result<()>;
+
+    /// All checkpoints, by size.
+    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>>;
+
+    /// The checkpoint with the largest size.
+    fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>>;
+
+    /// The smallest checkpoint covering at least `size` events.
+    fn checkpoint_covering(&mut self, size: u64) -> Result<Option<CheckpointRow>>;
+}
+
+/// Where a ledger is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (`postgresql://…` or `host=… dbname=…`).
+    Postgres(String),
+}
+
+impl Location {
+    /// Open for reading only: the store refuses every write.
+    pub fn open_read(&self) -> Result<Box<dyn Store>> {
+        match self {
+            Self::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open_read(path)?)),
+            Self::Postgres(url) => open_postgres(url, false),
+        }
+    }
+
+    /// Open for writing, taking the store's single-writer lock.
+    pub fn open_write(&self) -> Result<Box<dyn Store>> {
+        match self {
+            Self::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open_write(path)?)),
+            Self::Postgres(url) => open_postgres(url, true),
+        }
+    }
+
+    /// A short description for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("`{}`", path.display()),
+            Self::Postgres(url) => format!("`{}`", redact_url(url)),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(url: &str, write: bool) -> Result<Box<dyn Store>> {
+    Ok(Box::new(postgres::PgStore::connect(url, write)?))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(url: &str, _write: bool) -> Result<Box<dyn Store>> {
+    Err(Error::Invalid(format!(
+        "this build has no postgresql support (ledger `{}`)",
+        redact_url(url)
+    )))
+}
+
+/// Hide a password in a connection string for messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}@{host}");
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The ledger's default location: `$REMIT_HOME/ledger.db`, where `REMIT_HOME` defaults to
+/// `$XDG_DATA_HOME/remit`, then `~/.local/share/remit`. `env` looks a variable up.
+pub fn default_home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let nonempty = |name: &str| env(name).filter(|v| !v.is_empty());
+    if let Some(home) = nonempty("REMIT_HOME") {
+        return Some(PathBuf::from(home));
+    }
+    if let Some(data) = nonempty("XDG_DATA_HOME") {
+        return Some(Path::new(&data).join("remit"));
+    }
+    nonempty("HOME").map(|home| Path::new(&home).join(".local/share/remit"))
+}
+
+/// Reads perfect-subtree hashes out of a store, for proofs.
+pub(crate) struct StoreNodes<'a> {
+    store: &'a mut dyn Store,
+    cached: Option<(u64, Vec<u8>)>,
+}
+
+impl<'a> StoreNodes<'a> {
+    pub(crate) fn new(store: &'a mut dyn Store) -> Self {
+        Self {
+            store,
+            cached: None,
+        }
+    }
+}
+
+impl NodeSource for StoreNodes<'_> {
+    type Error = Error;
+
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash> {
+        let seq = merkle::node_position(level, index).ok_or_else(|| {
+            Error::Invalid(format!("tree node ({level}, {index}) is out of range"))
+        })?;
+        let blob = match &self.cached {
+            Some((cached, blob)) if *cached == seq => blob,
+            _ => {
+                let blob = self.store.nodes(seq)?.ok_or_else(|| Error::Store {
+                    store: self.store.describe(),
+                    detail: format!("event {seq} is missing (needed for a proof)"),
+                })?;
+                &self.cached.insert((seq, blob)).1
+            }
+        };
+        let start = level as usize * 32;
+        blob.get(start..start + 32)
+            .and_then(|s| <Hash>::try_from(s).ok())
+            .ok_or_else(|| Error::Store {
+                store: self.store.describe(),
+                detail: format!("tree node at level {level} of event {seq} is missing"),
+            })
+    }
+}
+
+/// Concatenate node hashes into the stored blob.
+pub(crate) fn nodes_blob(nodes: &[Hash]) -> Vec<u8> {
+    let mut blob = Vec::with_capacity(nodes.len() * 32);
+    for node in nodes {
+        blob.extend_from_slice(node);
+    }
+    blob
+}

@@ -1,0 +1,319 @@
+//! Full verification of a ledger: recompute the tree from the stored events and check it
+//! against every signed checkpoint.
+//!
+//! Nothing stored is trusted: the sequence, each event's header against its indexed columns,
+//! each leaf hash and stored subtree hash against the recomputation, each checkpoint's
+//! signature and root. Given checkpoints saved earlier (`--against`), the ledger must extend
+//! them: a ledger rewritten from genesis, or truncated below them, fails.
+
+use crate::canonical::Header;
+use crate::error::{Error, Result};
+use crate::key::PublicKey;
+use crate::merkle::{self, Frontier, Hash};
+use crate::note::SignedCheckpoint;
+use crate::reader::LedgerReader;
+use crate::store::Query;
+
+/// What to verify against.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The public key to trust. `None`: the key recorded in the ledger, which proves integrity
+    /// only against someone who cannot also replace that key.
+    pub key: Option<PublicKey>,
+    /// Signed checkpoints saved earlier (note texts) that the ledger must be consistent with.
+    pub against: Vec<String>,
+}
+
+/// Which key a verification trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// The caller pinned the key.
+    Pinned,
+    /// The key recorded in the ledger itself.
+    Recorded,
+}
+
+/// A ledger that verified.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The ledger's origin.
+    pub origin: String,
+    /// The key that verified every checkpoint.
+    pub key: PublicKey,
+    /// Where that key came from.
+    pub key_source: KeySource,
+    /// Events checked.
+    pub events: u64,
+    /// Stored checkpoints checked.
+    pub checkpoints: usize,
+    /// Root of the whole ledger.
+    pub root: Hash,
+    /// The latest stored checkpoint.
+    pub latest: SignedCheckpoint,
+    /// Sizes of the `--against` checkpoints the ledger is consistent with.
+    pub against: Vec<u64>,
+}
+
+struct Target {
+    size: u64,
+    root: Hash,
+    /// `true` for a checkpoint given by the caller.
+    external: bool,
+}
+
+/// Verify the whole ledger. `Err(Error::Verify(..))` names what is wrong (and the first bad
+/// event when it can be pinned); other errors mean the ledger could not be read.
+pub fn verify(reader: &mut LedgerReader, options: &VerifyOptions) -> Result<VerifyReport> {
+    let (key, key_source) = match &options.key {
+        Some(key) => (key.clone(), KeySource::Pinned),
+        None => (reader.recorded_key().clone(), KeySource::Recorded),
+    };
+    if key.name() != reader.origin() {
+        return Err(Error::verify(
+            None,
+            format!(
+                "ledger is named `{}` but the trusted key is for `{}`",
+                reader.origin(),
+                key.name()
+            ),
+        ));
+    }
+    if reader.recorded_key() != &key {
+        return Err(Error::verify(
+            None,
+            format!(
+                "ledger records key `{}` but the trusted key is `{}`: the ledger was re-keyed or rewritten",
+                reader.recorded_key(),
+                key
+            ),
+        ));
+    }
+
+    let mut targets = Vec::new();
+    let rows = reader.checkpoint_rows()?;
+    if rows.is_empty() {
+        return Err(Error::verify(
+            None,
+            "the ledger has no signed checkpoint (they were deleted)",
+        ));
+    }
+    let mut latest = None;
+    for row in &rows {
+        let signed = SignedCheckpoint::open(&row.note, &key).map_err(|e| {
+            Error::verify(
+                row.size.checked_sub(1),
+                format!("stored checkpoint at size {}: {e}", row.size),
+            )
+        })?;
+        if signed.checkpoint.size != row.size {
+            return Err(Error::verify(
+                None,
+                format!(
+                    "stored checkpoint row says size {} but the signed note says {}",
+                    row.size, signed.checkpoint.size
+                ),
+            ));
+        }
+        targets.push(Target {
+            size: row.size,
+            root: signed.checkpoint.root,
+            external: false,
+        });
+        latest = Some(signed);
+    }
+    let mut against = Vec::new();
+    for (i, note) in options.against.iter().enumerate() {
+        let signed = SignedCheckpoint::open(note, &key).map_err(|e| {
+            Error::verify(
+                None,
+                format!("checkpoint {} given to verify against: {e}", i + 1),
+            )
+        })?;
+        against.push(signed.checkpoint.size);
+        targets.push(Target {
+            size: signed.checkpoint.size,
+            root: signed.checkpoint.root,
+            external: true,
+        });
+    }
+    targets.sort_by_key(|t| t.size);
+    let Some(latest) = latest else {
+        return Err(Error::verify(None, "the ledger has no signed checkpoint"));
+    };
+
+    let mut walk = Walk {
+        frontier: Frontier::new(),
+        completed: Vec::with_capacity(64),
+        next: 0,
+        targets: &targets,
+        target: 0,
+        last_good: 0,
+    };
+    walk.check_targets()?;
+    let query = Query::default();
+    reader.store().scan(&query, &mut |row| {
+        walk.event(
+            row.seq,
+            row.body,
+            row.nodes,
+            [row.time, row.task, row.agent, row.kind],
+        )?;
+        Ok(true)
+    })?;
+    let size = walk.next;
+    if let Some(t) = targets.iter().find(|t| t.size > size) {
+        let whose = if t.external {
+            "a checkpoint given to verify against"
+        } else {
+            "a stored signed checkpoint"
+        };
+        return Err(Error::verify(
+            Some(size),
+            format!(
+                "the ledger ends after {size} events but {whose} covers {}: events were removed from the end",
+                t.size
+            ),
+        ));
+    }
+    if latest.checkpoint.size < size {
+        return Err(Error::verify(
+            Some(latest.checkpoint.size),
+            format!(
+                "events {}..{} are not covered by any signed checkpoint: they were added outside the ledger writer",
+                latest.checkpoint.size,
+                size - 1
+            ),
+        ));
+    }
+    Ok(VerifyReport {
+        origin: reader.origin().to_owned(),
+        key,
+        key_source,
+        events: size,
+        checkpoints: rows.len(),
+        root: walk.frontier.root(),
+        latest,
+        against,
+    })
+}
+
+struct Walk<'a> {
+    frontier: Frontier,
+    completed: Vec<Hash>,
+    /// Next expected sequence number.
+    next: u64,
+    targets: &'a [Target],
+    target: usize,
+    /// Largest checkpoint size verified so far.
+    last_good: u64,
+}
+
+impl Walk<'_> {
+    fn event(&mut self, seq: u64, body: &[u8], nodes: &[u8], columns: [&str; 4]) -> Result<()> {
+        let expected = self.next;
+        if seq != expected {
+            return Err(Error::verify(
+                Some(expected),
+                format!("event {expected} is missing: the next stored event is {seq} (deleted)"),
+            ));
+        }
+        let header: Header<'_> = serde_json::from_slice(body)
+            .map_err(|e| Error::verify(Some(seq), format!("content is not a valid event ({e})")))?;
+        if header.seq != seq {
+            let (first, why) = if header.seq < seq {
+                (
+                    header.seq,
+                    "an event was inserted at or before it, or it was copied or moved",
+                )
+            } else {
+                (seq, "events were deleted or reordered")
+            };
+            return Err(Error::verify(
+                Some(first),
+                format!(
+                    "event stored at {seq} records sequence number {}: {why}",
+                    header.seq
+                ),
+            ));
+        }
+        if header.schema != remit_types::event::SCHEMA_VERSION {
+            return Err(Error::verify(
+                Some(seq),
+                format!("unsupported event schema version {}", header.schema),
+            ));
+        }
+        let [time, task, agent, kind] = columns;
+        for (name, column, inside) in [
+            ("time", time, &*header.time),
+            ("task", task, &*header.task),
+            ("agent", agent, &*header.agent),
+            ("kind", kind, &*header.body.kind),
+        ] {
+            if column != inside {
+                return Err(Error::verify(
+                    Some(seq),
+                    format!(
+                        "indexed `{name}` is `{column}` but the event says `{inside}` (column edited)"
+                    ),
+                ));
+            }
+        }
+        let leaf = merkle::leaf_hash(body);
+        self.completed.clear();
+        self.frontier.push(leaf, &mut self.completed);
+        if nodes.get(..32) != Some(&leaf[..]) {
+            return Err(Error::verify(
+                Some(seq),
+                "content does not match its recorded hash (event edited)",
+            ));
+        }
+        if nodes.len() != self.completed.len() * 32
+            || self
+                .completed
+                .iter()
+                .zip(nodes.chunks_exact(32))
+                .any(|(a, b)| a[..] != *b)
+        {
+            return Err(Error::verify(
+                Some(seq),
+                "stored tree hashes do not match the recomputed tree (hashes edited or corrupted)",
+            ));
+        }
+        self.next = seq + 1;
+        self.check_targets()
+    }
+
+    /// Compare the recomputed root with every checkpoint at the current size.
+    fn check_targets(&mut self) -> Result<()> {
+        let size = self.frontier.size();
+        while let Some(t) = self.targets.get(self.target) {
+            if t.size != size {
+                break;
+            }
+            if self.frontier.root() != t.root {
+                let reason = if t.external {
+                    format!(
+                        "the ledger's first {size} events do not match the checkpoint given to verify against: the ledger was rewritten"
+                    )
+                } else if size == 0 {
+                    "the genesis checkpoint is not of an empty tree".to_owned()
+                } else {
+                    format!(
+                        "events {}..{} do not match the checkpoint signed at size {size}: one of them was altered and its stored hashes recomputed",
+                        self.last_good,
+                        size - 1
+                    )
+                };
+                let first = if size == 0 {
+                    None
+                } else {
+                    Some(self.last_good)
+                };
+                return Err(Error::verify(first, reason));
+            }
+            self.last_good = size;
+            self.target += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Bad input: one-line errors naming what failed, never a panic, never a modified ledger.
+
+use std::path::Path;
+
+use remit_ledger::verify::{VerifyOptions, verify};
+use remit_ledger::{Error, InclusionBundle, LedgerKey, LedgerReader, Location, Query};
+
+use crate::common::{Backend, Env, fill};
+
+fn closed_sqlite() -> Env {
+    let env = Env::new(Backend::Sqlite);
+    let ledger = env.open();
+    fill(&ledger);
+    ledger.close().unwrap();
+    env
+}
+
+fn path(env: &Env) -> &Path {
+    match &env.location {
+        Location::Sqlite(p) => p,
+        Location::Postgres(_) => unreachable!(),
+    }
+}
+
+fn one_line(err: &Error) -> String {
+    let msg = err.to_string();
+    assert!(!msg.contains('\n'), "multi-line error: {msg}");
+    assert!(!msg.is_empty());
+    msg
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, usize, String)> {
+    use sha2::Digest;
+    let mut files: Vec<(String, usize, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).unwrap();
+            let digest = remit_ledger::hex::encode(&sha2::Sha256::digest(&bytes));
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                bytes.len(),
+                digest,
+            )
+        })
+        // SQLite may create an empty shared-memory index for a read-only WAL reader.
+        .filter(|(name, _, _)| !name.ends_with("-shm"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn reading_never_modifies_the_ledger() {
+    let env = closed_sqlite();
+    let before = snapshot(env.dir.path());
+    let mut reader = env.reader();
+    verify(
+        &mut reader,
+        &VerifyOptions {
+            key: Some(env.key.public()),
+            against: vec![],
+        },
+    )
+    .unwrap();
+    reader.scan(&Query::default(), &mut |_| Ok(true)).unwrap();
+    let mut sink = Vec::new();
+    remit_ledger::export::export(
+        &mut reader,
+        &Query::default(),
+        remit_ledger::export::Format::Ocsf,
+        &mut sink,
+    )
+    .unwrap();
+    reader.prove(3, &env.key.public()).unwrap();
+    drop(reader);
+    assert_eq!(snapshot(env.dir.path()), before);
+}
+
+#[test]
+fn the_reader_cannot_write_even_if_asked() {
+    let env = closed_sqlite();
+    let mut store = env.location.open_read().unwrap();
+    let row = store.latest_checkpoint().unwrap().unwrap();
+    let err = store.append(&[], &row, 0).unwrap_err();
+    let msg = one_line(&err);
+    assert!(
+        msg.contains("readonly") || msg.contains("read-only") || msg.contains("read only"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_file() {
+    let env = closed_sqlite();
+    let p = path(&env);
+    let bytes = std::fs::read(p).unwrap();
+    std::fs::write(p, &bytes[..bytes.len() / 3]).unwrap();
+    let err = LedgerReader::open(&env.location)
+        .and_then(|mut r| {
+            verify(
+                &mut r,
+                &VerifyOptions {
+                    key: Some(env.key.public()),
+                    against: vec![],
+                },
+            )
+            .map(|_| ())
+        })
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(msg.contains("ledger.db"), "{msg}");
+}
+
+#[test]
+fn corrupted_file() {
+    let env = closed_sqlite();
+    let p = path(&env);
+    let mut bytes = std::fs::read(p).unwrap();
+    // Scribble over the middle pages (b-tree pages), keeping the header.
+    let len = bytes.len();
+    for b in &mut bytes[4096..len.min(4096 * 6)] {
+        *b = 0xa5;
+    }
+    std::fs::write(p, &bytes).unwrap();
+    let result = LedgerReader::open(&env.location).and_then(|mut r| {
+        verify(
+            &mut r,
+            &VerifyOptions {
+                key: Some(env.key.public()),
+                against: vec![],
+            },
+        )
+        .map(|_| ())
+    });
+    let err = result.unwrap_err();
+    let msg = one_line(&err);
+    assert!(msg.contains("ledger"), "{msg}");
+}
+
+#[test]
+fn not_a_database_and_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(
+        &junk,
+        b"this is not a database at all, just some text that is long enough",
+    )
+    .unwrap();
+    let err = LedgerReader::open(&Location::Sqlite(junk)).unwrap_err();
+    assert!(one_line(&err).contains("not a sqlite database"), "{err}");
+    let err = LedgerReader::open(&Location::Sqlite(dir.path().join("none.db"))).unwrap_err();
+    assert!(one_line(&err).contains("no ledger at"), "{err}");
+    assert!(
+        !dir.path().join("none.db").exists(),
+        "reading created a file"
+    );
+    let empty = dir.path().join("empty.db");
+    rusqlite::Connection::open(&empty)
+        .unwrap()
+        .execute_batch("CREATE TABLE events (x)")
+        .unwrap();
+    let err = LedgerReader::open(&Location::Sqlite(empty)).unwrap_err();
+    assert!(one_line(&err).contains("not a remit ledger"), "{err}");
+}
+
+#[test]
+fn wrong_key() {
+    let env = closed_sqlite();
+    let mut reader = env.reader();
+    let stranger = LedgerKey::from_seed("test.remit/ledger-a", [42; 32]).unwrap();
+    let err = verify(
+        &mut reader,
+        &VerifyOptions {
+            key: Some(stranger.public()),
+            against: vec![],
+        },
+    )
+    .unwrap_err();
+    assert!(one_line(&err).contains("re-keyed or rewritten"), "{err}");
+    let other_name = LedgerKey::from_seed("test.remit/elsewhere", [42; 32]).unwrap();
+    let err = verify(
+        &mut reader,
+        &VerifyOptions {
+            key: Some(other_name.public()),
+            against: vec![],
+        },
+    )
+    .unwrap_err();
+    assert!(
+        one_line(&err).contains("trusted key is for `test.remit/elsewhere`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn proofs_verify_offline_and_detect_changes() {
+    let env = closed_sqlite();
+    let mut reader = env.reader();
+    let bundle = reader.prove(21, &env.key.public()).unwrap();
+    let json = serde_json::to_string(&bundle).unwrap();
+    let parsed: InclusionBundle = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed.verify(&env.key.public()).unwrap().seq, 21);
+
+    let mut edited = parsed.clone();
+    edited.event = edited.event.replace("protect-main", "protect-xxxx");
+    assert!(one_line(&edited.verify(&env.key.public()).unwrap_err()).contains("altered"));
+    let mut edited = parsed.clone();
+    edited.proof[0] = "00".repeat(32);
+    assert!(edited.verify(&env.key.public()).is_err());
+    let mut edited = parsed.clone();
+    edited.proof[0] = "zz".into();
+    assert!(one_line(&edited.verify(&env.key.public()).unwrap_err()).contains("not 32 bytes"));
+    let mut edited = parsed;
+    edited.seq = 22;
+    assert!(edited.verify(&env.key.public()).is_err());
+    let stranger = LedgerKey::from_seed("test.remit/ledger-a", [42; 32]).unwrap();
+    assert!(bundle.verify(&stranger.public()).is_err());
+    assert!(reader.prove(42, &env.key.public()).is_err());
+}

@@ -1,0 +1,263 @@
+//! The writer: appends, durability, group commit, checkpoints, reopen.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use remit_ledger::verify::{VerifyOptions, verify};
+use remit_ledger::{Error, Ledger, LedgerKey, Options};
+
+use crate::common::{Backend, Env, both_stores, exec, fill, task_events};
+
+fn verify_ok(env: &Env) -> remit_ledger::verify::VerifyReport {
+    let mut reader = env.reader();
+    verify(
+        &mut reader,
+        &VerifyOptions {
+            key: Some(env.key.public()),
+            against: vec![],
+        },
+    )
+    .unwrap()
+}
+
+struct Flag(std::sync::atomic::AtomicBool);
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Drive a future to completion on this thread, without any runtime.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        while !flag.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+#[test]
+fn open_home_creates_key_and_ledger_and_receipts_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("remit");
+    let ledger = Ledger::open_home(&home, crate::common::clock(), Options::default()).unwrap();
+    assert!(ledger.origin().starts_with("remit.local/ledger/"));
+    for e in task_events("t-1", "ci-fixer") {
+        ledger.append(e).unwrap();
+    }
+    ledger.flush().unwrap();
+    let receipt = ledger.receipt("t-1").unwrap();
+    let path = home.join("t-1.receipt.json");
+    receipt.save(&path).unwrap();
+    assert!(receipt.save(&path).is_err(), "never overwrites");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let parsed = remit_ledger::Envelope::parse(&text).unwrap();
+    remit_ledger::verify_receipt(&parsed, &ledger.public_key(), None).unwrap();
+    let origin = ledger.origin().to_owned();
+    ledger.close().unwrap();
+    drop(ledger);
+    // Reopening finds the same key.
+    let again = Ledger::open_home(&home, crate::common::clock(), Options::default()).unwrap();
+    assert_eq!(again.origin(), origin);
+    assert_eq!(again.size(), 14);
+    again.close().unwrap();
+}
+
+both_stores! {
+    append_and_read_back => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        fill(&ledger);
+        assert_eq!(ledger.size(), 42);
+        assert_eq!(ledger.durable_size(), 42);
+        ledger.close().unwrap();
+        let mut reader = env.reader();
+        assert_eq!(reader.size().unwrap(), 42);
+        let e = reader.event(13).unwrap();
+        assert_eq!(e.event.seq, 13);
+        assert_eq!(e.event.task, "t-1");
+        assert_eq!(e.event.body.kind(), "task_end");
+        assert_eq!(e.event.schema, 1);
+        let report = verify_ok(&env);
+        assert_eq!(report.events, 42);
+        // genesis, three task ends, and the final head
+        assert!(report.checkpoints >= 4, "{} checkpoints", report.checkpoints);
+    };
+
+    durable_wait_blocks_until_committed => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        let d = ledger.append_durable(exec("t", 0)).unwrap();
+        assert_eq!(d.wait().unwrap(), 0);
+        assert!(d.is_durable());
+        // Once durable, a separate reader sees it.
+        let mut reader = ledger.reader().unwrap();
+        assert_eq!(reader.event(0).unwrap().event.seq, 0);
+        ledger.close().unwrap();
+    };
+
+    durable_is_a_future => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        for i in 0..20 {
+            ledger.append(exec("t", i)).unwrap();
+        }
+        let d = ledger.append_durable(exec("t", 20)).unwrap();
+        assert_eq!(block_on(d).unwrap(), 20);
+        // Another one, polled from its first state.
+        assert_eq!(block_on(ledger.append_durable(exec("t", 21)).unwrap()).unwrap(), 21);
+        ledger.close().unwrap();
+    };
+
+    every_commit_is_signed_and_history_is_kept => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        for i in 0..10 {
+            ledger.append_durable(exec("t", i)).unwrap().wait().unwrap();
+            let head = ledger.latest_checkpoint().unwrap();
+            assert_eq!(head.checkpoint.size, i + 1, "each commit signs its own head");
+        }
+        let kept = ledger.checkpoint().unwrap();
+        assert_eq!(kept.checkpoint.size, 10);
+        ledger.append_durable(exec("t", 10)).unwrap().wait().unwrap();
+        ledger.close().unwrap();
+        let mut reader = env.reader();
+        let sizes: Vec<u64> = reader.checkpoint_rows().unwrap().iter().map(|c| c.size).collect();
+        // Transient heads were replaced; genesis, the explicit one and the final one stay.
+        assert_eq!(sizes, vec![0, 10, 11]);
+        verify_ok(&env);
+    };
+
+    task_end_keeps_a_checkpoint => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        let events = task_events("t-9", "ci-fixer");
+        let n = events.len() as u64;
+        for e in events {
+            ledger.append_durable(e).unwrap().wait().unwrap();
+        }
+        ledger.append_durable(exec("t-10", 0)).unwrap().wait().unwrap();
+        let mut reader = ledger.reader().unwrap();
+        let sizes: Vec<u64> = reader.checkpoint_rows().unwrap().iter().map(|c| c.size).collect();
+        assert!(sizes.contains(&n), "task end at size {n} kept: {sizes:?}");
+        ledger.close().unwrap();
+    };
+
+    reopen_continues_the_tree => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        fill(&ledger);
+        let first = ledger.close().unwrap().unwrap();
+        drop(ledger);
+        let ledger = env.open();
+        assert_eq!(ledger.size(), 42);
+        for i in 0..5 {
+            ledger.append(exec("t-4", i)).unwrap();
+        }
+        let cp = ledger.checkpoint().unwrap();
+        assert_eq!(cp.checkpoint.size, 47);
+        ledger.close().unwrap();
+        let mut reader = env.reader();
+        let proof = reader.consistency_proof(42, 47).unwrap();
+        remit_ledger::merkle::verify_consistency(42, 47, &first.checkpoint.root, &cp.checkpoint.root, &proof).unwrap();
+        let report = verify(&mut reader, &VerifyOptions { key: Some(env.key.public()), against: vec![first.note.clone()] }).unwrap();
+        assert_eq!(report.events, 47);
+        assert_eq!(report.against, vec![42]);
+    };
+
+    wrong_key_is_refused => |backend: Backend| {
+        let env = Env::new(backend);
+        env.open().close().unwrap();
+        let other = LedgerKey::from_seed("test.remit/ledger-a", [2; 32]).unwrap();
+        let err = Ledger::open(env.location.clone(), other, env.clock.clone(), Options::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("is signed by key"), "{msg}");
+    };
+
+    second_writer_is_refused => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        let err = Ledger::open(env.location.clone(), env.key.clone(), env.clock.clone(), Options::default()).unwrap_err();
+        assert!(err.to_string().contains("another process is writing"), "{err}");
+        ledger.close().unwrap();
+    };
+
+    closed_ledger_refuses_appends => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        ledger.append(exec("t", 0)).unwrap();
+        let last = ledger.close().unwrap().unwrap();
+        assert_eq!(last.checkpoint.size, 1);
+        assert!(matches!(ledger.append(exec("t", 1)), Err(Error::Closed)));
+        verify_ok(&env);
+    };
+
+    concurrent_appenders_group_commit => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let ledger = ledger.clone();
+                std::thread::spawn(move || {
+                    let mut seqs = Vec::new();
+                    for i in 0..150u64 {
+                        if i % 10 == 9 {
+                            seqs.push(ledger.append_durable(exec(&format!("t{t}"), i)).unwrap().wait().unwrap());
+                        } else {
+                            seqs.push(ledger.append(exec(&format!("t{t}"), i)).unwrap());
+                        }
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        ledger.close().unwrap();
+        all.sort_unstable();
+        assert_eq!(all, (0..1200).collect::<Vec<_>>());
+        let report = verify_ok(&env);
+        assert_eq!(report.events, 1200);
+        // Times never go backwards along the sequence.
+        let mut reader = env.reader();
+        let mut last = String::new();
+        reader.scan(&remit_ledger::Query::default(), &mut |e| {
+            assert!(e.event.time >= last);
+            last = e.event.time;
+            Ok(true)
+        }).unwrap();
+    };
+
+    small_batches_still_commit_everything => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open_with(Options { max_batch: 3, max_pending: 5, ..Options::default() });
+        for i in 0..100 {
+            ledger.append(exec("t", i)).unwrap();
+        }
+        ledger.flush().unwrap();
+        assert_eq!(ledger.durable_size(), 100);
+        ledger.close().unwrap();
+        assert_eq!(verify_ok(&env).events, 100);
+    };
+
+    writer_failure_fails_waiters_and_later_appends => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        ledger.append_durable(exec("t", 0)).unwrap().wait().unwrap();
+        // Break the store under the writer: the next commit fails.
+        env.sql("DROP TABLE {events}");
+        let d = ledger.append_durable(exec("t", 1)).unwrap();
+        let err = d.wait().unwrap_err();
+        assert!(matches!(err, Error::WriterFailed { durable: 1, .. }), "{err}");
+        assert!(matches!(ledger.append(exec("t", 2)), Err(Error::WriterFailed { .. })));
+        assert!(ledger.flush().is_err());
+        assert!(ledger.close().is_err());
+    };
+}

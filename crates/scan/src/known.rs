@@ -1,0 +1,269 @@
+//! Exact matching of known secret values in every common encoding, for egress DLP and
+//! output redaction.
+//!
+//! Each value is expanded into the byte strings it becomes when encoded — base64 at each of
+//! the three byte alignments it can have inside a longer encoded text (standard and
+//! URL-safe alphabets), percent-encoding (upper and lower case escapes, `+` for spaces),
+//! hex (both cases) and JSON string escaping — and all of them go into one Aho-Corasick
+//! automaton, so a body is searched once whatever the number of secrets.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+
+use crate::ScanError;
+
+/// How a known secret appeared in the searched bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    /// As is.
+    Raw,
+    /// Inside standard base64 (any alignment).
+    Base64,
+    /// Inside URL-safe base64 (any alignment).
+    Base64Url,
+    /// Percent-encoded (`%2F` or `%2f`; `+` for space).
+    UrlEncoded,
+    /// Hex, lower or upper case.
+    Hex,
+    /// Escaped inside a JSON string.
+    JsonEscaped,
+}
+
+/// Where a known secret was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownMatch {
+    /// Index of the secret in the values given to [`KnownSecrets::new`].
+    pub secret: usize,
+    /// The form it was found in.
+    pub encoding: Encoding,
+    /// Byte offset of the match.
+    pub start: usize,
+    /// Byte offset just past the match.
+    pub end: usize,
+}
+
+/// A set of exact secret values to find.
+#[derive(Clone)]
+pub struct KnownSecrets {
+    matcher: Option<AhoCorasick>,
+    /// Per automaton pattern: which secret and which encoding.
+    variants: Vec<(usize, Encoding)>,
+    longest: usize,
+    ignored: Vec<usize>,
+    count: usize,
+}
+
+impl std::fmt::Debug for KnownSecrets {
+    // Never the values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownSecrets")
+            .field("secrets", &self.count)
+            .field("patterns", &self.variants.len())
+            .field("ignored", &self.ignored)
+            .finish()
+    }
+}
+
+impl KnownSecrets {
+    /// Values shorter than this are not matched (they would match ordinary text); see
+    /// [`KnownSecrets::ignored`].
+    pub const MIN_LEN: usize = 8;
+
+    /// Build the matcher. Values shorter than [`KnownSecrets::MIN_LEN`] are ignored, and
+    /// listed by [`KnownSecrets::ignored`] so that a caller can refuse them.
+    pub fn new<I, V>(values: I) -> Result<Self, ScanError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut variants: Vec<(usize, Encoding)> = Vec::new();
+        let mut ignored = Vec::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        let mut count = 0;
+        for (index, value) in values.into_iter().enumerate() {
+            count += 1;
+            let value = value.as_ref();
+            if value.len() < Self::MIN_LEN {
+                ignored.push(index);
+                continue;
+            }
+            for (encoding, form) in encodings(value) {
+                if form.len() >= Self::MIN_LEN && seen.insert(form.clone()) {
+                    patterns.push(form);
+                    variants.push((index, encoding));
+                }
+            }
+        }
+        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let matcher = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&patterns)
+                    .map_err(|err| ScanError::Known(err.to_string()))?,
+            )
+        };
+        Ok(Self {
+            matcher,
+            variants,
+            longest,
+            ignored,
+            count,
+        })
+    }
+
+    /// The first known secret in `haystack`, in any encoding.
+    pub fn find(&self, haystack: &[u8]) -> Option<KnownMatch> {
+        self.find_iter(haystack).next()
+    }
+
+    /// Every non-overlapping known secret in `haystack`, leftmost-longest.
+    pub fn find_iter<'a>(&'a self, haystack: &'a [u8]) -> impl Iterator<Item = KnownMatch> + 'a {
+        self.matcher.iter().flat_map(move |ac| {
+            ac.find_iter(haystack).map(move |m| {
+                let (secret, encoding) = self.variants[m.pattern().as_usize()];
+                KnownMatch {
+                    secret,
+                    encoding,
+                    start: m.start(),
+                    end: m.end(),
+                }
+            })
+        })
+    }
+
+    /// The longest encoded form: a stream searched in chunks must carry over
+    /// `longest() - 1` bytes between chunks.
+    pub fn longest(&self) -> usize {
+        self.longest
+    }
+
+    /// Indexes of values too short to match.
+    pub fn ignored(&self) -> &[usize] {
+        &self.ignored
+    }
+
+    /// How many values were given.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// No values were given.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The forms a value takes under each encoding.
+fn encodings(value: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
+    let mut out = vec![(Encoding::Raw, value.to_vec())];
+    for (encoding, engine) in [
+        (
+            Encoding::Base64,
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+        ),
+        (
+            Encoding::Base64Url,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ),
+    ] {
+        for shift in 0..3usize {
+            // The value preceded by `shift` bytes of something else: only the characters
+            // whose six bits all come from the value are fixed.
+            let mut shifted = vec![0u8; shift];
+            shifted.extend_from_slice(value);
+            let encoded = engine.encode(&shifted).into_bytes();
+            let first = (8 * shift).div_ceil(6);
+            let last = (8 * (shift + value.len())) / 6;
+            if last > first && last <= encoded.len() {
+                out.push((encoding, encoded[first..last].to_vec()));
+            }
+        }
+    }
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if !value.iter().all(|&b| unreserved(b)) {
+        for (upper, plus) in [(true, false), (false, false), (true, true)] {
+            let mut form = Vec::with_capacity(value.len() * 3);
+            for &b in value {
+                if unreserved(b) {
+                    form.push(b);
+                } else if plus && b == b' ' {
+                    form.push(b'+');
+                } else {
+                    let hex = if upper {
+                        format!("%{b:02X}")
+                    } else {
+                        format!("%{b:02x}")
+                    };
+                    form.extend_from_slice(hex.as_bytes());
+                }
+            }
+            out.push((Encoding::UrlEncoded, form));
+        }
+    }
+    let lower: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    out.push((Encoding::Hex, lower.to_ascii_uppercase().into_bytes()));
+    out.push((Encoding::Hex, lower.into_bytes()));
+    if value
+        .iter()
+        .any(|&b| matches!(b, b'"' | b'\\' | b'/') || b < 0x20)
+    {
+        let mut json = Vec::with_capacity(value.len() + 8);
+        let mut json_slash = Vec::with_capacity(value.len() + 8);
+        for &b in value {
+            let escaped: Option<&[u8]> = match b {
+                b'"' => Some(b"\\\""),
+                b'\\' => Some(b"\\\\"),
+                b'\n' => Some(b"\\n"),
+                b'\r' => Some(b"\\r"),
+                b'\t' => Some(b"\\t"),
+                _ => None,
+            };
+            match escaped {
+                Some(e) => {
+                    json.extend_from_slice(e);
+                    json_slash.extend_from_slice(e);
+                }
+                None if b < 0x20 => {
+                    let e = format!("\\u{b:04x}");
+                    json.extend_from_slice(e.as_bytes());
+                    json_slash.extend_from_slice(e.as_bytes());
+                }
+                None if b == b'/' => {
+                    json.push(b);
+                    json_slash.extend_from_slice(b"\\/");
+                }
+                None => {
+                    json.push(b);
+                    json_slash.push(b);
+                }
+            }
+        }
+        out.push((Encoding::JsonEscaped, json));
+        out.push((Encoding::JsonEscaped, json_slash));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_every_alignment() {
+        let secret = b"correct-horse-battery";
+        let known = KnownSecrets::new([secret]).expect("build");
+        for prefix in ["", "a", "ab", "abc"] {
+            let mut plain = prefix.as_bytes().to_vec();
+            plain.extend_from_slice(secret);
+            plain.extend_from_slice(b" and more");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&plain);
+            let found = known.find(encoded.as_bytes()).expect("found");
+            assert_eq!(found.encoding, Encoding::Base64, "prefix {prefix:?}");
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Effects: what a task asks to do across its boundary, as typed requests.
+//!
+//! Every adapter (exec observation, typed actions, later egress, git, MCP, code mode) turns
+//! what the agent does into an [`Effect`] for the gate. The same shape is what a remit's
+//! `[[test]]` entries and `remit policy explain` take:
+//!
+//! ```toml
+//! effect = { kind = "exec", command = "git push origin main" }
+//! effect = { kind = "git_push", ref = "refs/heads/main", force = true }
+//! effect = { kind = "http_request", host = "api.github.com", method = "POST", path = "/repos" }
+//! effect = { kind = "publish", args = { package = "left-pad", tag = "latest" } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// The built-in effect kinds; any other kind is a typed action the remit declares.
+pub const BUILTIN_KINDS: [&str; 4] = ["exec", "http_request", "git_push", "secret_use"];
+
+/// Typed actions the policy schema always knows, declared or not.
+pub const STANDARD_ACTIONS: [&str; 4] = ["publish", "deploy", "sign", "db_query"];
+
+/// One effect.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Start a program inside the task.
+    Exec {
+        /// Arguments, `argv[0]` first.
+        argv: Vec<String>,
+        /// Working directory (inside the task).
+        cwd: String,
+    },
+    /// An HTTP request leaving the task.
+    HttpRequest {
+        /// Destination host name.
+        host: String,
+        /// Destination port.
+        port: u16,
+        /// Method (upper case).
+        method: String,
+        /// Path (and query).
+        path: String,
+    },
+    /// A git ref update pushed to a remote.
+    GitPush {
+        /// Remote name or URL.
+        remote: String,
+        /// Full ref name (`refs/heads/main`).
+        reference: String,
+        /// Old object id (empty for a new ref).
+        old: String,
+        /// New object id (empty for a deletion).
+        new: String,
+        /// Whether the update is not a fast-forward.
+        force: bool,
+        /// Whether the ref is created.
+        new_branch: bool,
+    },
+    /// A secret used toward a destination.
+    SecretUse {
+        /// Secret name.
+        name: String,
+        /// Where it is sent.
+        destination: String,
+    },
+    /// A typed action (`publish`, `deploy`, `sign`, `db_query`, or one the remit declares).
+    Action {
+        /// The action's kind.
+        kind: String,
+        /// Its arguments.
+        args: BTreeMap<String, String>,
+    },
+}
+
+impl Effect {
+    /// The effect's kind: `exec`, `http_request`, `git_push`, `secret_use`, or the action's
+    /// kind.
+    pub fn kind(&self) -> &str {
+        match self {
+            Effect::Exec { .. } => "exec",
+            Effect::HttpRequest { .. } => "http_request",
+            Effect::GitPush { .. } => "git_push",
+            Effect::SecretUse { .. } => "secret_use",
+            Effect::Action { kind, .. } => kind,
+        }
+    }
+
+    /// Canonical JSON: keys sorted, no insignificant whitespace. Approvals are bound to its
+    /// SHA-256.
+    pub fn canonical_json(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        // serde_json's default map is ordered by key, so `to_string` of a `Value` is canonical
+        // for the strings and booleans effects hold.
+        serde_json::to_string(&value).unwrap_or_default()
+    }
+
+    /// `sha256:<hex>` of the canonical JSON, together with the task it belongs to: the same
+    /// effect in another task is another digest.
+    pub fn digest(&self, task: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(task.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(self.canonical_json().as_bytes());
+        let mut out = String::from("sha256:");
+        for byte in hasher.finalize() {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
+    }
+
+    /// A one-line human description.
+    pub fn describe(&self) -> String {
+        match self {
+            Effect::Exec { argv, .. } => format!("exec `{}`", argv.join(" ")),
+            Effect::HttpRequest {
+                host,
+                port,
+                method,
+                path,
+            } => format!("{method} https://{host}:{port}{path}"),
+            Effect::GitPush {
+                reference, force, ..
+            } => format!("git push to `{reference}`{}", if *force { " (force)" } else { "" }),
+            Effect::SecretUse { name, destination } => format!("use secret `{name}` toward `{destination}`"),
+            Effect::Action { kind, args } => {
+                let args: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if args.is_empty() {
+                    kind.clone()
+                } else {
+                    format!("{kind} {}", args.join(" "))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Serialize for Effect {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serde_json::Map::new();
+        map.insert("kind".into(), self.kind().into());
+        match self {
+            Effect::Exec { argv, cwd } => {
+                map.insert("command".into(), argv.clone().into());
+                map.insert("cwd".into(), cwd.clone().into());
+            }
+            Effect::HttpRequest {
+                host,
+                port,
+                method,
+                path,
+            } => {
+                map.insert("host".into(), host.clone().into());
+                map.insert("port".into(), (*port).into());
+                map.insert("method".into(), method.clone().into());
+                map.insert("path".into(), path.clone().into());
+            }
+            Effect::GitPush {
+                remote,
+                reference,
+                old,
+                new,
+                force,
+                new_branch,
+            } => {
+                map.insert("remote".into(), remote.clone().into());
+                map.insert("ref".into(), reference.clone().into());
+                map.insert("old".into(), old.clone().into());
+                map.insert("new".into(), new.clone().into());
+                map.insert("force".into(), (*force).into());
+                map.insert("new_branch".into(), (*new_branch).into());
+            }
+            Effect::SecretUse { name, destination } => {
+                map.insert("name".into(), name.clone().into());
+                map.insert("destination".into(), destination.clone().into());
+            }
+            Effect::Action { args, .. } => {
+                let args: serde_json::Map<String, serde_json::Value> =
+                    args.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                map.insert("args".into(), args.into());
+            }
+        }
+        serde_json::Value::Object(map).serialize(serializer)
+    }
+}
+
+/// An effect as written by people: a table with `kind` and fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEffect {
+    kind: String,
+    #[serde(default)]
+    command: Option<Words>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    remote: Option<String>,
+    #[serde(default, rename = "ref")]
+    reference: Option<String>,
+    #[serde(default)]
+    old: Option<String>,
+    #[serde(default)]
+    new: Option<String>,
+    #[serde(default)]
+    force: Option<bool>,
+    #[serde(default)]
+    new_branch: Option<bool>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    args: Option<BTreeMap<String, Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Words {
+    List(Vec<String>),
+    Line(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for Effect {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = RawEffect::deserialize(deserializer)?;
+        let unexpected = |fields: &[(&str, bool)]| -> Result<(), D::Error> {
+            match fields.iter().find(|(_, present)| *present) {
+                Some((name, _)) => Err(D::Error::custom(format!(
+                    "field `{name}` does not apply to a `{}` effect",
+                    raw.kind
+                ))),
+                None => Ok(()),
+            }
+        };
+        let need = |value: Option<String>, name: &str| {
+            value.ok_or_else(|| D::Error::custom(format!("a `{}` effect needs `{name}`", raw.kind)))
+        };
+        let effect = match raw.kind.as_str() {
+            "exec" => {
+                unexpected(&[
+                    ("host", raw.host.is_some()),
+                    ("ref", raw.reference.is_some()),
+                    ("args", raw.args.is_some()),
+                    ("name", raw.name.is_some()),
+                ])?;
+                let argv = match raw.command {
+                    Some(Words::List(words)) => words,
+                    Some(Words::Line(line)) => line.split_whitespace().map(str::to_owned).collect(),
+                    None => return Err(D::Error::custom("an `exec` effect needs `command`")),
+                };
+                if argv.is_empty() {
+                    return Err(D::Error::custom("an `exec` effect needs a non-empty `command`"));
+                }
+                Effect::Exec {
+                    argv,
+                    cwd: raw.cwd.unwrap_or_default(),
+                }
+            }
+            "http_request" => {
+                unexpected(&[("command", raw.command.is_some()), ("ref", raw.reference.is_some()), ("args", raw.args.is_some())])?;
+                Effect::HttpRequest {
+                    host: need(raw.host, "host")?.to_ascii_lowercase(),
+                    port: raw.port.unwrap_or(443),
+                    method: raw.method.unwrap_or_else(|| "GET".into()).to_ascii_uppercase(),
+                    path: raw.path.unwrap_or_else(|| "/".into()),
+                }
+            }
+            "git_push" => {
+                unexpected(&[("command", raw.command.is_some()), ("host", raw.host.is_some()), ("args", raw.args.is_some())])?;
+                Effect::GitPush {
+                    remote: raw.remote.unwrap_or_else(|| "origin".into()),
+                    reference: need(raw.reference, "ref")?,
+                    old: raw.old.unwrap_or_default(),
+                    new: raw.new.unwrap_or_default(),
+                    force: raw.force.unwrap_or(false),
+                    new_branch: raw.new_branch.unwrap_or(false),
+                }
+            }
+            "secret_use" => {
+                unexpected(&[("command", raw.command.is_some()), ("ref", raw.reference.is_some()), ("args", raw.args.is_some())])?;
+                Effect::SecretUse {
+                    name: need(raw.name, "name")?,
+                    destination: raw.destination.unwrap_or_default(),
+                }
+            }
+            kind => {
+                if !valid_action_name(kind) {
+                    return Err(D::Error::custom(format!(
+                        "`{kind}` is not an effect kind (exec, http_request, git_push, secret_use, or an action name of letters, digits, `-` and `_`)"
+                    )));
+                }
+                unexpected(&[
+                    ("command", raw.command.is_some()),
+                    ("host", raw.host.is_some()),
+                    ("ref", raw.reference.is_some()),
+                    ("name", raw.name.is_some()),
+                ])?;
+                let args = raw
+                    .args
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Scalar::Text(t) => t,
+                            Scalar::Int(i) => i.to_string(),
+                            Scalar::Bool(b) => b.to_string(),
+                        };
+                        (k, v)
+                    })
+                    .collect();
+                Effect::Action {
+                    kind: kind.to_owned(),
+                    args,
+                }
+            }
+        };
+        Ok(effect)
+    }
+}
+
+/// Whether a name can be an action kind (and an argument name): letters, digits, `-`, `_`,
+/// starting with a letter, at most 64 characters.
+pub fn valid_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Effect, String> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            effect: Effect,
+        }
+        toml::from_str::<Wrap>(text).map(|w| w.effect).map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn effects_from_toml() {
+        assert_eq!(
+            parse("effect = { kind = \"exec\", command = \"git push origin\" }").unwrap(),
+            Effect::Exec {
+                argv: vec!["git".into(), "push".into(), "origin".into()],
+                cwd: String::new()
+            }
+        );
+        let push = parse("effect = { kind = \"git_push\", ref = \"refs/heads/main\", force = true }").unwrap();
+        assert_eq!(push.kind(), "git_push");
+        let publish = parse("effect = { kind = \"publish\", args = { tag = \"latest\", n = 3 } }").unwrap();
+        assert_eq!(publish.describe(), "publish n=3 tag=latest");
+        assert!(parse("effect = { kind = \"exec\" }").unwrap_err().contains("needs `command`"));
+        assert!(parse("effect = { kind = \"git_push\", host = \"x\", ref = \"r\" }").unwrap_err().contains("does not apply"));
+        assert!(parse("effect = { kind = \"rm -rf\" }").unwrap_err().contains("not an effect kind"));
+        assert!(parse("effect = { kind = \"exec\", command = \"x\", colour = 1 }").is_err());
+    }
+
+    #[test]
+    fn digest_binds_every_field_and_the_task() {
+        let a = Effect::Action {
+            kind: "publish".into(),
+            args: [("tag".to_string(), "v1".to_string())].into(),
+        };
+        let b = Effect::Action {
+            kind: "publish".into(),
+            args: [("tag".to_string(), "v2".to_string())].into(),
+        };
+        assert_ne!(a.digest("t1"), b.digest("t1"));
+        assert_ne!(a.digest("t1"), a.digest("t2"));
+        assert_eq!(a.digest("t1"), a.clone().digest("t1"));
+        assert_eq!(a.canonical_json(), r#"{"args":{"tag":"v1"},"kind":"publish"}"#);
+    }
+
+    #[test]
+    fn round_trip() {
+        for e in [
+            Effect::Exec {
+                argv: vec!["a".into()],
+                cwd: "/w".into(),
+            },
+            Effect::HttpRequest {
+                host: "h".into(),
+                port: 443,
+                method: "GET".into(),
+                path: "/".into(),
+            },
+            Effect::SecretUse {
+                name: "n".into(),
+                destination: "d".into(),
+            },
+        ] {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Effect>(&json).unwrap(), e);
+        }
+    }
+}
