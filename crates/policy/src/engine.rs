@@ -419,6 +419,17 @@ impl Engine {
             }
         }
 
+        // [network]
+        for compiled in crate::network::compile(&remit.network) {
+            let needles: Vec<&str> = compiled.locate.iter().map(String::as_str).collect();
+            drafts.push(Draft {
+                origin: origin_of(&needles, compiled.id.clone()),
+                id: compiled.id,
+                text: compiled.text,
+                condition: None,
+            });
+        }
+
         // Parse compiled policies one by one, so an error points into the remit.
         let mut policies = Vec::new();
         let mut infos = Vec::new();

@@ -19,4 +19,5 @@
 
 pub mod commands;
 pub mod engine;
+pub mod network;
 pub mod schema;

@@ -15,5 +15,6 @@
 pub mod effect;
 pub mod event;
 pub mod id;
+pub mod network;
 pub mod remit;
 pub mod size;

@@ -38,7 +38,7 @@ pub struct Remit {
     pub limits: Limits,
     /// Network access (loopback only until egress rules are granted).
     #[serde(default)]
-    pub network: Network,
+    pub network: crate::network::Network,
     /// Which commands the task may run.
     #[serde(default)]
     pub commands: Commands,
@@ -287,16 +287,6 @@ impl Default for Limits {
             tmp: default_tmp(),
         }
     }
-}
-
-/// `[network]`: the task's network. A task has its own network namespace with loopback only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Network {
-    /// TCP ports the task may listen on and connect to on its own loopback (`0` allows
-    /// ephemeral ports). Default: none.
-    #[serde(default)]
-    pub listen: Vec<u16>,
 }
 
 /// What happens to a command that no rule names.
