@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Ledger benchmarks in one run: `cargo bench -p remit-ledger` (durable appends for batches of
-# 1, 100 and 1,000 beside raw write+fdatasync of the same bytes and beside PostgreSQL, Merkle
-# and checkpoint overhead, verify throughput, proof latency on a 1M-event ledger), then the
-# real binary: `remit ledger verify` and `remit ledger prove` on a 1M-event ledger.
+# 1, 100 and 1,000 beside raw write+fdatasync of the same bytes and beside PostgreSQL, 1, 2
+# and 4 writer processes on one ledger, the cold start of a run, Merkle and checkpoint
+# overhead, verify throughput, proof latency on a 1M-event ledger), then release binaries:
+# concurrent writer processes (`remit-ledger-writer`), the cold start phase by phase
+# (`examples/cold_start`, with its fsyncs counted when strace is installed), and
+# `remit ledger verify` and `remit ledger prove` on a 1M-event ledger.
 #
 # Usage: bench/ledger.sh [--quick]
 #   --quick   shorter measurements, a 100k-event proof ledger
@@ -39,10 +42,49 @@ cargo bench -p remit-ledger --bench ledger -- --noplot 2>&1 \
     | tee -a "$report"
 
 log ""
+log "## concurrent writer processes on one SQLite ledger (release remit-ledger-writer)"
+log "# each process appends its share in batches whose last event is durable and waited for;"
+log "# wall time from the first start to the last exit, process start and open included"
+cargo build --release -q -p remit-ledger --features testing \
+    --bin remit-ledger-writer --example cold_start --example gen_ledger
+writer="$root/target/release/remit-ledger-writer"
+for batch in 1 100; do
+    total=$(( batch == 1 ? 4000 : 100000 ))
+    for procs in 1 2 4; do
+        db="$REMIT_BENCH_DIR/procs.db"
+        rm -f "$db" "$db-wal" "$db-shm"
+        pids=()
+        start=$(date +%s%N)
+        for p in $(seq 1 "$procs"); do
+            "$writer" --sqlite "$db" --key-seed bench.remit/ledger:7 --tag "p$p" \
+                --events $(( total / procs )) --durable-every "$batch" --quiet >/dev/null &
+            pids+=($!)
+        done
+        for pid in "${pids[@]}"; do wait "$pid"; done
+        end=$(date +%s%N)
+        log "$procs writer(s), batch $batch: $(( total * 1000000000 / (end - start) )) events/s ($total events in $(( (end - start) / 1000000 )) ms)"
+    done
+done
+rm -f "$db" "$db-wal" "$db-shm"
+
+log ""
+log "## cold start of a run: open, 4 appends, flush, receipt, close (release examples/cold_start)"
+cold="$REMIT_BENCH_DIR/cold"
+rm -rf "$cold"
+"$root/target/release/examples/cold_start" "$cold" 500 2>&1 | tee -a "$report"
+if command -v strace >/dev/null; then
+    log "# fsyncs over 100 runs (strace -f -c; strace slows every call, so times here are inflated):"
+    strace -f -c -e trace=fsync,fdatasync,pwrite64,pread64 \
+        "$root/target/release/examples/cold_start" "$cold" 100 2>&1 >/dev/null \
+        | grep -E 'calls|fsync|fdatasync|pwrite|pread|total' | tee -a "$report"
+fi
+rm -rf "$cold"
+
+log ""
 log "## remit ledger verify / prove on $events events (release binary)"
-cargo build --release -q -p remit -p remit-ledger --example gen_ledger
+cargo build --release -q -p remit
 db="$REMIT_BENCH_DIR/cli-$events.db"
-rm -f "$db" "$db-wal" "$db-shm" "${db%.db}.key" "$db.writer-lock"
+rm -f "$db" "$db-wal" "$db-shm" "${db%.db}.key"
 "$root/target/release/examples/gen_ledger" "$db" "$events" 2>&1 | tee -a "$report"
 remit="$root/target/release/remit"
 for run in 1 2 3; do
@@ -57,5 +99,5 @@ end=$(date +%s%N)
 log "remit ledger prove: $(( (end - start) / 50 / 1000 )) µs per call including process start (50 calls)"
 log ""
 log "report: $report"
-rm -f "$db" "$db-wal" "$db-shm" "${db%.db}.key" "$db.writer-lock"
+rm -f "$db" "$db-wal" "$db-shm" "${db%.db}.key"
 if [[ $scratch_is_ours == 1 ]]; then rmdir "$REMIT_BENCH_DIR" 2>/dev/null || true; fi

@@ -20,6 +20,20 @@ enum Command {
     Run(cmd::run::Args),
     /// Show what this host can enforce, layer by layer.
     Doctor(cmd::doctor::Args),
+    /// Request a typed action through the gate (inside a task).
+    Act(cmd::act::Args),
+    /// List, approve and deny pending approvals (on the host).
+    #[command(subcommand)]
+    Approvals(cmd::approvals::Command),
+    /// List and kill running tasks.
+    #[command(subcommand)]
+    Task(cmd::task::Command),
+    /// Suspend, resume or revoke an agent.
+    #[command(subcommand)]
+    Agent(cmd::agent::Command),
+    /// Check, test and explain a remit's policy.
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
     /// Scan files or git history for secrets.
     Scan(cmd::scan::Args),
     /// Inspect, verify, prove and export the tamper-evident ledger.
@@ -34,6 +48,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Act(args) => cmd::act::run(args),
+        Command::Approvals(command) => cmd::approvals::run(command),
+        Command::Task(command) => cmd::task::run(command),
+        Command::Agent(command) => cmd::agent::run(command),
+        Command::Policy(command) => cmd::policy::run(command),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Ledger(command) => cmd::ledger::run(command),
         Command::Verify(args) => cmd::ledger::verify(args),

@@ -9,26 +9,43 @@
 //! What this crate is not: it does not build containment (that is `remit-sandbox`) and does
 //! not parse remits (`remit-types`); it decides and records.
 //!
-//! ```no_run
-//! use remit_gate::prepare::{prepare, RunRequest};
-//! use remit_gate::run::{run, NoPrompter};
-//! let request = RunRequest {
-//!     remit: remit_types::remit::default_remit(".".into()).unwrap(),
-//!     workspace: None,
-//!     command: vec!["cargo".into(), "test".into()],
-//!     allow_degraded: false,
-//!     cwd: std::env::current_dir().unwrap(),
-//!     host_env: std::env::vars().collect(),
-//!     task: remit_types::id::TaskId::new(0, [0; 10]),
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use remit_gate::gate::{Gate, Outcome, SystemClock};
+//! use remit_gate::journal::MemoryJournal;
+//! use remit_policy::engine::{Engine, Principal};
+//! use remit_types::effect::Effect;
+//!
+//! let remit = remit_types::remit::parse("[actions.deploy]\nargs = [\"env\"]\n", "r.toml", ".".into()).unwrap();
+//! let principal = Principal {
+//!     task: "01TASK".into(), agent: "bot".into(), owner: "alice".into(),
+//!     requester: "alice".into(), remit: remit.hash_hex(), risk: "low".into(),
 //! };
-//! let mut prepared = prepare(&request).unwrap();
-//! let report = run(&request, &mut prepared, "/tmp/task.jsonl".into(), &mut NoPrompter).unwrap();
-//! println!("{:?}", report.outcome);
+//! let journal = Arc::new(MemoryJournal::default());
+//! let gate = Gate::new(Engine::load(&remit).unwrap(), principal, journal, Arc::new(SystemClock), Duration::from_secs(900));
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! let effect = Effect::Action { kind: "deploy".into(), args: [("env".into(), "staging".into())].into() };
+//! match runtime.block_on(gate.request(effect, Duration::ZERO)) {
+//!     Outcome::Authorized(authorized) => {
+//!         runtime.block_on(gate.begin(&authorized)).unwrap(); // durable before the effect
+//!         // … perform it …
+//!         gate.performed(authorized, "succeeded");
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod client;
+pub mod egress;
+pub mod gate;
 pub mod glob;
+pub mod journal;
+pub mod perform;
 pub mod prepare;
 pub mod programs;
 pub mod record;
+pub mod registry;
 pub mod run;

@@ -293,6 +293,7 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         read_write,
         hidden,
         protected,
+        binds: Vec::new(),
         masked_programs: masked.into_iter().collect(),
         exec_allowlist,
         exec_writable: fs.exec_writable,
@@ -312,6 +313,7 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
             tmp_size: limits.tmp.map(|t| t.0),
         },
         listen_ports: remit.network.listen.clone(),
+        proxy_port: None,
         observe_exec: true,
         allow_degraded: request.allow_degraded || remit.sandbox.dangerously_allow_degraded,
     };
@@ -498,4 +500,22 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
         read_only,
         create_dirs,
     }))
+}
+
+/// The effective uid of this process (from `/proc/self`, which it owns).
+pub fn effective_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(u32::MAX)
+}
+
+/// The invoking OS user: `USER`, `LOGNAME`, else the name `/etc/passwd` gives our uid.
+pub fn requester(env: &[(String, String)]) -> String {
+    if let Some((_, name)) = env
+        .iter()
+        .find(|(k, v)| (k == "USER" || k == "LOGNAME") && !v.is_empty())
+    {
+        return name.clone();
+    }
+    crate::registry::user_name(effective_uid())
 }

@@ -1,74 +1,38 @@
-//! The supervisor loop of one task: build the sandbox, start the command, decide and record
-//! every program it starts, forward signals, enforce the wall-clock limit, end the task with
-//! nothing left running.
+//! The supervisor of one task: build the sandbox, start the command, decide and record
+//! every program it starts, serve the agent and control sockets, forward signals, enforce
+//! the wall-clock limit and the kill switch, end the task with nothing left running and
+//! everything recorded.
 
-use std::io::{BufRead, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use remit_policy::commands::{CommandDecision, CommandVerdict, ExecFacts};
-use remit_sandbox::host::{SignalWatch, poll_readable};
-use remit_sandbox::{Event, ExecAttempt, ExitStatus, Layer, Sandbox, SpawnRequest, Verdict};
+use remit_ledger::{Ledger, Options as LedgerOptions, SystemClock as LedgerClock};
+use remit_policy::commands::ExecFacts;
+use remit_policy::engine::{Decision, Engine, Principal};
+use remit_sandbox::host::{Readable, SignalWatch};
+use remit_sandbox::{
+    Bind, Event, ExecAttempt, ExecWatch, ExitStatus, Layer, Sandbox, SpawnRequest, Verdict,
+};
+use remit_types::effect::Effect;
+use remit_types::event::{
+    EndReason, EventBody, Exec, Permission, RemitRef, RunAuthorized, TaskCounts, TaskEnd,
+    Verdict as EventVerdict,
+};
+use tokio::sync::mpsc;
 
+use crate::api::{self, Api};
+use crate::egress::EgressAdapter;
+use crate::gate::{Gate, Outcome as GateOutcome, SystemClock};
+use crate::journal::{Journal, LedgerJournal};
 use crate::prepare::{Prepared, RunRequest};
-use crate::record::{Record, Recorder};
-
-/// Asks a human whether a command may run.
-pub trait Prompter {
-    /// `question` is one line; return whether the human said yes.
-    fn ask(&mut self, question: &str) -> bool;
-}
-
-/// Asks on the controlling terminal, with a timeout; no terminal means no.
-#[derive(Debug)]
-pub struct TerminalPrompter {
-    /// How long to wait for an answer.
-    pub timeout: Duration,
-}
-
-impl Prompter for TerminalPrompter {
-    fn ask(&mut self, question: &str) -> bool {
-        let Ok(tty) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty")
-        else {
-            return false;
-        };
-        let mut writer = &tty;
-        if write!(writer, "{question} [y/N] ").is_err() {
-            return false;
-        }
-        let _ = writer.flush();
-        let millis = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
-        match poll_readable(&[tty.as_fd()], millis) {
-            Ok(ready) if ready.first().copied().unwrap_or(false) => {}
-            _ => {
-                let _ = writeln!(writer, "\nremit: no answer; denied");
-                return false;
-            }
-        }
-        let mut line = String::new();
-        if std::io::BufReader::new(&tty).read_line(&mut line).is_err() {
-            return false;
-        }
-        matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
-    }
-}
-
-/// Never asks; every prompt is denied (non-interactive runs).
-#[derive(Debug, Default)]
-pub struct NoPrompter;
-
-impl Prompter for NoPrompter {
-    fn ask(&mut self, _question: &str) -> bool {
-        false
-    }
-}
+use crate::record::rfc3339;
+use crate::registry::{AgentStatus, TaskDir, TaskInfo, agent_record, run_dir};
+use remit_egress::{Egress, EgressConfig, TaskCa, read_credentials};
 
 /// How the task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The command exited with a code.
     Exited(i32),
@@ -76,6 +40,8 @@ pub enum Outcome {
     Signaled(i32),
     /// The wall-clock limit was reached and everything was killed.
     TimedOut(Duration),
+    /// The kill switch stopped the task.
+    Killed(String),
     /// The command was refused by the remit before it started.
     Denied,
     /// The command could not start (errno).
@@ -89,42 +55,534 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// Programs started (including the command).
     pub commands: u64,
-    /// Programs refused, as their command lines.
+    /// Refusals, as one line each.
     pub denied: Vec<String>,
     /// Whether the memory limit killed something.
     pub oom_killed: bool,
     /// Layers skipped in degraded mode.
     pub degraded: Vec<(Layer, String)>,
-    /// Where the record is.
-    pub log: PathBuf,
+    /// The signed receipt of the task.
+    pub receipt: Option<PathBuf>,
+    /// The JSON-lines export written for `--log`.
+    pub log: Option<PathBuf>,
     /// Wall time.
     pub duration: Duration,
-    /// A record-writing failure, if any (the run itself completed).
-    pub log_error: Option<String>,
+    /// A recording failure, if any (the run itself completed).
+    pub record_error: Option<String>,
 }
 
-/// A run that could not happen.
+/// A run that could not happen. One line each.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The sandbox could not be built.
     #[error(transparent)]
     Sandbox(#[from] remit_sandbox::Error),
-    /// The record file could not be opened.
-    #[error("cannot write the task's record `{0}`: {1}")]
-    Record(String, String),
-    /// Signals could not be set up.
-    #[error("cannot watch signals: {0}")]
-    Signals(String),
+    /// The remit's policy could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] remit_policy::engine::PolicyError),
+    /// The ledger could not be opened.
+    #[error("cannot open the ledger: {0}")]
+    Ledger(String),
+    /// The agent may not start tasks.
+    #[error("agent `{0}` is {1}{2}; it cannot start tasks")]
+    Agent(String, &'static str, String),
+    /// Something on the host failed.
+    #[error("{0}")]
+    Host(String),
 }
 
-struct State<'a> {
+impl RunError {
+    /// Whether the error is a refusal (exit code 1) rather than a failure (2).
+    pub fn is_denial(&self) -> bool {
+        matches!(self, RunError::Agent(..))
+    }
+}
+
+/// Where the supervisor keeps things and what it mounts.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `$REMIT_HOME`.
+    pub home: PathBuf,
+    /// Write the task's events as JSON lines here at the end.
+    pub log: Option<PathBuf>,
+    /// The `remit` binary to mount into the task (for `remit act`).
+    pub remit_binary: Option<PathBuf>,
+    /// Print notices (pending approvals) on standard error.
+    pub notices: bool,
+}
+
+fn host_err(what: &str, e: impl std::fmt::Display) -> RunError {
+    RunError::Host(format!("{what}: {e}"))
+}
+
+fn agent_name(request: &RunRequest) -> String {
+    request
+        .remit
+        .remit
+        .agent
+        .name
+        .clone()
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+fn check_agent(home: &Path, name: &str) -> Result<(), RunError> {
+    match agent_record(home, name) {
+        Ok(Some(record)) if record.status != AgentStatus::Active => Err(RunError::Agent(
+            name.to_owned(),
+            if record.status == AgentStatus::Suspended {
+                "suspended"
+            } else {
+                "revoked"
+            },
+            record.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(host_err(
+            &format!("cannot read the status of agent `{name}`"),
+            e,
+        )),
+    }
+}
+
+fn permissions(request: &RunRequest, prepared: &Prepared) -> Vec<Permission> {
+    let spec = &prepared.spec;
+    let mut out = vec![Permission {
+        kind: "filesystem.write".into(),
+        target: spec.workspace.display().to_string(),
+        condition: None,
+    }];
+    for p in &spec.read_write {
+        out.push(Permission {
+            kind: "filesystem.write".into(),
+            target: p.display().to_string(),
+            condition: None,
+        });
+    }
+    for p in &spec.read_only {
+        out.push(Permission {
+            kind: "filesystem.read".into(),
+            target: p.display().to_string(),
+            condition: None,
+        });
+    }
+    let commands = &request.remit.remit.commands;
+    out.push(Permission {
+        kind: "command".into(),
+        target: "*".into(),
+        condition: Some(format!("default {:?}", commands.default).to_lowercase()),
+    });
+    for (section, rules) in [
+        ("allow", &commands.allow),
+        ("prompt", &commands.prompt),
+        ("forbid", &commands.forbid),
+    ] {
+        for rule in rules {
+            out.push(Permission {
+                kind: format!("command.{section}"),
+                target: rule.to_string(),
+                condition: None,
+            });
+        }
+    }
+    for (kind, grant) in &request.remit.remit.actions {
+        let mut conditions = Vec::new();
+        if let Some(q) = grant.quota {
+            conditions.push(format!("quota={q}"));
+        }
+        if grant.approve.is_some() {
+            conditions.push("approval".to_owned());
+        }
+        if let Some(w) = &grant.when {
+            conditions.push(format!("when {w}"));
+        }
+        out.push(Permission {
+            kind: format!("action.{kind}"),
+            target: kind.clone(),
+            condition: (!conditions.is_empty()).then(|| conditions.join(", ")),
+        });
+    }
+    for port in &spec.listen_ports {
+        out.push(Permission {
+            kind: "network.listen".into(),
+            target: format!("127.0.0.1:{port}"),
+            condition: None,
+        });
+    }
+    out
+}
+
+/// Run a prepared task to its end.
+pub fn run(
+    request: &RunRequest,
+    prepared: &mut Prepared,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let task = request.task.to_string();
+    let agent = agent_name(request);
+    let home = &options.home;
+    // Signals first, so a Ctrl-C during setup is seen rather than killing us half-way.
+    let signals = SignalWatch::new(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .map_err(|e| host_err("cannot watch signals", e))?;
+    check_agent(home, &agent)?;
+    let engine = Engine::load_cached(&request.remit, &home.join("cache").join("policy"))?;
+
+    // The task's directory and sockets, before the sandbox (which mounts the agent socket).
+    let run = run_dir(&request.host_env, home);
+    let dir = TaskDir::create(&run, &task)
+        .map_err(|e| host_err(&format!("cannot create `{}`", run.join(&task).display()), e))?;
+    let agent_path = dir.path().join("agent.sock");
+    let control_path = dir.path().join("control.sock");
+    let agent_listener = std::os::unix::net::UnixListener::bind(&agent_path)
+        .map_err(|e| host_err("cannot create the agent socket", e))?;
+    let control_listener = std::os::unix::net::UnixListener::bind(&control_path)
+        .map_err(|e| host_err("cannot create the control socket", e))?;
+    let owner_uid = crate::prepare::effective_uid();
+    let task_uid = (owner_uid == 0).then_some(remit_sandbox::TASK_HOST_ID);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(uid) = task_uid {
+            std::os::unix::fs::chown(&agent_path, Some(uid), Some(uid))
+                .map_err(|e| host_err("cannot hand the agent socket to the task", e))?;
+        }
+        std::fs::set_permissions(&agent_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| host_err("agent socket", e))?;
+        // Authorised per request by peer uid; reachable by the humans who may approve.
+        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| host_err("control socket", e))?;
+    }
+    prepared.spec.binds.push(Bind {
+        source: agent_path.clone(),
+        target: PathBuf::from("/run/remit/agent.sock"),
+        writable: true,
+    });
+    let mut path_var = String::from("/run/remit/bin");
+    if let Some(binary) = &options.remit_binary {
+        prepared.spec.binds.push(Bind {
+            source: binary.clone(),
+            target: PathBuf::from("/run/remit/bin/remit"),
+            writable: false,
+        });
+    }
+    for (k, v) in prepared.spec.env.iter_mut() {
+        if k == "PATH" {
+            path_var.push(':');
+            path_var.push_str(v);
+            *v = path_var.clone();
+        }
+    }
+    prepared
+        .spec
+        .env
+        .push(("REMIT_SOCKET".into(), "/run/remit/agent.sock".into()));
+
+    // The egress proxy, when the remit grants any network access: its environment and CA
+    // bundle go into the sandbox; it is bound to the gate once the ledger is open.
+    let network = &request.remit.remit.network;
+    let egress = if !network.allow.is_empty()
+        || !network.rules.is_empty()
+        || !network.credentials.is_empty()
+    {
+        let adapter = Arc::new(EgressAdapter::default());
+        let validity =
+            prepared.wall.unwrap_or(Duration::from_secs(24 * 3600)) + Duration::from_secs(300);
+        let ca = TaskCa::generate(&task, validity)
+            .map_err(|e| host_err("cannot make the task's CA", e))?;
+        let env_map: std::collections::BTreeMap<String, String> =
+            request.host_env.iter().cloned().collect();
+        let host_home = request
+            .host_env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| PathBuf::from(v));
+        let credentials = read_credentials(
+            network,
+            &env_map,
+            &request.remit.base_dir,
+            host_home.as_deref(),
+        )
+        .map_err(|e| host_err("cannot read the remit's credentials", e))?;
+        let mut config = EgressConfig::new(network.clone(), credentials);
+        config.publish_args = request
+            .remit
+            .remit
+            .actions
+            .get("publish")
+            .map(|g| g.args.clone())
+            .unwrap_or_default();
+        let proxy = Egress::new(config, ca, Arc::clone(&adapter))
+            .map_err(|e| host_err("cannot start the egress proxy", e))?;
+        let environment = proxy.task_environment(
+            std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT)),
+            "/run/remit/ca.pem",
+        );
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, &environment.ca_bundle)
+            .map_err(|e| host_err("cannot write the task's CA bundle", e))?;
+        prepared.spec.binds.push(Bind {
+            source: bundle,
+            target: PathBuf::from("/run/remit/ca.pem"),
+            writable: false,
+        });
+        for (name, value) in environment.vars {
+            prepared.spec.env.retain(|(k, _)| *k != name);
+            prepared.spec.env.push((name, value));
+        }
+        prepared.spec.proxy_port = Some(PROXY_PORT);
+        Some((proxy, adapter))
+    } else {
+        None
+    };
+
+    let mut sandbox = Sandbox::create(&prepared.spec)?;
+    let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
+    let task_pidns = std::fs::metadata(format!("/proc/{}/ns/pid", sandbox.init_pid()))
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let requester = crate::prepare::requester(&request.host_env);
+    let owner = request
+        .remit
+        .remit
+        .agent
+        .owner
+        .clone()
+        .unwrap_or_else(|| requester.clone());
+    let info = TaskInfo {
+        task: task.clone(),
+        agent: agent.clone(),
+        owner: owner.clone(),
+        requester: requester.clone(),
+        remit: request.remit.origin.clone(),
+        remit_hash: request.remit.hash_hex(),
+        workspace: prepared.spec.workspace.display().to_string(),
+        command: request.command.clone(),
+        supervisor_pid: std::process::id(),
+        init_pid: sandbox.init_pid(),
+        started: rfc3339(SystemTime::now()),
+    };
+    dir.write_info(&info)
+        .map_err(|e| host_err("cannot write task.json", e))?;
+    // A suspension that raced with our start sees task.json now, or we see it here.
+    check_agent(home, &agent)?;
+
+    let ledger = Ledger::open_home(home, Arc::new(LedgerClock), LedgerOptions::default())
+        .map_err(|e| RunError::Ledger(e.to_string()))?;
+    let journal = Arc::new(LedgerJournal::new(ledger, &task, &agent));
+    journal.observe(EventBody::RunAuthorized(RunAuthorized {
+        requester: requester.clone(),
+        owner: owner.clone(),
+        remit: RemitRef {
+            name: request.remit.origin.clone(),
+            sha256: request
+                .remit
+                .hash_hex()
+                .trim_start_matches("sha256:")
+                .to_owned(),
+        },
+        identity: format!("spiffe://remit.local/agent/{agent}/task/{task}"),
+        expires: prepared.wall.map(|w| rfc3339(SystemTime::now() + w)),
+        permissions: permissions(request, prepared),
+        secrets_reachable: Vec::new(),
+        degraded: degraded
+            .iter()
+            .map(|(l, why)| format!("{l}: {why}"))
+            .collect(),
+    }));
+    let principal = Principal {
+        task: task.clone(),
+        agent: agent.clone(),
+        owner,
+        requester,
+        remit: request.remit.hash_hex(),
+        risk: "unrated".into(),
+    };
+    let approval_timeout = request
+        .remit
+        .remit
+        .approvals
+        .timeout
+        .map(|t| t.0)
+        .unwrap_or(Duration::from_secs(15 * 60));
+    let gate = Arc::new(Gate::new(
+        engine,
+        principal,
+        journal.clone(),
+        Arc::new(SystemClock),
+        approval_timeout,
+    ));
+    if let Some((_, adapter)) = &egress {
+        adapter.bind(Arc::clone(&gate), approval_timeout);
+    }
+    let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+    let api = Arc::new(Api {
+        gate: Arc::clone(&gate),
+        info,
+        remit: request.remit.remit.clone(),
+        workspace: prepared.spec.workspace.clone(),
+        kill: kill_tx,
+        owner_uid,
+        task_uid,
+        task_pidns,
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| host_err("cannot start the supervisor's runtime", e))?;
+    let watch = sandbox.take_exec_watch().map(Arc::new);
+    let mut supervision = Supervision {
+        gate: Arc::clone(&gate),
+        prepared,
+        watch,
+        commands: 0,
+        denied: Vec::new(),
+        last_told: None,
+        notices: options.notices,
+        approval_timeout,
+    };
+    let proxy = egress.as_ref().map(|(p, _)| p.clone());
+    let outcome = runtime.block_on(supervision.supervise(
+        &mut sandbox,
+        &signals,
+        agent_listener,
+        control_listener,
+        api,
+        kill_rx,
+        started,
+        proxy,
+    ));
+    if let Some((proxy, adapter)) = &egress {
+        proxy.shutdown();
+        adapter.close();
+    }
+    let outcome = outcome?;
+
+    // Whatever the command left behind (daemons, double forks) dies with the namespace.
+    let oom_killed = sandbox.oom_killed();
+    sandbox.shutdown();
+    gate.close("the task ended");
+    let duration = started.elapsed();
+    let counters = gate.counters();
+    let (reason, exit_code, signal, detail) = match &outcome {
+        Outcome::Exited(c) => (EndReason::Exited, Some(*c), None, None),
+        Outcome::Signaled(s) => (EndReason::Exited, None, Some(*s), None),
+        Outcome::TimedOut(limit) => (
+            EndReason::TimedOut,
+            None,
+            None,
+            Some(format!(
+                "wall-clock limit of {} reached",
+                humantime::format_duration(*limit)
+            )),
+        ),
+        Outcome::Killed(why) => (EndReason::Killed, None, None, Some(why.clone())),
+        Outcome::Denied => (
+            EndReason::Error,
+            None,
+            None,
+            Some("the command was refused by the remit".into()),
+        ),
+        Outcome::NotStarted(e) => (
+            EndReason::Error,
+            None,
+            None,
+            Some(format!("the command could not start (errno {e})")),
+        ),
+    };
+    journal.observe(EventBody::TaskEnd(TaskEnd {
+        exit_code,
+        signal,
+        reason,
+        detail: detail.map(|d| {
+            if oom_killed {
+                format!("{d}; the memory limit killed a process")
+            } else {
+                d
+            }
+        }),
+        counts: TaskCounts {
+            execs: supervision.commands,
+            effects: counters.effects,
+            denials: counters.denials,
+            approvals: counters.approvals,
+            violations: counters.violations,
+        },
+    }));
+    // The task ends only once all its events are durable.
+    let mut record_error = journal.flush().err().or_else(|| journal.failure());
+    let receipt = match journal.ledger().receipt(&task) {
+        Ok(envelope) => {
+            let path = home.join("receipts").join(format!("{task}.json"));
+            let _ = std::fs::create_dir_all(home.join("receipts"));
+            match envelope.save(&path) {
+                Ok(()) => Some(path),
+                Err(e) => {
+                    record_error.get_or_insert(format!("cannot write the receipt: {e}"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            record_error.get_or_insert(format!("cannot build the receipt: {e}"));
+            None
+        }
+    };
+    if let Err(e) = journal.ledger().close() {
+        record_error.get_or_insert(e.to_string());
+    }
+    let log = match &options.log {
+        Some(path) => match export_task(journal.ledger(), &task, path) {
+            Ok(()) => Some(path.clone()),
+            Err(e) => {
+                record_error.get_or_insert(format!("cannot write `{}`: {e}", path.display()));
+                None
+            }
+        },
+        None => None,
+    };
+    drop(dir);
+    Ok(RunReport {
+        outcome,
+        commands: supervision.commands,
+        denied: supervision.denied,
+        oom_killed,
+        degraded,
+        receipt,
+        log,
+        duration,
+        record_error,
+    })
+}
+
+/// Write one task's events as JSON lines (the ledger's canonical JSON).
+fn export_task(ledger: &Ledger, task: &str, path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let mut reader = ledger.reader().map_err(|e| e.to_string())?;
+    let query = remit_ledger::store::Query {
+        task: Some(task.to_owned()),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    reader
+        .scan(&query, &mut |row| {
+            out.extend_from_slice(&row.bytes);
+            out.push(b'\n');
+            Ok(true)
+        })
+        .map_err(|e| e.to_string())?;
+    let mut file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    file.write_all(&out).map_err(|e| e.to_string())
+}
+
+struct Supervision<'a> {
+    gate: Arc<Gate>,
     prepared: &'a mut Prepared,
-    recorder: Recorder,
-    prompter: &'a mut dyn Prompter,
+    watch: Option<Arc<ExecWatch>>,
     commands: u64,
     denied: Vec<String>,
-    /// The last refusal explained, so a shell's PATH search does not repeat it.
     last_told: Option<(i32, String)>,
+    notices: bool,
+    approval_timeout: Duration,
 }
 
 fn command_line(argv: &[String]) -> String {
@@ -141,7 +599,11 @@ fn command_line(argv: &[String]) -> String {
             out.push_str(arg);
         }
         if out.len() > 200 {
-            out.truncate(200);
+            let mut cut = 200;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
             out.push('…');
             break;
         }
@@ -149,266 +611,309 @@ fn command_line(argv: &[String]) -> String {
     out
 }
 
-impl State<'_> {
-    fn decide(&mut self, sandbox: &Sandbox, attempt: &ExecAttempt) -> Verdict {
-        let Some(program) = &attempt.program else {
+fn exec_event(attempt: &ExecAttempt, verdict: EventVerdict, rule: Option<String>) -> EventBody {
+    EventBody::Exec(Exec {
+        argv: attempt.argv.clone(),
+        cwd: attempt.cwd.clone(),
+        pid: u32::try_from(attempt.pid).unwrap_or(0),
+        ppid: u32::try_from(attempt.ppid).unwrap_or(0),
+        decision: verdict,
+        rule,
+    })
+}
+
+fn denial_message(line: &str, reason: &str) -> String {
+    format!(
+        "remit: denied `{line}`: {reason}. Do the work without it, or ask the task's owner to change the remit.\n"
+    )
+}
+
+const EACCES: i32 = 13;
+const ENOENT: i32 = 2;
+
+impl Supervision<'_> {
+    #[allow(clippy::too_many_arguments)]
+    async fn supervise(
+        &mut self,
+        sandbox: &mut Sandbox,
+        signals: &SignalWatch,
+        agent_listener: std::os::unix::net::UnixListener,
+        control_listener: std::os::unix::net::UnixListener,
+        api: Arc<Api>,
+        mut kill_rx: mpsc::UnboundedReceiver<String>,
+        started: Instant,
+        proxy: Option<Egress<EgressAdapter>>,
+    ) -> Result<Outcome, RunError> {
+        for listener in [&agent_listener, &control_listener] {
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| host_err("socket", e))?;
+        }
+        let agent = tokio::net::UnixListener::from_std(agent_listener)
+            .map_err(|e| host_err("agent socket", e))?;
+        let control = tokio::net::UnixListener::from_std(control_listener)
+            .map_err(|e| host_err("control socket", e))?;
+        tokio::spawn(api::serve_agent(agent, Arc::clone(&api)));
+        tokio::spawn(api::serve_control(control, Arc::clone(&api)));
+        if let (Some(proxy), Some(listener)) = (proxy, sandbox.take_proxy_listener()) {
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| host_err("egress listener", e))?;
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| host_err("egress listener", e))?;
+            let gate = Arc::clone(&self.gate);
+            tokio::spawn(async move {
+                if let Err(e) = proxy.serve(listener).await {
+                    gate.violation("egress", &format!("the egress proxy stopped: {e}"), None);
+                }
+            });
+        }
+
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        let main = sandbox.spawn(&SpawnRequest {
+            path: &self.prepared.program,
+            argv: &self.prepared.argv,
+            env: &self.prepared.spec.env,
+            cwd: &self.prepared.cwd,
+            stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            new_process_group: false,
+        })?;
+        let events = Readable::new(sandbox.event_fd()).map_err(|e| host_err("poll", e))?;
+        let pidfd = Readable::new(sandbox.pidfd()).map_err(|e| host_err("poll", e))?;
+        let sigfd = Readable::new(signals.fd()).map_err(|e| host_err("poll", e))?;
+        let mut execfd = match &self.watch {
+            Some(w) => Some(Readable::new(w.fd()).map_err(|e| host_err("poll", e))?),
+            None => None,
+        };
+        let deadline = self
+            .prepared
+            .wall
+            .map(|w| tokio::time::Instant::from_std(started + w));
+        let mut killed: Option<String> = None;
+        loop {
+            let exec_ready = async {
+                match &execfd {
+                    Some(fd) => fd.readable().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = exec_ready => {
+                    loop {
+                        let Some(watch) = self.watch.clone() else { break };
+                        match watch.recv() {
+                            Ok(Some(attempt)) => self.on_exec(attempt),
+                            Ok(None) => break,
+                            Err(_) => {
+                                // No process of the task is left to notify us: stop watching.
+                                execfd = None;
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ = events.readable() => {
+                    loop {
+                        match sandbox.try_event() {
+                            Ok(Some(Event::Exited { id, status })) if id == main => {
+                                return Ok(match (killed.take(), status) {
+                                    (Some(why), _) => Outcome::Killed(why),
+                                    (None, ExitStatus::Code(c)) => Outcome::Exited(c),
+                                    (None, ExitStatus::Signal(s)) => Outcome::Signaled(s),
+                                });
+                            }
+                            Ok(Some(Event::SpawnFailed { id, errno })) if id == main => {
+                                return Ok(if errno == EACCES && !self.denied.is_empty() {
+                                    Outcome::Denied
+                                } else {
+                                    Outcome::NotStarted(errno)
+                                });
+                            }
+                            Ok(Some(_)) => continue,
+                            Ok(None) => break,
+                            Err(e) => {
+                                return match killed.take() {
+                                    Some(why) => Ok(Outcome::Killed(why)),
+                                    None => Err(RunError::Sandbox(e)),
+                                };
+                            }
+                        }
+                    }
+                }
+                _ = sigfd.readable() => {
+                    while let Ok(Some(signal)) = signals.read() {
+                        // Terminal signals already reached the command (it shares our process
+                        // group); others were sent to us alone and are passed on.
+                        if !signal.from_terminal {
+                            let _ = sandbox.signal(main, signal.signal);
+                        }
+                    }
+                }
+                _ = pidfd.readable() => {
+                    // The init ended: read what it reported last, then stop.
+                    while let Ok(Some(event)) = sandbox.try_event() {
+                        if let Event::Exited { id, status } = event
+                            && id == main
+                            && killed.is_none()
+                        {
+                            return Ok(match status {
+                                ExitStatus::Code(c) => Outcome::Exited(c),
+                                ExitStatus::Signal(s) => Outcome::Signaled(s),
+                            });
+                        }
+                    }
+                    return Ok(Outcome::Killed(killed.take().unwrap_or_else(|| "the task's init ended".into())));
+                }
+                Some(reason) = kill_rx.recv() => {
+                    self.gate.kill(&reason);
+                    sandbox.kill();
+                    killed = Some(reason);
+                }
+                _ = timeout => {
+                    self.gate.kill("wall-clock limit reached");
+                    sandbox.kill();
+                    return Ok(Outcome::TimedOut(self.prepared.wall.unwrap_or_default()));
+                }
+            }
+        }
+    }
+
+    fn on_exec(&mut self, attempt: ExecAttempt) {
+        let Some(watch) = self.watch.clone() else {
+            return;
+        };
+        let Some(program) = attempt.program.clone() else {
             // No such file (or not a regular file): the kernel would refuse the same way,
             // and a file that appears later cannot slip through our answer.
-            return Verdict::Deny(libc_enoent());
+            let _ = watch.respond(&attempt, Verdict::Deny(ENOENT));
+            return;
         };
-        let identical_to = match sandbox.exec_watch() {
-            Some(watch) => {
-                self.prepared
-                    .programs
-                    .identify(program.dev, program.ino, program.size, || {
-                        watch.open_program(attempt).ok()
-                    })
-            }
-            None => Vec::new(),
-        };
+        let identical_to =
+            self.prepared
+                .programs
+                .identify(program.dev, program.ino, program.size, || {
+                    watch.open_program(&attempt).ok()
+                });
         let facts = ExecFacts {
             path: attempt.path.clone(),
             argv: attempt.argv.clone(),
             identical_to,
             interpreter: program.interpreter.clone(),
         };
-        let decision = self.prepared.rules.decide(&facts);
         let line = command_line(&attempt.argv);
-        let (verdict, label) = match decision.verdict {
-            CommandVerdict::Allow => (Verdict::Allow, "allow"),
-            CommandVerdict::Forbid => (Verdict::Deny(libc_eacces()), "deny"),
-            CommandVerdict::Prompt => {
-                let question = format!(
-                    "remit: task wants to run `{line}` ({}). Allow?",
-                    decision.source()
-                );
-                if self.prompter.ask(&question) {
-                    (Verdict::Allow, "prompt-allowed")
-                } else {
-                    (Verdict::Deny(libc_eacces()), "prompt-denied")
-                }
+        match self.gate.decide_exec(&facts, &attempt.cwd) {
+            Decision::Allow { .. } => {
+                self.commands += 1;
+                let _ = watch.respond(&attempt, Verdict::Allow);
+                self.gate
+                    .journal()
+                    .observe(exec_event(&attempt, EventVerdict::Allow, None));
             }
-        };
-        if let Verdict::Deny(_) = verdict {
-            let told = (attempt.host_pid, line.clone());
-            if self.last_told.as_ref() != Some(&told) {
-                self.denied.push(line.clone());
-                if let Some(watch) = sandbox.exec_watch() {
-                    watch.tell(attempt, &denial_message(&line, &decision, label));
-                }
-                self.last_told = Some(told);
+            Decision::Deny { policy, reason } => {
+                // Explain first: once answered, the process may be gone.
+                self.refused(&watch, &attempt, &line, &policy, &reason);
+                let _ = watch.respond(&attempt, Verdict::Deny(EACCES));
             }
-        } else {
-            self.commands += 1;
+            Decision::NeedsApproval { .. } => {
+                // The process waits in `execve` until a human decides (or the approval
+                // expires); everything else keeps running.
+                let gate = Arc::clone(&self.gate);
+                let timeout = self.approval_timeout;
+                let notices = self.notices;
+                self.commands += 1;
+                tokio::spawn(async move {
+                    let cwd = attempt.cwd.clone();
+                    let first = gate.request_exec(facts.clone(), &cwd, Duration::ZERO).await;
+                    let outcome = match first {
+                        GateOutcome::Pending { approval } => {
+                            let message = format!(
+                                "remit: `{line}` is waiting for approval {approval}: a human must run `remit approvals approve {approval}` on the host\n"
+                            );
+                            watch.tell(&attempt, &message);
+                            if notices {
+                                eprint!("{message}");
+                            }
+                            let _ = gate.wait_approval(&approval, timeout).await;
+                            gate.request_exec(facts, &cwd, Duration::ZERO).await
+                        }
+                        other => other,
+                    };
+                    match outcome {
+                        GateOutcome::Authorized(authorized) => {
+                            let _ = watch.respond(&attempt, Verdict::Allow);
+                            gate.journal().observe(exec_event(
+                                &attempt,
+                                EventVerdict::Allow,
+                                Some("approved".into()),
+                            ));
+                            gate.performed(authorized, "started");
+                        }
+                        GateOutcome::Denied { policy, reason } => {
+                            watch.tell(&attempt, &denial_message(&line, &reason));
+                            let _ = watch.respond(&attempt, Verdict::Deny(EACCES));
+                            gate.journal().observe(exec_event(
+                                &attempt,
+                                EventVerdict::Deny,
+                                Some(policy),
+                            ));
+                        }
+                        GateOutcome::Pending { approval } => {
+                            watch.tell(
+                                &attempt,
+                                &denial_message(
+                                    &line,
+                                    &format!("approval {approval} was not given in time"),
+                                ),
+                            );
+                            let _ = watch.respond(&attempt, Verdict::Deny(EACCES));
+                            gate.journal().observe(exec_event(
+                                &attempt,
+                                EventVerdict::Deny,
+                                Some("approval".into()),
+                            ));
+                        }
+                    }
+                });
+            }
         }
-        self.recorder.write(&Record::Exec {
-            pid: attempt.pid,
-            ppid: attempt.ppid,
-            path: &attempt.path,
-            argv: &attempt.argv,
-            truncated: attempt.truncated,
-            cwd: &attempt.cwd,
-            decision: label,
-            rule: decision.source(),
-        });
-        verdict
+    }
+
+    fn refused(
+        &mut self,
+        watch: &ExecWatch,
+        attempt: &ExecAttempt,
+        line: &str,
+        policy: &str,
+        reason: &str,
+    ) {
+        let effect = Effect::Exec {
+            argv: attempt.argv.clone(),
+            cwd: attempt.cwd.clone(),
+        };
+        self.gate.journal().observe(exec_event(
+            attempt,
+            EventVerdict::Deny,
+            Some(policy.to_owned()),
+        ));
+        // A shell's PATH search tries the same command several times: explain it once.
+        let told = (attempt.host_pid, line.to_owned());
+        if self.last_told.as_ref() != Some(&told) {
+            self.gate.note_denial(&effect, policy, reason);
+            self.denied.push(line.to_owned());
+            watch.tell(attempt, &denial_message(line, reason));
+            self.last_told = Some(told);
+        }
     }
 }
 
-/// The message a refused program's caller sees on its standard error: what was refused,
-/// by which rule, and what to do instead.
-fn denial_message(line: &str, decision: &CommandDecision, label: &str) -> String {
-    let why = match (label, &decision.rule) {
-        ("prompt-denied", _) => "it needs a human's approval and none was given".to_owned(),
-        (_, Some(_)) => format!("this task's remit forbids it ({})", decision.source()),
-        (_, None) => format!(
-            "this task's remit only allows the commands it lists, and `{}` is not one of them",
-            decision.program
-        ),
-    };
-    format!(
-        "remit: denied `{line}`: {why}. Do the work without it, or ask the task's owner to change the remit.\n"
-    )
-}
-
-fn libc_eacces() -> i32 {
-    13
-}
-fn libc_enoent() -> i32 {
-    2
-}
-
-/// Run a prepared task to its end.
-pub fn run(
-    request: &RunRequest,
-    prepared: &mut Prepared,
-    log: PathBuf,
-    prompter: &mut dyn Prompter,
-) -> Result<RunReport, RunError> {
-    let started = Instant::now();
-    // Signals first, so a Ctrl-C during setup is seen rather than killing us half-way.
-    let signals = SignalWatch::new(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT])
-        .map_err(|e| RunError::Signals(e.to_string()))?;
-    let mut sandbox = Sandbox::create(&prepared.spec)?;
-    let recorder = Recorder::open(&log, &request.task.to_string()).map_err(|e| {
-        RunError::Record(log.display().to_string(), remit_types::remit::io_reason(&e))
-    })?;
-    let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
-    let requester = requester(&request.host_env);
-    let mut state = State {
-        prepared,
-        recorder,
-        prompter,
-        commands: 0,
-        denied: Vec::new(),
-        last_told: None,
-    };
-    state.recorder.write(&Record::RunStarted {
-        remit: &request.remit.origin,
-        remit_hash: &request.remit.hash_hex(),
-        workspace: &state.prepared.spec.workspace,
-        argv: &request.command,
-        requester: &requester,
-        degraded: degraded
-            .iter()
-            .map(|(l, why)| format!("{l}: {why}"))
-            .collect(),
-        notes: &state.prepared.notes,
-    });
-
-    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    let main = sandbox.spawn(&SpawnRequest {
-        path: &state.prepared.program,
-        argv: &state.prepared.argv,
-        env: &state.prepared.spec.env,
-        cwd: &state.prepared.cwd,
-        stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
-        new_process_group: false,
-    })?;
-    let deadline = state.prepared.wall.map(|w| started + w);
-    let outcome = loop {
-        let timeout = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    sandbox.kill();
-                    break Outcome::TimedOut(state.prepared.wall.unwrap_or_default());
-                }
-                i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
-            }
-            None => -1,
-        };
-        let ready = {
-            let mut fds = vec![sandbox.event_fd(), signals.fd(), sandbox.pidfd()];
-            if let Some(watch) = sandbox.exec_watch() {
-                fds.push(watch.fd());
-            }
-            poll_readable(&fds, timeout).map_err(|e| RunError::Signals(e.to_string()))?
-        };
-        // Exec attempts first: a program waiting on us blocks its parent too.
-        if ready.get(3).copied().unwrap_or(false) {
-            while let Some(attempt) = sandbox.exec_watch().and_then(|w| w.recv().ok().flatten()) {
-                let verdict = state.decide(&sandbox, &attempt);
-                if let Some(watch) = sandbox.exec_watch() {
-                    let _ = watch.respond(&attempt, verdict);
-                }
-            }
-        }
-        if ready.get(1).copied().unwrap_or(false) {
-            while let Ok(Some(signal)) = signals.read() {
-                // Terminal signals already reached the command (it shares our process
-                // group); others were sent to us alone and are passed on.
-                if !signal.from_terminal {
-                    let _ = sandbox.signal(main, signal.signal);
-                }
-            }
-        }
-        let mut ended = None;
-        loop {
-            match sandbox.try_event() {
-                Ok(Some(Event::Exited { id, status })) if id == main => {
-                    ended = Some(match status {
-                        ExitStatus::Code(c) => Outcome::Exited(c),
-                        ExitStatus::Signal(s) => Outcome::Signaled(s),
-                    });
-                    break;
-                }
-                Ok(Some(Event::SpawnFailed { id, errno })) if id == main => {
-                    ended = Some(if errno == libc_eacces() && !state.denied.is_empty() {
-                        Outcome::Denied
-                    } else {
-                        Outcome::NotStarted(errno)
-                    });
-                    break;
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => break,
-                Err(e) => return Err(RunError::Sandbox(e)),
-            }
-        }
-        if let Some(outcome) = ended {
-            break outcome;
-        }
-    };
-    // Whatever the command left behind (daemons, double forks) dies with the namespace.
-    let oom_killed = sandbox.oom_killed();
-    sandbox.shutdown();
-    let duration = started.elapsed();
-    let (label, code) = match outcome {
-        Outcome::Exited(c) => ("exit", Some(c)),
-        Outcome::Signaled(s) => ("signal", Some(s)),
-        Outcome::TimedOut(_) => ("timeout", None),
-        Outcome::Denied => ("denied", None),
-        Outcome::NotStarted(e) => ("failed", Some(e)),
-    };
-    let denied = state.denied.len() as u64;
-    state.recorder.write(&Record::RunEnded {
-        outcome: label,
-        code,
-        commands: state.commands,
-        denied,
-        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-        oom_killed,
-    });
-    let log_error = state.recorder.finish().err().map(|e| e.to_string());
-    Ok(RunReport {
-        outcome,
-        commands: state.commands,
-        denied: state.denied,
-        oom_killed,
-        degraded,
-        log: state.recorder.path().to_path_buf(),
-        duration,
-        log_error,
-    })
-}
-
-/// The invoking OS user: `USER`, `LOGNAME`, else the name `/etc/passwd` gives our uid.
-pub fn requester(env: &[(String, String)]) -> String {
-    if let Some((_, name)) = env
-        .iter()
-        .find(|(k, v)| (k == "USER" || k == "LOGNAME") && !v.is_empty())
-    {
-        return name.clone();
-    }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Uid:")
-                    .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-            })
-        })
-        .unwrap_or_default();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .find_map(|l| {
-            let fields: Vec<&str> = l.split(':').collect();
-            (fields.get(2) == Some(&uid.as_str())).then(|| fields[0].to_owned())
-        })
-        .unwrap_or_else(|| format!("uid:{uid}"))
-}
+/// The egress proxy's port on every task's own loopback.
+pub const PROXY_PORT: u16 = 3128;
 
 const SIGHUP: i32 = 1;
 const SIGINT: i32 = 2;

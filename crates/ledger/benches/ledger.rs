@@ -1,6 +1,7 @@
 //! `cargo bench -p remit-ledger`: durable appends beside raw `write + fdatasync` of the same
-//! bytes and beside PostgreSQL, the cost of the Merkle tree and checkpoints, verification
-//! throughput and proof latency on a 1M-event ledger.
+//! bytes and beside PostgreSQL, several writer processes on one ledger, the cold start of a
+//! run (open, four appends, flush, close), the cost of the Merkle tree and checkpoints,
+//! verification throughput and proof latency on a 1M-event ledger.
 //!
 //! Set `REMIT_BENCH_QUICK=1` for a short run, `REMIT_BENCH_NO_PG=1` to skip PostgreSQL,
 //! `REMIT_BENCH_PROOF_EVENTS` to change the size of the proof ledger (default 1,000,000).
@@ -176,7 +177,7 @@ fn merkle_overhead(c: &mut Criterion) {
         .unwrap();
         let mut store = Location::Sqlite(path).open_write().unwrap();
         let checkpoint = store.latest_checkpoint().unwrap().unwrap();
-        let mut next = 1u64;
+        let mut next = 0u64;
         group.throughput(Throughput::Elements(batch));
         group.bench_with_input(
             BenchmarkId::new("store_only", batch),
@@ -210,11 +211,19 @@ fn merkle_overhead(c: &mut Criterion) {
                         })
                         .collect();
                     next += batch;
+                    // The same statements as a commit: head, events, a transient checkpoint
+                    // replacing the previous one.
                     let cp = CheckpointRow {
-                        size: 0,
+                        size: next,
+                        kept: false,
                         ..checkpoint.clone()
                     };
-                    store.append(&rows, &cp, 0).unwrap();
+                    store
+                        .transaction(true, &mut |tx| {
+                            tx.head()?;
+                            tx.append(&rows, &cp)
+                        })
+                        .unwrap();
                 });
             },
         );
@@ -231,6 +240,153 @@ fn merkle_overhead(c: &mut Criterion) {
         });
         ledger.close().unwrap();
     }
+    group.finish();
+}
+
+/// Several writer processes on one ledger (`remit-ledger-writer`), each appending batches of
+/// `batch` events whose last one is durable and waited for, like `durable_append`. Measured
+/// from the moment all of them have the ledger open until the last one has closed it;
+/// throughput is of all of them together.
+fn bench_processes(c: &mut Criterion, name: &str, location: impl Fn(&str) -> Location) {
+    let mut group = c.benchmark_group(format!("processes/{name}"));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(if quick() { 3 } else { 8 }));
+    for procs in [1u64, 2, 4] {
+        for batch in [1u64, 100] {
+            let location = location(&format!("p{procs}_b{batch}"));
+            group.throughput(Throughput::Elements(batch));
+            group.bench_function(BenchmarkId::new(format!("{procs}_writers"), batch), |b| {
+                b.iter_custom(|iters| {
+                    let per = iters.div_ceil(procs).max(1);
+                    let elapsed = run_writers(&location, procs, per * batch, batch);
+                    elapsed.mul_f64(iters as f64 / (per * procs) as f64)
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Start `procs` writers, wait until all have the ledger open, let them append `events` each,
+/// and return the time until the last one exited.
+fn run_writers(location: &Location, procs: u64, events: u64, batch: u64) -> Duration {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut children: Vec<_> = (0..procs)
+        .map(|p| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_remit-ledger-writer"));
+            match location {
+                Location::Sqlite(path) => cmd.arg("--sqlite").arg(path),
+                Location::Postgres(url) => cmd.args(["--postgres", url]),
+            };
+            let events = events.to_string();
+            let batch = batch.to_string();
+            let tag = format!("p{p}");
+            let args = [
+                "--key-seed",
+                "bench.remit/ledger:7",
+                "--tag",
+                &tag,
+                "--events",
+                &events,
+                "--durable-every",
+                &batch,
+                "--ready",
+                "--quiet",
+            ];
+            cmd.args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for child in &mut children {
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "READY", "writer did not start");
+        outputs.push(out);
+    }
+    let start = Instant::now();
+    for child in &mut children {
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    for child in &mut children {
+        assert!(child.wait().unwrap().success(), "writer failed");
+    }
+    start.elapsed()
+}
+
+fn processes_sqlite(c: &mut Criterion) {
+    let dir = bench_dir();
+    bench_processes(c, "sqlite", |name| {
+        Location::Sqlite(dir.path().join(format!("{name}.db")))
+    });
+}
+
+fn processes_postgres(c: &mut Criterion) {
+    if std::env::var_os("REMIT_BENCH_NO_PG").is_some() {
+        return;
+    }
+    let pg = match TempPostgres::start() {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("skipping postgresql benchmarks: {e}");
+            return;
+        }
+    };
+    bench_processes(c, "postgres", |name| {
+        Location::Postgres(pg.create_database(&format!("procs_{name}")).unwrap())
+    });
+}
+
+/// What a run pays for its ledger, in one process: open an existing ledger, append four
+/// events (the last a `task_end`), flush, close. `examples/cold_start.rs` times the phases.
+fn cold_start(c: &mut Criterion) {
+    let dir = bench_dir();
+    let location = Location::Sqlite(dir.path().join("cold.db"));
+    Ledger::open(
+        location.clone(),
+        key(),
+        Arc::new(SystemClock),
+        Options::default(),
+    )
+    .unwrap()
+    .close()
+    .unwrap();
+    let end = remit_types::event::TaskEnd {
+        exit_code: Some(0),
+        signal: None,
+        reason: remit_types::event::EndReason::Exited,
+        detail: None,
+        counts: Default::default(),
+    };
+    let mut group = c.benchmark_group("cold_start");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(if quick() { 2 } else { 6 }));
+    let mut next = 0u64;
+    group.bench_function("sqlite/open_4_appends_flush_close", |b| {
+        b.iter(|| {
+            let ledger = Ledger::open(
+                location.clone(),
+                key(),
+                Arc::new(SystemClock),
+                Options::default(),
+            )
+            .unwrap();
+            for _ in 0..3 {
+                ledger.append(event(next)).unwrap();
+                next += 1;
+            }
+            ledger
+                .append(NewEvent::new("task-cold", "bench-agent", end.clone()))
+                .unwrap();
+            ledger.flush().unwrap();
+            ledger.close().unwrap();
+        });
+    });
     group.finish();
 }
 
@@ -367,6 +523,9 @@ criterion_group!(
     durable_sqlite,
     raw_fdatasync,
     durable_postgres,
+    processes_sqlite,
+    processes_postgres,
+    cold_start,
     merkle_overhead,
     verify_throughput,
     proofs

@@ -12,11 +12,39 @@
 //! - **Durable before effect.** [`Ledger::append_durable`] returns a [`Durable`] that resolves
 //!   only once the event is committed (`fsync`ed); the gate performs an effect after that.
 //!   Observations use [`Ledger::append`] and are group-committed without blocking.
-//! - **One writer, group commit.** A single thread commits up to 1,000 queued events per
-//!   transaction, starting as soon as events are queued, and signs a checkpoint in the same
-//!   transaction.
+//! - **Many writers, one ledger, no server.** Every `remit run` is its own process with its
+//!   own [`Ledger`]; all of them append to the same store. Each commit is one transaction
+//!   holding the store's write lock for one `fsync`: it reads the head, reloads the tree
+//!   frontier only if another writer appended since, numbers the events, and signs a
+//!   checkpoint in the same transaction. Sequence numbers are therefore known only at commit.
+//! - **Group commit.** Each [`Ledger`] has one writer thread that commits up to 1,000 queued
+//!   events per transaction, starting as soon as events are queued.
 //! - **Stores.** SQLite (WAL, `synchronous=FULL`) by default; PostgreSQL behind the same
 //!   [`store::Store`] trait.
+//!
+//! # The writer's API
+//!
+//! ```text
+//! Ledger::open(location: Location, key: LedgerKey, clock: Arc<dyn Clock>, options: Options) -> Result<Ledger>
+//! Ledger::open_home(home: &Path, clock: Arc<dyn Clock>, options: Options) -> Result<Ledger>
+//! Ledger::append(&self, event: NewEvent) -> Result<()>              // queued, never waits for the disk
+//! Ledger::append_durable(&self, event: NewEvent) -> Result<Durable>
+//!     Durable::wait(&self) -> Result<u64>                             // blocks; the committed seq
+//!     Durable::wait_timeout(&self, timeout: Duration) -> Result<Option<u64>>
+//!     impl Future for Durable { type Output = Result<u64>; }          // `.await` from async code
+//!     Durable::seq(&self) -> Option<u64>                              // the seq if durable now
+//! Ledger::flush(&self) -> Result<()>                                  // this handle's events durable
+//! Ledger::checkpoint(&self) -> Result<SignedCheckpoint>               // … and a kept checkpoint over them
+//! Ledger::close(&self) -> Result<Option<SignedCheckpoint>>            // flush, keep, stop the writer
+//! Ledger::receipt(&self, task: &str) -> Result<Envelope>              // after task_end is durable
+//! Ledger::reader(&self) -> Result<LedgerReader>
+//! ```
+//!
+//! `append` returns `()`: an observation has no sequence number until its commit, and nothing
+//! waits on it. Events appended through one `Ledger` are committed in their append order, and
+//! their times never go backwards; events of different processes interleave in commit order.
+//! Any commit failure (including waiting longer than [`store::WRITE_LOCK_TIMEOUT`] for another
+//! writer) fails every later call with [`Error::WriterFailed`]: fail closed.
 //!
 //! Not goals: this crate does not decide anything (the gate does), does not hide events from
 //! whoever can read the store (events name secrets, never hold them), and cannot stop an

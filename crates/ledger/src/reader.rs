@@ -25,6 +25,8 @@ pub struct LedgerReader {
     store: Box<dyn Store>,
     meta: Meta,
     recorded_key: PublicKey,
+    /// Inside [`LedgerReader::snapshot`].
+    in_snapshot: bool,
 }
 
 impl std::fmt::Debug for LedgerReader {
@@ -66,7 +68,23 @@ impl LedgerReader {
             store,
             meta,
             recorded_key,
+            in_snapshot: false,
         })
+    }
+
+    /// Run `read` on one consistent snapshot of the ledger: writers may append meanwhile, and
+    /// none of it shows. Nested calls share the outer snapshot.
+    pub fn snapshot<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.in_snapshot {
+            return read(self);
+        }
+        self.store.begin_snapshot()?;
+        self.in_snapshot = true;
+        let result = read(self);
+        self.in_snapshot = false;
+        let ended = self.store.end_snapshot();
+        let value = result?;
+        ended.map(|()| value)
     }
 
     /// What the store says about the ledger.

@@ -61,9 +61,14 @@ struct Target {
     external: bool,
 }
 
-/// Verify the whole ledger. `Err(Error::Verify(..))` names what is wrong (and the first bad
-/// event when it can be pinned); other errors mean the ledger could not be read.
+/// Verify the whole ledger, as of one snapshot (writers may go on appending). `Err(Error::Verify(..))`
+/// names what is wrong (and the first bad event when it can be pinned); other errors mean the
+/// ledger could not be read.
 pub fn verify(reader: &mut LedgerReader, options: &VerifyOptions) -> Result<VerifyReport> {
+    reader.snapshot(|reader| verify_snapshot(reader, options))
+}
+
+fn verify_snapshot(reader: &mut LedgerReader, options: &VerifyOptions) -> Result<VerifyReport> {
     let (key, key_source) = match &options.key {
         Some(key) => (key.clone(), KeySource::Pinned),
         None => (reader.recorded_key().clone(), KeySource::Recorded),

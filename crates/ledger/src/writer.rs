@@ -1,19 +1,36 @@
-//! The writer: one thread that owns the store, hashes, group-commits and signs checkpoints.
+//! The writer: one thread per open [`Ledger`] that owns a store connection, hashes,
+//! group-commits and signs checkpoints; any number of them, in any number of processes, append
+//! to the same ledger.
 //!
-//! Callers never touch the store. [`Ledger::append`] assigns a sequence number and a time,
-//! queues the event and returns at once; [`Ledger::append_durable`] does the same and returns
-//! a [`Durable`] handle that resolves once the event is committed (blocking with
-//! [`Durable::wait`], or `.await` from async code). The writer takes up to
-//! [`Options::max_batch`] queued events, appends their leaves to the Merkle tree, and commits
-//! them in one transaction; while it commits, new events queue up for the next one, so under
-//! load one `fsync` covers many events and when idle an event is committed at once.
+//! Callers never touch the store. [`Ledger::append`] stamps an event with its time, queues it
+//! and returns at once; [`Ledger::append_durable`] does the same and returns a [`Durable`]
+//! handle that resolves, with the event's sequence number, once the event is committed
+//! (blocking with [`Durable::wait`], or `.await` from async code). Sequence numbers are
+//! assigned at commit, because only then does a writer know where the tree ends: other
+//! processes append to it too.
 //!
-//! Every commit also signs a checkpoint of the new tree head, in the same transaction: there is
-//! never a committed event that no signature covers, so an event that shows up uncovered was
-//! not written by the writer. Most of these checkpoints are transient (the next commit replaces
-//! it); one is kept in the ledger's checkpoint history at least every
-//! [`Options::checkpoint_interval`] while events flow, and at every `task_end`, explicit
-//! [`Ledger::checkpoint`] and [`Ledger::close`].
+//! The writer takes up to [`Options::max_batch`] queued events and commits them in one
+//! transaction that holds the store's write lock: it reads the head, and if another writer
+//! appended since this one last committed, reloads the tree frontier (the `O(log n)` stored
+//! roots of the perfect subtrees; never when nothing changed), checks it against the head's
+//! signed checkpoint, numbers and hashes the events, stores them with their subtree hashes,
+//! and signs and stores a checkpoint of the new head. While it commits, new events queue up
+//! for the next transaction, so under load one `fsync` covers many events and when idle an
+//! event is committed at once.
+//!
+//! Every commit signs a checkpoint in the same transaction: there is never a committed event
+//! that no signature covers, so an event that shows up uncovered was not written by a writer,
+//! and writers refuse to build on it. Most of these checkpoints are transient: the next commit
+//! of any writer deletes every transient checkpoint smaller than its own. A commit keeps its
+//! checkpoint in the history when the newest kept one in the store is older than
+//! [`Options::checkpoint_interval`] (so the history has one at least every second while events
+//! flow, whichever writers append them), when it holds a `task_end`, on
+//! [`Ledger::checkpoint`] and at [`Ledger::close`]. Kept checkpoints are never deleted.
+//!
+//! Writers take turns: PostgreSQL queues lock waiters in order; SQLite's waiters poll, so a
+//! writer that has seen other writers' commits in the last second pauses briefly after each
+//! of its own before taking the lock again (`HANDOFF`), so the lock goes round rather than
+//! back to the writer that just had it. A writer alone never pauses.
 //!
 //! A failed commit stops the writer: every waiting and future caller gets
 //! [`Error::WriterFailed`] and no effect waiting on durability may proceed.
@@ -21,24 +38,33 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use remit_types::event::{EventBody, NewEvent, SCHEMA_VERSION};
 
 use crate::canonical;
-use crate::clock::{Clock, format_time};
+use crate::clock::{Clock, format_time, parse_time};
 use crate::error::{Error, Result, one_line};
 use crate::key::{LedgerKey, PublicKey};
 use crate::merkle::{self, Frontier, Hash};
 use crate::note::{Checkpoint, SignedCheckpoint};
 use crate::reader::LedgerReader;
-use crate::store::{CheckpointRow, EventRow, LAYOUT_VERSION, Location, Meta, Store, StoreNodes};
+use crate::store::{CheckpointRow, EventRow, Head, LAYOUT_VERSION, Location, Meta, Store, Txn};
 
 /// Most events a ledger can hold: 2^53, the largest integer canonical JSON keeps exact.
 pub const MAX_EVENTS: u64 = 1 << 53;
+
+/// How long a writer that shares the ledger with active writers waits after a commit before
+/// it takes the write lock again: more than one poll of a waiting SQLite writer (see
+/// [`crate::store::sqlite`]), so the lock goes round instead of back to whoever just had it.
+const HANDOFF: Duration = Duration::from_micros(250);
+
+/// Other writers count as active this long after this one last saw one of their commits.
+const OTHERS_ACTIVE: Duration = Duration::from_secs(1);
 
 /// Tuning of the writer. The defaults are the documented guarantees.
 #[derive(Debug, Clone)]
@@ -46,7 +72,8 @@ pub struct Options {
     /// Most events committed in one transaction (default 1,000).
     pub max_batch: usize,
     /// Longest time between two checkpoints kept in the history while events flow
-    /// (default 1 s). Every commit is signed regardless; this sets the history's density.
+    /// (default 1 s), measured from the newest kept checkpoint in the store, whichever writer
+    /// kept it. Every commit is signed regardless; this sets the history's density.
     pub checkpoint_interval: Duration,
     /// Queued events beyond which `append` waits for the writer (default 100,000): bounded
     /// memory instead of an unbounded queue when the disk cannot keep up.
@@ -63,34 +90,52 @@ impl Default for Options {
     }
 }
 
+/// Where a durable event's sequence number lands once it is committed.
+type SeqSlot = Arc<AtomicU64>;
+
 struct Pending {
-    seq: u64,
     time: String,
     task: String,
     agent: String,
     kind: &'static str,
     body: Vec<u8>,
     task_end: bool,
+    /// Set for `append_durable`.
+    seq: Option<SeqSlot>,
 }
 
+/// What callers and the writer thread share. Events are counted in the order this handle
+/// accepted them ("tickets"); the writer commits them in that order.
 #[derive(Default)]
 struct State {
     queue: VecDeque<Pending>,
-    /// Next sequence number to hand out.
-    next_seq: u64,
-    /// Events with `seq < durable` are committed.
-    durable: u64,
-    /// Size covered by the latest committed checkpoint.
-    checkpointed: u64,
+    /// Events accepted so far.
+    appended: u64,
+    /// The first `committed` accepted events are committed.
+    committed: u64,
+    /// The first `kept_through` accepted events are covered by a kept checkpoint (`None`
+    /// before this handle kept any).
+    kept_through: Option<u64>,
+    /// A caller wants the first `retain_wanted` accepted events covered by a kept checkpoint.
+    retain_wanted: Option<u64>,
+    /// Tree size at open or at this writer's latest commit.
+    tree_size: u64,
+    /// The head at open or at this writer's latest commit.
     latest: Option<SignedCheckpoint>,
-    /// The newest checkpoint kept in the history.
+    /// The newest checkpoint this writer kept (or marked kept).
     retained: Option<SignedCheckpoint>,
-    /// A caller wants the checkpoint covering at least this size kept in the history.
-    retain_wanted: u64,
     closing: bool,
     /// The first commit failure; set once, never cleared.
     failed: Option<String>,
     wakers: Vec<Waker>,
+}
+
+impl State {
+    /// A kept checkpoint is wanted that covers more than what is kept.
+    fn retain_pending(&self) -> Option<u64> {
+        self.retain_wanted
+            .filter(|&wanted| self.kept_through.is_none_or(|kept| kept < wanted))
+    }
 }
 
 struct Shared {
@@ -112,7 +157,7 @@ impl Shared {
 
     fn failure(state: &State) -> Option<Error> {
         state.failed.as_ref().map(|detail| Error::WriterFailed {
-            durable: state.durable,
+            durable: state.tree_size,
             detail: detail.clone(),
         })
     }
@@ -172,17 +217,17 @@ impl Inner {
         if let Some(err) = Shared::failure(&state) {
             return Err(err);
         }
-        Ok(state.latest.clone())
+        Ok(state.retained.clone().or_else(|| state.latest.clone()))
     }
 }
 
 impl Ledger {
     /// Open the ledger at `location` for writing, creating it (named after the key) if it does
-    /// not exist, and start the writer thread.
+    /// not exist, and start the writer thread. Other writers, in this process or others, may
+    /// have it open too.
     ///
-    /// Refuses a ledger created with another key, and one whose latest checkpoint does not
-    /// match its stored tree. After a crash, the events that were committed but not yet covered
-    /// by a checkpoint are checkpointed now.
+    /// Refuses a ledger created with another key, one whose latest checkpoint does not verify
+    /// or does not match its stored tree, and one holding events no checkpoint covers.
     pub fn open(
         location: Location,
         key: LedgerKey,
@@ -192,56 +237,80 @@ impl Ledger {
         let mut store = location.open_write()?;
         let public = key.public();
         let vkey = public.to_vkey();
-        match store.read_meta()? {
+        let mut created = None;
+        let meta = match store.read_meta()? {
+            Some(meta) => meta,
             None => {
-                store.create(&Meta {
+                // A new ledger gets its genesis checkpoint (size 0, kept), pinning origin and
+                // key, in the transaction that creates it.
+                let genesis = sign(&key, &Frontier::new())?;
+                let now = format_time(clock.now());
+                let ours = Meta {
                     layout: LAYOUT_VERSION,
                     origin: key.name().to_owned(),
                     vkey: vkey.clone(),
-                    created: format_time(clock.now()),
-                })?;
+                    created: now.clone(),
+                };
+                let row = CheckpointRow {
+                    size: 0,
+                    time: now,
+                    note: genesis.note.clone(),
+                    kept: true,
+                };
+                let meta = store.create(&ours, &row)?;
+                if meta == ours {
+                    created = Some(genesis);
+                }
+                meta
             }
-            Some(meta) if meta.vkey != vkey => {
-                return Err(Error::Key(format!(
-                    "ledger {} is signed by key `{}`, not by `{vkey}`",
-                    store.describe(),
-                    meta.vkey
-                )));
-            }
-            Some(_) => {}
-        }
-        let (frontier, latest) = recover(store.as_mut(), &public)?;
-        let mut writer = Writer {
-            store,
-            key: key.clone(),
-            clock: Arc::clone(&clock),
-            frontier,
-            options: options.clone(),
-            retained_size: latest.as_ref().map_or(0, |c| c.checkpoint.size),
-            retained_at: Instant::now(),
-            shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                work: Condvar::new(),
-                room: Condvar::new(),
-                done: Condvar::new(),
-            }),
-            scratch: Vec::new(),
         };
-        let mut latest = latest;
-        if latest.is_none() {
-            // A new ledger gets its genesis checkpoint (size 0), pinning origin and key.
-            latest = Some(writer.checkpoint_only()?);
+        if meta.vkey != vkey {
+            return Err(Error::Key(format!(
+                "ledger {} is signed by key `{}`, not by `{vkey}`",
+                store.describe(),
+                meta.vkey
+            )));
         }
-        let size = writer.frontier.size();
-        {
-            let mut state = writer.shared.lock();
-            state.next_seq = size;
-            state.durable = size;
-            state.checkpointed = latest.as_ref().map_or(0, |c| c.checkpoint.size);
-            state.retained.clone_from(&latest);
-            state.latest = latest;
-        }
-        let shared = Arc::clone(&writer.shared);
+        let (frontier, head) = match created {
+            // Ed25519 signatures are deterministic: a ledger created concurrently with the
+            // same key and time has this very genesis note.
+            Some(genesis) => (Frontier::new(), genesis),
+            None => {
+                let mut loaded = None;
+                store.transaction(false, &mut |tx| {
+                    let head = tx.head()?;
+                    loaded = Some(load_head(tx, &head, &public)?);
+                    Ok(())
+                })?;
+                loaded.ok_or_else(|| Error::Invalid("the ledger head was not read".into()))?
+            }
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                tree_size: frontier.size(),
+                latest: Some(head.clone()),
+                ..State::default()
+            }),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let writer = Writer {
+            store,
+            core: Core {
+                key: key.clone(),
+                public,
+                clock: Arc::clone(&clock),
+                options: options.clone(),
+                frontier,
+                head,
+                committed: 0,
+                kept_through: None,
+                others_seen: None,
+                scratch: Vec::new(),
+            },
+            shared: Arc::clone(&shared),
+        };
         let thread = std::thread::Builder::new()
             .name("remit-ledger".into())
             .spawn(move || writer.run())
@@ -285,10 +354,29 @@ impl Ledger {
         )
     }
 
-    /// Record an observation: queue it for the next group commit and return its sequence
-    /// number without waiting for the disk. It waits only when more than
-    /// [`Options::max_pending`] events are queued.
-    pub fn append(&self, event: NewEvent) -> Result<u64> {
+    /// Record an observation: stamp it with the time, queue it for the next group commit and
+    /// return without waiting for the disk (its sequence number is assigned at commit). It
+    /// waits only when more than [`Options::max_pending`] events are queued. Events of one
+    /// `Ledger` are committed in the order they were appended.
+    pub fn append(&self, event: NewEvent) -> Result<()> {
+        self.enqueue(event, None).map(|_| ())
+    }
+
+    /// Record an event that gates an effect: the returned handle resolves, with the event's
+    /// sequence number, once the event is durable. Perform the effect only after
+    /// [`Durable::wait`] (or `.await`) returns `Ok`.
+    pub fn append_durable(&self, event: NewEvent) -> Result<Durable> {
+        let seq = Arc::new(AtomicU64::new(u64::MAX));
+        let ticket = self.enqueue(event, Some(Arc::clone(&seq)))?;
+        Ok(Durable {
+            ticket,
+            seq,
+            shared: Arc::clone(&self.inner.shared),
+        })
+    }
+
+    /// Queue an event; returns its ticket (its position among this handle's events).
+    fn enqueue(&self, event: NewEvent, seq: Option<SeqSlot>) -> Result<u64> {
         let task_end = matches!(event.body, EventBody::TaskEnd(_));
         let kind = event.body.kind();
         let body = canonical::body_json(&event.body)?;
@@ -306,50 +394,33 @@ impl Ledger {
             }
             state = shared.room.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        let seq = state.next_seq;
-        if seq >= MAX_EVENTS {
-            // RFC 8785 numbers are IEEE doubles: beyond 2^53 a sequence number would not
-            // survive canonical JSON exactly.
-            return Err(Error::Invalid(format!(
-                "the ledger is full ({MAX_EVENTS} events)"
-            )));
-        }
-        state.next_seq = seq + 1;
-        // Read the clock under the lock so times never go backwards along `seq`.
+        let ticket = state.appended;
+        state.appended += 1;
+        // Read the clock under the lock so times never go backwards along this handle's events.
         let time = format_time(self.inner.clock.now());
         let was_empty = state.queue.is_empty();
         state.queue.push_back(Pending {
-            seq,
             time,
             task: event.task,
             agent: event.agent,
             kind,
             body,
             task_end,
+            seq,
         });
         if was_empty {
             shared.work.notify_one();
         }
-        Ok(seq)
+        Ok(ticket)
     }
 
-    /// Record an event that gates an effect: the returned handle resolves once the event is
-    /// durable. Perform the effect only after [`Durable::wait`] (or `.await`) returns `Ok`.
-    pub fn append_durable(&self, event: NewEvent) -> Result<Durable> {
-        let seq = self.append(event)?;
-        Ok(Durable {
-            seq,
-            shared: Arc::clone(&self.inner.shared),
-        })
-    }
-
-    /// Wait until every event appended so far is durable.
+    /// Wait until every event appended so far through this handle is durable.
     pub fn flush(&self) -> Result<()> {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
-        let target = state.next_seq;
+        let target = state.appended;
         loop {
-            if state.durable >= target {
+            if state.committed >= target {
                 return Ok(());
             }
             if let Some(err) = Shared::failure(&state) {
@@ -359,19 +430,20 @@ impl Ledger {
         }
     }
 
-    /// Make every event appended so far durable, keep the checkpoint covering them in the
-    /// ledger's checkpoint history, and return it.
+    /// Make every event appended so far through this handle durable, keep a checkpoint
+    /// covering them in the ledger's checkpoint history, and return it. The checkpoint may
+    /// also cover events of other writers.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint> {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
-        let target = state.next_seq;
-        if state.retain_wanted < target {
-            state.retain_wanted = target;
+        let target = state.appended;
+        if state.retain_wanted.is_none_or(|w| w < target) {
+            state.retain_wanted = Some(target);
             shared.work.notify_one();
         }
         loop {
-            if let Some(retained) = &state.retained
-                && retained.checkpoint.size >= target
+            if state.kept_through.is_some_and(|kept| kept >= target)
+                && let Some(retained) = &state.retained
             {
                 return Ok(retained.clone());
             }
@@ -382,25 +454,28 @@ impl Ledger {
         }
     }
 
-    /// Commit everything queued and stop the writer; the final checkpoint is kept in the
-    /// history. Further appends fail with [`Error::Closed`]. Returns the final checkpoint.
+    /// Commit everything queued and stop the writer; the checkpoint covering this handle's
+    /// last event is kept in the history. Further appends fail with [`Error::Closed`]. Returns
+    /// that checkpoint (the head seen at open if nothing was appended).
     pub fn close(&self) -> Result<Option<SignedCheckpoint>> {
         self.inner.shutdown()
     }
 
-    /// The latest committed checkpoint.
+    /// The checkpoint of the head at this writer's latest commit (or at open).
     pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
         self.inner.shared.lock().latest.clone()
     }
 
-    /// Number of events accepted so far (durable or queued).
+    /// Number of events in the ledger at this writer's latest commit (or at open), all
+    /// durable. Other writers may have appended since.
     pub fn size(&self) -> u64 {
-        self.inner.shared.lock().next_seq
+        self.inner.shared.lock().tree_size
     }
 
-    /// Number of durable events.
-    pub fn durable_size(&self) -> u64 {
-        self.inner.shared.lock().durable
+    /// Number of events appended through this handle and not yet committed.
+    pub fn pending(&self) -> u64 {
+        let state = self.inner.shared.lock();
+        state.appended - state.committed
     }
 
     /// The ledger's public key.
@@ -423,8 +498,9 @@ impl Ledger {
         LedgerReader::open(&self.inner.location)
     }
 
-    /// Build and sign the receipt of `task`, whose `task_end` event must be durable and
-    /// checkpointed (it is, once `append_durable(task_end)` resolved).
+    /// Build and sign the receipt of `task`, whose `task_end` event must be durable (it is,
+    /// once `append_durable(task_end)` resolved or `flush` returned): its commit kept a
+    /// checkpoint.
     pub fn receipt(&self, task: &str) -> Result<crate::receipt::Envelope> {
         let mut reader = self.reader()?;
         crate::receipt::build_receipt(&mut reader, &self.inner.key, task)
@@ -434,29 +510,34 @@ impl Ledger {
 /// An event on its way to disk. Resolves to its sequence number once durable.
 #[derive(Clone)]
 pub struct Durable {
-    seq: u64,
+    ticket: u64,
+    seq: SeqSlot,
     shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Durable").field("seq", &self.seq).finish()
+        f.debug_struct("Durable")
+            .field("seq", &self.committed_seq(&self.shared.lock()))
+            .finish()
     }
 }
 
 impl Durable {
-    /// Sequence number of the event.
-    pub fn seq(&self) -> u64 {
-        self.seq
+    /// The sequence number, once committed.
+    fn committed_seq(&self, state: &State) -> Option<u64> {
+        // INVARIANT: the writer stores the sequence number before it counts the event as
+        // committed, under the same mutex this reads `committed` under.
+        (state.committed > self.ticket).then(|| self.seq.load(Ordering::Relaxed))
     }
 
-    /// Block until the event is durable; `Err` if the writer failed first (the effect must
-    /// then not proceed).
+    /// Block until the event is durable and return its sequence number; `Err` if the writer
+    /// failed first (the effect must then not proceed).
     pub fn wait(&self) -> Result<u64> {
         let mut state = self.shared.lock();
         loop {
-            if state.durable > self.seq {
-                return Ok(self.seq);
+            if let Some(seq) = self.committed_seq(&state) {
+                return Ok(seq);
             }
             if let Some(err) = Shared::failure(&state) {
                 return Err(err);
@@ -474,8 +555,8 @@ impl Durable {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
-            if state.durable > self.seq {
-                return Ok(Some(self.seq));
+            if let Some(seq) = self.committed_seq(&state) {
+                return Ok(Some(seq));
             }
             if let Some(err) = Shared::failure(&state) {
                 return Err(err);
@@ -493,9 +574,14 @@ impl Durable {
         }
     }
 
+    /// The event's sequence number if it is durable now.
+    pub fn seq(&self) -> Option<u64> {
+        self.committed_seq(&self.shared.lock())
+    }
+
     /// Whether the event is durable now.
     pub fn is_durable(&self) -> bool {
-        self.shared.lock().durable > self.seq
+        self.seq().is_some()
     }
 }
 
@@ -504,8 +590,8 @@ impl Future for Durable {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.shared.lock();
-        if state.durable > self.seq {
-            return Poll::Ready(Ok(self.seq));
+        if let Some(seq) = self.committed_seq(&state) {
+            return Poll::Ready(Ok(seq));
         }
         if let Some(err) = Shared::failure(&state) {
             return Poll::Ready(Err(err));
@@ -517,46 +603,48 @@ impl Future for Durable {
     }
 }
 
-/// Rebuild the frontier from stored nodes and check it against the latest checkpoint.
-fn recover(
-    store: &mut dyn Store,
+fn sign(key: &LedgerKey, frontier: &Frontier) -> Result<SignedCheckpoint> {
+    SignedCheckpoint::sign(
+        Checkpoint {
+            origin: key.name().to_owned(),
+            size: frontier.size(),
+            root: frontier.root(),
+        },
+        key,
+    )
+}
+
+fn damaged(why: String) -> Error {
+    Error::verify(
+        None,
+        format!("{why}; refusing to append (run `remit ledger verify`)"),
+    )
+}
+
+/// Check the head (its checkpoint's signature, that it covers every event, that the stored
+/// tree leads to its root) and rebuild the tree frontier from the `O(log n)` stored roots of
+/// its perfect subtrees.
+fn load_head(
+    tx: &mut dyn Txn,
+    head: &Head,
     public: &PublicKey,
-) -> Result<(Frontier, Option<SignedCheckpoint>)> {
-    let size = store.size()?;
-    let mut stack = Vec::with_capacity(64);
-    {
-        let mut nodes = StoreNodes::new(store);
-        let mut start = 0u64;
-        for level in (0..64u32).rev() {
-            let span = 1u64 << level;
-            if size & span != 0 {
-                stack.push(merkle::NodeSource::node(&mut nodes, level, start >> level)?);
-                start += span;
-            }
-        }
-    }
-    let frontier = Frontier::from_parts(size, stack).ok_or_else(|| Error::Store {
-        store: store.describe(),
-        detail: "cannot rebuild the tree frontier".into(),
-    })?;
-    let Some(row) = store.latest_checkpoint()? else {
-        if size > 0 {
-            return Err(Error::verify(
-                Some(0),
-                "the ledger has events but no signed checkpoint; refusing to append (run `remit ledger verify`)",
-            ));
-        }
-        return Ok((frontier, None));
-    };
-    let damaged = |why: String| {
-        Error::verify(
-            None,
-            format!("{why}; refusing to append (run `remit ledger verify`)"),
-        )
+) -> Result<(Frontier, SignedCheckpoint)> {
+    let size = head.events;
+    let Some(row) = &head.checkpoint else {
+        return Err(Error::verify(
+            (size > 0).then_some(0),
+            "the ledger has no signed checkpoint; refusing to append (run `remit ledger verify`)",
+        ));
     };
     let signed = SignedCheckpoint::open(&row.note, public)
         .map_err(|e| damaged(format!("latest checkpoint does not verify: {e}")))?;
     let cp_size = signed.checkpoint.size;
+    if cp_size != row.size {
+        return Err(damaged(format!(
+            "the latest checkpoint is stored at size {} but signed for {cp_size}",
+            row.size
+        )));
+    }
     if cp_size > size {
         return Err(damaged(format!(
             "the latest checkpoint covers {cp_size} events but the ledger holds {size}"
@@ -564,7 +652,7 @@ fn recover(
     }
     if cp_size < size {
         // Every commit is signed in its own transaction, so a crash cannot leave events
-        // uncovered: these were added by something other than the writer.
+        // uncovered: these were added by something other than a writer.
         return Err(Error::verify(
             Some(cp_size),
             format!(
@@ -573,32 +661,85 @@ fn recover(
             ),
         ));
     }
-    let root = merkle::root_at(&mut StoreNodes::new(store), cp_size)?;
-    if root != signed.checkpoint.root {
+    let mut stack = Vec::with_capacity(size.count_ones() as usize);
+    let mut start = 0u64;
+    for level in (0..64u32).rev() {
+        let span = 1u64 << level;
+        if size & span == 0 {
+            continue;
+        }
+        let last = start + span - 1;
+        let blob = tx.nodes(last)?.ok_or_else(|| {
+            damaged(format!(
+                "event {last} is missing (needed to continue the tree)"
+            ))
+        })?;
+        let at = level as usize * 32;
+        let node = blob
+            .get(at..at + 32)
+            .and_then(|s| <Hash>::try_from(s).ok())
+            .ok_or_else(|| {
+                damaged(format!(
+                    "tree node at level {level} of event {last} is missing"
+                ))
+            })?;
+        stack.push(node);
+        start += span;
+    }
+    let frontier = Frontier::from_parts(size, stack)
+        .ok_or_else(|| damaged("cannot rebuild the tree frontier".into()))?;
+    if frontier.root() != signed.checkpoint.root {
         return Err(damaged(format!(
             "the stored tree does not match the latest checkpoint (size {cp_size})"
         )));
     }
-    Ok((frontier, Some(signed)))
+    Ok((frontier, signed))
 }
 
 struct Writer {
     store: Box<dyn Store>,
-    key: LedgerKey,
-    clock: Arc<dyn Clock>,
-    frontier: Frontier,
-    options: Options,
-    /// Size of the newest checkpoint kept in the history.
-    retained_size: u64,
-    retained_at: Instant,
+    core: Core,
     shared: Arc<Shared>,
+}
+
+/// The writer's view of the tree, updated only after a transaction committed.
+struct Core {
+    key: LedgerKey,
+    public: PublicKey,
+    clock: Arc<dyn Clock>,
+    options: Options,
+    frontier: Frontier,
+    /// The head checkpoint at this writer's latest commit (or at open): if the store's head is
+    /// still this note, nobody appended since and `frontier` is current.
+    head: SignedCheckpoint,
+    /// Mirrors of [`State::committed`] and [`State::kept_through`], owned by the writer.
+    committed: u64,
+    kept_through: Option<u64>,
+    /// When this writer last found that another one had committed since its own last commit.
+    others_seen: Option<Instant>,
     scratch: Vec<Hash>,
+}
+
+/// A committed transaction, to publish.
+struct Committed {
+    /// How many queued events it committed.
+    events: u64,
+    checkpoint: SignedCheckpoint,
+    kept: bool,
+}
+
+/// What a commit computed inside its transaction.
+struct Staged {
+    frontier: Frontier,
+    first: u64,
+    checkpoint: SignedCheckpoint,
+    kept: bool,
 }
 
 enum Work {
     /// Commit these events; keep the resulting checkpoint if the flag says so.
     Batch(Vec<Pending>, bool),
-    /// Keep the current head checkpoint in the history (no new events).
+    /// Keep the head checkpoint in the history (no new events).
     Retain,
     /// Stop: closing with an empty queue.
     Stop,
@@ -635,44 +776,58 @@ impl Writer {
         let _guard = PanicGuard(Arc::clone(&self.shared));
         loop {
             let result = match self.next_work() {
-                Work::Batch(batch, retain) => self.commit(batch, retain).map(Some),
-                Work::Retain => {
-                    self.retained_size = self.frontier.size();
-                    self.retained_at = Instant::now();
-                    Ok(None)
+                Work::Batch(batch, retain) => self.commit(batch, retain),
+                Work::Retain => self.retain(),
+                Work::Stop => {
+                    // Tidying up only; the ledger is complete without it.
+                    let _ = self.store.close();
+                    return;
                 }
-                Work::Stop | Work::Abort => return,
+                Work::Abort => return,
             };
             if !self.publish(result) {
                 return;
+            }
+            if !self.store.lock_is_fair()
+                && self
+                    .core
+                    .others_seen
+                    .is_some_and(|seen| seen.elapsed() < OTHERS_ACTIVE)
+            {
+                // Other writers commit too, and may be waiting for the lock this one just
+                // released: step aside for a poll of theirs instead of taking it straight
+                // back, so the lock goes round. A writer alone never waits here.
+                std::thread::sleep(HANDOFF);
             }
         }
     }
 
     fn next_work(&mut self) -> Work {
-        let max_batch = self.options.max_batch.max(1);
+        let max_batch = self.core.options.max_batch.max(1);
+        let committed = self.core.committed;
         let mut state = self.shared.lock();
         loop {
             if state.failed.is_some() {
                 return Work::Abort;
             }
-            let head = self.frontier.size();
-            let retain_wanted = state.retain_wanted > self.retained_size;
-            if retain_wanted && state.retain_wanted <= head {
-                // The wanted checkpoint is the committed head: keep it before anything new
-                // replaces it.
+            let wanted = state.retain_pending();
+            if wanted.is_some_and(|w| w <= committed) {
+                // The wanted events are committed: keep the head covering them.
                 return Work::Retain;
             }
             if !state.queue.is_empty() {
                 let n = state.queue.len().min(max_batch);
                 let batch: Vec<Pending> = state.queue.drain(..n).collect();
-                let end = batch.last().map_or(0, |p| p.seq + 1);
-                let retain = (retain_wanted && state.retain_wanted <= end)
-                    || (state.closing && state.queue.is_empty());
+                let end = committed + n as u64;
+                let retain =
+                    wanted.is_some_and(|w| w <= end) || (state.closing && state.queue.is_empty());
                 self.shared.room.notify_all();
                 return Work::Batch(batch, retain);
             }
-            if state.closing && head > self.retained_size {
+            if state.closing
+                && committed > 0
+                && self.core.kept_through.is_none_or(|kept| kept < committed)
+            {
                 return Work::Retain;
             }
             if state.closing {
@@ -686,22 +841,27 @@ impl Writer {
         }
     }
 
-    /// Publish a commit result to waiters; `false` when the writer must stop.
-    fn publish(&mut self, result: Result<Option<SignedCheckpoint>>) -> bool {
+    /// Publish a result to waiters; `false` when the writer must stop.
+    fn publish(&mut self, result: Result<Committed>) -> bool {
         let wakers;
         let ok;
         {
             let mut state = self.shared.lock();
             match result {
-                Ok(checkpoint) => {
-                    state.durable = self.frontier.size();
-                    if let Some(cp) = checkpoint {
-                        state.checkpointed = cp.checkpoint.size;
-                        state.latest = Some(cp);
+                Ok(done) => {
+                    state.committed = self.core.committed;
+                    state.tree_size = self.core.frontier.size().max(state.tree_size);
+                    if done.kept {
+                        state.kept_through = self.core.kept_through;
+                        state.retained = Some(done.checkpoint.clone());
                     }
-                    if state.retained.as_ref().map_or(0, |c| c.checkpoint.size) < self.retained_size
+                    if done.events > 0
+                        || state
+                            .latest
+                            .as_ref()
+                            .is_none_or(|l| l.checkpoint.size <= done.checkpoint.checkpoint.size)
                     {
-                        state.retained = state.latest.clone();
+                        state.latest = Some(done.checkpoint);
                     }
                     ok = true;
                 }
@@ -722,80 +882,155 @@ impl Writer {
         ok
     }
 
-    fn commit(&mut self, batch: Vec<Pending>, retain: bool) -> Result<SignedCheckpoint> {
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut task_end = false;
-        for pending in batch {
-            if pending.seq != self.frontier.size() {
-                return Err(Error::Invalid(format!(
-                    "internal sequence error: event {} queued at tree size {}",
-                    pending.seq,
-                    self.frontier.size()
+    fn commit(&mut self, batch: Vec<Pending>, retain: bool) -> Result<Committed> {
+        let Self { store, core, .. } = self;
+        let mut staged = None;
+        store.transaction(true, &mut |tx| {
+            staged = Some(core.stage(tx, &batch, retain)?);
+            Ok(())
+        })?;
+        let staged = staged.ok_or_else(|| Error::Invalid("the commit staged nothing".into()))?;
+        for (i, pending) in batch.iter().enumerate() {
+            if let Some(slot) = &pending.seq {
+                slot.store(staged.first + i as u64, Ordering::Relaxed);
+            }
+        }
+        let events = batch.len() as u64;
+        core.frontier = staged.frontier;
+        core.head = staged.checkpoint.clone();
+        core.committed += events;
+        if staged.kept {
+            core.kept_through = Some(core.committed);
+        }
+        Ok(Committed {
+            events,
+            checkpoint: staged.checkpoint,
+            kept: staged.kept,
+        })
+    }
+
+    /// Keep the head checkpoint (which covers this writer's last commit) in the history.
+    fn retain(&mut self) -> Result<Committed> {
+        let Self { store, core, .. } = self;
+        let mut kept = None;
+        store.transaction(true, &mut |tx| {
+            let head = tx.head()?;
+            let Some(row) = &head.checkpoint else {
+                return Err(damaged("the ledger's checkpoints are gone".into()));
+            };
+            if row.size < core.head.checkpoint.size || head.events != row.size {
+                return Err(damaged(format!(
+                    "the latest checkpoint covers {} of {} events, below this writer's last commit ({})",
+                    row.size, head.events, core.head.checkpoint.size
                 )));
             }
+            let signed = if row.note == core.head.note {
+                core.head.clone()
+            } else {
+                SignedCheckpoint::open(&row.note, &core.public)
+                    .map_err(|e| damaged(format!("latest checkpoint does not verify: {e}")))?
+            };
+            if !row.kept {
+                tx.keep(row.size)?;
+            }
+            kept = Some(signed);
+            Ok(())
+        })?;
+        let checkpoint =
+            kept.ok_or_else(|| Error::Invalid("the checkpoint was not kept".into()))?;
+        core.kept_through = Some(core.committed);
+        Ok(Committed {
+            events: 0,
+            checkpoint,
+            kept: true,
+        })
+    }
+}
+
+impl Core {
+    /// Inside the commit's transaction: number, hash and store `batch`, sign the new head.
+    /// Changes nothing in `self` (the transaction may still fail).
+    fn stage(&mut self, tx: &mut dyn Txn, batch: &[Pending], retain: bool) -> Result<Staged> {
+        let head = tx.head()?;
+        let current = head.checkpoint.as_ref().is_some_and(|row| {
+            row.note == self.head.note
+                && row.size == self.frontier.size()
+                && head.events == row.size
+        });
+        if !current {
+            self.others_seen = Some(Instant::now());
+        }
+        let mut frontier = if current {
+            self.frontier.clone()
+        } else {
+            // Another writer appended since our last commit (or the ledger was tampered
+            // with, which `load_head` refuses).
+            load_head(tx, &head, &self.public)?.0
+        };
+        let first = frontier.size();
+        let count = batch.len() as u64;
+        if first.checked_add(count).is_none_or(|end| end > MAX_EVENTS) {
+            // RFC 8785 numbers are IEEE doubles: beyond 2^53 a sequence number would not
+            // survive canonical JSON exactly.
+            return Err(Error::Invalid(format!(
+                "the ledger is full ({MAX_EVENTS} events)"
+            )));
+        }
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut task_end = false;
+        for (i, pending) in batch.iter().enumerate() {
+            let seq = first + i as u64;
             let mut body = Vec::new();
             canonical::assemble(
                 &mut body,
                 SCHEMA_VERSION,
-                pending.seq,
+                seq,
                 &pending.time,
                 &pending.task,
                 &pending.agent,
                 &pending.body,
             )?;
             self.scratch.clear();
-            self.frontier
-                .push(merkle::leaf_hash(&body), &mut self.scratch);
+            frontier.push(merkle::leaf_hash(&body), &mut self.scratch);
             task_end |= pending.task_end;
             rows.push(EventRow {
-                seq: pending.seq,
-                time: pending.time,
-                task: pending.task,
-                agent: pending.agent,
+                seq,
+                time: pending.time.clone(),
+                task: pending.task.clone(),
+                agent: pending.agent.clone(),
                 kind: pending.kind.to_owned(),
                 body,
                 nodes: crate::store::nodes_blob(&self.scratch),
             });
         }
-        let keep =
-            retain || task_end || self.retained_at.elapsed() >= self.options.checkpoint_interval;
-        let checkpoint = self.sign()?;
-        let row = self.checkpoint_row(&checkpoint);
-        // Drop the previous transient head (anything newer than the last kept checkpoint).
-        self.store.append(&rows, &row, self.retained_size)?;
-        if keep {
-            self.retained_size = checkpoint.checkpoint.size;
-            self.retained_at = Instant::now();
-        }
-        Ok(checkpoint)
-    }
-
-    fn sign(&self) -> Result<SignedCheckpoint> {
-        SignedCheckpoint::sign(
-            Checkpoint {
-                origin: self.key.name().to_owned(),
-                size: self.frontier.size(),
-                root: self.frontier.root(),
+        let now = self.clock.now();
+        let kept = retain || task_end || self.interval_elapsed(head.kept_time.as_deref(), now);
+        let checkpoint = sign(&self.key, &frontier)?;
+        tx.append(
+            &rows,
+            &CheckpointRow {
+                size: frontier.size(),
+                time: format_time(now),
+                note: checkpoint.note.clone(),
+                kept,
             },
-            &self.key,
-        )
+        )?;
+        Ok(Staged {
+            frontier,
+            first,
+            checkpoint,
+            kept,
+        })
     }
 
-    fn checkpoint_row(&self, cp: &SignedCheckpoint) -> CheckpointRow {
-        CheckpointRow {
-            size: cp.checkpoint.size,
-            time: format_time(self.clock.now()),
-            note: cp.note.clone(),
-        }
-    }
-
-    /// Sign and keep a checkpoint of the current head without new events.
-    fn checkpoint_only(&mut self) -> Result<SignedCheckpoint> {
-        let cp = self.sign()?;
-        let row = self.checkpoint_row(&cp);
-        self.store.append(&[], &row, self.retained_size)?;
-        self.retained_size = cp.checkpoint.size;
-        self.retained_at = Instant::now();
-        Ok(cp)
+    /// Whether the newest kept checkpoint in the store (signed at `kept_time`) is at least
+    /// one interval old. A time that cannot be read, or lies ahead of this writer's clock,
+    /// counts as old: one extra kept checkpoint restarts the cadence from now.
+    fn interval_elapsed(&self, kept_time: Option<&str>, now: SystemTime) -> bool {
+        let Some(kept) = kept_time.and_then(parse_time) else {
+            return true;
+        };
+        now.duration_since(kept)
+            .map_or(true, |age| age >= self.options.checkpoint_interval)
     }
 }

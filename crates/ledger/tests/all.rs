@@ -17,6 +17,8 @@ mod export;
 mod merkle;
 #[path = "all/note.rs"]
 mod note;
+#[path = "all/processes.rs"]
+mod processes;
 #[path = "all/receipt.rs"]
 mod receipt;
 #[path = "all/schema.rs"]

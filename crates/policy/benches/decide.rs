@@ -11,8 +11,24 @@ use std::time::Instant;
 use remit_policy::engine::{Engine, Principal, Situation};
 use remit_types::effect::Effect;
 
-const VERBS: [&str; 12] = ["push", "publish", "deploy", "install", "run", "build", "test", "login", "exec", "apply", "delete", "sync"];
-const TOOLS: [&str; 12] = ["git", "npm", "cargo", "pip", "kubectl", "terraform", "docker", "gh", "aws", "gcloud", "helm", "make"];
+const VERBS: [&str; 12] = [
+    "push", "publish", "deploy", "install", "run", "build", "test", "login", "exec", "apply",
+    "delete", "sync",
+];
+const TOOLS: [&str; 12] = [
+    "git",
+    "npm",
+    "cargo",
+    "pip",
+    "kubectl",
+    "terraform",
+    "docker",
+    "gh",
+    "aws",
+    "gcloud",
+    "helm",
+    "make",
+];
 
 /// A remit with about `n` policies: command rules, resource-scoped Cedar policies on refs and
 /// hosts, and typed actions.
@@ -34,7 +50,13 @@ fn generate(n: usize, dir: &std::path::Path) -> (String, Vec<Effect>) {
             forbid.push(rule);
         }
         effects.push(Effect::Exec {
-            argv: vec![tool.into(), "-C".into(), "x".into(), verb.into(), format!("p{i}")],
+            argv: vec![
+                tool.into(),
+                "-C".into(),
+                "x".into(),
+                verb.into(),
+                format!("p{i}"),
+            ],
             cwd: "/w".into(),
         });
         effects.push(Effect::Exec {
@@ -106,18 +128,22 @@ fn main() {
         risk: "low".into(),
     };
     let situation = Situation::default();
-    println!("| policies | remit p50 | remit p99 | Cedar full set p50 | Cedar full set p99 | speed-up (p50) | decisions identical |");
+    println!(
+        "| policies | remit p50 | remit p99 | Cedar full set p50 | Cedar full set p99 | speed-up (p50) | decisions identical |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for n in [10usize, 200, 2000] {
         let dir = tempfile::tempdir().unwrap();
         let (text, effects) = generate(n, dir.path());
-        let loaded = remit_types::remit::parse(&text, "bench.remit.toml", dir.path().to_path_buf()).unwrap();
+        let loaded =
+            remit_types::remit::parse(&text, "bench.remit.toml", dir.path().to_path_buf()).unwrap();
         let engine = Engine::load(&loaded).unwrap();
         let count = engine.policies().len();
         // Warm up and check decisions are identical.
         let mut identical = true;
         for e in &effects {
-            identical &= engine.decide(&principal, e, &situation) == engine.decide_full(&principal, e, &situation);
+            identical &= engine.decide(&principal, e, &situation)
+                == engine.decide_full(&principal, e, &situation);
         }
         let rounds = (20_000 / effects.len()).max(3);
         let mut sliced = Vec::new();
@@ -139,7 +165,12 @@ fn main() {
         }
         sliced.sort_by(f64::total_cmp);
         full.sort_by(f64::total_cmp);
-        let (s50, s99, f50, f99) = (percentile(&sliced, 0.5), percentile(&sliced, 0.99), percentile(&full, 0.5), percentile(&full, 0.99));
+        let (s50, s99, f50, f99) = (
+            percentile(&sliced, 0.5),
+            percentile(&sliced, 0.99),
+            percentile(&full, 0.5),
+            percentile(&full, 0.99),
+        );
         println!(
             "| {count} | {s50:.1} µs | {s99:.1} µs | {f50:.1} µs | {f99:.1} µs | {:.0}x | {} |",
             f50 / s50,

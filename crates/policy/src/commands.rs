@@ -207,6 +207,39 @@ impl CommandRules {
         self.rules.is_empty() && self.default == CommandDefault::Allow
     }
 
+    /// The rules a command matches, as (section, index within the section).
+    pub fn matching(&self, words: &CommandWords) -> Vec<(CommandVerdict, usize)> {
+        let mut counters = [0usize; 3];
+        let mut out = Vec::new();
+        for (verdict, rule) in &self.rules {
+            let slot = match verdict {
+                CommandVerdict::Allow => 0,
+                CommandVerdict::Prompt => 1,
+                CommandVerdict::Forbid => 2,
+            };
+            let index = counters[slot];
+            counters[slot] += 1;
+            if words.prefixes.contains(&rule.0.join(" ")) {
+                out.push((*verdict, index));
+            }
+        }
+        out
+    }
+
+    /// Whether commands not named by a rule may run.
+    pub fn default_allows(&self) -> bool {
+        self.default == CommandDefault::Allow
+    }
+
+    /// The rule at `index` of a section.
+    pub fn rule(&self, section: CommandVerdict, index: usize) -> Option<&CommandRule> {
+        self.rules
+            .iter()
+            .filter(|(v, _)| *v == section)
+            .nth(index)
+            .map(|(_, r)| r)
+    }
+
     /// Decide one program start.
     pub fn decide(&self, facts: &ExecFacts) -> CommandDecision {
         let words = command_words(facts);
@@ -284,7 +317,10 @@ pub fn command_words(facts: &ExecFacts) -> CommandWords {
     }
     let mut prefixes = BTreeSet::new();
     for (name, words) in &candidates {
-        for sequence in [positional(name, words), words.iter().take(MAX_RULE_WORDS).cloned().collect()] {
+        for sequence in [
+            positional(name, words),
+            words.iter().take(MAX_RULE_WORDS).cloned().collect(),
+        ] {
             let mut prefix = name.clone();
             prefixes.insert(prefix.clone());
             for word in sequence.iter().take(MAX_RULE_WORDS - 1) {
@@ -320,7 +356,10 @@ fn positional(program: &str, args: &[String]) -> Vec<String> {
                 let (key, value) = w[1].split_once('=')?;
                 let name = key.strip_prefix("alias.")?;
                 (!value.starts_with('!')).then(|| {
-                    (name.to_owned(), value.split_whitespace().map(str::to_owned).collect())
+                    (
+                        name.to_owned(),
+                        value.split_whitespace().map(str::to_owned).collect(),
+                    )
                 })
             })
             .collect()
@@ -335,7 +374,8 @@ fn positional(program: &str, args: &[String]) -> Vec<String> {
         if !options_done && arg == "--" {
             options_done = true;
         } else if !options_done
-            && ((arg.starts_with('-') && arg.len() > 1) || (program == "cargo" && arg.starts_with('+')))
+            && ((arg.starts_with('-') && arg.len() > 1)
+                || (program == "cargo" && arg.starts_with('+')))
         {
             if !arg.contains('=') && takes_value.contains(&arg.as_str()) {
                 i += 1;

@@ -12,9 +12,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request,
+    ResourceConstraint, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use remit_types::effect::Effect;
@@ -247,21 +247,31 @@ struct Draft {
     condition: Option<(usize, Origin)>,
 }
 
-/// The engine for one remit.
+/// The Cedar side of an engine: parsed policies and their index.
 #[derive(Debug)]
-pub struct Engine {
-    schema: Schema,
+struct Core {
     policies: Vec<Policy>,
     infos: Vec<PolicyInfo>,
     full: Arc<PolicySet>,
     slices: HashMap<String, Slice>,
+    cache: Mutex<HashMap<Vec<usize>, Arc<PolicySet>>>,
+    entities: Mutex<Option<(Principal, Arc<Entities>)>>,
+    action_parents: HashMap<String, Vec<String>>,
+}
+
+/// The engine for one remit.
+#[derive(Debug)]
+pub struct Engine {
+    loaded: LoadedRemit,
+    commands: crate::commands::CommandRules,
+    /// Whether raw Cedar files join the remit (then exec decisions go through Cedar too).
+    raw_cedar: bool,
+    schema: Option<Schema>,
     requirements: BTreeMap<String, Requirement>,
     groups: BTreeMap<String, Vec<String>>,
     declared: BTreeMap<String, Vec<String>>,
     tests: Vec<(String, usize, remit_types::remit::PolicyTest)>,
-    cache: Mutex<HashMap<Vec<usize>, Arc<PolicySet>>>,
-    entities: Mutex<Option<(Principal, Arc<Entities>)>>,
-    action_parents: HashMap<String, Vec<String>>,
+    core: std::sync::OnceLock<Result<Core, String>>,
 }
 
 fn locate(text: &str, needles: &[&str]) -> (usize, usize) {
@@ -279,6 +289,190 @@ impl Engine {
     /// Compile, validate and index a remit's policy, then run its `[[test]]` entries. Any
     /// failure is one error with file, line and column.
     pub fn load(loaded: &LoadedRemit) -> Result<Engine, PolicyError> {
+        let (core, schema, requirements) = build_core(loaded, true)?;
+        let mut engine = Engine::cheap(loaded, requirements);
+        engine.schema = schema;
+        let _ = engine.core.set(Ok(core));
+        engine.check_tests()?;
+        Ok(engine)
+    }
+
+    /// Like [`Engine::load`], but when this exact policy (remit text, Cedar files, schema)
+    /// was validated and tested before — a marker under `cache` records it — skip the
+    /// validation and parse Cedar only when a decision first needs it. A marker is written
+    /// after a full load succeeds.
+    pub fn load_cached(
+        loaded: &LoadedRemit,
+        cache: &std::path::Path,
+    ) -> Result<Engine, PolicyError> {
+        let marker = cache.join(content_key(loaded));
+        if marker.exists() {
+            let requirements = cheap_requirements(loaded);
+            let engine = Engine::cheap(loaded, requirements);
+            if engine.raw_cedar {
+                // Raw policies may add requirements; parse them now (still unvalidated).
+                let (core, _, requirements) = build_core(loaded, false)?;
+                let mut engine = Engine::cheap(loaded, requirements);
+                let _ = engine.core.set(Ok(core));
+                engine.tests = test_list(loaded);
+                return Ok(engine);
+            }
+            return Ok(engine);
+        }
+        let engine = Engine::load(loaded)?;
+        let _ = std::fs::create_dir_all(cache);
+        let _ = std::fs::write(&marker, b"validated\n");
+        Ok(engine)
+    }
+
+    fn cheap(loaded: &LoadedRemit, requirements: BTreeMap<String, Requirement>) -> Engine {
+        let mut declared = BTreeMap::new();
+        for (kind, grant) in &loaded.remit.actions {
+            declared.insert(kind.clone(), grant.args.clone());
+        }
+        Engine {
+            loaded: loaded.clone(),
+            commands: crate::commands::CommandRules::new(&loaded.remit.commands),
+            raw_cedar: !loaded.remit.policy.cedar.is_empty(),
+            schema: None,
+            requirements,
+            groups: loaded.remit.approvals.groups.clone(),
+            declared,
+            tests: test_list(loaded),
+            core: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn core(&self) -> Result<&Core, &str> {
+        self.core
+            .get_or_init(|| {
+                build_core(&self.loaded, false)
+                    .map(|(c, _, _)| c)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    fn check_tests(&self) -> Result<(), PolicyError> {
+        for i in 0..self.tests.len() {
+            let outcome = self.run_test(i);
+            if !outcome.passed() {
+                return Err(PolicyError {
+                    file: self.loaded.origin.clone(),
+                    line: outcome.line,
+                    column: 1,
+                    message: format!(
+                        "test `{}` expects {} but the policy decides {}{}",
+                        outcome.name,
+                        expectation_label(outcome.expected),
+                        outcome.decision.label(),
+                        match &outcome.decision {
+                            Decision::Deny { policy, reason } =>
+                                format!(" (policy `{policy}`: {reason})"),
+                            Decision::Allow { policies } if !policies.is_empty() =>
+                                format!(" (policy `{}`)", policies.join("`, `")),
+                            _ => String::new(),
+                        }
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn test_list(loaded: &LoadedRemit) -> Vec<(String, usize, remit_types::remit::PolicyTest)> {
+    let text = &loaded.text;
+    let mut out = Vec::new();
+    let mut search_from = 0;
+    for test in &loaded.remit.tests {
+        let at = text[search_from..]
+            .find("[[test]]")
+            .map(|o| search_from + o)
+            .unwrap_or(0);
+        search_from = at + 1;
+        let (line, _) = line_column(text, at);
+        let name = test.name.clone().unwrap_or_else(|| test.effect.describe());
+        out.push((name, line, test.clone()));
+    }
+    out
+}
+
+/// A key for the exact policy content: remit text, Cedar files, schema and engine version.
+fn content_key(loaded: &LoadedRemit) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+    hasher.update([0]);
+    hasher.update(loaded.text.as_bytes());
+    for name in &loaded.remit.policy.cedar {
+        hasher.update([0]);
+        hasher.update(std::fs::read(loaded.base_dir.join(name)).unwrap_or_default());
+    }
+    let mut declared = BTreeMap::new();
+    for (kind, grant) in &loaded.remit.actions {
+        declared.insert(kind.clone(), grant.args.clone());
+    }
+    hasher.update([0]);
+    hasher.update(schema_text(&declared).as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn default_approvers(remit: &remit_types::remit::Remit) -> Vec<String> {
+    if !remit.approvals.default.is_empty() {
+        remit.approvals.default.clone()
+    } else {
+        remit.agent.owner.iter().cloned().collect()
+    }
+}
+
+/// The requirements the remit's own sections define (without parsing any Cedar).
+fn cheap_requirements(loaded: &LoadedRemit) -> BTreeMap<String, Requirement> {
+    let remit = &loaded.remit;
+    let approvers = default_approvers(remit);
+    let mut out = BTreeMap::new();
+    for i in 0..remit.commands.prompt.len() {
+        let id = format!("commands.prompt[{i}]");
+        out.insert(
+            id.clone(),
+            Requirement {
+                id,
+                by: approvers.clone(),
+                count: 1,
+            },
+        );
+    }
+    for (kind, grant) in &remit.actions {
+        let (by, count) = match &grant.approve {
+            None | Some(ApprovalRule::Simple(false)) => continue,
+            Some(ApprovalRule::Simple(true)) => (approvers.clone(), 1),
+            Some(ApprovalRule::Detailed { by, count }) => (
+                if by.is_empty() {
+                    approvers.clone()
+                } else {
+                    by.clone()
+                },
+                *count,
+            ),
+        };
+        let id = format!("actions.{kind}.approve");
+        out.insert(id.clone(), Requirement { id, by, count });
+    }
+    out
+}
+
+/// Compile a remit to Cedar, parse it, optionally validate it against the schema, and index
+/// it. Returns the core, the schema (when validated) and every approval requirement.
+fn build_core(
+    loaded: &LoadedRemit,
+    validate: bool,
+) -> Result<(Core, Option<Schema>, BTreeMap<String, Requirement>), PolicyError> {
+    {
         let remit = &loaded.remit;
         let file = loaded.origin.clone();
         let text = &loaded.text;
@@ -309,11 +503,18 @@ impl Engine {
                 condition: None,
             });
         }
-        for (section, list) in [("allow", &commands.allow), ("forbid", &commands.forbid), ("prompt", &commands.prompt)] {
+        for (section, list) in [
+            ("allow", &commands.allow),
+            ("forbid", &commands.forbid),
+            ("prompt", &commands.prompt),
+        ] {
             for (i, rule) in list.iter().enumerate() {
                 let key = rule.0.join(" ");
                 let path = format!("commands.{section}[{i}]");
-                let origin = origin_of(&["[commands]", section, &format!("\"{}", rule.program())], path.clone());
+                let origin = origin_of(
+                    &["[commands]", section, &format!("\"{}", rule.program())],
+                    path.clone(),
+                );
                 let key_q = quote(&key);
                 let text = match section {
                     "allow" => format!(
@@ -322,7 +523,7 @@ impl Engine {
                     ),
                     "forbid" => format!(
                         "@key({key_q})\n@reason({})\nforbid(principal, action == Action::\"exec\", resource) when {{ context.command.prefixes.contains({key_q}) }};",
-                        quote(&format!("this task's remit forbids `{key}` (commands.forbid)"))
+                        quote(&reason_forbid(&key))
                     ),
                     _ => {
                         requirements.insert(
@@ -336,7 +537,7 @@ impl Engine {
                         format!(
                             "@key({key_q})\n@approval({})\n@reason({})\nforbid(principal, action == Action::\"exec\", resource) when {{ context.command.prefixes.contains({key_q}) }} unless {{ context.approvals.contains({}) }};",
                             quote(&path),
-                            quote(&format!("`{key}` needs a human's approval each time (commands.prompt)")),
+                            quote(&reason_prompt(&key)),
                             quote(&path)
                         )
                     }
@@ -356,12 +557,17 @@ impl Engine {
             declared.insert(kind.clone(), grant.args.clone());
             let header = format!("[actions.{kind}]");
             let action = format!("Action::{}", quote(kind));
-            let description = grant.description.clone().unwrap_or_else(|| format!("the `{kind}` action"));
+            let description = grant
+                .description
+                .clone()
+                .unwrap_or_else(|| format!("the `{kind}` action"));
             let (permit_text, condition) = match &grant.when {
                 Some(when) => {
                     let prefix = format!(
                         "@reason({})\npermit(principal, action == {action}, resource) when {{ ",
-                        quote(&format!("this task's remit allows {description} when `{when}`"))
+                        quote(&format!(
+                            "this task's remit allows {description} when `{when}`"
+                        ))
                     );
                     let at = prefix.len();
                     (format!("{prefix}{when} }};"), Some(at))
@@ -379,7 +585,8 @@ impl Engine {
                 id: path.clone(),
                 text: permit_text,
                 origin: origin_of(&[&header], path.clone()),
-                condition: condition.map(|at| (at, origin_of(&[&header, "when"], format!("{path}.when")))),
+                condition: condition
+                    .map(|at| (at, origin_of(&[&header, "when"], format!("{path}.when")))),
             });
             if let Some(quota) = grant.quota {
                 let path = format!("actions.{kind}.quota");
@@ -397,14 +604,29 @@ impl Engine {
                 None | Some(ApprovalRule::Simple(false)) => None,
                 Some(ApprovalRule::Simple(true)) => Some((default_approvers.clone(), 1)),
                 Some(ApprovalRule::Detailed { by, count }) => Some((
-                    if by.is_empty() { default_approvers.clone() } else { by.clone() },
+                    if by.is_empty() {
+                        default_approvers.clone()
+                    } else {
+                        by.clone()
+                    },
                     *count,
                 )),
             };
             if let Some((by, count)) = approval {
                 let path = format!("actions.{kind}.approve");
-                let who = if by.is_empty() { "a human".to_owned() } else { by.join(", ") };
-                requirements.insert(path.clone(), Requirement { id: path.clone(), by, count });
+                let who = if by.is_empty() {
+                    "a human".to_owned()
+                } else {
+                    by.join(", ")
+                };
+                requirements.insert(
+                    path.clone(),
+                    Requirement {
+                        id: path.clone(),
+                        by,
+                        count,
+                    },
+                );
                 drafts.push(Draft {
                     id: path.clone(),
                     text: format!(
@@ -434,10 +656,11 @@ impl Engine {
         let mut policies = Vec::new();
         let mut infos = Vec::new();
         for draft in drafts {
-            let policy = Policy::parse(Some(PolicyId::new(&draft.id)), &draft.text).map_err(|errors| {
-                let offset = first_offset(&errors);
-                error_at_draft(&draft, offset, &one_line(&errors.to_string()))
-            })?;
+            let policy =
+                Policy::parse(Some(PolicyId::new(&draft.id)), &draft.text).map_err(|errors| {
+                    let offset = first_offset(&errors);
+                    error_at_draft(&draft, offset, &one_line(&errors.to_string()))
+                })?;
             infos.push(info(&policy, &draft.id, draft.origin.clone(), &draft.text));
             policies.push((policy, Some(draft)));
         }
@@ -462,7 +685,8 @@ impl Engine {
                         message,
                     }
                 };
-                let parsed = Policy::parse(None, chunk).map_err(|errors| at(first_offset(&errors), one_line(&errors.to_string())))?;
+                let parsed = Policy::parse(None, chunk)
+                    .map_err(|errors| at(first_offset(&errors), one_line(&errors.to_string())))?;
                 let id = parsed
                     .annotation("id")
                     .map(str::to_owned)
@@ -471,7 +695,8 @@ impl Engine {
                     return Err(at(0, format!("policy id `{id}` is used twice")));
                 }
                 let policy = parsed.new_id(PolicyId::new(&id));
-                let (line, column) = line_column(&source, start + chunk.len() - chunk.trim_start().len());
+                let (line, column) =
+                    line_column(&source, start + chunk.len() - chunk.trim_start().len());
                 let origin = Origin {
                     file: display.clone(),
                     line,
@@ -479,11 +704,13 @@ impl Engine {
                     path: None,
                 };
                 if let Some(approval) = policy.annotation("approval") {
-                    requirements.entry(approval.to_owned()).or_insert_with(|| Requirement {
-                        id: approval.to_owned(),
-                        by: default_approvers.clone(),
-                        count: 1,
-                    });
+                    requirements
+                        .entry(approval.to_owned())
+                        .or_insert_with(|| Requirement {
+                            id: approval.to_owned(),
+                            by: default_approvers.clone(),
+                            count: 1,
+                        });
                 }
                 infos.push(info(&policy, &id, origin.clone(), chunk));
                 policies.push((
@@ -491,21 +718,25 @@ impl Engine {
                     Some(Draft {
                         id,
                         text: source.clone(),
-                        origin: Origin { line: 1, column: 1, ..origin },
-                        condition: Some((start, Origin { file: display.clone(), line: 1, column: 1, path: None })),
+                        origin: Origin {
+                            line: 1,
+                            column: 1,
+                            ..origin
+                        },
+                        condition: Some((
+                            start,
+                            Origin {
+                                file: display.clone(),
+                                line: 1,
+                                column: 1,
+                                path: None,
+                            },
+                        )),
                     }),
                 ));
             }
         }
 
-        // The schema, then strict validation.
-        let schema_source = schema_text(&declared);
-        let (schema, _) = Schema::from_cedarschema_str(&schema_source).map_err(|e| PolicyError {
-            file: loaded.origin.clone(),
-            line: 1,
-            column: 1,
-            message: format!("the remit's actions do not make a valid schema: {}", one_line(&e.to_string())),
-        })?;
         let mut full = PolicySet::new();
         for (policy, _) in &policies {
             full.add(policy.clone()).map_err(|e| PolicyError {
@@ -515,85 +746,84 @@ impl Engine {
                 message: one_line(&e.to_string()),
             })?;
         }
-        let validation = Validator::new(schema.clone()).validate(&full, ValidationMode::Strict);
-        if let Some(error) = validation.validation_errors().next() {
-            let id = error.policy_id().to_string();
-            let message = one_line(&error.to_string());
-            let offset = error.labels().and_then(|mut l| l.next()).map(|l| l.offset());
-            let draft = policies
-                .iter()
-                .find(|(p, _)| p.id().to_string() == id)
-                .and_then(|(_, d)| d.as_ref());
-            return Err(match draft {
-                Some(draft) => error_at_draft(draft, offset.unwrap_or(0), &message),
-                None => PolicyError {
+        // The schema, then strict validation.
+        let schema = if validate {
+            let schema_source = schema_text(&declared);
+            let (schema, _) =
+                Schema::from_cedarschema_str(&schema_source).map_err(|e| PolicyError {
                     file: loaded.origin.clone(),
                     line: 1,
                     column: 1,
-                    message,
-                },
-            });
-        }
+                    message: format!(
+                        "the remit's actions do not make a valid schema: {}",
+                        one_line(&e.to_string())
+                    ),
+                })?;
+            let validation = Validator::new(schema.clone()).validate(&full, ValidationMode::Strict);
+            if let Some(error) = validation.validation_errors().next() {
+                let id = error.policy_id().to_string();
+                let message = one_line(&error.to_string());
+                let offset = error
+                    .labels()
+                    .and_then(|mut l| l.next())
+                    .map(|l| l.offset());
+                let draft = policies
+                    .iter()
+                    .find(|(p, _)| p.id().to_string() == id)
+                    .and_then(|(_, d)| d.as_ref());
+                return Err(match draft {
+                    Some(draft) => error_at_draft(draft, offset.unwrap_or(0), &message),
+                    None => PolicyError {
+                        file: loaded.origin.clone(),
+                        line: 1,
+                        column: 1,
+                        message,
+                    },
+                });
+            }
+            Some(schema)
+        } else {
+            None
+        };
 
         let mut action_parents: HashMap<String, Vec<String>> = HashMap::new();
-        for kind in declared.keys().map(String::as_str).chain(remit_types::effect::STANDARD_ACTIONS) {
+        for kind in declared
+            .keys()
+            .map(String::as_str)
+            .chain(remit_types::effect::STANDARD_ACTIONS)
+        {
             action_parents.insert(kind.to_owned(), vec!["action".to_owned()]);
         }
         let policies: Vec<Policy> = policies.into_iter().map(|(p, _)| p).collect();
-        let mut engine = Engine {
-            schema,
+        let mut core = Core {
             full: Arc::new(full),
             slices: HashMap::new(),
-            requirements,
-            groups: remit.approvals.groups.clone(),
-            declared,
-            tests: Vec::new(),
             cache: Mutex::new(HashMap::new()),
             entities: Mutex::new(None),
             action_parents,
             infos,
             policies,
         };
-        engine.index();
-
-        // [[test]]: checked now; a failing test is a load error at its line.
-        let mut search_from = 0;
-        for (i, test) in remit.tests.iter().enumerate() {
-            let at = text[search_from..].find("[[test]]").map(|o| search_from + o).unwrap_or(0);
-            search_from = at + 1;
-            let (line, _) = line_column(text, at);
-            let name = test.name.clone().unwrap_or_else(|| test.effect.describe());
-            engine.tests.push((name, line, test.clone()));
-            let outcome = engine.run_test(i);
-            if !outcome.passed() {
-                return Err(PolicyError {
-                    file: loaded.origin.clone(),
-                    line,
-                    column: 1,
-                    message: format!(
-                        "test `{}` expects {} but the policy decides {}{}",
-                        outcome.name,
-                        expectation_label(outcome.expected),
-                        outcome.decision.label(),
-                        match &outcome.decision {
-                            Decision::Deny { policy, reason } => format!(" (policy `{policy}`: {reason})"),
-                            Decision::Allow { policies } if !policies.is_empty() => format!(" (policy `{}`)", policies.join("`, `")),
-                            _ => String::new(),
-                        }
-                    ),
-                });
-            }
-        }
-        Ok(engine)
+        core.index();
+        Ok((core, schema, requirements))
     }
+}
 
+impl Core {
     fn index(&mut self) {
-        let mut actions: Vec<String> = vec!["exec".into(), "http_request".into(), "git_push".into(), "secret_use".into()];
+        let mut actions: Vec<String> = vec![
+            "exec".into(),
+            "http_request".into(),
+            "git_push".into(),
+            "secret_use".into(),
+        ];
         actions.extend(self.action_parents.keys().cloned());
         for (i, policy) in self.policies.iter().enumerate() {
             let applies: Vec<String> = match policy.action_constraint() {
                 ActionConstraint::Any => actions.clone(),
-                ActionConstraint::Eq(a) => self.expand_action(&a.id().escaped().to_string(), &actions),
+                ActionConstraint::Eq(a) => {
+                    self.expand_action(&a.id().escaped().to_string(), &actions)
+                }
                 ActionConstraint::In(list) => list
                     .iter()
                     .flat_map(|a| self.expand_action(&a.id().escaped().to_string(), &actions))
@@ -613,7 +843,9 @@ impl Engine {
                 match (&key, &resource, &principal) {
                     (Some(k), _, _) => slice.by_key.entry(k.clone()).or_default().push(i),
                     (None, Some(r), _) => slice.by_resource.entry(r.clone()).or_default().push(i),
-                    (None, None, Some(p)) => slice.by_principal.entry(p.clone()).or_default().push(i),
+                    (None, None, Some(p)) => {
+                        slice.by_principal.entry(p.clone()).or_default().push(i)
+                    }
                     (None, None, None) => slice.always.push(i),
                 }
             }
@@ -623,17 +855,23 @@ impl Engine {
     fn expand_action(&self, id: &str, all: &[String]) -> Vec<String> {
         if id == "action" {
             all.iter()
-                .filter(|a| self.action_parents.get(*a).is_some_and(|p| p.iter().any(|x| x == "action")))
+                .filter(|a| {
+                    self.action_parents
+                        .get(*a)
+                        .is_some_and(|p| p.iter().any(|x| x == "action"))
+                })
                 .cloned()
                 .collect()
         } else {
             vec![id.to_owned()]
         }
     }
+}
 
+impl Engine {
     /// Every policy, in load order.
     pub fn policies(&self) -> &[PolicyInfo] {
-        &self.infos
+        self.core().map(|c| c.infos.as_slice()).unwrap_or(&[])
     }
 
     /// The Cedar schema text this remit's policies are validated against.
@@ -651,7 +889,11 @@ impl Engine {
     pub fn may_approve(&self, requirement: &Requirement, human: &str) -> bool {
         requirement.by.is_empty()
             || requirement.by.iter().any(|name| {
-                name == human || self.groups.get(name).is_some_and(|members| members.iter().any(|m| m == human))
+                name == human
+                    || self
+                        .groups
+                        .get(name)
+                        .is_some_and(|members| members.iter().any(|m| m == human))
             })
     }
 
@@ -669,7 +911,11 @@ impl Engine {
                 let known: Vec<&str> = self.declared.keys().map(String::as_str).collect();
                 return Err(RequestError::UnknownAction(
                     kind.clone(),
-                    if known.is_empty() { "no actions".into() } else { known.join(", ") },
+                    if known.is_empty() {
+                        "no actions".into()
+                    } else {
+                        known.join(", ")
+                    },
                 ));
             };
             for name in args.keys() {
@@ -677,7 +923,11 @@ impl Engine {
                     return Err(RequestError::UnknownArgument(
                         kind.clone(),
                         name.clone(),
-                        if declared.is_empty() { "no arguments".into() } else { declared.join(", ") },
+                        if declared.is_empty() {
+                            "no arguments".into()
+                        } else {
+                            declared.join(", ")
+                        },
                     ));
                 }
             }
@@ -686,13 +936,24 @@ impl Engine {
     }
 
     /// Decide an effect with the sliced index.
-    pub fn decide(&self, principal: &Principal, effect: &Effect, situation: &Situation) -> Decision {
+    pub fn decide(
+        &self,
+        principal: &Principal,
+        effect: &Effect,
+        situation: &Situation,
+    ) -> Decision {
         let facts = exec_facts(effect);
         self.decide_with(principal, effect, facts.as_ref(), situation, false)
     }
 
     /// Decide a program start (with what the exec observer knows beyond argv).
-    pub fn decide_exec(&self, principal: &Principal, facts: &ExecFacts, cwd: &str, situation: &Situation) -> Decision {
+    pub fn decide_exec(
+        &self,
+        principal: &Principal,
+        facts: &ExecFacts,
+        cwd: &str,
+        situation: &Situation,
+    ) -> Decision {
         let effect = Effect::Exec {
             argv: facts.argv.clone(),
             cwd: cwd.to_owned(),
@@ -702,7 +963,12 @@ impl Engine {
 
     /// Decide an effect by evaluating every policy (the reference the sliced path must
     /// equal; used by tests and `explain`).
-    pub fn decide_full(&self, principal: &Principal, effect: &Effect, situation: &Situation) -> Decision {
+    pub fn decide_full(
+        &self,
+        principal: &Principal,
+        effect: &Effect,
+        situation: &Situation,
+    ) -> Decision {
         let facts = exec_facts(effect);
         self.decide_with(principal, effect, facts.as_ref(), situation, true)
     }
@@ -716,7 +982,27 @@ impl Engine {
         full: bool,
     ) -> Decision {
         let words = facts.map(command_words);
-        let prepared = match self.prepare(principal, effect, words.as_ref(), situation) {
+        // Without raw Cedar, exec decisions come from `[commands]` alone: decide them from
+        // the rules directly, exactly as their compiled Cedar policies would (the property
+        // tests hold the two equal), without loading Cedar at all.
+        if !full
+            && !self.raw_cedar
+            && let (Effect::Exec { .. }, Some(w)) = (effect, words.as_ref())
+        {
+            return self.commands_decision(w, situation);
+        }
+        let core = match self.core() {
+            Ok(c) => c,
+            Err(e) => {
+                return Decision::Deny {
+                    policy: "remit".into(),
+                    reason: format!(
+                        "the remit's policy could not be loaded ({e}); nothing is allowed"
+                    ),
+                };
+            }
+        };
+        let prepared = match self.prepare(core, principal, effect, words.as_ref(), situation) {
             Ok(p) => p,
             Err(reason) => {
                 return Decision::Deny {
@@ -726,24 +1012,51 @@ impl Engine {
             }
         };
         let set = if full {
-            Arc::clone(&self.full)
+            Arc::clone(&core.full)
         } else {
-            self.slice_for(effect.kind(), &prepared.resource, principal, words.as_ref())
+            self.slice_for(
+                core,
+                effect.kind(),
+                &prepared.resource,
+                principal,
+                words.as_ref(),
+            )
         };
         let outcome = self.evaluate(&set, &prepared, &situation.approvals);
         match outcome {
             Evaluated::Allow(policies) => Decision::Allow { policies },
             Evaluated::Error(policy, error) => Decision::Deny {
                 policy: policy.clone(),
-                reason: format!("policy `{policy}` could not be evaluated ({error}); an error is a denial"),
+                reason: format!(
+                    "policy `{policy}` could not be evaluated ({error}); an error is a denial"
+                ),
             },
-            Evaluated::Deny(forbids) if forbids.is_empty() => Decision::Deny {
-                policy: "default".into(),
-                reason: default_reason(effect, words.as_ref()),
-            },
+            Evaluated::Deny(forbids) if forbids.is_empty() => {
+                let reason = match effect {
+                    Effect::Action { kind, .. } => match self
+                        .loaded
+                        .remit
+                        .actions
+                        .get(kind)
+                        .and_then(|g| g.when.as_ref())
+                    {
+                        Some(when) => format!(
+                            "this task's remit allows `{kind}` only when `{when}` (actions.{kind}.when)"
+                        ),
+                        None => default_reason(effect, words.as_ref()),
+                    },
+                    _ => default_reason(effect, words.as_ref()),
+                };
+                Decision::Deny {
+                    policy: "default".into(),
+                    reason,
+                }
+            }
             Evaluated::Deny(forbids) => {
-                let gates: Vec<&PolicyInfo> = forbids.iter().filter_map(|id| self.info(id)).collect();
-                let all_gated = gates.len() == forbids.len() && gates.iter().all(|g| g.approval.is_some());
+                let gates: Vec<&PolicyInfo> =
+                    forbids.iter().filter_map(|id| info_of(core, id)).collect();
+                let all_gated =
+                    gates.len() == forbids.len() && gates.iter().all(|g| g.approval.is_some());
                 if all_gated {
                     // Would approving everything they ask for allow the effect?
                     let mut approvals = situation.approvals.clone();
@@ -768,25 +1081,30 @@ impl Engine {
                 }
                 let first = forbids
                     .iter()
-                    .find(|id| self.info(id).is_some_and(|i| i.approval.is_none()))
+                    .find(|id| info_of(core, id).is_some_and(|i| i.approval.is_none()))
                     .or(forbids.first())
                     .cloned()
                     .unwrap_or_default();
-                let reason = self
-                    .info(&first)
+                let reason = info_of(core, &first)
                     .and_then(|i| i.reason.clone())
                     .unwrap_or_else(|| format!("policy `{first}` forbids {}", effect.describe()));
-                Decision::Deny { policy: first, reason }
+                Decision::Deny {
+                    policy: first,
+                    reason,
+                }
             }
         }
     }
 
-    fn info(&self, id: &str) -> Option<&PolicyInfo> {
-        self.infos.iter().find(|i| i.id == id)
-    }
-
-    fn slice_for(&self, kind: &str, resource: &EntityUid, principal: &Principal, words: Option<&CommandWords>) -> Arc<PolicySet> {
-        let Some(slice) = self.slices.get(kind) else {
+    fn slice_for(
+        &self,
+        core: &Core,
+        kind: &str,
+        resource: &EntityUid,
+        principal: &Principal,
+        words: Option<&CommandWords>,
+    ) -> Arc<PolicySet> {
+        let Some(slice) = core.slices.get(kind) else {
             return Arc::new(PolicySet::new());
         };
         let mut chosen: Vec<usize> = slice.always.clone();
@@ -800,15 +1118,18 @@ impl Engine {
         if let Some(ids) = slice.by_resource.get(resource) {
             chosen.extend(ids);
         }
-        for p in [uid("Task", &principal.task), uid("Agent", &principal.agent)].into_iter().flatten() {
+        for p in [uid("Task", &principal.task), uid("Agent", &principal.agent)]
+            .into_iter()
+            .flatten()
+        {
             if let Some(ids) = slice.by_principal.get(&p) {
                 chosen.extend(ids);
             }
         }
         chosen.sort_unstable();
         chosen.dedup();
-        let Ok(mut cache) = self.cache.lock() else {
-            return Arc::new(self.build_set(&chosen));
+        let Ok(mut cache) = core.cache.lock() else {
+            return Arc::new(build_set(core, &chosen));
         };
         if let Some(set) = cache.get(&chosen) {
             return Arc::clone(set);
@@ -816,73 +1137,123 @@ impl Engine {
         if cache.len() > 4096 {
             cache.clear();
         }
-        let set = Arc::new(self.build_set(&chosen));
+        let set = Arc::new(build_set(core, &chosen));
         cache.insert(chosen, Arc::clone(&set));
         set
     }
 
-    fn build_set(&self, chosen: &[usize]) -> PolicySet {
-        let mut set = PolicySet::new();
-        for i in chosen {
-            if let Some(p) = self.policies.get(*i) {
-                // INVARIANT: ids are unique in the full set, so adding cannot fail.
-                let _ = set.add(p.clone());
-            }
-        }
-        set
-    }
-
-    fn prepare(&self, principal: &Principal, effect: &Effect, words: Option<&CommandWords>, situation: &Situation) -> Result<Prepared, String> {
+    fn prepare(
+        &self,
+        core: &Core,
+        principal: &Principal,
+        effect: &Effect,
+        words: Option<&CommandWords>,
+        situation: &Situation,
+    ) -> Result<Prepared, String> {
         let kind = effect.kind();
         let action = uid("Action", kind).ok_or("bad action")?;
         let (resource_id, detail): (String, (&str, RestrictedExpression)) = match effect {
             Effect::Exec { argv, cwd } => {
-                let w = words.cloned().unwrap_or_else(|| command_words(&ExecFacts {
-                    path: argv.first().cloned().unwrap_or_default(),
-                    argv: argv.clone(),
-                    ..ExecFacts::default()
-                }));
+                let w = words.cloned().unwrap_or_else(|| {
+                    command_words(&ExecFacts {
+                        path: argv.first().cloned().unwrap_or_default(),
+                        argv: argv.clone(),
+                        ..ExecFacts::default()
+                    })
+                });
                 (
                     w.program.clone(),
                     (
                         "command",
                         RestrictedExpression::new_record([
-                            ("program".to_owned(), RestrictedExpression::new_string(w.program.clone())),
-                            ("line".to_owned(), RestrictedExpression::new_string(w.line.clone())),
+                            (
+                                "program".to_owned(),
+                                RestrictedExpression::new_string(w.program.clone()),
+                            ),
+                            (
+                                "line".to_owned(),
+                                RestrictedExpression::new_string(w.line.clone()),
+                            ),
                             (
                                 "prefixes".to_owned(),
-                                RestrictedExpression::new_set(w.prefixes.iter().map(|p| RestrictedExpression::new_string(p.clone()))),
+                                RestrictedExpression::new_set(
+                                    w.prefixes
+                                        .iter()
+                                        .map(|p| RestrictedExpression::new_string(p.clone())),
+                                ),
                             ),
-                            ("cwd".to_owned(), RestrictedExpression::new_string(cwd.clone())),
+                            (
+                                "cwd".to_owned(),
+                                RestrictedExpression::new_string(cwd.clone()),
+                            ),
                         ])
                         .map_err(|e| e.to_string())?,
                     ),
                 )
             }
-            Effect::HttpRequest { host, port, method, path } => (
+            Effect::HttpRequest {
+                host,
+                port,
+                method,
+                path,
+            } => (
                 host.clone(),
                 (
                     "request",
                     RestrictedExpression::new_record([
-                        ("host".to_owned(), RestrictedExpression::new_string(host.clone())),
-                        ("port".to_owned(), RestrictedExpression::new_long(i64::from(*port))),
-                        ("method".to_owned(), RestrictedExpression::new_string(method.clone())),
-                        ("path".to_owned(), RestrictedExpression::new_string(path.clone())),
+                        (
+                            "host".to_owned(),
+                            RestrictedExpression::new_string(host.clone()),
+                        ),
+                        (
+                            "port".to_owned(),
+                            RestrictedExpression::new_long(i64::from(*port)),
+                        ),
+                        (
+                            "method".to_owned(),
+                            RestrictedExpression::new_string(method.clone()),
+                        ),
+                        (
+                            "path".to_owned(),
+                            RestrictedExpression::new_string(path.clone()),
+                        ),
                     ])
                     .map_err(|e| e.to_string())?,
                 ),
             ),
-            Effect::GitPush { remote, reference, old, new, force, new_branch } => (
+            Effect::GitPush {
+                remote,
+                reference,
+                old,
+                new,
+                force,
+                new_branch,
+            } => (
                 reference.clone(),
                 (
                     "push",
                     RestrictedExpression::new_record([
-                        ("remote".to_owned(), RestrictedExpression::new_string(remote.clone())),
-                        ("ref".to_owned(), RestrictedExpression::new_string(reference.clone())),
-                        ("old".to_owned(), RestrictedExpression::new_string(old.clone())),
-                        ("new".to_owned(), RestrictedExpression::new_string(new.clone())),
+                        (
+                            "remote".to_owned(),
+                            RestrictedExpression::new_string(remote.clone()),
+                        ),
+                        (
+                            "ref".to_owned(),
+                            RestrictedExpression::new_string(reference.clone()),
+                        ),
+                        (
+                            "old".to_owned(),
+                            RestrictedExpression::new_string(old.clone()),
+                        ),
+                        (
+                            "new".to_owned(),
+                            RestrictedExpression::new_string(new.clone()),
+                        ),
                         ("force".to_owned(), RestrictedExpression::new_bool(*force)),
-                        ("new_branch".to_owned(), RestrictedExpression::new_bool(*new_branch)),
+                        (
+                            "new_branch".to_owned(),
+                            RestrictedExpression::new_bool(*new_branch),
+                        ),
                     ])
                     .map_err(|e| e.to_string())?,
                 ),
@@ -892,8 +1263,14 @@ impl Engine {
                 (
                     "use",
                     RestrictedExpression::new_record([
-                        ("name".to_owned(), RestrictedExpression::new_string(name.clone())),
-                        ("destination".to_owned(), RestrictedExpression::new_string(destination.clone())),
+                        (
+                            "name".to_owned(),
+                            RestrictedExpression::new_string(name.clone()),
+                        ),
+                        (
+                            "destination".to_owned(),
+                            RestrictedExpression::new_string(destination.clone()),
+                        ),
                     ])
                     .map_err(|e| e.to_string())?,
                 ),
@@ -904,12 +1281,17 @@ impl Engine {
                 let fields = declared.iter().map(|name| {
                     (
                         name.clone(),
-                        RestrictedExpression::new_string(args.get(name).cloned().unwrap_or_default()),
+                        RestrictedExpression::new_string(
+                            args.get(name).cloned().unwrap_or_default(),
+                        ),
                     )
                 });
                 (
                     kind.clone(),
-                    ("args", RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?),
+                    (
+                        "args",
+                        RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?,
+                    ),
                 )
             }
         };
@@ -917,9 +1299,15 @@ impl Engine {
         let seconds = situation.unix;
         let time = RestrictedExpression::new_record([
             ("unix".to_owned(), RestrictedExpression::new_long(seconds)),
-            ("hour".to_owned(), RestrictedExpression::new_long(seconds.rem_euclid(86_400) / 3600)),
+            (
+                "hour".to_owned(),
+                RestrictedExpression::new_long(seconds.rem_euclid(86_400) / 3600),
+            ),
             // 1970-01-01 was a Thursday; Monday is 0.
-            ("weekday".to_owned(), RestrictedExpression::new_long((seconds.div_euclid(86_400) + 3).rem_euclid(7))),
+            (
+                "weekday".to_owned(),
+                RestrictedExpression::new_long((seconds.div_euclid(86_400) + 3).rem_euclid(7)),
+            ),
         ])
         .map_err(|e| e.to_string())?;
         let quota = RestrictedExpression::new_record([(
@@ -928,71 +1316,46 @@ impl Engine {
         )])
         .map_err(|e| e.to_string())?;
         let task = uid("Task", &principal.task).ok_or("bad task id")?;
-        let entities = self.entities_for(principal, &task)?;
+        let entities = entities_for(core, principal, &task)?;
         Ok(Prepared {
             task,
             action,
             resource,
             entities,
-            common: vec![("time".to_owned(), time), ("quota".to_owned(), quota), (detail.0.to_owned(), detail.1)],
+            common: vec![
+                ("time".to_owned(), time),
+                ("quota".to_owned(), quota),
+                (detail.0.to_owned(), detail.1),
+            ],
         })
     }
 
-    /// The principal's entities (its task and agent), built once per principal.
-    fn entities_for(&self, principal: &Principal, task: &EntityUid) -> Result<Arc<Entities>, String> {
-        if let Ok(cache) = self.entities.lock()
-            && let Some((p, e)) = cache.as_ref()
-            && p == principal
-        {
-            return Ok(Arc::clone(e));
-        }
-        let agent = uid("Agent", &principal.agent).ok_or("bad agent name")?;
-        let entities = Entities::from_entities(
-            [
-                Entity::new(
-                    agent.clone(),
-                    [
-                        ("owner".to_owned(), RestrictedExpression::new_string(principal.owner.clone())),
-                        ("risk".to_owned(), RestrictedExpression::new_string(principal.risk.clone())),
-                    ]
-                    .into(),
-                    Default::default(),
-                )
-                .map_err(|e| e.to_string())?,
-                Entity::new(
-                    task.clone(),
-                    [
-                        ("agent".to_owned(), RestrictedExpression::new_string(principal.agent.clone())),
-                        ("owner".to_owned(), RestrictedExpression::new_string(principal.owner.clone())),
-                        ("requester".to_owned(), RestrictedExpression::new_string(principal.requester.clone())),
-                        ("remit".to_owned(), RestrictedExpression::new_string(principal.remit.clone())),
-                    ]
-                    .into(),
-                    [agent].into(),
-                )
-                .map_err(|e| e.to_string())?,
-            ],
-            None,
-        )
-        .map_err(|e| e.to_string())?;
-        let entities = Arc::new(entities);
-        if let Ok(mut cache) = self.entities.lock() {
-            *cache = Some((principal.clone(), Arc::clone(&entities)));
-        }
-        Ok(entities)
-    }
-
-    fn evaluate(&self, set: &PolicySet, prepared: &Prepared, approvals: &BTreeSet<String>) -> Evaluated {
+    fn evaluate(
+        &self,
+        set: &PolicySet,
+        prepared: &Prepared,
+        approvals: &BTreeSet<String>,
+    ) -> Evaluated {
         let mut pairs = prepared.common.clone();
         pairs.push((
             "approvals".to_owned(),
-            RestrictedExpression::new_set(approvals.iter().map(|a| RestrictedExpression::new_string(a.clone()))),
+            RestrictedExpression::new_set(
+                approvals
+                    .iter()
+                    .map(|a| RestrictedExpression::new_string(a.clone())),
+            ),
         ));
         let context = match Context::from_pairs(pairs) {
             Ok(c) => c,
             Err(e) => return Evaluated::Error("remit".into(), one_line(&e.to_string())),
         };
-        let request = match Request::new(prepared.task.clone(), prepared.action.clone(), prepared.resource.clone(), context, None) {
+        let request = match Request::new(
+            prepared.task.clone(),
+            prepared.action.clone(),
+            prepared.resource.clone(),
+            context,
+            None,
+        ) {
             Ok(r) => r,
             Err(e) => return Evaluated::Error("remit".into(), one_line(&e.to_string())),
         };
@@ -1007,7 +1370,11 @@ impl Engine {
                 .unwrap_or_else(|| "unknown".into());
             return Evaluated::Error(policy, text);
         }
-        let mut reasons: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        let mut reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
         reasons.sort();
         match response.decision() {
             CedarDecision::Allow => Evaluated::Allow(reasons),
@@ -1016,23 +1383,39 @@ impl Engine {
     }
 
     /// Which policies apply to an effect and why, as lines for people.
-    pub fn explain(&self, principal: &Principal, effect: &Effect, situation: &Situation) -> Vec<String> {
+    pub fn explain(
+        &self,
+        principal: &Principal,
+        effect: &Effect,
+        situation: &Situation,
+    ) -> Vec<String> {
         let facts = exec_facts(effect);
         let words = facts.as_ref().map(command_words);
         let mut lines = Vec::new();
         if let Some(w) = &words {
             lines.push(format!(
                 "command words: {}",
-                w.prefixes.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                w.prefixes
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
-        let Ok(prepared) = self.prepare(principal, effect, words.as_ref(), situation) else {
+        let core = match self.core() {
+            Ok(c) => c,
+            Err(e) => {
+                lines.push(format!("the remit's policy could not be loaded: {e}"));
+                return lines;
+            }
+        };
+        let Ok(prepared) = self.prepare(core, principal, effect, words.as_ref(), situation) else {
             lines.push("the effect cannot be evaluated".into());
             return lines;
         };
-        for (i, info) in self.infos.iter().enumerate() {
+        for (i, info) in core.infos.iter().enumerate() {
             let mut single = PolicySet::new();
-            if let Some(p) = self.policies.get(i) {
+            if let Some(p) = core.policies.get(i) {
                 let _ = single.add(p.clone());
             }
             let matched = match self.evaluate(&single, &prepared, &situation.approvals) {
@@ -1053,6 +1436,82 @@ impl Engine {
             }
         }
         lines
+    }
+
+    fn commands_decision(&self, words: &CommandWords, situation: &Situation) -> Decision {
+        use crate::commands::CommandVerdict as V;
+        let id = |section: V, i: usize| match section {
+            V::Allow => format!("commands.allow[{i}]"),
+            V::Prompt => format!("commands.prompt[{i}]"),
+            V::Forbid => format!("commands.forbid[{i}]"),
+        };
+        let matched = self.commands.matching(words);
+        let mut permits: Vec<String> = Vec::new();
+        if self.commands.default_allows() {
+            permits.push("commands.default".into());
+        }
+        let mut forbids: Vec<(String, V, usize)> = Vec::new();
+        for (section, i) in matched {
+            match section {
+                V::Allow => permits.push(id(section, i)),
+                V::Forbid => forbids.push((id(section, i), section, i)),
+                V::Prompt => {
+                    let pid = id(section, i);
+                    if !situation.approvals.contains(&pid) {
+                        forbids.push((pid, section, i));
+                    }
+                }
+            }
+        }
+        permits.sort();
+        forbids.sort_by(|a, b| a.0.cmp(&b.0));
+        if forbids.is_empty() {
+            return if permits.is_empty() {
+                Decision::Deny {
+                    policy: "default".into(),
+                    reason: default_reason(
+                        &Effect::Exec {
+                            argv: Vec::new(),
+                            cwd: String::new(),
+                        },
+                        Some(words),
+                    ),
+                }
+            } else {
+                Decision::Allow { policies: permits }
+            };
+        }
+        let all_gated = forbids.iter().all(|(_, s, _)| *s == V::Prompt);
+        if all_gated && !permits.is_empty() {
+            let mut requirements: Vec<Requirement> = forbids
+                .iter()
+                .filter_map(|(pid, _, _)| self.requirements.get(pid).cloned())
+                .collect();
+            requirements.dedup();
+            return Decision::NeedsApproval {
+                requirements,
+                policies: forbids.into_iter().map(|(pid, _, _)| pid).collect(),
+            };
+        }
+        let (first, section, i) = forbids
+            .iter()
+            .find(|(_, s, _)| *s != V::Prompt)
+            .or(forbids.first())
+            .cloned()
+            .unwrap_or_else(|| ("default".into(), V::Forbid, 0));
+        let key = self
+            .commands
+            .rule(section, i)
+            .map(|r| r.0.join(" "))
+            .unwrap_or_default();
+        let reason = match section {
+            V::Prompt => reason_prompt(&key),
+            _ => reason_forbid(&key),
+        };
+        Decision::Deny {
+            policy: first,
+            reason,
+        }
     }
 
     /// The remit's `[[test]]` entries and their outcomes.
@@ -1092,10 +1551,91 @@ impl Engine {
         }
     }
 
-    /// The schema.
-    pub fn schema(&self) -> &Schema {
-        &self.schema
+    /// The schema, when the policy was validated against it at load.
+    pub fn schema(&self) -> Option<&Schema> {
+        self.schema.as_ref()
     }
+}
+
+fn info_of<'a>(core: &'a Core, id: &str) -> Option<&'a PolicyInfo> {
+    core.infos.iter().find(|i| i.id == id)
+}
+
+fn build_set(core: &Core, chosen: &[usize]) -> PolicySet {
+    let mut set = PolicySet::new();
+    for i in chosen {
+        if let Some(p) = core.policies.get(*i) {
+            // INVARIANT: ids are unique in the full set, so adding cannot fail.
+            let _ = set.add(p.clone());
+        }
+    }
+    set
+}
+
+/// The principal's entities (its task and agent), built once per principal.
+fn entities_for(
+    core: &Core,
+    principal: &Principal,
+    task: &EntityUid,
+) -> Result<Arc<Entities>, String> {
+    if let Ok(cache) = core.entities.lock()
+        && let Some((p, e)) = cache.as_ref()
+        && p == principal
+    {
+        return Ok(Arc::clone(e));
+    }
+    let agent = uid("Agent", &principal.agent).ok_or("bad agent name")?;
+    let entities = Entities::from_entities(
+        [
+            Entity::new(
+                agent.clone(),
+                [
+                    (
+                        "owner".to_owned(),
+                        RestrictedExpression::new_string(principal.owner.clone()),
+                    ),
+                    (
+                        "risk".to_owned(),
+                        RestrictedExpression::new_string(principal.risk.clone()),
+                    ),
+                ]
+                .into(),
+                Default::default(),
+            )
+            .map_err(|e| e.to_string())?,
+            Entity::new(
+                task.clone(),
+                [
+                    (
+                        "agent".to_owned(),
+                        RestrictedExpression::new_string(principal.agent.clone()),
+                    ),
+                    (
+                        "owner".to_owned(),
+                        RestrictedExpression::new_string(principal.owner.clone()),
+                    ),
+                    (
+                        "requester".to_owned(),
+                        RestrictedExpression::new_string(principal.requester.clone()),
+                    ),
+                    (
+                        "remit".to_owned(),
+                        RestrictedExpression::new_string(principal.remit.clone()),
+                    ),
+                ]
+                .into(),
+                [agent].into(),
+            )
+            .map_err(|e| e.to_string())?,
+        ],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let entities = Arc::new(entities);
+    if let Ok(mut cache) = core.entities.lock() {
+        *cache = Some((principal.clone(), Arc::clone(&entities)));
+    }
+    Ok(entities)
 }
 
 struct Prepared {
@@ -1129,12 +1669,28 @@ fn default_reason(effect: &Effect, words: Option<&CommandWords>) -> String {
             "this task's remit only allows the commands it lists, and `{}` is not one of them",
             w.program
         ),
-        (Effect::Action { kind, .. }, _) => format!("this task's remit does not grant the `{kind}` action"),
-        (Effect::HttpRequest { host, .. }, _) => format!("this task's remit grants no network access to `{host}`"),
-        (Effect::GitPush { reference, .. }, _) => format!("this task's remit does not allow pushing to `{reference}`"),
-        (Effect::SecretUse { name, .. }, _) => format!("this task's remit does not grant the secret `{name}`"),
+        (Effect::Action { kind, .. }, _) => {
+            format!("this task's remit does not grant the `{kind}` action")
+        }
+        (Effect::HttpRequest { host, .. }, _) => {
+            format!("this task's remit grants no network access to `{host}`")
+        }
+        (Effect::GitPush { reference, .. }, _) => {
+            format!("this task's remit does not allow pushing to `{reference}`")
+        }
+        (Effect::SecretUse { name, .. }, _) => {
+            format!("this task's remit does not grant the secret `{name}`")
+        }
         (Effect::Exec { .. }, None) => "this task's remit does not allow this command".into(),
     }
+}
+
+fn reason_forbid(key: &str) -> String {
+    format!("this task's remit forbids `{key}` (commands.forbid)")
+}
+
+fn reason_prompt(key: &str) -> String {
+    format!("`{key}` needs a human's approval each time (commands.prompt)")
 }
 
 fn expectation_label(e: Expectation) -> &'static str {
@@ -1192,7 +1748,10 @@ fn error_at_draft(draft: &Draft, offset: usize, message: &str) -> PolicyError {
             file: draft.origin.file.clone(),
             line: draft.origin.line,
             column: draft.origin.column,
-            message: format!("{}: {message}", draft.origin.path.clone().unwrap_or_default()),
+            message: format!(
+                "{}: {message}",
+                draft.origin.path.clone().unwrap_or_default()
+            ),
         },
     }
 }

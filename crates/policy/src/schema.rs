@@ -69,7 +69,8 @@ pub fn schema_text(declared: &BTreeMap<String, Vec<String>>) -> String {
         out,
         r#"action "secret_use" appliesTo {{ principal: [Task], resource: [Secret], context: {{ {COMMON_CONTEXT}, "use": {{ "name": String, "destination": String }} }} }};"#
     );
-    let mut kinds: BTreeMap<&str, &[String]> = STANDARD_ACTIONS.iter().map(|k| (*k, &[][..])).collect();
+    let mut kinds: BTreeMap<&str, &[String]> =
+        STANDARD_ACTIONS.iter().map(|k| (*k, &[][..])).collect();
     for (kind, args) in declared {
         kinds.insert(kind.as_str(), args.as_slice());
     }

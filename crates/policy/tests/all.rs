@@ -41,13 +41,20 @@ fn exec(line: &str) -> Effect {
 fn action(kind: &str, args: &[(&str, &str)]) -> Effect {
     Effect::Action {
         kind: kind.into(),
-        args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
 fn decide(e: &Engine, effect: &Effect) -> Decision {
     let d = e.decide(&principal(), effect, &Situation::default());
-    assert_eq!(d, e.decide_full(&principal(), effect, &Situation::default()), "sliced and full disagree on {effect}");
+    assert_eq!(
+        d,
+        e.decide_full(&principal(), effect, &Situation::default()),
+        "sliced and full disagree on {effect}"
+    );
     d
 }
 
@@ -100,7 +107,10 @@ expect = "deny"
 #[test]
 fn the_default_remit() {
     let e = engine("");
-    assert!(matches!(decide(&e, &exec("ls -la")), Decision::Allow { .. }));
+    assert!(matches!(
+        decide(&e, &exec("ls -la")),
+        Decision::Allow { .. }
+    ));
     let Decision::Deny { policy, reason } = decide(
         &e,
         &Effect::HttpRequest {
@@ -113,35 +123,69 @@ fn the_default_remit() {
         panic!()
     };
     assert_eq!(policy, "default");
-    assert!(reason.contains("no network access to `example.com`"), "{reason}");
-    let Decision::Deny { reason, .. } = decide(&e, &action("publish", &[])) else { panic!() };
-    assert!(reason.contains("does not grant the `publish` action"), "{reason}");
+    assert!(
+        reason.contains("no network access to `example.com`"),
+        "{reason}"
+    );
+    let Decision::Deny { reason, .. } = decide(&e, &action("publish", &[])) else {
+        panic!()
+    };
+    assert!(
+        reason.contains("does not grant the `publish` action"),
+        "{reason}"
+    );
 }
 
 #[test]
 fn commands_compile_to_cedar() {
     let e = engine(REMIT);
-    for line in ["git push", "git -C . push", "git -c alias.p=push p", "curl -s example.com"] {
-        let Decision::Deny { policy, reason } = decide(&e, &exec(line)) else { panic!("{line} allowed") };
+    for line in [
+        "git push",
+        "git -C . push",
+        "git -c alias.p=push p",
+        "curl -s example.com",
+    ] {
+        let Decision::Deny { policy, reason } = decide(&e, &exec(line)) else {
+            panic!("{line} allowed")
+        };
         assert!(policy.starts_with("commands.forbid"), "{line}: {policy}");
         assert!(reason.contains("forbids"), "{reason}");
     }
-    assert!(matches!(decide(&e, &exec("git status")), Decision::Allow { .. }));
-    let Decision::NeedsApproval { requirements, .. } = decide(&e, &exec("cargo publish --dry-run")) else { panic!() };
+    assert!(matches!(
+        decide(&e, &exec("git status")),
+        Decision::Allow { .. }
+    ));
+    let Decision::NeedsApproval { requirements, .. } = decide(&e, &exec("cargo publish --dry-run"))
+    else {
+        panic!()
+    };
     assert_eq!(requirements[0].id, "commands.prompt[0]");
-    assert_eq!(requirements[0].by, vec!["alice".to_string()], "the owner approves by default");
+    assert_eq!(
+        requirements[0].by,
+        vec!["alice".to_string()],
+        "the owner approves by default"
+    );
     let approved = Situation {
         approvals: ["commands.prompt[0]".to_string()].into(),
         ..Situation::default()
     };
-    assert!(matches!(e.decide(&principal(), &exec("cargo publish"), &approved), Decision::Allow { .. }));
+    assert!(matches!(
+        e.decide(&principal(), &exec("cargo publish"), &approved),
+        Decision::Allow { .. }
+    ));
 }
 
 #[test]
 fn actions_approvals_and_quotas() {
     let e = engine(REMIT);
     let publish = action("publish", &[("tag", "latest")]);
-    let Decision::NeedsApproval { requirements, policies } = decide(&e, &publish) else { panic!() };
+    let Decision::NeedsApproval {
+        requirements,
+        policies,
+    } = decide(&e, &publish)
+    else {
+        panic!()
+    };
     assert_eq!(policies, vec!["actions.publish.approve".to_string()]);
     assert_eq!(requirements[0].count, 2);
     assert_eq!(requirements[0].by, vec!["release-managers".to_string()]);
@@ -151,25 +195,53 @@ fn actions_approvals_and_quotas() {
         approvals: ["actions.publish.approve".to_string()].into(),
         ..Situation::default()
     };
-    assert!(matches!(e.decide(&principal(), &publish, &approved), Decision::Allow { .. }));
+    assert!(matches!(
+        e.decide(&principal(), &publish, &approved),
+        Decision::Allow { .. }
+    ));
     let used_up = Situation {
         approvals: ["actions.publish.approve".to_string()].into(),
         quota_used: 2,
         ..Situation::default()
     };
-    let Decision::Deny { policy, reason } = e.decide(&principal(), &publish, &used_up) else { panic!() };
+    let Decision::Deny { policy, reason } = e.decide(&principal(), &publish, &used_up) else {
+        panic!()
+    };
     assert_eq!(policy, "actions.publish.quota");
     assert!(reason.contains("quota of 2"), "{reason}");
     // A quota denial is not an approval matter: even unapproved, it is a plain deny.
-    let Decision::Deny { .. } = e.decide(&principal(), &publish, &Situation { quota_used: 5, ..Situation::default() }) else {
+    let Decision::Deny { .. } = e.decide(
+        &principal(),
+        &publish,
+        &Situation {
+            quota_used: 5,
+            ..Situation::default()
+        },
+    ) else {
         panic!()
     };
     // `when` conditions.
-    assert!(matches!(decide(&e, &action("deploy", &[("env", "staging")])), Decision::Allow { .. }));
-    assert!(matches!(decide(&e, &action("deploy", &[("env", "production")])), Decision::Deny { .. }));
+    assert!(matches!(
+        decide(&e, &action("deploy", &[("env", "staging")])),
+        Decision::Allow { .. }
+    ));
+    assert!(matches!(
+        decide(&e, &action("deploy", &[("env", "production")])),
+        Decision::Deny { .. }
+    ));
     // Unknown actions and arguments are refused as bad requests.
-    assert!(e.check_request(&action("launch", &[])).unwrap_err().to_string().contains("unknown action `launch`"));
-    assert!(e.check_request(&action("publish", &[("force", "1")])).unwrap_err().to_string().contains("no argument `force`"));
+    assert!(
+        e.check_request(&action("launch", &[]))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown action `launch`")
+    );
+    assert!(
+        e.check_request(&action("publish", &[("force", "1")]))
+            .unwrap_err()
+            .to_string()
+            .contains("no argument `force`")
+    );
     assert_eq!(e.test_outcomes().len(), 5);
     assert!(e.test_outcomes().iter().all(|t| t.passed()));
 }
@@ -205,10 +277,18 @@ forbid(principal, action == Action::"git_push", resource) when { context.push.fo
         force,
         new_branch: false,
     };
-    assert!(matches!(decide(&e, &push("refs/heads/remit/t1", false)), Decision::Allow { .. }));
-    let Decision::Deny { policy, .. } = decide(&e, &push("refs/heads/remit/t1", true)) else { panic!() };
+    assert!(matches!(
+        decide(&e, &push("refs/heads/remit/t1", false)),
+        Decision::Allow { .. }
+    ));
+    let Decision::Deny { policy, .. } = decide(&e, &push("refs/heads/remit/t1", true)) else {
+        panic!()
+    };
     assert_eq!(policy, "no-force");
-    assert!(matches!(decide(&e, &push("refs/heads/main", false)), Decision::Deny { .. }));
+    assert!(matches!(
+        decide(&e, &push("refs/heads/main", false)),
+        Decision::Deny { .. }
+    ));
     let info = e.policies().iter().find(|p| p.id == "no-force").unwrap();
     assert_eq!(info.origin.line, 7, "the policy starts at its annotations");
 }
@@ -216,17 +296,30 @@ forbid(principal, action == Action::"git_push", resource) when { context.push.fo
 #[test]
 fn errors_point_at_file_line_and_column() {
     // Cedar syntax error.
-    let err = with_cedar("", "permit(principal, action, resource);\n\nforbid(principal action, resource);\n").unwrap_err();
+    let err = with_cedar(
+        "",
+        "permit(principal, action, resource);\n\nforbid(principal action, resource);\n",
+    )
+    .unwrap_err();
     assert!(err.contains("extra.cedar:3:"), "{err}");
     // Strict validation: an attribute that does not exist.
     let err = with_cedar("", "\n\npermit(principal, action == Action::\"exec\", resource) when { context.command.colour == \"red\" };").unwrap_err();
-    assert!(err.contains("extra.cedar:3:") && err.contains("colour"), "{err}");
+    assert!(
+        err.contains("extra.cedar:3:") && err.contains("colour"),
+        "{err}"
+    );
     // A `when` in the remit with a type error points at the remit.
     let err = load_err("[actions.deploy]\nargs = [\"env\"]\nwhen = 'context.args.env == 3'\n");
     assert!(err.starts_with("t.remit.toml:3:"), "{err}");
     // A failing [[test]] points at the test.
-    let err = load_err("[commands]\nforbid = [\"curl\"]\n\n[[test]]\neffect = { kind = \"exec\", command = \"curl x\" }\nexpect = \"allow\"\n");
-    assert!(err.starts_with("t.remit.toml:4:1:") && err.contains("expects allow but the policy decides deny"), "{err}");
+    let err = load_err(
+        "[commands]\nforbid = [\"curl\"]\n\n[[test]]\neffect = { kind = \"exec\", command = \"curl x\" }\nexpect = \"allow\"\n",
+    );
+    assert!(
+        err.starts_with("t.remit.toml:4:1:")
+            && err.contains("expects allow but the policy decides deny"),
+        "{err}"
+    );
     // Duplicate ids.
     let err = with_cedar("", "@id(\"a\") permit(principal, action, resource);\n@id(\"a\") forbid(principal, action, resource);").unwrap_err();
     assert!(err.contains("used twice"), "{err}");
@@ -255,7 +348,9 @@ forbid(principal, action == Action::"http_request", resource) when { context.req
     };
     assert!(matches!(decide(&e, &get(1)), Decision::Allow { .. }));
     // Port 443 overflows: the forbid errors. Cedar alone skips it and allows.
-    let Decision::Deny { policy, reason } = decide(&e, &get(443)) else { panic!("an erroring policy was skipped") };
+    let Decision::Deny { policy, reason } = decide(&e, &get(443)) else {
+        panic!("an erroring policy was skipped")
+    };
     assert_eq!(policy, "overflow");
     assert!(reason.contains("could not be evaluated"), "{reason}");
 }
@@ -265,7 +360,8 @@ forbid(principal, action == Action::"http_request", resource) when { context.req
 const WORDS: [&str; 6] = ["git", "push", "cargo", "publish", "npm", "test"];
 
 fn rule() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(&WORDS[..]), 1..3).prop_map(|w| format!("\"{}\"", w.join(" ")))
+    prop::collection::vec(prop::sample::select(&WORDS[..]), 1..3)
+        .prop_map(|w| format!("\"{}\"", w.join(" ")))
 }
 
 fn remit() -> impl Strategy<Value = String> {
@@ -281,7 +377,11 @@ fn remit() -> impl Strategy<Value = String> {
         .prop_map(|(deny, allow, forbid, prompt, quota, approvals, when)| {
             let mut text = format!(
                 "[commands]\ndefault = \"{}\"\nallow = [{}]\nforbid = [{}]\nprompt = [{}]\n",
-                if deny && !allow.is_empty() { "deny" } else { "allow" },
+                if deny && !allow.is_empty() {
+                    "deny"
+                } else {
+                    "allow"
+                },
                 allow.join(", "),
                 forbid.join(", "),
                 prompt.join(", ")
@@ -302,16 +402,26 @@ fn remit() -> impl Strategy<Value = String> {
 
 fn effect() -> impl Strategy<Value = Effect> {
     prop_oneof![
-        prop::collection::vec(prop::sample::select(&["git", "push", "-C", "x", "cargo", "publish", "npm", "test", "--force"][..]), 1..6)
-            .prop_map(|w| exec(&w.join(" "))),
-        prop::sample::select(&["latest", "next", ""][..]).prop_map(|t| action("publish", &[("tag", t)])),
-        prop::sample::select(&["refs/heads/main", "refs/heads/remit/x"][..]).prop_map(|r| Effect::GitPush {
-            remote: "origin".into(),
-            reference: r.into(),
-            old: String::new(),
-            new: String::new(),
-            force: false,
-            new_branch: true,
+        prop::collection::vec(
+            prop::sample::select(
+                &[
+                    "git", "push", "-C", "x", "cargo", "publish", "npm", "test", "--force"
+                ][..]
+            ),
+            1..6
+        )
+        .prop_map(|w| exec(&w.join(" "))),
+        prop::sample::select(&["latest", "next", ""][..])
+            .prop_map(|t| action("publish", &[("tag", t)])),
+        prop::sample::select(&["refs/heads/main", "refs/heads/remit/x"][..]).prop_map(|r| {
+            Effect::GitPush {
+                remote: "origin".into(),
+                reference: r.into(),
+                old: String::new(),
+                new: String::new(),
+                force: false,
+                new_branch: true,
+            }
         }),
     ]
 }

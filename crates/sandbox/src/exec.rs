@@ -86,7 +86,9 @@ impl ExecWatch {
     }
 
     /// Receive the next attempt. `Ok(None)` when nothing is pending or the caller already
-    /// died. Attempts whose memory cannot be read are refused on the spot and skipped.
+    /// died; an error of kind `BrokenPipe` when no process of the task is left (nothing
+    /// will ever arrive again). Attempts whose memory cannot be read are refused on the spot
+    /// and skipped.
     pub fn recv(&self) -> io::Result<Option<ExecAttempt>> {
         let Some(n) = sys::notif_recv(self.listener.as_fd())? else {
             return Ok(None);

@@ -4,6 +4,8 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use tokio::io::unix::AsyncFd;
+
 use crate::sys;
 
 /// Signals delivered through a descriptor instead of handlers. Creating one blocks the
@@ -63,4 +65,25 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<
 /// Whether a descriptor is a terminal.
 pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     std::io::IsTerminal::is_terminal(&fd)
+}
+
+/// A descriptor the async runtime watches for readability. It owns a duplicate of the
+/// descriptor it was made from, so the registration can never outlive the descriptor.
+#[derive(Debug)]
+pub struct Readable(AsyncFd<OwnedFd>);
+
+impl Readable {
+    /// Watch a duplicate of `fd` (must be called inside a tokio runtime).
+    pub fn new(fd: BorrowedFd<'_>) -> io::Result<Readable> {
+        let owned = fd.try_clone_to_owned()?;
+        crate::sys::register_async(owned).map(Readable)
+    }
+
+    /// Wait until the descriptor is readable. Readiness is cleared on return: the caller
+    /// must drain the descriptor (read until it would block) before waiting again.
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut guard = self.0.readable().await?;
+        guard.clear_ready();
+        Ok(())
+    }
 }

@@ -73,14 +73,21 @@ fn layer_code(layer: Option<Layer>) -> u8 {
 /// Run the init. Never returns.
 pub(crate) fn main(config: &InitConfig<'_>, sock: OwnedFd) -> ! {
     match setup(config, sock.as_fd()) {
-        Ok(listener) => {
+        Ok((listener, proxy)) => {
             let skipped: Vec<u8> = config.skip.iter().map(|l| layer_code(Some(*l))).collect();
-            let ready = FromInit::Ready { skipped }.encode();
-            let fds: Vec<RawFd> = listener.iter().map(|l| l.as_raw_fd()).collect();
+            let ready = FromInit::Ready {
+                skipped,
+                listener: listener.is_some(),
+                proxy: proxy.is_some(),
+            }
+            .encode();
+            let mut fds: Vec<RawFd> = listener.iter().map(|l| l.as_raw_fd()).collect();
+            fds.extend(proxy.iter().map(|p| p.as_raw_fd()));
             if sys::send_with_fds(sock.as_fd(), &ready, &fds).is_err() {
                 sys::exit_now(2);
             }
             drop(listener);
+            drop(proxy);
             let code = serve(sock.as_fd());
             sys::exit_now(code)
         }
@@ -96,7 +103,9 @@ pub(crate) fn main(config: &InitConfig<'_>, sock: OwnedFd) -> ! {
     }
 }
 
-fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Failure> {
+type Ready = (Option<OwnedFd>, Option<std::net::TcpListener>);
+
+fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Ready, Failure> {
     let plan = config.plan;
     let spec = config.spec;
     let mount_ns = Some(Layer::MountNamespace);
@@ -190,6 +199,17 @@ fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Option<OwnedFd
     drop(root);
 
     sys::loopback_up().step(|| "bring up loopback".into(), Some(Layer::NetNamespace))?;
+    // The egress proxy's door: a listening socket on the task's own loopback, handed to the
+    // supervisor, which accepts on it directly and connects out from the host's namespace.
+    let proxy = match spec.proxy_port {
+        Some(port) => Some(
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).step(
+                || format!("listen on 127.0.0.1:{port} for the egress proxy"),
+                Some(Layer::NetNamespace),
+            )?,
+        ),
+        None => None,
+    };
     sys::sethostname(&spec.hostname)
         .step(|| "set the host name".into(), Some(Layer::UtsNamespace))?;
 
@@ -248,7 +268,7 @@ fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Option<OwnedFd
         layer: None,
     })?;
     sys::chdir(&workspace).step(|| "enter the workspace".into(), mount_ns)?;
-    Ok(listener)
+    Ok((listener, proxy))
 }
 
 fn run_step(step: &Step, trees: &[Option<OwnedFd>]) -> Result<(), (String, io::Error)> {
@@ -493,6 +513,11 @@ fn landlock(config: &InitConfig<'_>) -> Result<(), Failure> {
         add(dev, device | AccessFs::ReadDir)?;
     }
     if net {
+        if let Some(port) = config.spec.proxy_port {
+            created = created
+                .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+                .map_err(|e| fail(&format!("rule for the proxy port {port}"), e))?;
+        }
         for port in &config.spec.listen_ports {
             created = created
                 .add_rule(NetPort::new(

@@ -50,7 +50,7 @@ mod error;
 mod spec;
 
 pub use error::{Error, Layer};
-pub use spec::{GitDirs, ResourceLimits, SandboxSpec, UserSpec};
+pub use spec::{Bind, GitDirs, ResourceLimits, SandboxSpec, UserSpec};
 
 #[cfg(target_os = "linux")]
 pub mod cgroup;

@@ -471,6 +471,52 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
         plan.exec_dirs.extend(writable);
     }
 
+    // Chosen binds (the agent socket, the remit binary): read-only unless asked, never
+    // setuid, executable only where they are meant to be run.
+    for bind in &spec.binds {
+        let attrs = if bind.writable {
+            rw | sys::MOUNT_ATTR_NOEXEC
+        } else {
+            ro
+        };
+        let source = add_source(
+            &mut plan,
+            &bind.source,
+            attrs,
+            false,
+            &bind.source.display().to_string(),
+        );
+        let rel = relative(&bind.target);
+        let is_dir = std::fs::metadata(&bind.source)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        let mount_point = if is_dir {
+            Step::Dir {
+                path: cstring(&rel),
+                mode: 0o755,
+            }
+        } else {
+            Step::Touch {
+                path: cstring(&rel),
+                mode: 0o644,
+            }
+        };
+        mounts.push((
+            depth(&bind.target),
+            2,
+            vec![
+                mount_point,
+                Step::Attach {
+                    source,
+                    path: cstring(&rel),
+                },
+            ],
+        ));
+        if !bind.writable {
+            plan.exec_dirs.push(cstring(&bind.target));
+        }
+    }
+
     // Read-only pieces inside writable trees, then masks: above everything they cover.
     let mut protected: Vec<&PathBuf> = spec.protected.iter().collect();
     if let Some(git) = &spec.git {

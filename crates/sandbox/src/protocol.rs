@@ -35,9 +35,14 @@ pub(crate) enum FromInit {
         errno: i32,
         layer: u8,
     },
-    /// The sandbox is ready; layers that were skipped in degraded mode are listed. The
-    /// seccomp listener, when there is one, is attached as a descriptor.
-    Ready { skipped: Vec<u8> },
+    /// The sandbox is ready; layers that were skipped in degraded mode are listed. Attached
+    /// descriptors, in this order: the seccomp listener (`listener`), the egress proxy's
+    /// listening TCP socket inside the task's network namespace (`proxy`).
+    Ready {
+        skipped: Vec<u8>,
+        listener: bool,
+        proxy: bool,
+    },
     /// A spawn started, with its pid inside the task.
     Spawned { id: u64, pid: i32 },
     /// A spawn could not start.
@@ -172,7 +177,18 @@ impl FromInit {
             FromInit::SetupFailed { step, errno, layer } => {
                 Writer::default().u8(1).bytes(step).i32(*errno).u8(*layer).0
             }
-            FromInit::Ready { skipped } => Writer::default().u8(2).bytes(skipped).0,
+            FromInit::Ready {
+                skipped,
+                listener,
+                proxy,
+            } => {
+                Writer::default()
+                    .u8(2)
+                    .bytes(skipped)
+                    .u8(u8::from(*listener))
+                    .u8(u8::from(*proxy))
+                    .0
+            }
             FromInit::Spawned { id, pid } => Writer::default().u8(3).u64(*id).i32(*pid).0,
             FromInit::SpawnFailed { id, errno } => Writer::default().u8(4).u64(*id).i32(*errno).0,
             FromInit::Exited { id, code, signal } => {
@@ -191,6 +207,8 @@ impl FromInit {
             },
             2 => FromInit::Ready {
                 skipped: r.bytes()?,
+                listener: r.u8()? != 0,
+                proxy: r.u8()? != 0,
             },
             3 => FromInit::Spawned {
                 id: r.u64()?,
@@ -241,6 +259,8 @@ mod tests {
             },
             FromInit::Ready {
                 skipped: vec![3, 4],
+                listener: true,
+                proxy: false,
             },
             FromInit::Spawned { id: 1, pid: 2 },
             FromInit::SpawnFailed { id: 1, errno: 13 },

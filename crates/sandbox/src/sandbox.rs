@@ -91,6 +91,8 @@ pub struct Sandbox {
     buf: Vec<u8>,
     /// The host id of the task's user when it differs from ours (we run as root).
     task_host_id: Option<u32>,
+    /// The egress proxy's listening socket inside the task's network namespace.
+    proxy: Option<std::net::TcpListener>,
 }
 
 /// What the host can do, decided once per sandbox before cloning.
@@ -246,6 +248,7 @@ impl Sandbox {
             reaped: false,
             buf: vec![0u8; MAX_MESSAGE],
             task_host_id: root.then_some(host.0),
+            proxy: None,
         };
         sandbox.finish_setup(spec, &plan, root, owner, host)?;
         Ok(sandbox)
@@ -309,9 +312,15 @@ impl Sandbox {
         let n = sys::recv_with_fds(self.sock.as_fd(), &mut self.buf, &mut fds, false)
             .map_err(|e| Error::io("wait for the task's init", &e))?;
         match FromInit::decode(&self.buf[..n]) {
-            Some(FromInit::Ready { .. }) => {
-                if let Some(listener) = fds.pop() {
-                    self.watch = Some(ExecWatch::new(listener));
+            Some(FromInit::Ready {
+                listener, proxy, ..
+            }) => {
+                let mut fds = fds.into_iter();
+                if listener && let Some(fd) = fds.next() {
+                    self.watch = Some(ExecWatch::new(fd));
+                }
+                if proxy && let Some(fd) = fds.next() {
+                    self.proxy = Some(std::net::TcpListener::from(fd));
                 }
                 let _ = spec;
                 Ok(())
@@ -371,6 +380,17 @@ impl Sandbox {
     /// The exec observer, when commands are observed.
     pub fn exec_watch(&self) -> Option<&ExecWatch> {
         self.watch.as_ref()
+    }
+
+    /// Take the egress proxy's listening socket (bound to `127.0.0.1:<proxy_port>` inside the
+    /// task's network namespace).
+    pub fn take_proxy_listener(&mut self) -> Option<std::net::TcpListener> {
+        self.proxy.take()
+    }
+
+    /// Take the exec observer out, to answer notifications from elsewhere (an async task).
+    pub fn take_exec_watch(&mut self) -> Option<ExecWatch> {
+        self.watch.take()
     }
 
     /// The descriptor that becomes readable when an [`Event`] is waiting.

@@ -20,6 +20,9 @@ pub struct SandboxSpec {
     pub hidden: Vec<PathBuf>,
     /// Paths inside writable places to keep read-only (absolute, existing).
     pub protected: Vec<PathBuf>,
+    /// Host files or directories mounted at another path inside (the agent socket, the
+    /// `remit` binary), read-only unless `writable`.
+    pub binds: Vec<Bind>,
     /// Programs whose files are replaced by an empty, unreadable file (absolute host paths of
     /// binaries a remit forbids outright).
     pub masked_programs: Vec<PathBuf>,
@@ -38,11 +41,26 @@ pub struct SandboxSpec {
     pub limits: ResourceLimits,
     /// TCP ports the task may bind and connect to on its own loopback.
     pub listen_ports: Vec<u16>,
+    /// When set, a listening socket on `127.0.0.1:<port>` inside the task is made for the
+    /// egress proxy and handed to the supervisor ([`crate::Sandbox::take_proxy_listener`]);
+    /// the task may connect to it.
+    pub proxy_port: Option<u16>,
     /// Observe every `execve` (seccomp user notification) so the supervisor can record and
     /// decide it.
     pub observe_exec: bool,
     /// Go on when a layer this spec needs is missing on the host (recorded and loud).
     pub allow_degraded: bool,
+}
+
+/// A host path mounted at a chosen path inside the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Absolute host path (existing).
+    pub source: PathBuf,
+    /// Absolute path inside the task (created as needed).
+    pub target: PathBuf,
+    /// Whether the task may write through it (a socket needs it to connect).
+    pub writable: bool,
 }
 
 /// The pieces of a git directory a task needs: the directory git writes to, and what must
@@ -101,6 +119,7 @@ impl SandboxSpec {
             read_write: Vec::new(),
             hidden: Vec::new(),
             protected: Vec::new(),
+            binds: Vec::new(),
             masked_programs: Vec::new(),
             exec_allowlist: None,
             exec_writable: true,
@@ -120,6 +139,7 @@ impl SandboxSpec {
                 ..ResourceLimits::default()
             },
             listen_ports: Vec::new(),
+            proxy_port: None,
             observe_exec: true,
             allow_degraded: false,
         }

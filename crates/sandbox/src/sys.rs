@@ -879,11 +879,21 @@ pub(crate) struct Notification {
 /// Receive one notification (blocking unless the descriptor is polled first). `Ok(None)`
 /// when the notifying process died before it could be read.
 pub(crate) fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Option<Notification>> {
-    if !poll_readable(&[listener], 0)?
-        .first()
-        .copied()
-        .unwrap_or(false)
-    {
+    let mut pollfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    if ready < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pollfd.revents & libc::POLLIN == 0 {
+        if pollfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            // Every process the filter applied to is gone: nothing will ever arrive.
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
         return Ok(None);
     }
     // SAFETY: the kernel requires a zeroed seccomp_notif; it is plain data.
@@ -1032,4 +1042,11 @@ pub(crate) fn open_nonblocking_write(path: &CStr) -> io::Result<OwnedFd> {
             libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_APPEND,
         )
     } as libc::c_long)
+}
+
+/// Register a descriptor with the tokio reactor.
+pub(crate) fn register_async(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: tokio requires the descriptor to stay open while registered; the AsyncFd owns
+    // it (an OwnedFd nobody else can close), so it does until the AsyncFd is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
 }

@@ -49,8 +49,11 @@ pub(crate) fn compile(pattern: &str) -> Result<meta::Regex, String> {
             meta::Config::new()
                 .utf8_empty(false)
                 .nfa_size_limit(Some(4 * 1024 * 1024))
-                .onepass_size_limit(Some(256 * 1024))
-                .hybrid_cache_capacity(256 * 1024)
+                .onepass_size_limit(Some(64 * 1024))
+                // Windows are at most a few KiB: a small lazy-DFA cache suffices, and with
+                // ~240 rules on every thread the caches are most of the memory used.
+                .hybrid_cache_capacity(64 * 1024)
+                .backtrack(false)
                 .dfa(false),
         )
         .build(pattern)
@@ -83,10 +86,51 @@ impl std::fmt::Debug for Scanner {
 struct Inner {
     rules: Rules,
     regexes: Vec<OnceLock<Option<Compiled>>>,
-    keywords: Option<AhoCorasick>,
+    keywords: Option<Keywords>,
     /// Rules to run for each keyword (by automaton pattern id).
     keyword_rules: Vec<Box<[u32]>>,
     longest_keyword: usize,
+}
+
+/// The keyword automaton, in two forms with the same pattern ids: a contiguous NFA, cheap to
+/// build (well under a millisecond), and a DFA, about three times faster to run but a few
+/// milliseconds to build. Small inputs (every command's output) never pay for the DFA; it is
+/// built once a scanner has read [`DFA_AFTER`] bytes.
+struct Keywords {
+    nfa: AhoCorasick,
+    dfa: OnceLock<Option<AhoCorasick>>,
+    patterns: Vec<String>,
+    scanned: std::sync::atomic::AtomicU64,
+}
+
+/// Bytes scanned before the keyword DFA is built.
+const DFA_AFTER: u64 = 512 * 1024;
+
+impl Keywords {
+    fn build(
+        kind: AhoCorasickKind,
+        patterns: &[String],
+    ) -> Result<AhoCorasick, aho_corasick::BuildError> {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .kind(Some(kind))
+            .build(patterns)
+    }
+
+    /// The automaton to search `len` more bytes with.
+    fn automaton(&self, len: usize) -> &AhoCorasick {
+        use std::sync::atomic::Ordering;
+        let before = self.scanned.fetch_add(len as u64, Ordering::Relaxed);
+        if before.saturating_add(len as u64) >= DFA_AFTER
+            && let Some(dfa) = self
+                .dfa
+                .get_or_init(|| Self::build(AhoCorasickKind::DFA, &self.patterns).ok())
+        {
+            return dfa;
+        }
+        &self.nfa
+    }
 }
 
 /// A rule's compiled pattern and the groups that hold the secret.
@@ -373,9 +417,10 @@ impl Scanner {
     /// Run the rules of every keyword hit starting in `from..to` of `data` (whose first byte
     /// is at absolute offset `base`), collecting candidates in `state`.
     fn scan_region(&self, data: &[u8], base: u64, from: usize, to: usize, state: &mut State) {
-        let Some(ac) = &self.inner.keywords else {
+        let Some(keywords) = &self.inner.keywords else {
             return;
         };
+        let ac = keywords.automaton(to.saturating_sub(from));
         let limit = (to + self.inner.longest_keyword).min(data.len());
         let mut pos = from;
         while pos < to {
@@ -568,9 +613,7 @@ impl Locator {
 /// longer one's rules): any occurrence of the longer is an occurrence of the shorter on the
 /// same line, and no two keywords can then match at the same position.
 #[allow(clippy::type_complexity)]
-fn build_keywords(
-    rules: &Rules,
-) -> Result<(Option<AhoCorasick>, Vec<Box<[u32]>>, usize), ScanError> {
+fn build_keywords(rules: &Rules) -> Result<(Option<Keywords>, Vec<Box<[u32]>>, usize), ScanError> {
     let mut by_keyword: HashMap<String, Vec<u32>> = HashMap::new();
     for (i, rule) in rules.rules.iter().enumerate() {
         let index = u32::try_from(i).map_err(|_| ScanError::TooManyRules)?;
@@ -617,17 +660,19 @@ fn build_keywords(
         return Ok((None, Vec::new(), 0));
     }
     let longest = kept.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let patterns: Vec<&str> = kept.iter().map(|(k, _)| k.as_str()).collect();
-    let ac = AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostFirst)
-        .kind(Some(AhoCorasickKind::DFA))
-        .build(&patterns)
+    let patterns: Vec<String> = kept.iter().map(|(k, _)| k.clone()).collect();
+    let nfa = Keywords::build(AhoCorasickKind::ContiguousNFA, &patterns)
         .map_err(|err| ScanError::Keywords(err.to_string()))?;
+    let keywords = Keywords {
+        nfa,
+        dfa: OnceLock::new(),
+        patterns,
+        scanned: std::sync::atomic::AtomicU64::new(0),
+    };
     let mut lists: Vec<Box<[u32]>> = Vec::with_capacity(kept.len());
     for (_, mut ids) in kept {
         ids.sort_unstable();
         lists.push(ids.into_boxed_slice());
     }
-    Ok((Some(ac), lists, longest))
+    Ok((Some(keywords), lists, longest))
 }

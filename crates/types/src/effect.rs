@@ -92,9 +92,11 @@ impl Effect {
     /// SHA-256.
     pub fn canonical_json(&self) -> String {
         let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        // serde_json's default map is ordered by key, so `to_string` of a `Value` is canonical
-        // for the strings and booleans effects hold.
-        serde_json::to_string(&value).unwrap_or_default()
+        // Keys are sorted explicitly: whether serde_json's maps keep insertion order depends
+        // on features other crates in the build turn on.
+        let mut out = String::new();
+        write_canonical(&value, &mut out);
+        out
     }
 
     /// `sha256:<hex>` of the canonical JSON, together with the task it belongs to: the same
@@ -123,8 +125,13 @@ impl Effect {
             } => format!("{method} https://{host}:{port}{path}"),
             Effect::GitPush {
                 reference, force, ..
-            } => format!("git push to `{reference}`{}", if *force { " (force)" } else { "" }),
-            Effect::SecretUse { name, destination } => format!("use secret `{name}` toward `{destination}`"),
+            } => format!(
+                "git push to `{reference}`{}",
+                if *force { " (force)" } else { "" }
+            ),
+            Effect::SecretUse { name, destination } => {
+                format!("use secret `{name}` toward `{destination}`")
+            }
             Effect::Action { kind, args } => {
                 let args: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 if args.is_empty() {
@@ -134,6 +141,38 @@ impl Effect {
                 }
             }
         }
+    }
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String((*key).clone()).to_string());
+                out.push(':');
+                if let Some(v) = map.get(*key) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -183,8 +222,10 @@ impl Serialize for Effect {
                 map.insert("destination".into(), destination.clone().into());
             }
             Effect::Action { args, .. } => {
-                let args: serde_json::Map<String, serde_json::Value> =
-                    args.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                let args: serde_json::Map<String, serde_json::Value> = args
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect();
                 map.insert("args".into(), args.into());
             }
         }
@@ -274,7 +315,9 @@ impl<'de> Deserialize<'de> for Effect {
                     None => return Err(D::Error::custom("an `exec` effect needs `command`")),
                 };
                 if argv.is_empty() {
-                    return Err(D::Error::custom("an `exec` effect needs a non-empty `command`"));
+                    return Err(D::Error::custom(
+                        "an `exec` effect needs a non-empty `command`",
+                    ));
                 }
                 Effect::Exec {
                     argv,
@@ -282,16 +325,27 @@ impl<'de> Deserialize<'de> for Effect {
                 }
             }
             "http_request" => {
-                unexpected(&[("command", raw.command.is_some()), ("ref", raw.reference.is_some()), ("args", raw.args.is_some())])?;
+                unexpected(&[
+                    ("command", raw.command.is_some()),
+                    ("ref", raw.reference.is_some()),
+                    ("args", raw.args.is_some()),
+                ])?;
                 Effect::HttpRequest {
                     host: need(raw.host, "host")?.to_ascii_lowercase(),
                     port: raw.port.unwrap_or(443),
-                    method: raw.method.unwrap_or_else(|| "GET".into()).to_ascii_uppercase(),
+                    method: raw
+                        .method
+                        .unwrap_or_else(|| "GET".into())
+                        .to_ascii_uppercase(),
                     path: raw.path.unwrap_or_else(|| "/".into()),
                 }
             }
             "git_push" => {
-                unexpected(&[("command", raw.command.is_some()), ("host", raw.host.is_some()), ("args", raw.args.is_some())])?;
+                unexpected(&[
+                    ("command", raw.command.is_some()),
+                    ("host", raw.host.is_some()),
+                    ("args", raw.args.is_some()),
+                ])?;
                 Effect::GitPush {
                     remote: raw.remote.unwrap_or_else(|| "origin".into()),
                     reference: need(raw.reference, "ref")?,
@@ -302,7 +356,11 @@ impl<'de> Deserialize<'de> for Effect {
                 }
             }
             "secret_use" => {
-                unexpected(&[("command", raw.command.is_some()), ("ref", raw.reference.is_some()), ("args", raw.args.is_some())])?;
+                unexpected(&[
+                    ("command", raw.command.is_some()),
+                    ("ref", raw.reference.is_some()),
+                    ("args", raw.args.is_some()),
+                ])?;
                 Effect::SecretUse {
                     name: need(raw.name, "name")?,
                     destination: raw.destination.unwrap_or_default(),
@@ -349,7 +407,9 @@ pub fn valid_action_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -361,7 +421,9 @@ mod tests {
         struct Wrap {
             effect: Effect,
         }
-        toml::from_str::<Wrap>(text).map(|w| w.effect).map_err(|e| e.message().to_owned())
+        toml::from_str::<Wrap>(text)
+            .map(|w| w.effect)
+            .map_err(|e| e.message().to_owned())
     }
 
     #[test]
@@ -373,13 +435,28 @@ mod tests {
                 cwd: String::new()
             }
         );
-        let push = parse("effect = { kind = \"git_push\", ref = \"refs/heads/main\", force = true }").unwrap();
+        let push =
+            parse("effect = { kind = \"git_push\", ref = \"refs/heads/main\", force = true }")
+                .unwrap();
         assert_eq!(push.kind(), "git_push");
-        let publish = parse("effect = { kind = \"publish\", args = { tag = \"latest\", n = 3 } }").unwrap();
+        let publish =
+            parse("effect = { kind = \"publish\", args = { tag = \"latest\", n = 3 } }").unwrap();
         assert_eq!(publish.describe(), "publish n=3 tag=latest");
-        assert!(parse("effect = { kind = \"exec\" }").unwrap_err().contains("needs `command`"));
-        assert!(parse("effect = { kind = \"git_push\", host = \"x\", ref = \"r\" }").unwrap_err().contains("does not apply"));
-        assert!(parse("effect = { kind = \"rm -rf\" }").unwrap_err().contains("not an effect kind"));
+        assert!(
+            parse("effect = { kind = \"exec\" }")
+                .unwrap_err()
+                .contains("needs `command`")
+        );
+        assert!(
+            parse("effect = { kind = \"git_push\", host = \"x\", ref = \"r\" }")
+                .unwrap_err()
+                .contains("does not apply")
+        );
+        assert!(
+            parse("effect = { kind = \"rm -rf\" }")
+                .unwrap_err()
+                .contains("not an effect kind")
+        );
         assert!(parse("effect = { kind = \"exec\", command = \"x\", colour = 1 }").is_err());
     }
 
@@ -396,7 +473,10 @@ mod tests {
         assert_ne!(a.digest("t1"), b.digest("t1"));
         assert_ne!(a.digest("t1"), a.digest("t2"));
         assert_eq!(a.digest("t1"), a.clone().digest("t1"));
-        assert_eq!(a.canonical_json(), r#"{"args":{"tag":"v1"},"kind":"publish"}"#);
+        assert_eq!(
+            a.canonical_json(),
+            r#"{"args":{"tag":"v1"},"kind":"publish"}"#
+        );
     }
 
     #[test]

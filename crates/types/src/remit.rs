@@ -625,34 +625,54 @@ fn validate(remit: &Remit, text: &str, origin: &str) -> Result<(), RemitError> {
         ));
     }
     for (kind, grant) in &remit.actions {
-        if crate::effect::BUILTIN_KINDS.contains(&kind.as_str()) || kind == "action" || !crate::effect::valid_action_name(kind) {
+        if crate::effect::BUILTIN_KINDS.contains(&kind.as_str())
+            || kind == "action"
+            || !crate::effect::valid_action_name(kind)
+        {
             return Err(invalid(
                 &format!("actions.{kind}"),
-                format!("`{kind}` cannot be an action kind (letters, digits, `-`, `_`; not exec, http_request, git_push, secret_use or action)"),
+                format!(
+                    "`{kind}` cannot be an action kind (letters, digits, `-`, `_`; not exec, http_request, git_push, secret_use or action)"
+                ),
             ));
         }
         for arg in &grant.args {
             if !crate::effect::valid_action_name(arg) {
-                return Err(invalid(arg, format!("actions.{kind}: `{arg}` is not an argument name")));
+                return Err(invalid(
+                    arg,
+                    format!("actions.{kind}: `{arg}` is not an argument name"),
+                ));
             }
         }
         if let Some(ApprovalRule::Detailed { count, by }) = &grant.approve {
             if *count == 0 || *count > 16 {
-                return Err(invalid("count", format!("actions.{kind}: approval count must be 1 to 16, not {count}")));
+                return Err(invalid(
+                    "count",
+                    format!("actions.{kind}: approval count must be 1 to 16, not {count}"),
+                ));
             }
             for name in by {
                 if name.is_empty() {
-                    return Err(invalid("by", format!("actions.{kind}: an empty approver name")));
+                    return Err(invalid(
+                        "by",
+                        format!("actions.{kind}: an empty approver name"),
+                    ));
                 }
             }
         }
         if grant.quota == Some(0) {
-            return Err(invalid("quota", format!("actions.{kind}: a quota of 0 forbids the action; remove it instead")));
+            return Err(invalid(
+                "quota",
+                format!("actions.{kind}: a quota of 0 forbids the action; remove it instead"),
+            ));
         }
     }
     for (group, members) in &remit.approvals.groups {
         if members.is_empty() {
-            return Err(invalid(group, format!("approvals.groups.{group} has no members")));
+            return Err(invalid(
+                group,
+                format!("approvals.groups.{group} has no members"),
+            ));
         }
     }
     if remit.commands.default == CommandDefault::Deny && remit.commands.allow.is_empty() {
@@ -672,6 +692,15 @@ fn validate(remit: &Remit, text: &str, origin: &str) -> Result<(), RemitError> {
         if path.is_empty() || path.contains('\0') {
             return Err(invalid(path, "an empty path in [filesystem]".into()));
         }
+    }
+    if let Err(issue) = remit.network.validate() {
+        let (line, column) = line_column(text, issue.offset_in(text));
+        return Err(RemitError::Invalid {
+            origin: origin.to_owned(),
+            line,
+            column,
+            message: issue.message,
+        });
     }
     for path in &remit.filesystem.protected {
         if path.starts_with('/') || path.starts_with('~') || path.split('/').any(|c| c == "..") {

@@ -7,9 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use remit_gate::prepare::{RunRequest, prepare};
 use remit_gate::record::remit_home;
-use remit_gate::run::{
-    NoPrompter, Outcome, Prompter, RunReport, TerminalPrompter, run as run_task,
-};
+use remit_gate::run::{Outcome, RunOptions, RunReport, run as run_task};
 use remit_types::id::TaskId;
 
 use crate::exit::Outcome as Exit;
@@ -25,13 +23,13 @@ pub(crate) struct Args {
     /// The workspace, mounted read-write. Default: the remit's, else the current directory.
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
-    /// Write the task's record (JSON lines) here. Default: `$REMIT_HOME/tasks/<task>.jsonl`.
+    /// Also write the task's ledger events here, as JSON lines, when it ends.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
     /// Run even if this host cannot enforce a layer the remit needs. Loud and recorded.
     #[arg(long)]
     dangerously_allow_degraded: bool,
-    /// Print no summary at the end.
+    /// Print no summary and no notices.
     #[arg(short, long)]
     quiet: bool,
     /// Print the summary even when standard error is not a terminal.
@@ -74,27 +72,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         task,
     };
     let mut prepared = prepare(&request)?;
-    let log = args.log.clone().unwrap_or_else(|| {
-        remit_home(&host_env)
-            .join("tasks")
-            .join(format!("{task}.jsonl"))
-    });
-    let interactive = std::fs::File::open("/dev/tty").is_ok();
-    let mut terminal = TerminalPrompter {
-        timeout: std::time::Duration::from_secs(120),
-    };
-    let mut none = NoPrompter;
-    let prompter: &mut dyn Prompter = if interactive {
-        &mut terminal
-    } else {
-        &mut none
-    };
     if request.allow_degraded {
         eprintln!(
             "remit: WARNING: degraded mode was asked for: layers this host cannot enforce will be skipped, and the record will say so"
         );
     }
-    let report = run_task(&request, &mut prepared, log, prompter)?;
+    let options = RunOptions {
+        home: remit_home(&host_env),
+        log: args.log.clone(),
+        remit_binary: std::env::current_exe().ok(),
+        notices: !args.quiet,
+    };
+    let report = match run_task(&request, &mut prepared, &options) {
+        Ok(report) => report,
+        Err(e) if e.is_denial() => {
+            eprintln!("remit: denied: {e}");
+            return Ok(Exit::Denied);
+        }
+        Err(e) => return Err(e.into()),
+    };
     for (layer, why) in &report.degraded {
         eprintln!("remit: WARNING: this task ran WITHOUT `{layer}`: {why}");
     }
@@ -103,11 +99,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
     if show_summary {
         eprintln!("{}", summary(&task, &report, &prepared.notes));
     }
-    if let Some(err) = &report.log_error {
-        eprintln!(
-            "remit: error: the task's record `{}` is incomplete: {err}",
-            report.log.display()
-        );
+    if let Some(err) = &report.record_error {
+        eprintln!("remit: error: the task's record is incomplete: {err}");
     }
     Ok(match report.outcome {
         Outcome::Exited(code) => Exit::Status(u8::try_from(code).unwrap_or(255)),
@@ -118,6 +111,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
                 humantime::format_duration(limit)
             );
             Exit::Status(124)
+        }
+        Outcome::Killed(reason) => {
+            eprintln!("remit: task {task} was {reason}");
+            Exit::Status(137)
         }
         Outcome::Denied => Exit::Denied,
         Outcome::NotStarted(errno) => {
@@ -131,10 +128,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
 }
 
 fn summary(task: &TaskId, report: &RunReport, notes: &[String]) -> String {
-    let outcome = match report.outcome {
+    let outcome = match &report.outcome {
         Outcome::Exited(c) => format!("exit {c}"),
         Outcome::Signaled(s) => format!("killed by signal {s}"),
         Outcome::TimedOut(_) => "wall-clock limit reached".into(),
+        Outcome::Killed(_) => "killed".into(),
         Outcome::Denied => "denied".into(),
         Outcome::NotStarted(_) => "not started".into(),
     };
@@ -148,18 +146,23 @@ fn summary(task: &TaskId, report: &RunReport, notes: &[String]) -> String {
     if report.oom_killed {
         out.push_str(" · memory limit hit");
     }
-    for line in report.denied.iter().take(5) {
+    let mut shown: Vec<&String> = Vec::new();
+    for line in &report.denied {
+        if !shown.contains(&line) {
+            shown.push(line);
+        }
+    }
+    for line in shown.iter().take(5) {
         out.push_str(&format!("\nremit:   denied `{line}`"));
     }
-    if report.denied.len() > 5 {
-        out.push_str(&format!(
-            "\nremit:   … and {} more",
-            report.denied.len() - 5
-        ));
+    if shown.len() > 5 {
+        out.push_str(&format!("\nremit:   … and {} more", shown.len() - 5));
     }
     for note in notes {
         out.push_str(&format!("\nremit:   note: {note}"));
     }
-    out.push_str(&format!("\nremit:   record: {}", report.log.display()));
+    if let Some(receipt) = &report.receipt {
+        out.push_str(&format!("\nremit:   receipt: {}", receipt.display()));
+    }
     out
 }

@@ -64,7 +64,8 @@ fn a_refusal_explains_itself_and_is_recorded() {
     assert!(out.status.success(), "{}", show(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("remit: denied `touch x`") && err.contains("commands.forbid `touch`"),
+        err.contains("remit: denied `touch x`")
+            && err.contains("forbids `touch` (commands.forbid)"),
         "{err}"
     );
     assert!(stdout(&out).contains("after"));
@@ -73,23 +74,53 @@ fn a_refusal_explains_itself_and_is_recorded() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0]["kind"], "run_started");
-    let denied: Vec<&serde_json::Value> =
-        lines.iter().filter(|l| l["decision"] == "deny").collect();
+    assert_eq!(lines[0]["body"]["kind"], "run_authorized");
+    let execs: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["body"]["kind"] == "exec")
+        .collect();
+    let denied: Vec<&&serde_json::Value> = execs
+        .iter()
+        .filter(|l| l["body"]["decision"] == "deny")
+        .collect();
     assert!(!denied.is_empty(), "{records}");
-    assert_eq!(denied[0]["argv"], serde_json::json!(["touch", "x"]));
-    assert_eq!(denied[0]["rule"], "commands.forbid `touch`");
-    let allowed: Vec<&serde_json::Value> =
-        lines.iter().filter(|l| l["decision"] == "allow").collect();
-    assert!(allowed.iter().any(|l| l["argv"][0] == "bash"), "{records}");
+    assert_eq!(denied[0]["body"]["argv"], serde_json::json!(["touch", "x"]));
+    assert_eq!(denied[0]["body"]["rule"], "commands.forbid[0]");
+    assert!(
+        execs
+            .iter()
+            .any(|l| l["body"]["decision"] == "allow" && l["body"]["argv"][0] == "bash"),
+        "{records}"
+    );
     let end = lines.last().unwrap();
-    assert_eq!(end["kind"], "run_ended");
-    assert_eq!(end["outcome"], "exit");
-    assert!(end["denied"].as_u64().unwrap() >= 1);
-    for line in &lines {
+    assert_eq!(end["body"]["kind"], "task_end");
+    assert_eq!(end["body"]["reason"], "exited");
+    assert!(end["body"]["counts"]["denials"].as_u64().unwrap() >= 1);
+    for (i, line) in lines.iter().enumerate() {
         assert!(line["time"].as_str().unwrap().ends_with('Z'));
         assert_eq!(line["task"], lines[0]["task"]);
+        if i > 0 {
+            assert!(
+                line["seq"].as_u64() > lines[i - 1]["seq"].as_u64(),
+                "events out of order"
+            );
+        }
     }
+    // The task's receipt verifies against the ledger.
+    let receipts: Vec<_> = std::fs::read_dir(w.state.join("receipts"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(receipts.len(), 1);
+    let out = w
+        .command()
+        .arg("verify")
+        .arg(receipts[0].path())
+        .arg("--ledger")
+        .arg(w.state.join("ledger.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
 }
 
 #[test]
@@ -136,7 +167,7 @@ fn git_push_is_forbidden_however_spelled() {
 #[test]
 fn prompt_without_a_human_is_a_denial() {
     let w = World::new();
-    let remit = "[commands]\nprompt = [\"touch\"]\n";
+    let remit = "[commands]\nprompt = [\"touch\"]\n[approvals]\ntimeout = \"1s\"\n";
     let out = w.run(Some(remit), "touch prompted 2>&1; true");
     assert!(marker_absent(&w, "prompted"), "{}", show(&out));
     assert!(stdout(&out).contains("approval"), "{}", show(&out));

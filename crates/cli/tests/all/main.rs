@@ -3,6 +3,7 @@
 
 mod commands;
 mod containment;
+mod gate;
 mod run_cli;
 mod support;
 mod workspace;

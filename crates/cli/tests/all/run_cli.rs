@@ -224,7 +224,8 @@ fn degraded_mode_is_loud_and_recorded() {
     assert!(stderr(&out).contains("WARNING"), "{}", show(&out));
     let first = std::fs::read_to_string(&log).unwrap();
     let first: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
-    assert!(first["degraded"].is_array());
+    assert_eq!(first["body"]["kind"], "run_authorized");
+    assert!(first["body"]["degraded"].is_array());
 }
 
 #[test]

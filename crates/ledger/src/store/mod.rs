@@ -3,10 +3,17 @@
 //! A store keeps three things: the events (canonical JSON, one row per sequence number, with a
 //! few columns copied out of the JSON for filtering), for each event the hashes of the perfect
 //! subtrees it completes (so proofs read `O(log n)` rows instead of rehashing the log), and
-//! the signed checkpoints. It knows nothing about hashing or signing: the writer computes,
-//! the store persists, and `verify` trusts none of what is stored.
+//! the signed checkpoints, each marked kept (part of the history) or transient (the head of
+//! one commit, replaced by the next). It knows nothing about hashing or signing: the writer
+//! computes, the store persists, and `verify` trusts none of what is stored.
+//!
+//! Many writer processes share one store. A writer holds no lock between commits: each commit
+//! is one [`Store::transaction`] that takes the store's write lock for its duration (SQLite
+//! `BEGIN IMMEDIATE`, PostgreSQL `LOCK TABLE … IN EXCLUSIVE MODE`), so inside it the
+//! [`Txn::head`] it reads is the true head and nothing can interleave.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::merkle::{self, Hash, NodeSource};
@@ -16,7 +23,14 @@ pub mod postgres;
 pub mod sqlite;
 
 /// Version of the storage layout (tables and columns), kept in the store's metadata.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// 2: checkpoints carry `kept` (history point) or transient, so that several writer processes
+/// can share a ledger. Layout 1 ledgers are refused.
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// Longest a commit waits for another writer to release the store's write lock before it
+/// fails (and with it the writer: fail closed). A commit holds the lock for one `fsync`.
+pub const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,10 +91,24 @@ impl RowRef<'_> {
 pub struct CheckpointRow {
     /// Tree size it covers.
     pub size: u64,
-    /// When it was signed (RFC 3339, from the ledger's clock).
+    /// When it was signed (RFC 3339, from the signing writer's clock).
     pub time: String,
     /// The signed note.
     pub note: String,
+    /// Part of the checkpoint history (never deleted); `false` for a transient head, which
+    /// the next commit of any writer deletes.
+    pub kept: bool,
+}
+
+/// The head of the ledger as a writer sees it inside its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Number of events: one past the highest sequence number.
+    pub events: u64,
+    /// The checkpoint with the largest size.
+    pub checkpoint: Option<CheckpointRow>,
+    /// When the newest kept checkpoint was signed.
+    pub kept_time: Option<String>,
 }
 
 /// What a store records about the ledger it holds.
@@ -121,21 +149,32 @@ pub trait Store: Send {
     /// Read the metadata; `None` for an empty (new) store.
     fn read_meta(&mut self) -> Result<Option<Meta>>;
 
-    /// Create the tables and write the metadata (writable stores only).
-    fn create(&mut self, meta: &Meta) -> Result<()>;
+    /// Create the tables and write the metadata and the genesis checkpoint, in one
+    /// transaction, unless another process created the ledger first. Returns the metadata in
+    /// force (the other process's, if it won).
+    fn create(&mut self, meta: &Meta, genesis: &CheckpointRow) -> Result<Meta>;
 
     /// Number of events: one past the highest sequence number.
     fn size(&mut self) -> Result<u64>;
 
-    /// In one durable transaction: append `events`, delete the checkpoints larger than
-    /// `prune_above` (the previous transient head), and store `checkpoint`. When this returns
-    /// `Ok`, all of it survives a crash or power loss; on error, none of it is there.
-    fn append(
+    /// Run `body` in one transaction: holding the store's write lock when `write` (waiting up
+    /// to [`WRITE_LOCK_TIMEOUT`] for it), else on one consistent read snapshot. Commits when
+    /// `body` returns `Ok`: then everything it wrote survives a crash or power loss. On any
+    /// error nothing it wrote is there.
+    fn transaction(
         &mut self,
-        events: &[EventRow],
-        checkpoint: &CheckpointRow,
-        prune_above: u64,
+        write: bool,
+        body: &mut dyn FnMut(&mut dyn Txn) -> Result<()>,
     ) -> Result<()>;
+
+    /// From now until [`Store::end_snapshot`], every read sees the ledger as it was at the
+    /// first of them, whatever writers commit meanwhile (SQLite: a read transaction;
+    /// PostgreSQL: a `REPEATABLE READ` one). For readers, so that e.g. the checkpoints and the
+    /// events `verify` reads belong together.
+    fn begin_snapshot(&mut self) -> Result<()>;
+
+    /// End what [`Store::begin_snapshot`] began.
+    fn end_snapshot(&mut self) -> Result<()>;
 
     /// One event.
     fn event(&mut self, seq: u64) -> Result<Option<EventRow>>;
@@ -158,6 +197,36 @@ pub trait Store: Send {
 
     /// The smallest checkpoint covering at least `size` events.
     fn checkpoint_covering(&mut self, size: u64) -> Result<Option<CheckpointRow>>;
+
+    /// Whether waiting for the write lock queues writers in arrival order (PostgreSQL's lock
+    /// manager does); if not (SQLite's writers poll), a writer steps aside briefly after each
+    /// commit while others are active, so the lock goes round.
+    fn lock_is_fair(&self) -> bool {
+        false
+    }
+
+    /// Called once when the writer stops, after its last commit: a chance to tidy up (SQLite
+    /// folds a large write-ahead log back into the database). Errors are not failures of the
+    /// ledger and are ignored by the writer.
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a writer can do inside a [`Store::transaction`].
+pub trait Txn {
+    /// The head: number of events, the largest checkpoint, the newest kept checkpoint's time.
+    fn head(&mut self) -> Result<Head>;
+
+    /// The stored subtree hashes of event `seq`.
+    fn nodes(&mut self, seq: u64) -> Result<Option<Vec<u8>>>;
+
+    /// Insert `events` and `checkpoint`, and delete every transient checkpoint smaller than
+    /// `checkpoint` (kept ones are never deleted).
+    fn append(&mut self, events: &[EventRow], checkpoint: &CheckpointRow) -> Result<()>;
+
+    /// Mark the checkpoint of `size` kept.
+    fn keep(&mut self, size: u64) -> Result<()>;
 }
 
 /// Where a ledger is.
@@ -178,7 +247,8 @@ impl Location {
         }
     }
 
-    /// Open for writing, taking the store's single-writer lock.
+    /// Open for writing. No lock is held between commits: any number of writers, in any
+    /// number of processes, may have the same ledger open.
     pub fn open_write(&self) -> Result<Box<dyn Store>> {
         match self {
             Self::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open_write(path)?)),
@@ -291,4 +361,43 @@ pub(crate) fn nodes_blob(nodes: &[Hash]) -> Vec<u8> {
         blob.extend_from_slice(node);
     }
     blob
+}
+
+pub(crate) fn meta_pairs(meta: &Meta) -> [(&'static str, String); 4] {
+    [
+        ("layout", meta.layout.to_string()),
+        ("origin", meta.origin.clone()),
+        ("vkey", meta.vkey.clone()),
+        ("created", meta.created.clone()),
+    ]
+}
+
+pub(crate) fn meta_from_pairs(pairs: &[(String, String)]) -> std::result::Result<Meta, String> {
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("not a remit ledger (metadata has no `{key}`)"))
+    };
+    let layout = get("layout")?;
+    let layout: u32 = layout
+        .parse()
+        .map_err(|_| format!("unreadable layout version `{layout}`"))?;
+    if layout < LAYOUT_VERSION {
+        return Err(format!(
+            "layout version {layout} is from an older remit; this build reads only layout {LAYOUT_VERSION} (move the old ledger aside and start a new one)"
+        ));
+    }
+    if layout > LAYOUT_VERSION {
+        return Err(format!(
+            "layout version {layout} is from a newer remit; this build reads only layout {LAYOUT_VERSION}"
+        ));
+    }
+    Ok(Meta {
+        layout,
+        origin: get("origin")?,
+        vkey: get("vkey")?,
+        created: get("created")?,
+    })
 }

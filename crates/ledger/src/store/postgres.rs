@@ -1,14 +1,24 @@
 //! The PostgreSQL store, for a fleet: same tables as SQLite, prefixed `ledger_`.
 //!
 //! One ledger per schema: put several ledgers in one database by giving each connection its
-//! own `search_path` (`options=-csearch_path=node1`). The writer holds a session advisory lock
-//! so two writers never interleave; readers run every transaction `READ ONLY`. Commits are
-//! durable with PostgreSQL's defaults (`fsync = on`, `synchronous_commit = on`).
+//! own `search_path` (`options=-csearch_path=node1`). Any number of writers share a ledger:
+//! each commit is one `READ COMMITTED` transaction that first takes
+//! `LOCK TABLE ledger_events IN EXCLUSIVE MODE` (so commits of one ledger run one at a time
+//! while readers go on, and ledgers in other schemas are not held up), waiting at most
+//! [`WRITE_LOCK_TIMEOUT`]; the lock goes with the transaction, and with the connection of a
+//! writer that dies. Readers run every transaction `READ ONLY`. Commits are durable with
+//! PostgreSQL's defaults (`fsync = on`, `synchronous_commit = on`). Statements are prepared
+//! once per connection.
+
+use std::collections::HashMap;
 
 use postgres::types::ToSql;
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 
-use super::{CheckpointRow, EventRow, Meta, Query, RowRef, Store, redact_url};
+use super::{
+    CheckpointRow, EventRow, Head, Meta, Query, RowRef, Store, Txn, WRITE_LOCK_TIMEOUT,
+    meta_from_pairs, meta_pairs, redact_url,
+};
 use crate::error::{Error, Result, one_line};
 
 const SCHEMA: &str = "
@@ -29,19 +39,38 @@ CREATE INDEX IF NOT EXISTS ledger_events_task ON ledger_events (task, seq);
 CREATE TABLE IF NOT EXISTS ledger_checkpoints (
     size BIGINT PRIMARY KEY CHECK (size >= 0),
     time TEXT NOT NULL,
-    note TEXT NOT NULL
+    note TEXT NOT NULL,
+    kept BOOLEAN NOT NULL
 );
+-- Pruning finds the (at most one) transient checkpoint without walking the history.
+CREATE INDEX IF NOT EXISTS ledger_checkpoints_transient ON ledger_checkpoints (size) WHERE NOT kept;
 ";
 
 const COLUMNS: &str = "seq, time, task, agent, kind, body, nodes";
 
-/// Advisory lock key of the single ledger writer (ASCII `remitldg`).
-const WRITER_LOCK: i64 = 0x7265_6d69_746c_6467;
+/// The head in one statement (see the SQLite store).
+const HEAD: &str = "SELECT size, time, note, kept,
+        (SELECT MAX(seq) FROM ledger_events),
+        (SELECT time FROM ledger_checkpoints WHERE kept ORDER BY size DESC LIMIT 1)
+    FROM ledger_checkpoints ORDER BY size DESC LIMIT 1";
+
+/// A commit's writes in one round trip: the events, the pruning of transient checkpoints
+/// below the new one, the new one.
+const APPEND: &str = "WITH events AS (
+        INSERT INTO ledger_events (seq, time, task, agent, kind, body, nodes)
+        SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::bytea[])
+    ), pruned AS (
+        DELETE FROM ledger_checkpoints WHERE NOT kept AND size < $8
+    )
+    INSERT INTO ledger_checkpoints (size, time, note, kept) VALUES ($8, $9, $10, $11)";
 
 /// A ledger in PostgreSQL.
 pub struct PgStore {
     client: Client,
     url: String,
+    write: bool,
+    statements: HashMap<&'static str, Statement>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -50,25 +79,72 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+fn db_error(store: &str, e: &postgres::Error) -> Error {
+    let detail = match e.as_db_error() {
+        Some(db) => one_line(format!("{}: {}", db.severity(), db.message())),
+        None => one_line(e),
+    };
+    Error::Store {
+        store: store.to_owned(),
+        detail,
+    }
+}
+
+/// A statement prepared once per connection.
+fn prepared(
+    client: &mut Client,
+    statements: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+) -> std::result::Result<Statement, postgres::Error> {
+    if let Some(stmt) = statements.get(sql) {
+        return Ok(stmt.clone());
+    }
+    let stmt = client.prepare(sql)?;
+    statements.insert(sql, stmt.clone());
+    Ok(stmt)
+}
+
+fn to_i64(store: &str, value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::Store {
+        store: store.to_owned(),
+        detail: format!("sequence number {value} is too large"),
+    })
+}
+
+fn to_u64(store: &str, value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| Error::Store {
+        store: store.to_owned(),
+        detail: format!("negative sequence number {value}"),
+    })
+}
+
+fn count_from_max(store: &str, max: Option<i64>) -> Result<u64> {
+    match max {
+        None => Ok(0),
+        Some(max) => to_u64(store, max)?
+            .checked_add(1)
+            .ok_or_else(|| Error::Store {
+                store: store.to_owned(),
+                detail: "sequence number overflow".into(),
+            }),
+    }
+}
+
 impl PgStore {
-    /// Connect. A writer takes the advisory writer lock; a reader makes its session read-only.
+    /// Connect. A reader makes its session read-only; a writer takes no lock until it commits.
     pub fn connect(url: &str, write: bool) -> Result<Self> {
         let shown = redact_url(url);
         let client = Client::connect(url, NoTls).map_err(|e| Error::Store {
             store: format!("`{shown}`"),
             detail: format!("cannot connect: {}", one_line(&e)),
         })?;
-        let mut store = Self { client, url: shown };
-        if write {
-            let row = store
-                .client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-                .map_err(|e| store.err(e))?;
-            let locked: bool = row.try_get(0).map_err(|e| store.err(e))?;
-            if !locked {
-                return Err(store.fail("another process is writing this ledger".into()));
-            }
-        } else {
+        let mut store = Self {
+            client,
+            url: shown,
+            write,
+            statements: HashMap::new(),
+        };
+        if !write {
             store
                 .client
                 .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
@@ -78,11 +154,7 @@ impl PgStore {
     }
 
     fn err(&self, e: postgres::Error) -> Error {
-        let detail = match e.as_db_error() {
-            Some(db) => one_line(format!("{}: {}", db.severity(), db.message())),
-            None => one_line(&e),
-        };
-        self.fail(detail)
+        db_error(&self.describe(), &e)
     }
 
     fn fail(&self, detail: String) -> Error {
@@ -92,10 +164,15 @@ impl PgStore {
         }
     }
 
+    fn stmt(&mut self, sql: &'static str) -> Result<Statement> {
+        prepared(&mut self.client, &mut self.statements, sql).map_err(|e| self.err(e))
+    }
+
     fn has_table(&mut self, name: &str) -> Result<bool> {
+        let stmt = self.stmt("SELECT to_regclass($1) IS NOT NULL")?;
         let row = self
             .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .query_one(&stmt, &[&name])
             .map_err(|e| self.err(e))?;
         row.try_get(0).map_err(|e| self.err(e))
     }
@@ -119,152 +196,106 @@ impl PgStore {
     }
 
     fn checkpoint_row(&self, row: &postgres::Row) -> Result<CheckpointRow> {
-        let size: i64 = row.try_get(0).map_err(|e| self.err(e))?;
-        Ok(CheckpointRow {
-            size: u64::try_from(size)
-                .map_err(|_| self.fail(format!("negative checkpoint size {size}")))?,
-            time: row.try_get(1).map_err(|e| self.err(e))?,
-            note: row.try_get(2).map_err(|e| self.err(e))?,
-        })
+        checkpoint_row(&self.describe(), row)
     }
 
-    fn to_i64(&self, value: u64) -> Result<i64> {
-        i64::try_from(value).map_err(|_| self.fail(format!("sequence number {value} is too large")))
+    /// Run `body` between `start` (which opens the transaction) and `COMMIT`, rolling back on
+    /// any error.
+    fn in_transaction<T>(
+        &mut self,
+        start: &str,
+        body: impl FnOnce(&mut PgTxn<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let shown = self.describe();
+        if let Err(e) = self.client.batch_execute(start) {
+            // A statement after `START` failed (a lock timeout): end the aborted transaction.
+            let _ = self.client.batch_execute("ROLLBACK");
+            return Err(db_error(&shown, &e));
+        }
+        let mut txn = PgTxn {
+            client: &mut self.client,
+            statements: &mut self.statements,
+            store: &shown,
+        };
+        match body(&mut txn) {
+            Ok(value) => {
+                self.client
+                    .batch_execute("COMMIT")
+                    .map_err(|e| db_error(&shown, &e))?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The connection may be gone; the server rolls back then anyway.
+                let _ = self.client.batch_execute("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 }
 
-impl Store for PgStore {
-    fn describe(&self) -> String {
-        format!("`{}`", self.url)
+fn checkpoint_row(store: &str, row: &postgres::Row) -> Result<CheckpointRow> {
+    let e = |e: postgres::Error| db_error(store, &e);
+    let size: i64 = row.try_get(0).map_err(e)?;
+    Ok(CheckpointRow {
+        size: u64::try_from(size).map_err(|_| Error::Store {
+            store: store.to_owned(),
+            detail: format!("negative checkpoint size {size}"),
+        })?,
+        time: row.try_get(1).map_err(e)?,
+        note: row.try_get(2).map_err(e)?,
+        kept: row.try_get(3).map_err(e)?,
+    })
+}
+
+/// A transaction on a PostgreSQL ledger.
+struct PgTxn<'a> {
+    client: &'a mut Client,
+    statements: &'a mut HashMap<&'static str, Statement>,
+    store: &'a str,
+}
+
+impl PgTxn<'_> {
+    fn stmt(&mut self, sql: &'static str) -> Result<Statement> {
+        prepared(self.client, self.statements, sql).map_err(|e| db_error(self.store, &e))
     }
 
-    fn read_meta(&mut self) -> Result<Option<Meta>> {
-        if !self.has_table("ledger_meta")? {
-            if self.has_table("ledger_events")? {
-                return Err(self.fail("not a remit ledger (no metadata)".into()));
+    fn err(&self, e: postgres::Error) -> Error {
+        db_error(self.store, &e)
+    }
+}
+
+impl Txn for PgTxn<'_> {
+    fn head(&mut self) -> Result<Head> {
+        let stmt = self.stmt(HEAD)?;
+        let row = self.client.query_opt(&stmt, &[]).map_err(|e| self.err(e))?;
+        match row {
+            Some(row) => {
+                let max: Option<i64> = row.try_get(4).map_err(|e| self.err(e))?;
+                Ok(Head {
+                    events: count_from_max(self.store, max)?,
+                    checkpoint: Some(checkpoint_row(self.store, &row)?),
+                    kept_time: row.try_get(5).map_err(|e| self.err(e))?,
+                })
             }
-            return Ok(None);
+            None => {
+                let stmt = self.stmt("SELECT MAX(seq) FROM ledger_events")?;
+                let row = self.client.query_one(&stmt, &[]).map_err(|e| self.err(e))?;
+                let max: Option<i64> = row.try_get(0).map_err(|e| self.err(e))?;
+                Ok(Head {
+                    events: count_from_max(self.store, max)?,
+                    checkpoint: None,
+                    kept_time: None,
+                })
+            }
         }
-        let rows = self
-            .client
-            .query("SELECT key, value FROM ledger_meta", &[])
-            .map_err(|e| self.err(e))?;
-        let mut pairs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            pairs.push((
-                row.try_get::<_, String>(0).map_err(|e| self.err(e))?,
-                row.try_get::<_, String>(1).map_err(|e| self.err(e))?,
-            ));
-        }
-        if pairs.is_empty() {
-            return Ok(None);
-        }
-        super::sqlite::meta_from_pairs(&pairs)
-            .map(Some)
-            .map_err(|d| self.fail(d))
-    }
-
-    fn create(&mut self, meta: &Meta) -> Result<()> {
-        let shown = self.describe();
-        let fail = |e: postgres::Error| Error::Store {
-            store: shown.clone(),
-            detail: one_line(&e),
-        };
-        let mut tx = self.client.transaction().map_err(fail)?;
-        tx.batch_execute(SCHEMA).map_err(fail)?;
-        for (key, value) in super::sqlite::meta_pairs(meta) {
-            tx.execute(
-                "INSERT INTO ledger_meta (key, value) VALUES ($1, $2)",
-                &[&key, &value],
-            )
-            .map_err(fail)?;
-        }
-        tx.commit().map_err(fail)
-    }
-
-    fn size(&mut self) -> Result<u64> {
-        let row = self
-            .client
-            .query_one("SELECT MAX(seq) FROM ledger_events", &[])
-            .map_err(|e| self.err(e))?;
-        let max: Option<i64> = row.try_get(0).map_err(|e| self.err(e))?;
-        match max {
-            None => Ok(0),
-            Some(max) => u64::try_from(max)
-                .ok()
-                .and_then(|m| m.checked_add(1))
-                .ok_or_else(|| self.fail(format!("bad sequence number {max}"))),
-        }
-    }
-
-    fn append(
-        &mut self,
-        events: &[EventRow],
-        checkpoint: &CheckpointRow,
-        prune_above: u64,
-    ) -> Result<()> {
-        let mut seqs = Vec::with_capacity(events.len());
-        let mut bodies = Vec::with_capacity(events.len());
-        for e in events {
-            seqs.push(self.to_i64(e.seq)?);
-            bodies.push(
-                std::str::from_utf8(&e.body)
-                    .map_err(|_| Error::Encode(format!("event {} is not utf-8", e.seq)))?,
-            );
-        }
-        let times: Vec<&str> = events.iter().map(|e| e.time.as_str()).collect();
-        let tasks: Vec<&str> = events.iter().map(|e| e.task.as_str()).collect();
-        let agents: Vec<&str> = events.iter().map(|e| e.agent.as_str()).collect();
-        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-        let nodes: Vec<&[u8]> = events.iter().map(|e| e.nodes.as_slice()).collect();
-        let cp_size = self.to_i64(checkpoint.size)?;
-        let prune = self.to_i64(prune_above)?;
-        let shown = self.describe();
-        let fail = |e: postgres::Error| Error::Store {
-            store: shown.clone(),
-            detail: match e.as_db_error() {
-                Some(db) => one_line(format!("{}: {}", db.severity(), db.message())),
-                None => one_line(&e),
-            },
-        };
-        let mut tx = self.client.transaction().map_err(fail)?;
-        if !events.is_empty() {
-            tx.execute(
-                "INSERT INTO ledger_events (seq, time, task, agent, kind, body, nodes)
-                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                      $6::text[], $7::bytea[])",
-                &[&seqs, &times, &tasks, &agents, &kinds, &bodies, &nodes],
-            )
-            .map_err(fail)?;
-        }
-        tx.execute("DELETE FROM ledger_checkpoints WHERE size > $1", &[&prune])
-            .map_err(fail)?;
-        tx.execute(
-            "INSERT INTO ledger_checkpoints (size, time, note) VALUES ($1, $2, $3)
-             ON CONFLICT (size) DO UPDATE SET time = EXCLUDED.time, note = EXCLUDED.note",
-            &[&cp_size, &checkpoint.time, &checkpoint.note],
-        )
-        .map_err(fail)?;
-        tx.commit().map_err(fail)
-    }
-
-    fn event(&mut self, seq: u64) -> Result<Option<EventRow>> {
-        let seq = self.to_i64(seq)?;
-        let row = self
-            .client
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM ledger_events WHERE seq = $1"),
-                &[&seq],
-            )
-            .map_err(|e| self.err(e))?;
-        row.map(|r| self.row(&r)).transpose()
     }
 
     fn nodes(&mut self, seq: u64) -> Result<Option<Vec<u8>>> {
-        let seq = self.to_i64(seq)?;
+        let seq = to_i64(self.store, seq)?;
+        let stmt = self.stmt("SELECT nodes FROM ledger_events WHERE seq = $1")?;
         let row = self
             .client
-            .query_opt("SELECT nodes FROM ledger_events WHERE seq = $1", &[&seq])
+            .query_opt(&stmt, &[&seq])
             .map_err(|e| self.err(e))?;
         match row {
             None => Ok(None),
@@ -275,6 +306,201 @@ impl Store for PgStore {
         }
     }
 
+    fn append(&mut self, events: &[EventRow], checkpoint: &CheckpointRow) -> Result<()> {
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut bodies = Vec::with_capacity(events.len());
+        for e in events {
+            seqs.push(to_i64(self.store, e.seq)?);
+            bodies.push(
+                std::str::from_utf8(&e.body)
+                    .map_err(|_| Error::Encode(format!("event {} is not utf-8", e.seq)))?,
+            );
+        }
+        let times: Vec<&str> = events.iter().map(|e| e.time.as_str()).collect();
+        let tasks: Vec<&str> = events.iter().map(|e| e.task.as_str()).collect();
+        let agents: Vec<&str> = events.iter().map(|e| e.agent.as_str()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let nodes: Vec<&[u8]> = events.iter().map(|e| e.nodes.as_slice()).collect();
+        let size = to_i64(self.store, checkpoint.size)?;
+        let stmt = self.stmt(APPEND)?;
+        self.client
+            .execute(
+                &stmt,
+                &[
+                    &seqs,
+                    &times,
+                    &tasks,
+                    &agents,
+                    &kinds,
+                    &bodies,
+                    &nodes,
+                    &size,
+                    &checkpoint.time,
+                    &checkpoint.note,
+                    &checkpoint.kept,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn keep(&mut self, size: u64) -> Result<()> {
+        let size_i = to_i64(self.store, size)?;
+        let stmt = self.stmt("UPDATE ledger_checkpoints SET kept = true WHERE size = $1")?;
+        let changed = self
+            .client
+            .execute(&stmt, &[&size_i])
+            .map_err(|e| self.err(e))?;
+        if changed != 1 {
+            return Err(Error::Store {
+                store: self.store.to_owned(),
+                detail: format!("no checkpoint of size {size} to keep"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Store for PgStore {
+    fn describe(&self) -> String {
+        format!("`{}`", self.url)
+    }
+
+    fn read_meta(&mut self) -> Result<Option<Meta>> {
+        let rows = match self.client.query("SELECT key, value FROM ledger_meta", &[]) {
+            Ok(rows) => rows,
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+                if self.has_table("ledger_events")? || self.has_table("ledger_checkpoints")? {
+                    return Err(self.fail("not a remit ledger (no metadata)".into()));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut pairs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            pairs.push((
+                row.try_get::<_, String>(0).map_err(|e| self.err(e))?,
+                row.try_get::<_, String>(1).map_err(|e| self.err(e))?,
+            ));
+        }
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        meta_from_pairs(&pairs).map(Some).map_err(|d| self.fail(d))
+    }
+
+    fn create(&mut self, meta: &Meta, genesis: &CheckpointRow) -> Result<Meta> {
+        if !self.write {
+            return Err(self.fail("opened read-only, refusing to write".into()));
+        }
+        // Concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL; creators of one
+        // schema's ledger take turns.
+        let start = "START TRANSACTION ISOLATION LEVEL READ COMMITTED;
+            SELECT pg_advisory_xact_lock(hashtext('remit-ledger:' || coalesce(current_schema(), '')));";
+        let shown = self.describe();
+        self.in_transaction(start, |txn| {
+            txn.client
+                .batch_execute(SCHEMA)
+                .map_err(|e| db_error(&shown, &e))?;
+            let rows = txn
+                .client
+                .query("SELECT key, value FROM ledger_meta", &[])
+                .map_err(|e| db_error(&shown, &e))?;
+            if !rows.is_empty() {
+                let mut pairs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    pairs.push((
+                        row.try_get::<_, String>(0)
+                            .map_err(|e| db_error(&shown, &e))?,
+                        row.try_get::<_, String>(1)
+                            .map_err(|e| db_error(&shown, &e))?,
+                    ));
+                }
+                return meta_from_pairs(&pairs).map_err(|detail| Error::Store {
+                    store: shown.clone(),
+                    detail,
+                });
+            }
+            for (key, value) in meta_pairs(meta) {
+                txn.client
+                    .execute(
+                        "INSERT INTO ledger_meta (key, value) VALUES ($1, $2)",
+                        &[&key, &value],
+                    )
+                    .map_err(|e| db_error(&shown, &e))?;
+            }
+            txn.append(&[], genesis)?;
+            Ok(meta.clone())
+        })
+    }
+
+    fn size(&mut self) -> Result<u64> {
+        let stmt = self.stmt("SELECT MAX(seq) FROM ledger_events")?;
+        let row = self.client.query_one(&stmt, &[]).map_err(|e| self.err(e))?;
+        let max: Option<i64> = row.try_get(0).map_err(|e| self.err(e))?;
+        count_from_max(&self.describe(), max)
+    }
+
+    fn transaction(
+        &mut self,
+        write: bool,
+        body: &mut dyn FnMut(&mut dyn Txn) -> Result<()>,
+    ) -> Result<()> {
+        if write && !self.write {
+            return Err(self.fail("opened read-only, refusing to write".into()));
+        }
+        let start = if write {
+            // READ COMMITTED: every statement after the lock sees what the writers before
+            // committed (a REPEATABLE READ snapshot would be taken before the lock is held).
+            format!(
+                "START TRANSACTION ISOLATION LEVEL READ COMMITTED;
+                 SET LOCAL lock_timeout = '{}ms';
+                 LOCK TABLE ledger_events IN EXCLUSIVE MODE;",
+                WRITE_LOCK_TIMEOUT.as_millis()
+            )
+        } else {
+            "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned()
+        };
+        self.in_transaction(&start, |txn| body(txn))
+    }
+
+    fn lock_is_fair(&self) -> bool {
+        true
+    }
+
+    fn begin_snapshot(&mut self) -> Result<()> {
+        self.client
+            .batch_execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .map_err(|e| self.err(e))
+    }
+
+    fn end_snapshot(&mut self) -> Result<()> {
+        self.client.batch_execute("COMMIT").map_err(|e| self.err(e))
+    }
+
+    fn event(&mut self, seq: u64) -> Result<Option<EventRow>> {
+        let seq = to_i64(&self.describe(), seq)?;
+        let stmt = self.stmt(
+            "SELECT seq, time, task, agent, kind, body, nodes FROM ledger_events WHERE seq = $1",
+        )?;
+        let row = self
+            .client
+            .query_opt(&stmt, &[&seq])
+            .map_err(|e| self.err(e))?;
+        row.map(|r| self.row(&r)).transpose()
+    }
+
+    fn nodes(&mut self, seq: u64) -> Result<Option<Vec<u8>>> {
+        let shown = self.describe();
+        PgTxn {
+            client: &mut self.client,
+            statements: &mut self.statements,
+            store: &shown,
+        }
+        .nodes(seq)
+    }
+
     fn scan(
         &mut self,
         query: &Query,
@@ -283,6 +509,7 @@ impl Store for PgStore {
         // Page through the result with keyset pagination so a million-event scan stays in
         // bounded memory without holding a cursor open.
         const PAGE: u64 = 8192;
+        let shown = self.describe();
         let mut from_seq = query.from_seq;
         let mut remaining = query.limit;
         loop {
@@ -291,8 +518,8 @@ impl Store for PgStore {
                 return Ok(());
             }
             let mut sql = format!("SELECT {COLUMNS} FROM ledger_events WHERE seq >= $1");
-            let from = self.to_i64(from_seq)?;
-            let limit = self.to_i64(page)?;
+            let from = to_i64(&shown, from_seq)?;
+            let limit = to_i64(&shown, page)?;
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from];
             if let Some(task) = &query.task {
                 params.push(task);
@@ -344,7 +571,7 @@ impl Store for PgStore {
         let rows = self
             .client
             .query(
-                "SELECT size, time, note FROM ledger_checkpoints ORDER BY size",
+                "SELECT size, time, note, kept FROM ledger_checkpoints ORDER BY size",
                 &[],
             )
             .map_err(|e| self.err(e))?;
@@ -352,24 +579,21 @@ impl Store for PgStore {
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT size, time, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1",
-                &[],
-            )
-            .map_err(|e| self.err(e))?;
+        let stmt = self.stmt(
+            "SELECT size, time, note, kept FROM ledger_checkpoints ORDER BY size DESC LIMIT 1",
+        )?;
+        let row = self.client.query_opt(&stmt, &[]).map_err(|e| self.err(e))?;
         row.map(|r| self.checkpoint_row(&r)).transpose()
     }
 
     fn checkpoint_covering(&mut self, size: u64) -> Result<Option<CheckpointRow>> {
-        let size = self.to_i64(size)?;
+        let size = to_i64(&self.describe(), size)?;
+        let stmt = self.stmt(
+            "SELECT size, time, note, kept FROM ledger_checkpoints WHERE size >= $1 ORDER BY size LIMIT 1",
+        )?;
         let row = self
             .client
-            .query_opt(
-                "SELECT size, time, note FROM ledger_checkpoints WHERE size >= $1 ORDER BY size LIMIT 1",
-                &[&size],
-            )
+            .query_opt(&stmt, &[&size])
             .map_err(|e| self.err(e))?;
         row.map(|r| self.checkpoint_row(&r)).transpose()
     }

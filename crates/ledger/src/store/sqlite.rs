@@ -1,17 +1,33 @@
 //! The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! The writer holds an exclusive `flock` on `<ledger>.writer-lock` (SQLite's own locks are
-//! per transaction; the ledger needs one writer for its whole life). Readers open the database
-//! with `SQLITE_OPEN_READ_ONLY` and `query_only`, so `verify`, `show` and `export` cannot
-//! change it.
+//! Any number of writer processes share the file. None holds a lock between commits; each
+//! commit is one `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock for its
+//! duration, waiting for another writer's commit to finish (polling every 100 µs, up to
+//! [`WRITE_LOCK_TIMEOUT`]). Readers open the database with `SQLITE_OPEN_READ_ONLY` and
+//! `query_only`, so `verify`, `show` and `export` cannot change it.
+//!
+//! Cold start is on the path of every `remit run`, so a writer's connection does as little as
+//! it can: no lock file, one `PRAGMA synchronous` (the only per-connection setting durability
+//! needs; WAL mode is persistent, set once at creation and only read back after), cached
+//! statements, and no
+//! write-ahead-log checkpoint when it closes — two `fsync`s and the next run's re-creation
+//! of the log (two more) saved. The log is folded back into the database by SQLite's
+//! automatic checkpoints, and at close once it is larger than [`CLOSE_CHECKPOINT_BYTES`],
+//! which bounds what the next opener reads to rebuild the log's index.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{CheckpointRow, EventRow, Meta, Query, RowRef, Store};
+use super::{
+    CheckpointRow, EventRow, Head, Meta, Query, RowRef, Store, Txn, WRITE_LOCK_TIMEOUT,
+    meta_from_pairs, meta_pairs,
+};
 use crate::error::{Error, Result, one_line};
 
 const SCHEMA: &str = "
@@ -32,73 +48,69 @@ CREATE INDEX IF NOT EXISTS events_task ON events (task, seq);
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     time TEXT NOT NULL,
-    note TEXT NOT NULL
+    note TEXT NOT NULL,
+    kept INTEGER NOT NULL CHECK (kept IN (0, 1))
 ) STRICT;
+-- Pruning finds the (at most one) transient checkpoint without walking the history.
+CREATE INDEX IF NOT EXISTS checkpoints_transient ON checkpoints (size) WHERE kept = 0;
 ";
 
 const COLUMNS: &str = "seq, time, task, agent, kind, body, nodes";
+
+/// The head in one statement. At most one transient checkpoint exists (the head), so the
+/// newest kept one is found within the last two rows of the primary key.
+const HEAD: &str = "SELECT size, time, note, kept,
+        (SELECT MAX(seq) FROM events),
+        (SELECT time FROM checkpoints WHERE kept = 1 ORDER BY size DESC LIMIT 1)
+    FROM checkpoints ORDER BY size DESC LIMIT 1";
+
+/// A write-ahead log larger than this is checkpointed into the database (and truncated) when
+/// a writer closes. A `remit run` adds 3 to 5 pages, so this folds the log about every 15
+/// runs (two `fsync`s), and the next opener indexes at most about 60 pages (a few tens of µs).
+pub const CLOSE_CHECKPOINT_BYTES: u64 = 256 << 10;
+
+/// How long a writer closing waits for the lock to fold a large log back (then leaves it to
+/// the next one).
+const CLOSE_CHECKPOINT_WAIT: Duration = Duration::from_millis(50);
 
 /// A ledger in a SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
-    /// Held for the writer's lifetime; `None` for readers.
-    _lock: Option<File>,
+    write: bool,
+    /// How long the busy handler waits for a lock, in milliseconds.
+    busy_limit: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) for writing, and take the writer lock.
+    /// Open (creating the file if needed) for writing. Takes no lock: commits take SQLite's
+    /// write lock one at a time.
     pub fn open_write(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("cannot create directory", dir, e))?;
         }
-        let lock_path = lock_path(path);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("cannot open writer lock", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Store {
-                    store: format!("`{}`", path.display()),
-                    detail: "another process is writing this ledger".into(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io("cannot lock", lock_path, e));
-            }
-        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| err(path, e))?;
-        let store = Self {
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| err(path, e))?;
+        let busy_limit = Arc::new(AtomicU64::new(millis(WRITE_LOCK_TIMEOUT)));
+        poll_when_busy(&mut conn, Arc::clone(&busy_limit)).map_err(|e| err(path, e))?;
+        // The log is checkpointed by SQLite as it grows and by `close` when large, not at every
+        // close (see the module docs).
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| err(path, e))?;
+        // INVARIANT: `synchronous` is per connection and FULL is what makes a commit durable
+        // in WAL mode (the log is synced at every commit).
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(|e| err(path, e))?;
+        Ok(Self {
             conn,
             path: path.to_owned(),
-            _lock: Some(lock),
-        };
-        store
-            .conn
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 PRAGMA busy_timeout = 5000;",
-            )
-            .map_err(|e| store.err(e))?;
-        // journal_mode answers with the mode in force; make sure WAL took.
-        let mode: String = store
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| store.err(e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(store.fail(format!("cannot switch to wal mode (got `{mode}`)")));
-        }
-        Ok(store)
+            write: true,
+            busy_limit,
+        })
     }
 
     /// Open an existing ledger read-only.
@@ -122,25 +134,27 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        let conn = if Path::new(&wal).exists() {
-            // A writer is running (or crashed): read through its WAL.
+        let mut conn = if Path::new(&wal).exists() {
+            // A writer is running, or left its log: read through the log.
             Connection::open_with_flags(path, flags)
         } else {
-            // Closed cleanly: open as immutable so that reading creates no WAL or shared-memory
-            // files next to the ledger (and works on read-only media).
+            // No log: no writer has the ledger open (a writer's connection creates the log
+            // when it opens the ledger, and never deletes it; only a checkpoint by the last
+            // connection of some other SQLite client does), so open as immutable: reading
+            // creates no WAL or shared-memory files (and works on read-only media).
             Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
         }
         .map_err(|e| err(path, e))?;
-        let store = Self {
+        let busy_limit = Arc::new(AtomicU64::new(5000));
+        poll_when_busy(&mut conn, Arc::clone(&busy_limit)).map_err(|e| err(path, e))?;
+        conn.execute_batch("PRAGMA query_only = 1")
+            .map_err(|e| err(path, e))?;
+        Ok(Self {
             conn,
             path: path.to_owned(),
-            _lock: None,
-        };
-        store
-            .conn
-            .execute_batch("PRAGMA query_only = 1; PRAGMA busy_timeout = 5000;")
-            .map_err(|e| store.err(e))?;
-        Ok(store)
+            write: false,
+            busy_limit,
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
@@ -178,6 +192,89 @@ impl SqliteStore {
             nodes: row.get_ref(6)?.as_bytes()?.to_vec(),
         })
     }
+
+    /// Make sure the file is in WAL mode, which is persistent: set once at creation, only
+    /// checked afterwards (`set`: switch without asking). Readers rely on it: a ledger without
+    /// a `-wal` file has no writer, so they may open it immutable.
+    fn ensure_wal(&self, set: bool) -> Result<()> {
+        let query = |sql: &str| -> Result<String> {
+            self.conn
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        let mut mode = if set {
+            String::new()
+        } else {
+            query("PRAGMA journal_mode")?
+        };
+        let deadline = Instant::now() + WRITE_LOCK_TIMEOUT;
+        while !mode.eq_ignore_ascii_case("wal") {
+            // Switching needs the file to itself. A connection creating the ledger at the
+            // same moment makes SQLite fail at once rather than call the busy handler (which
+            // could deadlock the two): try again.
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            {
+                Ok(m) => mode = m,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(self.fail(format!("cannot switch to wal mode (got `{mode}`)")));
+        }
+        Ok(())
+    }
+
+    /// The metadata rows, `None` when there is no `meta` table.
+    fn meta_pairs(conn: &Connection) -> rusqlite::Result<Option<Vec<(String, String)>>> {
+        let mut stmt = match conn.prepare_cached("SELECT key, value FROM meta") {
+            Ok(stmt) => stmt,
+            Err(e) if no_such_table(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let pairs = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(pairs))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Wait for a lock by polling every 100 µs (every millisecond after the first second), up to
+/// the limit in `limit_ms`. SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25 … ms,
+/// which leaves the lock idle for most of a contended commit, and lets a writer that
+/// commits back to back keep it. (Writers also step aside after a commit when others are
+/// active: see the writer's `HANDOFF`.)
+fn poll_when_busy(conn: &mut Connection, limit_ms: Arc<AtomicU64>) -> rusqlite::Result<()> {
+    let mut started = Instant::now();
+    conn.busy_handler(Some(move |count: i32| {
+        if count == 0 {
+            started = Instant::now();
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(limit_ms.load(Ordering::Relaxed)) {
+            return false;
+        }
+        std::thread::sleep(if waited < Duration::from_secs(1) {
+            Duration::from_micros(100)
+        } else {
+            Duration::from_millis(1)
+        });
+        true
+    }))
+}
+
+fn no_such_table(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.starts_with("no such table"))
 }
 
 /// `file:` URI of `path` with `immutable=1`, percent-encoding everything but unreserved bytes.
@@ -202,15 +299,6 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
-fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".writer-lock");
-    path.with_file_name(name)
-}
-
 fn err(path: &Path, e: rusqlite::Error) -> Error {
     let detail = match &e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
@@ -218,6 +306,9 @@ fn err(path: &Path, e: rusqlite::Error) -> Error {
         }
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseCorrupt => {
             "the database file is corrupted or truncated".to_owned()
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
+            "another process kept the ledger locked; gave up waiting".to_owned()
         }
         other => one_line(other),
     };
@@ -227,12 +318,164 @@ fn err(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
-fn to_i64(store: &SqliteStore, value: u64) -> Result<i64> {
-    i64::try_from(value).map_err(|_| store.fail(format!("sequence number {value} is too large")))
+fn to_i64(path: &Path, value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::Store {
+        store: format!("`{}`", path.display()),
+        detail: format!("sequence number {value} is too large"),
+    })
 }
 
-fn from_i64(store: &SqliteStore, value: i64) -> Result<u64> {
-    u64::try_from(value).map_err(|_| store.fail(format!("negative sequence number {value}")))
+fn from_i64(path: &Path, value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| Error::Store {
+        store: format!("`{}`", path.display()),
+        detail: format!("negative sequence number {value}"),
+    })
+}
+
+/// One past `max`, the highest sequence number (`None`: no events).
+fn count_from_max(path: &Path, max: Option<i64>) -> Result<u64> {
+    match max {
+        None => Ok(0),
+        Some(max) => from_i64(path, max)?
+            .checked_add(1)
+            .ok_or_else(|| Error::Store {
+                store: format!("`{}`", path.display()),
+                detail: "sequence number overflow".into(),
+            }),
+    }
+}
+
+/// A transaction on a SQLite ledger.
+struct SqliteTxn<'a> {
+    conn: &'a Connection,
+    path: &'a Path,
+}
+
+impl SqliteTxn<'_> {
+    fn err(&self, e: rusqlite::Error) -> Error {
+        err(self.path, e)
+    }
+}
+
+impl Txn for SqliteTxn<'_> {
+    fn head(&mut self) -> Result<Head> {
+        type HeadRow = (i64, String, String, bool, Option<i64>, Option<String>);
+        let row: Option<HeadRow> = self
+            .conn
+            .prepare_cached(HEAD)
+            .and_then(|mut stmt| {
+                stmt.query_row([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some((size, time, note, kept, max, kept_time)) => Ok(Head {
+                events: count_from_max(self.path, max)?,
+                checkpoint: Some(CheckpointRow {
+                    size: from_i64(self.path, size)?,
+                    time,
+                    note,
+                    kept,
+                }),
+                kept_time,
+            }),
+            None => {
+                let max: Option<i64> = self
+                    .conn
+                    .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+                    .map_err(|e| self.err(e))?;
+                Ok(Head {
+                    events: count_from_max(self.path, max)?,
+                    checkpoint: None,
+                    kept_time: None,
+                })
+            }
+        }
+    }
+
+    fn nodes(&mut self, seq: u64) -> Result<Option<Vec<u8>>> {
+        nodes(self.conn, self.path, seq)
+    }
+
+    fn append(&mut self, events: &[EventRow], checkpoint: &CheckpointRow) -> Result<()> {
+        let e = |x| err(self.path, x);
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events (seq, time, task, agent, kind, body, nodes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(e)?;
+        for event in events {
+            let body = std::str::from_utf8(&event.body)
+                .map_err(|_| Error::Encode(format!("event {} is not utf-8", event.seq)))?;
+            insert
+                .execute(params![
+                    to_i64(self.path, event.seq)?,
+                    event.time,
+                    event.task,
+                    event.agent,
+                    event.kind,
+                    body,
+                    event.nodes
+                ])
+                .map_err(e)?;
+        }
+        let size = to_i64(self.path, checkpoint.size)?;
+        self.conn
+            .prepare_cached("DELETE FROM checkpoints WHERE kept = 0 AND size < ?1")
+            .and_then(|mut s| s.execute([size]))
+            .map_err(e)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO checkpoints (size, time, note, kept) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    size,
+                    checkpoint.time,
+                    checkpoint.note,
+                    checkpoint.kept
+                ])
+            })
+            .map_err(e)?;
+        Ok(())
+    }
+
+    fn keep(&mut self, size: u64) -> Result<()> {
+        let size_i = to_i64(self.path, size)?;
+        let changed = self
+            .conn
+            .prepare_cached("UPDATE checkpoints SET kept = 1 WHERE size = ?1")
+            .and_then(|mut s| s.execute([size_i]))
+            .map_err(|e| self.err(e))?;
+        if changed != 1 {
+            return Err(Error::Store {
+                store: format!("`{}`", self.path.display()),
+                detail: format!("no checkpoint of size {size} to keep"),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn nodes(conn: &Connection, path: &Path, seq: u64) -> Result<Option<Vec<u8>>> {
+    let seq = to_i64(path, seq)?;
+    let mut stmt = conn
+        .prepare_cached("SELECT nodes FROM events WHERE seq = ?1")
+        .map_err(|e| err(path, e))?;
+    stmt.query_row([seq], |r| Ok(r.get_ref(0)?.as_bytes()?.to_vec()))
+        .optional()
+        .map_err(|e| err(path, e))
 }
 
 impl Store for SqliteStore {
@@ -241,110 +484,110 @@ impl Store for SqliteStore {
     }
 
     fn read_meta(&mut self) -> Result<Option<Meta>> {
-        if !self.has_table("meta")? {
-            if self.has_table("events")? {
+        let Some(pairs) = Self::meta_pairs(&self.conn).map_err(|e| self.err(e))? else {
+            if self.has_table("events")? || self.has_table("checkpoints")? {
                 return Err(self.fail("not a remit ledger (no metadata)".into()));
             }
             return Ok(None);
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, value FROM meta")
-            .map_err(|e| self.err(e))?;
-        let pairs: Vec<(String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| err(&self.path, e))?;
-        drop(stmt);
+        };
         if pairs.is_empty() {
             return Ok(None);
         }
-        meta_from_pairs(&pairs).map(Some).map_err(|d| self.fail(d))
+        let meta = meta_from_pairs(&pairs).map_err(|d| self.fail(d))?;
+        if self.write {
+            self.ensure_wal(false)?;
+        }
+        Ok(Some(meta))
     }
 
-    fn create(&mut self, meta: &Meta) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| err(&self.path, e))?;
-        tx.execute_batch(SCHEMA).map_err(|e| err(&self.path, e))?;
-        for (key, value) in meta_pairs(meta) {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, value],
-            )
-            .map_err(|e| err(&self.path, e))?;
+    fn create(&mut self, meta: &Meta, genesis: &CheckpointRow) -> Result<Meta> {
+        if !self.write {
+            return Err(self.fail("opened read-only, refusing to write".into()));
         }
-        tx.commit().map_err(|e| err(&self.path, e))
-    }
-
-    fn size(&mut self) -> Result<u64> {
-        let max: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        match max {
-            None => Ok(0),
-            Some(max) => from_i64(self, max)?
-                .checked_add(1)
-                .ok_or_else(|| self.fail("sequence number overflow".into())),
-        }
-    }
-
-    fn append(
-        &mut self,
-        events: &[EventRow],
-        checkpoint: &CheckpointRow,
-        prune_above: u64,
-    ) -> Result<()> {
-        let mut seqs = Vec::with_capacity(events.len());
-        for e in events {
-            seqs.push(to_i64(self, e.seq)?);
-        }
-        let cp_size = to_i64(self, checkpoint.size)?;
-        let prune = to_i64(self, prune_above)?;
+        self.ensure_wal(true)?;
         let path = self.path.clone();
         let e = |x| err(&path, x);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (seq, time, task, agent, kind, body, nodes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(e)?;
-            for (event, seq) in events.iter().zip(seqs) {
-                let body = std::str::from_utf8(&event.body)
-                    .map_err(|_| Error::Encode(format!("event {} is not utf-8", event.seq)))?;
-                insert
-                    .execute(params![
-                        seq,
-                        event.time,
-                        event.task,
-                        event.agent,
-                        event.kind,
-                        body,
-                        event.nodes
-                    ])
-                    .map_err(e)?;
-            }
-            tx.prepare_cached("DELETE FROM checkpoints WHERE size > ?1")
-                .and_then(|mut s| s.execute([prune]))
-                .map_err(e)?;
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO checkpoints (size, time, note) VALUES (?1, ?2, ?3)",
+        tx.execute_batch(SCHEMA).map_err(e)?;
+        // Another process may have created the ledger since we looked.
+        let existing = Self::meta_pairs(&tx).map_err(e)?.unwrap_or_default();
+        if !existing.is_empty() {
+            drop(tx);
+            return meta_from_pairs(&existing).map_err(|d| self.fail(d));
+        }
+        for (key, value) in meta_pairs(meta) {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
             )
-            .and_then(|mut s| s.execute(params![cp_size, checkpoint.time, checkpoint.note]))
             .map_err(e)?;
         }
-        tx.commit().map_err(e)
+        SqliteTxn {
+            conn: &tx,
+            path: &path,
+        }
+        .append(&[], genesis)?;
+        tx.commit().map_err(e)?;
+        Ok(meta.clone())
+    }
+
+    fn size(&mut self) -> Result<u64> {
+        let max: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MAX(seq) FROM events")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        count_from_max(&self.path, max)
+    }
+
+    fn transaction(
+        &mut self,
+        write: bool,
+        body: &mut dyn FnMut(&mut dyn Txn) -> Result<()>,
+    ) -> Result<()> {
+        if write && !self.write {
+            return Err(self.fail("opened read-only, refusing to write".into()));
+        }
+        let path = self.path.clone();
+        let behavior = if write {
+            // Takes the write lock now, so the head read next is the true head.
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(behavior)
+            .map_err(|e| err(&path, e))?;
+        body(&mut SqliteTxn {
+            conn: &tx,
+            path: &path,
+        })?;
+        tx.commit().map_err(|e| err(&path, e))
+    }
+
+    fn begin_snapshot(&mut self) -> Result<()> {
+        // A deferred transaction takes its snapshot at its first read and keeps it.
+        self.conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn end_snapshot(&mut self) -> Result<()> {
+        self.conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     fn event(&mut self, seq: u64) -> Result<Option<EventRow>> {
-        let seq = to_i64(self, seq)?;
+        let seq = to_i64(&self.path, seq)?;
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq = ?1"))
@@ -357,14 +600,7 @@ impl Store for SqliteStore {
     }
 
     fn nodes(&mut self, seq: u64) -> Result<Option<Vec<u8>>> {
-        let seq = to_i64(self, seq)?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT nodes FROM events WHERE seq = ?1")
-            .map_err(|e| err(&self.path, e))?;
-        stmt.query_row([seq], |r| Ok(r.get_ref(0)?.as_bytes()?.to_vec()))
-            .optional()
-            .map_err(|e| err(&self.path, e))
+        nodes(&self.conn, &self.path, seq)
     }
 
     fn scan(
@@ -373,7 +609,7 @@ impl Store for SqliteStore {
         visit: &mut dyn FnMut(RowRef<'_>) -> Result<bool>,
     ) -> Result<()> {
         let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq >= ?");
-        let mut args: Vec<Value> = vec![Value::Integer(to_i64(self, query.from_seq)?)];
+        let mut args: Vec<Value> = vec![Value::Integer(to_i64(&self.path, query.from_seq)?)];
         if let Some(task) = &query.task {
             sql.push_str(" AND task = ?");
             args.push(Value::Text(task.clone()));
@@ -397,7 +633,7 @@ impl Store for SqliteStore {
         sql.push_str(" ORDER BY seq");
         if let Some(limit) = query.limit {
             sql.push_str(" LIMIT ?");
-            args.push(Value::Integer(to_i64(self, limit)?));
+            args.push(Value::Integer(to_i64(&self.path, limit)?));
         }
         let mut stmt = self.conn.prepare(&sql).map_err(|e| err(&self.path, e))?;
         let mut rows = stmt
@@ -430,19 +666,20 @@ impl Store for SqliteStore {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT size, time, note FROM checkpoints ORDER BY size")
+            .prepare("SELECT size, time, note, kept FROM checkpoints ORDER BY size")
             .map_err(|e| err(&self.path, e))?;
-        let rows: Vec<(i64, String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        let rows: Vec<(i64, String, String, bool)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .and_then(|rows| rows.collect())
             .map_err(|e| err(&self.path, e))?;
         drop(stmt);
         rows.into_iter()
-            .map(|(size, time, note)| {
+            .map(|(size, time, note, kept)| {
                 Ok(CheckpointRow {
-                    size: from_i64(self, size)?,
+                    size: from_i64(&self.path, size)?,
                     time,
                     note,
+                    kept,
                 })
             })
             .collect()
@@ -450,16 +687,39 @@ impl Store for SqliteStore {
 
     fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {
         self.checkpoint_query(
-            "SELECT size, time, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+            "SELECT size, time, note, kept FROM checkpoints ORDER BY size DESC LIMIT 1",
             None,
         )
     }
 
     fn checkpoint_covering(&mut self, size: u64) -> Result<Option<CheckpointRow>> {
         self.checkpoint_query(
-            "SELECT size, time, note FROM checkpoints WHERE size >= ?1 ORDER BY size LIMIT 1",
-            Some(to_i64(self, size)?),
+            "SELECT size, time, note, kept FROM checkpoints WHERE size >= ?1 ORDER BY size LIMIT 1",
+            Some(to_i64(&self.path, size)?),
         )
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.write {
+            return Ok(());
+        }
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > CLOSE_CHECKPOINT_BYTES);
+        if !large {
+            return Ok(());
+        }
+        // Fold the log into the database and truncate it, if no other writer or reader is in
+        // the way right now; otherwise one of them will, later.
+        self.busy_limit
+            .store(millis(CLOSE_CHECKPOINT_WAIT), Ordering::Relaxed);
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| self.err(e));
+        self.busy_limit
+            .store(millis(WRITE_LOCK_TIMEOUT), Ordering::Relaxed);
+        result
     }
 }
 
@@ -469,8 +729,8 @@ impl SqliteStore {
             .conn
             .prepare_cached(sql)
             .map_err(|e| err(&self.path, e))?;
-        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, String, String)> {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, String, String, bool)> {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         };
         let row = match arg {
             Some(a) => stmt.query_row([a], map),
@@ -479,48 +739,14 @@ impl SqliteStore {
         .optional()
         .map_err(|e| err(&self.path, e))?;
         drop(stmt);
-        row.map(|(size, time, note)| {
+        row.map(|(size, time, note, kept)| {
             Ok(CheckpointRow {
-                size: from_i64(self, size)?,
+                size: from_i64(&self.path, size)?,
                 time,
                 note,
+                kept,
             })
         })
         .transpose()
     }
-}
-
-pub(crate) fn meta_pairs(meta: &Meta) -> [(&'static str, String); 4] {
-    [
-        ("layout", meta.layout.to_string()),
-        ("origin", meta.origin.clone()),
-        ("vkey", meta.vkey.clone()),
-        ("created", meta.created.clone()),
-    ]
-}
-
-pub(crate) fn meta_from_pairs(pairs: &[(String, String)]) -> std::result::Result<Meta, String> {
-    let get = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| format!("not a remit ledger (metadata has no `{key}`)"))
-    };
-    let layout = get("layout")?;
-    let layout: u32 = layout
-        .parse()
-        .map_err(|_| format!("unreadable layout version `{layout}`"))?;
-    if layout != super::LAYOUT_VERSION {
-        return Err(format!(
-            "ledger layout version {layout} is not supported by this build (expected {})",
-            super::LAYOUT_VERSION
-        ));
-    }
-    Ok(Meta {
-        layout,
-        origin: get("origin")?,
-        vkey: get("vkey")?,
-        created: get("created")?,
-    })
 }

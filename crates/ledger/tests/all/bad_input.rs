@@ -15,6 +15,26 @@ fn closed_sqlite() -> Env {
     env
 }
 
+/// A closed ledger as one file: its write-ahead log folded in and removed, as after a
+/// checkpoint (writers leave a small log beside the database; damaging the database alone
+/// would leave the log's copies of the pages intact).
+fn single_file_sqlite() -> Env {
+    let env = closed_sqlite();
+    let p = path(&env).to_owned();
+    rusqlite::Connection::open(&p)
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let mut name = p.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
+    env
+}
+
 fn path(env: &Env) -> &Path {
     match &env.location {
         Location::Sqlite(p) => p,
@@ -83,7 +103,9 @@ fn the_reader_cannot_write_even_if_asked() {
     let env = closed_sqlite();
     let mut store = env.location.open_read().unwrap();
     let row = store.latest_checkpoint().unwrap().unwrap();
-    let err = store.append(&[], &row, 0).unwrap_err();
+    let err = store
+        .transaction(true, &mut |tx| tx.keep(row.size))
+        .unwrap_err();
     let msg = one_line(&err);
     assert!(
         msg.contains("readonly") || msg.contains("read-only") || msg.contains("read only"),
@@ -93,7 +115,7 @@ fn the_reader_cannot_write_even_if_asked() {
 
 #[test]
 fn truncated_file() {
-    let env = closed_sqlite();
+    let env = single_file_sqlite();
     let p = path(&env);
     let bytes = std::fs::read(p).unwrap();
     std::fs::write(p, &bytes[..bytes.len() / 3]).unwrap();
@@ -115,7 +137,7 @@ fn truncated_file() {
 
 #[test]
 fn corrupted_file() {
-    let env = closed_sqlite();
+    let env = single_file_sqlite();
     let p = path(&env);
     let mut bytes = std::fs::read(p).unwrap();
     // Scribble over the middle pages (b-tree pages), keeping the header.
@@ -218,4 +240,21 @@ fn proofs_verify_offline_and_detect_changes() {
     let stranger = LedgerKey::from_seed("test.remit/ledger-a", [42; 32]).unwrap();
     assert!(bundle.verify(&stranger.public()).is_err());
     assert!(reader.prove(42, &env.key.public()).is_err());
+}
+
+#[test]
+fn ledgers_of_an_older_layout_are_refused() {
+    let env = closed_sqlite();
+    env.sql("UPDATE {meta} SET value = '1' WHERE key = 'layout'");
+    let expected = "layout version 1 is from an older remit; this build reads only layout 2";
+    let err = LedgerReader::open(&env.location).unwrap_err();
+    assert!(one_line(&err).contains(expected), "{err}");
+    let err = remit_ledger::Ledger::open(
+        env.location.clone(),
+        env.key.clone(),
+        env.clock.clone(),
+        remit_ledger::Options::default(),
+    )
+    .unwrap_err();
+    assert!(one_line(&err).contains(expected), "{err}");
 }

@@ -355,3 +355,137 @@ macro_rules! both_stores {
     };
 }
 pub(crate) use both_stores;
+
+/// `NAME:BYTE` of [`Env::new`]'s key, for `remit-ledger-writer --key-seed`.
+pub(crate) const ENV_KEY_SEED: &str = "test.remit/ledger-a:1";
+
+/// A `remit-ledger-writer` process (see `src/bin/remit-ledger-writer.rs`) with its output
+/// read as it comes.
+pub(crate) struct WriterProcess {
+    pub(crate) child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// `(seq, id)` of every acknowledged durable event so far.
+    pub(crate) acks: Vec<(u64, String)>,
+    pub(crate) done: bool,
+    /// Exited before being asked to.
+    stderr: Option<std::process::ChildStderr>,
+}
+
+/// A test that fails half-way must not leave writers running.
+impl Drop for WriterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WriterProcess {
+    pub(crate) fn spawn(location: &Location, key_seed: &str, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_remit-ledger-writer"));
+        match location {
+            Location::Sqlite(path) => cmd.arg("--sqlite").arg(path),
+            Location::Postgres(url) => cmd.args(["--postgres", url]),
+        };
+        let mut child = cmd
+            .args(["--key-seed", key_seed])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let stderr = child.stderr.take();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            acks: Vec::new(),
+            done: false,
+            stderr,
+        }
+    }
+
+    /// Spawn with `--ready` and wait until the ledger is open; [`WriterProcess::go`] starts it.
+    pub(crate) fn spawn_ready(location: &Location, key_seed: &str, args: &[&str]) -> Self {
+        let mut args = args.to_vec();
+        args.push("--ready");
+        let mut w = Self::spawn(location, key_seed, &args);
+        let ready = w.lines.recv_timeout(Duration::from_secs(120));
+        assert_eq!(ready.as_deref(), Ok("READY"), "{}", w.error_output());
+        w
+    }
+
+    /// Let a process spawned with [`WriterProcess::spawn_ready`] start appending.
+    pub(crate) fn go(&mut self) {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+
+    fn take(&mut self, line: String) {
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let (seq, id) = rest.split_once(' ').unwrap();
+            self.acks.push((seq.parse().unwrap(), id.to_owned()));
+        } else if line.starts_with("DONE ") {
+            self.done = true;
+        }
+    }
+
+    /// Read output until `until` holds or `timeout` passes (then panic).
+    pub(crate) fn read_until(&mut self, timeout: Duration, until: impl Fn(&Self) -> bool) {
+        let deadline = std::time::Instant::now() + timeout;
+        while !until(self) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.take(line),
+                Err(_) => panic!(
+                    "writer process: no progress after {} acks: {}",
+                    self.acks.len(),
+                    self.error_output()
+                ),
+            }
+        }
+    }
+
+    fn error_output(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let mut text = String::new();
+        if let Some(mut err) = self.stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Wait for a normal exit and read everything it printed.
+    pub(crate) fn finish(mut self, timeout: Duration) -> Vec<(u64, String)> {
+        self.read_until(timeout, |w| w.done);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "writer failed: {}", self.error_output());
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.take(line);
+        }
+        std::mem::take(&mut self.acks)
+    }
+
+    /// SIGKILL it and return what it acknowledged before dying.
+    pub(crate) fn kill(mut self) -> Vec<(u64, String)> {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+        // Lines already written to the pipe were acknowledged.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.take(line);
+        }
+        std::mem::take(&mut self.acks)
+    }
+}

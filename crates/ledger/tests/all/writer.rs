@@ -77,7 +77,7 @@ both_stores! {
         let ledger = env.open();
         fill(&ledger);
         assert_eq!(ledger.size(), 42);
-        assert_eq!(ledger.durable_size(), 42);
+        assert_eq!(ledger.pending(), 0);
         ledger.close().unwrap();
         let mut reader = env.reader();
         assert_eq!(reader.size().unwrap(), 42);
@@ -98,6 +98,8 @@ both_stores! {
         let d = ledger.append_durable(exec("t", 0)).unwrap();
         assert_eq!(d.wait().unwrap(), 0);
         assert!(d.is_durable());
+        assert_eq!(d.seq(), Some(0));
+        assert_eq!(d.wait_timeout(Duration::from_millis(1)).unwrap(), Some(0));
         // Once durable, a separate reader sees it.
         let mut reader = ledger.reader().unwrap();
         assert_eq!(reader.event(0).unwrap().event.seq, 0);
@@ -151,6 +153,51 @@ both_stores! {
         ledger.close().unwrap();
     };
 
+    history_cadence_is_shared_by_writers => |backend: Backend| {
+        let env = Env::new(backend);
+        let a = env.open();
+        let b = env.open();
+        let start = std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        a.append_durable(exec("a", 0)).unwrap().wait().unwrap();
+        // B's commit comes more than a second after the newest kept checkpoint (genesis),
+        // whoever made it: B keeps its checkpoint…
+        env.clock.set(start + Duration::from_secs(5));
+        b.append_durable(exec("b", 0)).unwrap().wait().unwrap();
+        // …and A, right after, neither keeps its own nor deletes B's.
+        a.append_durable(exec("a", 1)).unwrap().wait().unwrap();
+        let rows = env.reader().checkpoint_rows().unwrap();
+        let sizes: Vec<(u64, bool)> = rows.iter().map(|c| (c.size, c.kept)).collect();
+        assert_eq!(sizes, vec![(0, true), (2, true), (3, false)]);
+        // A keeps the head covering its events at close; B's events are covered already.
+        assert_eq!(a.close().unwrap().unwrap().checkpoint.size, 3);
+        assert_eq!(b.close().unwrap().unwrap().checkpoint.size, 2);
+        let rows = env.reader().checkpoint_rows().unwrap();
+        let sizes: Vec<(u64, bool)> = rows.iter().map(|c| (c.size, c.kept)).collect();
+        assert_eq!(sizes, vec![(0, true), (2, true), (3, true)]);
+        verify_ok(&env);
+    };
+
+    checkpoint_keeps_another_writers_head => |backend: Backend| {
+        let env = Env::new(backend);
+        let a = env.open();
+        let b = env.open();
+        a.append_durable(exec("a", 0)).unwrap().wait().unwrap();
+        b.append_durable(exec("b", 0)).unwrap().wait().unwrap();
+        // A's events are covered by B's (transient) head: keeping it signs nothing new.
+        let kept = a.checkpoint().unwrap();
+        assert_eq!(kept.checkpoint.size, 2);
+        assert_eq!(kept, b.latest_checkpoint().unwrap());
+        // A writer that appended nothing keeps the current head too.
+        let c = env.open();
+        assert_eq!(c.checkpoint().unwrap().checkpoint.size, 2);
+        for l in [a, b, c] {
+            l.close().unwrap();
+        }
+        let sizes: Vec<u64> = env.reader().checkpoint_rows().unwrap().iter().map(|c| c.size).collect();
+        assert_eq!(sizes, vec![0, 2]);
+        verify_ok(&env);
+    };
+
     reopen_continues_the_tree => |backend: Backend| {
         let env = Env::new(backend);
         let ledger = env.open();
@@ -182,12 +229,18 @@ both_stores! {
         assert!(msg.contains("is signed by key"), "{msg}");
     };
 
-    second_writer_is_refused => |backend: Backend| {
+    second_writer_shares_the_ledger => |backend: Backend| {
         let env = Env::new(backend);
-        let ledger = env.open();
-        let err = Ledger::open(env.location.clone(), env.key.clone(), env.clock.clone(), Options::default()).unwrap_err();
-        assert!(err.to_string().contains("another process is writing"), "{err}");
-        ledger.close().unwrap();
+        let first = env.open();
+        let second = env.open();
+        fill(&first);
+        let seq = second.append_durable(exec("t-9", 0)).unwrap().wait().unwrap();
+        assert_eq!(seq, 42, "the second writer continues the first one's tree");
+        first.append_durable(exec("t-9", 1)).unwrap().wait().unwrap();
+        assert_eq!(first.size(), 44);
+        second.close().unwrap();
+        first.close().unwrap();
+        assert_eq!(verify_ok(&env).events, 44);
     };
 
     closed_ledger_refuses_appends => |backend: Backend| {
@@ -212,27 +265,36 @@ both_stores! {
                         if i % 10 == 9 {
                             seqs.push(ledger.append_durable(exec(&format!("t{t}"), i)).unwrap().wait().unwrap());
                         } else {
-                            seqs.push(ledger.append(exec(&format!("t{t}"), i)).unwrap());
+                            ledger.append(exec(&format!("t{t}"), i)).unwrap();
                         }
                     }
                     seqs
                 })
             })
             .collect();
-        let mut all: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let durable: Vec<Vec<u64>> = threads.into_iter().map(|h| h.join().unwrap()).collect();
         ledger.close().unwrap();
-        all.sort_unstable();
-        assert_eq!(all, (0..1200).collect::<Vec<_>>());
         let report = verify_ok(&env);
         assert_eq!(report.events, 1200);
-        // Times never go backwards along the sequence.
+        // Each thread's events are in its order, and its durable events where it was told.
         let mut reader = env.reader();
         let mut last = String::new();
+        let mut next = [0u64; 8];
         reader.scan(&remit_ledger::Query::default(), &mut |e| {
+            // Times never go backwards along the sequence of one writer.
             assert!(e.event.time >= last);
-            last = e.event.time;
+            last = e.event.time.clone();
+            let t: usize = e.event.task[1..].parse().unwrap();
+            let remit_types::event::EventBody::Exec(x) = &e.event.body else { panic!() };
+            let i: u64 = x.argv[1].parse().unwrap();
+            assert_eq!(i, next[t], "thread {t} out of order");
+            next[t] += 1;
+            if i % 10 == 9 {
+                assert_eq!(durable[t][(i / 10) as usize], e.event.seq);
+            }
             Ok(true)
         }).unwrap();
+        assert_eq!(next, [150; 8]);
     };
 
     small_batches_still_commit_everything => |backend: Backend| {
@@ -242,7 +304,8 @@ both_stores! {
             ledger.append(exec("t", i)).unwrap();
         }
         ledger.flush().unwrap();
-        assert_eq!(ledger.durable_size(), 100);
+        assert_eq!(ledger.size(), 100);
+        assert_eq!(ledger.pending(), 0);
         ledger.close().unwrap();
         assert_eq!(verify_ok(&env).events, 100);
     };

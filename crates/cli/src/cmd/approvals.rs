@@ -1,0 +1,176 @@
+//! `remit approvals list|approve|deny`: the humans' side of approvals, on the host.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use remit_gate::client;
+use remit_gate::record::remit_home;
+use remit_gate::registry::{TaskInfo, run_dir, running_tasks};
+use serde_json::{Value, json};
+
+use crate::exit::Outcome;
+
+/// `remit approvals` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Pending approvals of every running task, with what the gate derived about each.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Include approvals that were already decided.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request (as the OS user running this command).
+    Approve {
+        /// The approval id (`ap-…`).
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        /// The approval id (`ap-…`).
+        id: String,
+        /// Why (the agent sees it).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+pub(crate) fn tasks() -> Vec<(PathBuf, TaskInfo)> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let home = remit_home(&env);
+    running_tasks(&run_dir(&env, &home))
+}
+
+pub(crate) fn control(
+    dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<client::Response> {
+    let socket = dir.join("control.sock");
+    client::request(&socket, method, path, body, Duration::from_secs(30)).with_context(|| {
+        format!(
+            "cannot reach the task's control socket `{}`",
+            socket.display()
+        )
+    })
+}
+
+pub(crate) fn run(command: Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::List { json, all } => list(json, all),
+        Command::Approve { id, reason } => decide(&id, true, reason),
+        Command::Deny { id, reason } => decide(&id, false, reason),
+    }
+}
+
+fn list(as_json: bool, all: bool) -> anyhow::Result<Outcome> {
+    let mut rows: Vec<Value> = Vec::new();
+    for (dir, _) in tasks() {
+        let Ok(response) = control(&dir, "GET", "/v1/approvals", None) else {
+            continue;
+        };
+        if let Some(list) = response.body["approvals"].as_array() {
+            rows.extend(
+                list.iter()
+                    .filter(|a| all || a["state"] == "pending")
+                    .cloned(),
+            );
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(Outcome::Success);
+    }
+    if rows.is_empty() {
+        println!("no pending approvals");
+        return Ok(Outcome::Success);
+    }
+    for a in &rows {
+        let s = |k: &str| a[k].as_str().unwrap_or("").to_owned();
+        println!("{}  [{}]  {}", s("id"), s("state"), s("effect"));
+        println!(
+            "    task {}  agent {} (owner {})  requested by {}",
+            s("task"),
+            s("agent"),
+            s("owner"),
+            s("requester")
+        );
+        if let Some(policies) = a["policies"].as_array() {
+            for p in policies {
+                println!("    policy {}", p.as_str().unwrap_or(""));
+            }
+        }
+        if let Some(reqs) = a["requirements"].as_array() {
+            for r in reqs {
+                let by: Vec<&str> = r["by"]
+                    .as_array()
+                    .map(|b| b.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                println!(
+                    "    needs {} of {} ({} so far)",
+                    r["count"],
+                    if by.is_empty() {
+                        "any human".to_owned()
+                    } else {
+                        by.join(", ")
+                    },
+                    r["have"]
+                );
+            }
+        }
+        println!("    approving enables: {}", s("enables"));
+        println!("    digest {}  expires {}", s("digest"), s("expires"));
+    }
+    Ok(Outcome::Success)
+}
+
+fn decide(id: &str, approve: bool, reason: Option<String>) -> anyhow::Result<Outcome> {
+    let verb = if approve { "approve" } else { "deny" };
+    let body = json!({ "reason": reason });
+    for (dir, info) in tasks() {
+        let response = match control(
+            &dir,
+            "POST",
+            &format!("/v1/approvals/{id}/{verb}"),
+            Some(&body),
+        ) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        match response.status {
+            404 => continue,
+            200 => {
+                let state = response.body["state"].as_str().unwrap_or("");
+                let have: Vec<String> = response.body["requirements"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .map(|r| format!("{}/{}", r["have"], r["count"]))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{id} ({} in task {}): {}{}",
+                    response.body["effect"].as_str().unwrap_or(""),
+                    info.task,
+                    state,
+                    if state == "pending" {
+                        format!(", approvals {}", have.join(", "))
+                    } else {
+                        String::new()
+                    }
+                );
+                return Ok(Outcome::Success);
+            }
+            _ => anyhow::bail!("{}", response.body["error"].as_str().unwrap_or("refused")),
+        }
+    }
+    anyhow::bail!("no running task has approval `{id}`")
+}

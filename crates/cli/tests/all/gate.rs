@@ -1,0 +1,455 @@
+//! The gate through the real binary: typed actions, approvals from the host, the agent's
+//! lack of any approval path, quotas, the kill switch, agent suspension, policy commands.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const REMIT: &str = r#"
+[agent]
+name = "gate-test"
+
+[approvals]
+timeout = "2m"
+
+[actions.publish]
+description = "publish the package"
+args = ["tag"]
+run = ["touch", "published-{tag}"]
+approve = true
+
+[actions.ping]
+run = ["sh", "-c", "echo pong"]
+quota = 2
+
+[actions.deploy]
+args = ["env"]
+when = 'context.args.env != "production"'
+"#;
+
+fn background(w: &World, remit: &str, script: &str) -> Child {
+    w.command()
+        .args(["run", "--quiet", "--remit"])
+        .arg(w.remit(remit))
+        .args(["--", "bash", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn host(w: &World, args: &[&str]) -> std::process::Output {
+    w.command().args(args).output().unwrap()
+}
+
+/// Wait until `remit approvals list --json` shows a pending approval; return it.
+fn wait_pending(w: &World) -> Value {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let out = host(w, &["approvals", "list", "--json"]);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(first) = list.into_iter().next() {
+            return first;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no pending approval appeared");
+}
+
+fn finish(child: Child) -> std::process::Output {
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_forbidden_action_is_denied_with_its_reason() {
+    let w = World::new();
+    let out = w.run(Some(REMIT), "remit act deploy --arg env=production; echo rc=$?; remit act deploy --arg env=staging; echo rc=$?");
+    let text = stdout(&out);
+    assert!(
+        text.contains("rc=1") && text.contains("rc=0"),
+        "{}",
+        show(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("denied `deploy`") && err.contains("actions.deploy"),
+        "{err}"
+    );
+    // Unknown actions and arguments are bad requests (exit 2), not denials.
+    let out = w.run(
+        Some(REMIT),
+        "remit act launch; echo rc=$?; remit act deploy --arg colour=red; echo rc=$?",
+    );
+    assert_eq!(stdout(&out).matches("rc=2").count(), 2, "{}", show(&out));
+    assert!(
+        stderr(&out).contains("unknown action `launch`"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn approval_flow_end_to_end() {
+    let w = World::new();
+    let child = background(
+        &w,
+        REMIT,
+        "remit act publish --arg tag=v1 --wait 60; echo rc=$?",
+    );
+    let pending = wait_pending(&w);
+    // The host sees the facts the gate derived.
+    assert_eq!(pending["agent"], "gate-test");
+    assert_eq!(pending["kind"], "publish");
+    assert_eq!(pending["details"]["args"]["tag"], "v1");
+    assert!(
+        pending["policies"][0]
+            .as_str()
+            .unwrap()
+            .contains("actions.publish.approve")
+    );
+    assert!(
+        pending["enables"]
+            .as_str()
+            .unwrap()
+            .contains("publish tag=v1")
+    );
+    let id = pending["id"].as_str().unwrap().to_owned();
+    assert!(
+        !w.exists(&w.ws.join("published-v1")),
+        "performed before approval"
+    );
+    let out = host(&w, &["approvals", "approve", &id, "--reason", "release"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = finish(child);
+    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains(&format!("pending approval {id}")),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        w.exists(&w.ws.join("published-v1")),
+        "not performed after approval"
+    );
+
+    // Replaying the approval is refused (the task is gone, and with it the approval).
+    let out = host(&w, &["approvals", "approve", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+
+    // Within one task: an approval is used once; a changed argument needs a new approval.
+    let child = background(
+        &w,
+        REMIT,
+        "remit act publish --arg tag=v2 --wait 60; echo first=$?; remit act publish --arg tag=v2 --wait 60; echo second=$?",
+    );
+    let first = wait_pending(&w);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    assert!(
+        host(&w, &["approvals", "approve", &first_id])
+            .status
+            .success()
+    );
+    let started = Instant::now();
+    let second = loop {
+        let out = host(&w, &["approvals", "list", "--json"]);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(a) = list.into_iter().find(|a| a["id"] != first_id.as_str()) {
+            break a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the second request did not open a new approval"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = host(&w, &["approvals", "approve", &first_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a used approval was accepted again: {}",
+        show(&out)
+    );
+    assert!(
+        stderr(&out).contains("used") || stderr(&out).contains("no running task"),
+        "{}",
+        show(&out)
+    );
+    let out = host(
+        &w,
+        &[
+            "approvals",
+            "deny",
+            second["id"].as_str().unwrap(),
+            "--reason",
+            "once is enough",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let out = finish(child);
+    let text = stdout(&out);
+    assert!(
+        text.contains("first=0") && text.contains("second=1"),
+        "{}",
+        show(&out)
+    );
+    assert!(stderr(&out).contains("once is enough"), "{}", show(&out));
+}
+
+#[test]
+fn the_agent_cannot_reach_any_approval_path() {
+    let w = World::new();
+    let child = background(
+        &w,
+        REMIT,
+        r#"remit act publish --arg tag=self --wait 0 >/dev/null 2>&1
+id=$(curl -s --unix-socket "$REMIT_SOCKET" http://remit/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["approvals"][0]["id"])')
+for path in "/v1/approvals/$id/approve" "/v1/approvals/$id" "/v1/kill" "/v1/approvals"; do
+  curl -s -o /dev/null -w "%{http_code} $path\n" --unix-socket "$REMIT_SOCKET" -X POST -d '{}' "http://remit$path"
+done
+ls -A /run/remit; find / -name control.sock 2>/dev/null | head -1; echo done"#,
+    );
+    let out = finish(child);
+    let text = stdout(&out);
+    for line in text.lines().filter(|l| l.contains("/v1/")) {
+        let code: u16 = line.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(
+            code == 404 || code == 405,
+            "the agent reached `{line}`\n{text}"
+        );
+    }
+    assert!(!text.contains("control.sock"), "{text}");
+    assert!(text.contains("done"), "{}", show(&out));
+    // Its own request is still pending: nothing it sent approved it.
+    assert!(!w.exists(&w.ws.join("published-self")));
+}
+
+#[test]
+fn malformed_requests_get_4xx() {
+    let w = World::new();
+    let out = w.run(
+        Some(REMIT),
+        r#"c() { curl -s -o /dev/null -w "%{http_code}\n" --unix-socket "$REMIT_SOCKET" "$@"; }
+c -X POST -d 'not json' http://remit/v1/actions
+c -X POST -d '{"kind":"ping","extra":1}' http://remit/v1/actions
+c -X POST -H 'Content-Type: application/json' --data-binary @<(head -c 100000 /dev/zero | tr '\0' a) http://remit/v1/actions
+c -X DELETE http://remit/v1/status
+c http://remit/nope
+c -X POST -d '{"kind":"deploy","args":{"env":"--force"}}' http://remit/v1/actions
+printf 'GARBAGE\r\n\r\n' | python3 -c 'import socket,os,sys; s=socket.socket(socket.AF_UNIX); s.connect(os.environ["REMIT_SOCKET"]); s.sendall(sys.stdin.buffer.read()); print("raw", s.recv(100)[:12])'
+c http://remit/v1/status"#,
+    );
+    let text = stdout(&out);
+    let codes: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        &codes[..6],
+        &["400", "400", "413", "405", "404", "400"],
+        "{}",
+        show(&out)
+    );
+    assert!(codes[6].contains("HTTP/1.1 400"), "{}", show(&out));
+    assert_eq!(
+        codes[7],
+        "200",
+        "the socket kept serving after bad requests: {}",
+        show(&out)
+    );
+}
+
+#[test]
+fn quotas_hold() {
+    let w = World::new();
+    let out = w.run(
+        Some(REMIT),
+        "for i in 1 2 3; do remit act ping; echo rc=$?; done",
+    );
+    let text = stdout(&out);
+    assert_eq!(text.matches("pong").count(), 2, "{}", show(&out));
+    assert!(text.ends_with("rc=1\n"), "{}", show(&out));
+    assert!(stderr(&out).contains("quota of 2"), "{}", show(&out));
+}
+
+#[test]
+fn kill_during_a_pending_approval_leaves_nothing_running() {
+    let w = World::new();
+    let child = background(
+        &w,
+        REMIT,
+        "sleep 31.41597 & remit act publish --arg tag=k --wait 120; echo after",
+    );
+    let pending = wait_pending(&w);
+    let task = pending["task"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let out = host(&w, &["task", "kill", &task, "--reason", "runaway"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = finish(child);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(137), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("killed by") && stderr(&out).contains("runaway"),
+        "{}",
+        show(&out)
+    );
+    assert!(!stdout(&out).contains("after"));
+    assert!(!w.exists(&w.ws.join("published-k")));
+    let ps = Command::new("pgrep")
+        .args(["-f", "31.41597"])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "a process survived the kill");
+    let list = host(&w, &["task", "list", "--json"]);
+    assert_eq!(stdout(&list).trim(), "[]");
+}
+
+#[test]
+fn suspended_agents_cannot_run_and_lose_their_tasks() {
+    let w = World::new();
+    let child = background(&w, REMIT, "echo started; sleep 30; echo finished");
+    let started = Instant::now();
+    while host(&w, &["task", "list", "--json"]).stdout.len() < 10 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = host(
+        &w,
+        &["agent", "suspend", "gate-test", "--reason", "investigation"],
+    );
+    assert!(
+        out.status.success() && stdout(&out).contains("1 running task killed"),
+        "{}",
+        show(&out)
+    );
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(137), "{}", show(&out));
+    let out = w.run(Some(REMIT), "echo should-not-run");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("suspended") && !stdout(&out).contains("should-not-run"),
+        "{}",
+        show(&out)
+    );
+    assert!(host(&w, &["agent", "resume", "gate-test"]).status.success());
+    ok(&w.run(Some(REMIT), "true"));
+    assert!(host(&w, &["agent", "revoke", "gate-test"]).status.success());
+    assert_eq!(
+        host(&w, &["agent", "resume", "gate-test"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn an_exec_prompt_waits_for_a_human() {
+    let w = World::new();
+    let remit = "[commands]\nprompt = [\"touch\"]\n[approvals]\ntimeout = \"1m\"\n";
+    let child = background(&w, remit, "touch approved-file; echo rc=$?");
+    let pending = wait_pending(&w);
+    assert_eq!(pending["kind"], "exec");
+    assert!(
+        pending["effect"]
+            .as_str()
+            .unwrap()
+            .contains("touch approved-file")
+    );
+    let out = host(
+        &w,
+        &["approvals", "approve", pending["id"].as_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let out = finish(child);
+    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
+    assert!(w.exists(&w.ws.join("approved-file")));
+}
+
+#[test]
+fn policy_commands() {
+    let w = World::new();
+    let good = w.remit(&format!("{REMIT}\n[[test]]\neffect = {{ kind = \"deploy\", args = {{ env = \"production\" }} }}\nexpect = \"deny\"\n"));
+    let out = host(&w, &["policy", "check", good.to_str().unwrap()]);
+    assert!(
+        out.status.success() && stdout(&out).contains("1 test pass"),
+        "{}",
+        show(&out)
+    );
+    let out = host(&w, &["policy", "test", good.to_str().unwrap()]);
+    assert!(
+        out.status.success() && stdout(&out).contains("ok  "),
+        "{}",
+        show(&out)
+    );
+    let out = host(
+        &w,
+        &[
+            "policy",
+            "explain",
+            good.to_str().unwrap(),
+            "kind=publish",
+            "args.tag=latest",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("needs approval"), "{}", show(&out));
+    let out = host(
+        &w,
+        &[
+            "policy",
+            "explain",
+            good.to_str().unwrap(),
+            "--approved",
+            "kind=publish",
+            "args.tag=latest",
+        ],
+    );
+    assert!(
+        out.status.success() && stdout(&out).contains("decision: allow"),
+        "{}",
+        show(&out)
+    );
+    let out = host(
+        &w,
+        &[
+            "policy",
+            "explain",
+            good.to_str().unwrap(),
+            "kind=exec",
+            "command=git push",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+
+    let bad = w.dir.path().join("bad.remit.toml");
+    std::fs::write(
+        &bad,
+        "[actions.deploy]\nargs = [\"env\"]\nwhen = 'context.args.nope == \"x\"'\n",
+    )
+    .unwrap();
+    let out = host(&w, &["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:3:", bad.display())) && err.contains("nope"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let failing = w.dir.path().join("failing.remit.toml");
+    std::fs::write(
+        &failing,
+        "[[test]]\neffect = { kind = \"publish\" }\nexpect = \"allow\"\n",
+    )
+    .unwrap();
+    let out = host(&w, &["policy", "test", failing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let out = host(
+        &w,
+        &["policy", "explain", good.to_str().unwrap(), "kind=launch"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = host(&w, &["approvals", "approve", "ap-doesnotexist"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no running task has approval `ap-doesnotexist`"),
+        "{}",
+        show(&out)
+    );
+}

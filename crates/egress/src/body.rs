@@ -1,0 +1,276 @@
+//! Bodies in flight: counted, charged to the budgets, scanned for secrets with a hold-back
+//! so a secret split across chunks is still caught before any of it is forwarded, and cut
+//! when idle too long.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use tokio::time::{Instant, Sleep};
+
+use crate::budget::Meter;
+use crate::matcher::{Hit, Matcher};
+
+/// Errors carried by bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one body type the proxy sends both ways.
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A body from bytes.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub(crate) fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Why a body stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("no data for {0:?}; the transfer was cut")]
+    Idle(Duration),
+    #[error("{0}")]
+    Budget(String),
+    #[error("a known secret was found in the body")]
+    Secret,
+    #[error("the body is larger than the {0} bytes remit inspects")]
+    TooLarge(usize),
+}
+
+/// What a scanner looks for and what it reports.
+pub(crate) struct Scan {
+    pub(crate) matcher: Arc<Matcher>,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Request bodies: phantoms to unbound hosts count. Response bodies: only real values.
+    pub(crate) outbound: bool,
+    /// Where a hit is left for the request handler.
+    pub(crate) hit: Arc<Mutex<Option<Hit>>>,
+    pending: BytesMut,
+}
+
+impl Scan {
+    pub(crate) fn new(
+        matcher: Arc<Matcher>,
+        host: &str,
+        port: u16,
+        outbound: bool,
+        hit: Arc<Mutex<Option<Hit>>>,
+    ) -> Scan {
+        Scan {
+            matcher,
+            host: host.to_owned(),
+            port,
+            outbound,
+            hit,
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Add a chunk; what may be released now, or the hit.
+    fn push(&mut self, chunk: &[u8]) -> Result<Bytes, Hit> {
+        self.pending.extend_from_slice(chunk);
+        if let Some(hit) = self
+            .matcher
+            .scan(&self.pending, &self.host, self.port, self.outbound)
+        {
+            return Err(hit);
+        }
+        let keep = self
+            .matcher
+            .longest()
+            .saturating_sub(1)
+            .min(self.pending.len());
+        let release = self.pending.len() - keep;
+        Ok(self.pending.split_to(release).freeze())
+    }
+
+    fn finish(&mut self) -> Bytes {
+        self.pending.split().freeze()
+    }
+}
+
+/// A body that is counted, charged, scanned and timed.
+pub(crate) struct Metered<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+    meter: Option<Meter>,
+    scan: Option<Scan>,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+    trailers: Option<http::HeaderMap>,
+    ended: bool,
+    /// Kept alive until the body ends (a record emitted on drop).
+    _guard: Option<Arc<dyn Send + Sync>>,
+}
+
+impl<B> Metered<B> {
+    pub(crate) fn new(
+        inner: B,
+        count: Arc<AtomicU64>,
+        meter: Option<Meter>,
+        scan: Option<Scan>,
+        idle: Duration,
+        guard: Option<Arc<dyn Send + Sync>>,
+    ) -> Metered<B> {
+        Metered {
+            inner,
+            count,
+            meter,
+            scan,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            trailers: None,
+            ended: false,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B> Body for Metered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                if let Some(scan) = &mut this.scan {
+                    let tail = scan.finish();
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    }
+                }
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(Box::new(BodyError::Idle(this.idle)))));
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => this.ended = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                this.trailers = Some(trailers);
+                            }
+                            this.ended = true;
+                            continue;
+                        }
+                    };
+                    this.sleep.as_mut().reset(Instant::now() + this.idle);
+                    let n = u64::try_from(frame.len()).unwrap_or(u64::MAX);
+                    this.count.fetch_add(n, Ordering::Relaxed);
+                    if let Some(meter) = &this.meter
+                        && let Err(reason) = meter.charge(n)
+                    {
+                        return Poll::Ready(Some(Err(Box::new(BodyError::Budget(reason)))));
+                    }
+                    let out = match &mut this.scan {
+                        None => frame,
+                        Some(scan) => match scan.push(&frame) {
+                            Ok(release) => release,
+                            Err(hit) => {
+                                if let Ok(mut slot) = scan.hit.lock() {
+                                    *slot = Some(hit);
+                                }
+                                return Poll::Ready(Some(Err(Box::new(BodyError::Secret))));
+                            }
+                        },
+                    };
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+            && self.trailers.is_none()
+            && self.scan.as_ref().is_none_or(|s| s.pending.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.scan.is_some() {
+            // Scanning holds bytes back, so the frames differ; the total is the same.
+            self.inner.size_hint()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+/// Read a whole body, up to `limit` bytes, each frame within `idle`.
+pub(crate) async fn collect_limited<B>(
+    mut body: B,
+    limit: usize,
+    idle: Duration,
+    meter: Option<&Meter>,
+) -> Result<Bytes, BoxError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut out = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(Box::new(BodyError::Idle(idle))),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(Into::into)?,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(Box::new(BodyError::TooLarge(limit)));
+            }
+            if let Some(meter) = meter {
+                meter
+                    .charge(u64::try_from(data.len()).unwrap_or(u64::MAX))
+                    .map_err(|r| Box::new(BodyError::Budget(r)) as BoxError)?;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Whether an error chain holds a body error of ours, and which.
+pub(crate) fn body_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a BodyError> {
+    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(ours) = e.downcast_ref::<BodyError>() {
+            return Some(ours);
+        }
+        current = e.source();
+    }
+    None
+}

@@ -1,0 +1,1038 @@
+//! One request, from the task to the origin and back: checked for secrets and phantoms,
+//! decided by the gate (with git pushes and registry uploads as their own effects),
+//! credentials swapped in, forwarded, and recorded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use remit_types::effect::Effect;
+use remit_types::network::Placement;
+
+use crate::body::{BodyError, Metered, ProxyBody, Scan, body_error, collect_limited, full};
+use crate::credentials::{query_has, swap_basic, swap_header, swap_query};
+use crate::deny::{refusal, wants_json};
+use crate::events::{Denial, EgressEvent, RequestRecord, Violation, ViolationKind};
+use crate::git;
+use crate::matcher::{Hit, Label, encoding_name};
+use crate::proxy::{normalize_host, upstream_refusal};
+use crate::upstream::{self, Origin, UpstreamError};
+use crate::{EgressGate, GateDecision, Shared};
+
+/// Commits remembered per task to prove fast-forwards across pushes.
+const COMMIT_CACHE: usize = 200_000;
+
+/// Bodies up to this size are checked whole before the request is sent.
+const SMALL_BODY: u64 = 1 << 20;
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// TLS towards the origin.
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Arrived inside a `CONNECT` tunnel (the tunnel names the host).
+    pub(crate) tunneled: bool,
+    /// The task's TLS was terminated by the proxy.
+    pub(crate) intercepted: bool,
+}
+
+impl Target {
+    fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// At most this much of a URL in a message.
+pub(crate) fn clip(text: &str) -> String {
+    if text.len() <= 300 {
+        return text.to_owned();
+    }
+    let mut end = 300;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The record of one request, emitted when it is dropped (after the response body ends).
+struct RecordGuard<G: EgressGate> {
+    shared: Arc<Shared<G>>,
+    record: Mutex<RequestRecord>,
+    started: Instant,
+    request_bytes: Arc<AtomicU64>,
+    response_bytes: Arc<AtomicU64>,
+    /// A secret found in a streamed body after the response had begun.
+    hit: Arc<Mutex<Option<Hit>>>,
+}
+
+impl<G: EgressGate> Drop for RecordGuard<G> {
+    fn drop(&mut self) {
+        let Ok(mut record) = self.record.lock() else {
+            return;
+        };
+        record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        record.response_bytes = self.response_bytes.load(Ordering::Relaxed);
+        record.duration_us = micros(self.started);
+        if let Ok(mut hit) = self.hit.lock()
+            && let Some(hit) = hit.take()
+        {
+            let reason = hit_reason(&self.shared, &hit, &record.host, true);
+            record.error.get_or_insert_with(|| reason.clone());
+            self.shared.gate.observe(EgressEvent::Violation(Violation {
+                kind: if matches!(hit.label, Label::Phantom(_)) {
+                    ViolationKind::Phantom
+                } else {
+                    ViolationKind::KnownSecret
+                },
+                peer: record.peer,
+                host: record.host.clone(),
+                port: record.port,
+                method: Some(record.method.clone()),
+                path: Some(record.path.clone()),
+                policy: if matches!(hit.label, Label::Phantom(_)) {
+                    "egress.phantom"
+                } else {
+                    "egress.dlp"
+                }
+                .into(),
+                reason,
+            }));
+        }
+        self.shared
+            .gate
+            .observe(EgressEvent::Request(record.clone()));
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+struct Ctx<G: EgressGate> {
+    shared: Arc<Shared<G>>,
+    guard: Arc<RecordGuard<G>>,
+    json: bool,
+    what: String,
+    peer: SocketAddr,
+}
+
+impl<G: EgressGate> Ctx<G> {
+    fn deny(&self, status: StatusCode, policy: &str, reason: &str) -> Response<ProxyBody> {
+        if let Ok(mut record) = self.guard.record.lock() {
+            record.status = status.as_u16();
+            record.denied = Some(Denial {
+                policy: policy.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+        refusal(status, policy, reason, &self.what, self.json)
+    }
+
+    fn violation(&self, kind: ViolationKind, policy: &str, reason: &str) -> Response<ProxyBody> {
+        if let Ok(record) = self.guard.record.lock() {
+            self.shared.gate.observe(EgressEvent::Violation(Violation {
+                kind,
+                peer: self.peer,
+                host: record.host.clone(),
+                port: record.port,
+                method: Some(record.method.clone()),
+                path: Some(record.path.clone()),
+                policy: policy.to_owned(),
+                reason: reason.to_owned(),
+            }));
+        }
+        self.deny(StatusCode::FORBIDDEN, policy, reason)
+    }
+
+    async fn decide(&self, effect: Effect) -> Result<(), Response<ProxyBody>> {
+        match self.shared.gate.decide(effect).await {
+            GateDecision::Allow => Ok(()),
+            GateDecision::Deny { policy, reason } => {
+                Err(self.deny(StatusCode::FORBIDDEN, &policy, &reason))
+            }
+        }
+    }
+}
+
+/// Why a secret or phantom in a request is refused, for the agent.
+fn hit_reason<G: EgressGate>(shared: &Shared<G>, hit: &Hit, host: &str, in_body: bool) -> String {
+    let what = shared.matcher.describe(hit.label);
+    let place = if in_body { "body" } else { "request" };
+    match hit.label {
+        Label::Phantom(i) => {
+            let credential = shared.matcher.credentials.get(i);
+            let hosts = credential
+                .map(|c| {
+                    c.hosts
+                        .iter()
+                        .map(|h| format!("`{h}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let env = credential
+                .and_then(|c| c.env.clone())
+                .map(|e| format!(" (`${e}`)"))
+                .unwrap_or_default();
+            format!(
+                "the {place} carries the placeholder of {what}{env} ({}) to `{host}`; remit swaps it for the real value only on requests to {hosts}, and sends it nowhere else",
+                encoding_name(hit.encoding)
+            )
+        }
+        Label::Real(_) | Label::Known(_) => format!(
+            "the {place} carries {what} ({}); this task's secrets never leave it. Use the credential's variable inside the task and let the proxy inject it where the remit allows",
+            encoding_name(hit.encoding)
+        ),
+    }
+}
+
+/// The refusal for a secret or phantom found in a body.
+fn hit_refusal<G: EgressGate>(ctx: &Ctx<G>, hit: &Hit, host: &str) -> Response<ProxyBody> {
+    let reason = hit_reason(&ctx.shared, hit, host, true);
+    if matches!(hit.label, Label::Phantom(_)) {
+        ctx.violation(ViolationKind::Phantom, "egress.phantom", &reason)
+    } else {
+        ctx.violation(ViolationKind::KnownSecret, "egress.dlp", &reason)
+    }
+}
+
+/// Resolve `.` and `..` segments and decode percent-escaped unreserved characters, so that
+/// a path is decided and forwarded in one spelling.
+pub(crate) fn canonical_path(path_and_query: &str) -> Result<String, String> {
+    if path_and_query == "*" {
+        return Ok("*".into());
+    }
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    if !path.starts_with('/') {
+        return Err("the path does not start with `/`".into());
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = path.get(i + 1..i + 3).ok_or("a `%` escape is cut short")?;
+            let value = u8::from_str_radix(hex, 16)
+                .map_err(|_| format!("`%{hex}` is not a percent escape"))?;
+            if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+                decoded.push(char::from(value));
+            } else {
+                decoded.push_str(&format!("%{value:02X}"));
+            }
+            i += 3;
+            continue;
+        }
+        if b.is_ascii_control() || b == b' ' || b == b'\\' || b >= 0x80 {
+            return Err(
+                "the path has a space, a control character, `\\` or a non-ASCII byte".into(),
+            );
+        }
+        decoded.push(char::from(b));
+        i += 1;
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = format!("/{}", segments.join("/"));
+    if trailing && !out.ends_with('/') {
+        out.push('/');
+    }
+    if let Some(q) = query {
+        if q.bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80)
+        {
+            return Err("the query has a space, a control character or a non-ASCII byte".into());
+        }
+        out.push('?');
+        out.push_str(q);
+    }
+    Ok(out)
+}
+
+/// Headers that belong to one connection, never forwarded.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "expect",
+        "host",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Serve one request.
+pub(crate) async fn handle<G: EgressGate>(
+    shared: Arc<Shared<G>>,
+    peer: SocketAddr,
+    target: Target,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let started_unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let (parts, body) = request.into_parts();
+    let method = parts.method.as_str().to_owned();
+    let raw = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let shown_path = shared.matcher.redact(&clip(&raw));
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let response_bytes = Arc::new(AtomicU64::new(0));
+    let hit_slot = Arc::new(Mutex::new(None));
+    let guard = Arc::new(RecordGuard {
+        shared: Arc::clone(&shared),
+        record: Mutex::new(RequestRecord {
+            id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+            peer,
+            host: target.host.clone(),
+            port: target.port,
+            method: method.clone(),
+            path: shown_path.clone(),
+            intercepted: target.intercepted,
+            status: 0,
+            denied: None,
+            upstream: None,
+            protocol: None,
+            credentials: Vec::new(),
+            request_bytes: 0,
+            response_bytes: 0,
+            started_unix_ms,
+            response_after_us: None,
+            duration_us: 0,
+            error: None,
+        }),
+        started,
+        request_bytes: Arc::clone(&request_bytes),
+        response_bytes: Arc::clone(&response_bytes),
+        hit: Arc::clone(&hit_slot),
+    });
+    let ctx = Ctx {
+        shared: Arc::clone(&shared),
+        guard: Arc::clone(&guard),
+        json: wants_json(&parts.headers),
+        what: format!(
+            "{method} {}://{}{}",
+            target.scheme(),
+            target.authority(),
+            shown_path
+        ),
+        peer,
+    };
+    let mut body = Some(body);
+    let result = pipeline(
+        &ctx,
+        &target,
+        parts,
+        &mut body,
+        started,
+        request_bytes,
+        response_bytes,
+        hit_slot,
+    )
+    .await;
+    if let (Err(_), Some(unread)) = (&result, body.take()) {
+        // Refused before the body was read: read a little of it, so that the client (which
+        // may still be sending) reads the refusal instead of a reset stream.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(2), drain(unread, 1 << 20)).await;
+    }
+    match result {
+        Ok(response) | Err(response) => {
+            if let Ok(mut record) = guard.record.lock()
+                && record.status == 0
+            {
+                record.status = response.status().as_u16();
+            }
+            response
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pipeline<G: EgressGate>(
+    ctx: &Ctx<G>,
+    target: &Target,
+    parts: http::request::Parts,
+    body: &mut Option<Incoming>,
+    started: Instant,
+    request_bytes: Arc<AtomicU64>,
+    response_bytes: Arc<AtomicU64>,
+    hit_slot: Arc<Mutex<Option<Hit>>>,
+) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
+    let shared = &ctx.shared;
+    let matcher = &shared.matcher;
+    let host = target.host.as_str();
+    let port = target.port;
+    let method = parts.method.as_str().to_owned();
+    let raw = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut path = canonical_path(raw)
+        .map_err(|why| ctx.deny(StatusCode::BAD_REQUEST, "egress.request", &why))?;
+
+    // Inside a tunnel, the request must name the tunnel's host (no fronting another name).
+    if target.tunneled {
+        let named = parts
+            .uri
+            .authority()
+            .map(|a| a.host().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                    .map(|a| a.host().to_owned())
+            });
+        if let Some(named) = named
+            && normalize_host(&named).as_deref() != Some(host)
+        {
+            let reason = format!(
+                "the request names `{named}` inside a tunnel to `{host}`; open a tunnel to `{named}` itself"
+            );
+            return Err(ctx.violation(ViolationKind::HostMismatch, "egress.host", &reason));
+        }
+    }
+    if parts.headers.contains_key(header::UPGRADE) {
+        return Err(ctx.deny(
+            StatusCode::NOT_IMPLEMENTED,
+            "egress.upgrade",
+            "remit's egress proxy does not pass protocol upgrades (WebSocket); use plain HTTP requests",
+        ));
+    }
+
+    // Known secrets and phantoms in the request line and headers.
+    let mut swaps: Vec<usize> = Vec::new();
+    // The path as sent, and fully percent-decoded (a secret spelled `%73%6B…`).
+    let decoded = crate::credentials::percent_decode(&path);
+    let mut in_path = matcher.find_all(path.as_bytes());
+    in_path.extend(
+        matcher
+            .find_all(&decoded)
+            .into_iter()
+            .filter(|f| !matches!(f.label, Label::Phantom(_))),
+    );
+    for found in in_path {
+        match found.label {
+            Label::Phantom(i) => {
+                let Some(c) = matcher.credentials.get(i) else {
+                    continue;
+                };
+                if !c.bound_to(host, port) {
+                    let reason = hit_reason(
+                        shared,
+                        &Hit {
+                            label: found.label,
+                            encoding: found.encoding,
+                        },
+                        host,
+                        false,
+                    );
+                    return Err(ctx.violation(ViolationKind::Phantom, "egress.phantom", &reason));
+                }
+                if let Placement::Query(q) = &c.placement
+                    && query_has(&path, q, c.phantom.as_bytes())
+                    && !swaps.contains(&i)
+                {
+                    swaps.push(i);
+                }
+            }
+            label => {
+                let reason = hit_reason(
+                    shared,
+                    &Hit {
+                        label,
+                        encoding: found.encoding,
+                    },
+                    host,
+                    false,
+                );
+                return Err(ctx.violation(ViolationKind::KnownSecret, "egress.dlp", &reason));
+            }
+        }
+    }
+    for (name, value) in &parts.headers {
+        if name == header::PROXY_AUTHORIZATION {
+            continue;
+        }
+        for found in matcher.find_all(value.as_bytes()) {
+            match found.label {
+                Label::Phantom(i) => {
+                    let Some(c) = matcher.credentials.get(i) else {
+                        continue;
+                    };
+                    if !c.bound_to(host, port) {
+                        let reason = hit_reason(
+                            shared,
+                            &Hit {
+                                label: found.label,
+                                encoding: found.encoding,
+                            },
+                            host,
+                            false,
+                        );
+                        return Err(ctx.violation(
+                            ViolationKind::Phantom,
+                            "egress.phantom",
+                            &reason,
+                        ));
+                    }
+                    let placed = match &c.placement {
+                        Placement::Header(h) => name.as_str() == h,
+                        Placement::Basic(_) => name == header::AUTHORIZATION,
+                        Placement::Query(_) => false,
+                    };
+                    if placed && !swaps.contains(&i) {
+                        swaps.push(i);
+                    }
+                }
+                label => {
+                    let reason = hit_reason(
+                        shared,
+                        &Hit {
+                            label,
+                            encoding: found.encoding,
+                        },
+                        host,
+                        false,
+                    );
+                    return Err(ctx.violation(ViolationKind::KnownSecret, "egress.dlp", &reason));
+                }
+            }
+        }
+    }
+
+    // The request itself.
+    ctx.decide(Effect::HttpRequest {
+        host: host.to_owned(),
+        port,
+        method: method.clone(),
+        path: path.clone(),
+    })
+    .await?;
+
+    let meter = if shared.budgets.limited() {
+        match shared.budgets.meter(host) {
+            Ok(m) => Some(m),
+            Err(reason) => {
+                return Err(ctx.violation(ViolationKind::Budget, "egress.budget", &reason));
+            }
+        }
+    } else {
+        None
+    };
+
+    // What else the request is: a git push, a registry upload.
+    let bare_path = path.split('?').next().unwrap_or(&path).to_owned();
+    let is_push = method == "POST" && bare_path.ends_with("/git-receive-pack");
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let candidates = shared.publish.candidates(&method, &path, &content_type);
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty() && v != "identity");
+    if let Some(enc) = &encoding
+        && !matches!(enc.as_str(), "gzip" | "x-gzip" | "deflate")
+    {
+        return Err(ctx.deny(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "egress.encoding",
+            &format!("remit cannot inspect a request body encoded as `{enc}`; send it uncompressed or gzip-compressed"),
+        ));
+    }
+    // Small bodies are read whole and checked before anything is sent, so a refused request
+    // never reaches the origin at all; larger ones stream, checked as they pass.
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= SMALL_BODY);
+    let read_whole = is_push
+        || encoding.is_some()
+        || candidates.iter().any(|c| c.needs_body())
+        || (small && !matcher.is_empty());
+
+    // Credentials: each use is an effect, then the swap.
+    let mut headers = parts.headers.clone();
+    let mut injected = Vec::new();
+    for i in &swaps {
+        let Some(c) = matcher.credentials.get(*i) else {
+            continue;
+        };
+        ctx.decide(Effect::SecretUse {
+            name: c.name.clone(),
+            destination: format!("{host}:{port}"),
+        })
+        .await?;
+        match &c.placement {
+            Placement::Header(h) => {
+                if let Ok(name) = HeaderName::from_bytes(h.as_bytes()) {
+                    let values: Vec<HeaderValue> = headers
+                        .get_all(&name)
+                        .iter()
+                        .filter_map(|v| HeaderValue::from_bytes(&swap_header(v.as_bytes(), c)).ok())
+                        .collect();
+                    headers.remove(&name);
+                    for v in values {
+                        headers.append(name.clone(), v);
+                    }
+                }
+            }
+            Placement::Basic(part) => {
+                if let Some(value) = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| swap_basic(v.as_bytes(), c, *part))
+                    && let Ok(value) = HeaderValue::from_bytes(&value)
+                {
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+            }
+            Placement::Query(q) => {
+                if let Some(swapped) = swap_query(&path, c, q) {
+                    path = swapped;
+                }
+            }
+        }
+        injected.push(c.name.clone());
+    }
+    if let Ok(mut record) = ctx.guard.record.lock() {
+        record.credentials = injected.clone();
+    }
+
+    // The body.
+    let Some(body) = body.take() else {
+        return Err(ctx.deny(
+            StatusCode::BAD_REQUEST,
+            "egress.request",
+            "the request body was already read",
+        ));
+    };
+    let outgoing: ProxyBody = if read_whole {
+        let limit = shared.limits.max_inspected_body;
+        let bytes =
+            match collect_limited(body, limit, shared.limits.idle_timeout, meter.as_ref()).await {
+                Ok(b) => b,
+                Err(error) => return Err(body_refusal(ctx, &*error)),
+            };
+        let inspected: Bytes = match encoding.as_deref() {
+            Some("gzip" | "x-gzip") => git::gunzip(&bytes, limit)
+                .map(Bytes::from)
+                .map_err(|why| ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why))?,
+            Some(_) => inflate_zlib(&bytes, limit)
+                .map(Bytes::from)
+                .map_err(|why| ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why))?,
+            None => bytes.clone(),
+        };
+        if let Some(hit) = matcher.scan(&inspected, host, port, true) {
+            return Err(hit_refusal(ctx, &hit, host));
+        }
+        if is_push {
+            let remote = format!(
+                "{}://{}{}",
+                target.scheme(),
+                target.authority(),
+                bare_path.trim_end_matches("/git-receive-pack")
+            );
+            if let Some(answer) = decide_push(ctx, &remote, &inspected).await {
+                return Err(answer);
+            }
+        }
+        for candidate in candidates
+            .iter()
+            .filter(|c| c.confirmed_by(&inspected))
+            .take(1)
+        {
+            decide_publish(ctx, candidate, &inspected).await?;
+        }
+        request_bytes.fetch_add(
+            u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        full(bytes)
+    } else {
+        for candidate in candidates.iter().take(1) {
+            decide_publish(ctx, candidate, &[]).await?;
+        }
+        let scan = (!matcher.is_empty())
+            .then(|| Scan::new(Arc::clone(matcher), host, port, true, Arc::clone(&hit_slot)));
+        Metered::new(
+            body,
+            Arc::clone(&request_bytes),
+            meter.clone(),
+            scan,
+            shared.limits.idle_timeout,
+            None,
+        )
+        .boxed()
+    };
+
+    // To the origin.
+    strip_hop_by_hop(&mut headers);
+    let origin = Origin {
+        tls: target.tls,
+        host: host.to_owned(),
+        port,
+        h2: parts.version == Version::HTTP_2,
+    };
+    let authority = target.authority();
+    let scheme = target.scheme();
+    let request_method = parts.method.clone();
+    let upstream_path = path.clone();
+    let make = move |h2: bool| -> Result<Request<ProxyBody>, UpstreamError> {
+        let uri = if h2 {
+            format!("{scheme}://{authority}{upstream_path}")
+        } else {
+            upstream_path.clone()
+        };
+        let mut request = Request::builder()
+            .method(request_method)
+            .uri(uri)
+            .version(if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            })
+            .body(outgoing)
+            .map_err(|e| UpstreamError::Http(authority.clone(), e.to_string()))?;
+        *request.headers_mut() = headers;
+        if !h2 && let Ok(value) = HeaderValue::from_str(&authority) {
+            request.headers_mut().insert(header::HOST, value);
+        }
+        Ok(request)
+    };
+    let (response, addr, protocol) = match upstream::send(shared, &origin, make).await {
+        Ok(r) => r,
+        Err(error) => {
+            // A secret found while the body streamed is the real reason.
+            if let Ok(mut slot) = hit_slot.lock()
+                && let Some(hit) = slot.take()
+            {
+                return Err(hit_refusal(ctx, &hit, host));
+            }
+            if let Some(meter) = &meter
+                && let Err(reason) = meter.charge(0)
+            {
+                return Err(ctx.violation(ViolationKind::Budget, "egress.budget", &reason));
+            }
+            let answer =
+                upstream_refusal(shared, ctx.peer, host, port, &ctx.what, ctx.json, &error);
+            if let Ok(mut record) = ctx.guard.record.lock() {
+                record.status = answer.status().as_u16();
+                record.error = Some(error.to_string());
+                if let Some(reason) = answer
+                    .headers()
+                    .get(crate::deny::DENIED_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    record.denied = Some(Denial {
+                        policy: answer
+                            .headers()
+                            .get(crate::deny::POLICY_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+            return Err(answer);
+        }
+    };
+    {
+        // A secret held back after the origin answered early: refuse anyway.
+        if let Ok(mut slot) = hit_slot.lock()
+            && let Some(hit) = slot.take()
+        {
+            return Err(hit_refusal(ctx, &hit, host));
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    if let Ok(mut record) = ctx.guard.record.lock() {
+        record.status = parts.status.as_u16();
+        record.upstream = Some(addr);
+        record.protocol = Some(protocol.to_owned());
+        record.response_after_us = Some(micros(started));
+    }
+    // A real credential reflected back by an origin that received it is cut off too.
+    let scan = (!injected.is_empty()).then(|| {
+        Scan::new(
+            Arc::clone(matcher),
+            host,
+            port,
+            false,
+            Arc::clone(&hit_slot),
+        )
+    });
+    let guard: Arc<dyn Send + Sync> = Arc::clone(&ctx.guard) as Arc<dyn Send + Sync>;
+    let body = Metered::new(
+        body,
+        response_bytes,
+        meter,
+        scan,
+        shared.limits.idle_timeout,
+        Some(guard),
+    );
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Read and drop up to `limit` bytes of a body.
+async fn drain(mut body: Incoming, limit: usize) {
+    let mut read = 0usize;
+    while read < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            _ => return,
+        }
+    }
+}
+
+fn body_refusal<G: EgressGate>(
+    ctx: &Ctx<G>,
+    error: &(dyn std::error::Error + 'static),
+) -> Response<ProxyBody> {
+    match body_error(error) {
+        Some(BodyError::TooLarge(limit)) => ctx.deny(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "egress.size",
+            &format!("remit reads request bodies of this kind (git pushes, registry uploads, compressed bodies) whole before deciding, up to {limit} bytes; send less at once"),
+        ),
+        Some(BodyError::Budget(reason)) => ctx.violation(ViolationKind::Budget, "egress.budget", reason),
+        Some(other) => ctx.deny(StatusCode::REQUEST_TIMEOUT, "egress.request", &other.to_string()),
+        None => ctx.deny(StatusCode::BAD_REQUEST, "egress.request", &format!("the request body could not be read: {error}")),
+    }
+}
+
+fn inflate_zlib(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut reader = flate2::read::ZlibDecoder::new(bytes)
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1));
+    reader
+        .read_to_end(&mut out)
+        .map_err(|e| format!("bad deflate body: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("the body inflates to more than {limit} bytes"));
+    }
+    Ok(out)
+}
+
+/// Decide every ref of a push; `Some(answer)` refuses the push.
+async fn decide_push<G: EgressGate>(
+    ctx: &Ctx<G>,
+    remote: &str,
+    body: &[u8],
+) -> Option<Response<ProxyBody>> {
+    let push = match git::parse_push(body) {
+        Ok(p) => p,
+        Err(error) => {
+            return Some(ctx.deny(StatusCode::BAD_REQUEST, "egress.git", &error.to_string()));
+        }
+    };
+    if push.updates.is_empty() {
+        return None;
+    }
+    let needs_pack = push.updates.iter().any(|u| !u.creates() && !u.deletes());
+    let sha256 = push
+        .capabilities
+        .iter()
+        .any(|c| c == "object-format=sha256");
+    if let (Some(at), Ok(mut graph)) = (push.pack_offset, ctx.shared.commits.lock())
+        && let Ok(commits) = git::pack_commits(body.get(at..).unwrap_or(&[]), sha256, 16 << 20)
+    {
+        graph.absorb(commits, COMMIT_CACHE);
+    }
+    let forced: Vec<bool> = match ctx.shared.commits.lock() {
+        Ok(graph) => push
+            .updates
+            .iter()
+            .map(|u| {
+                needs_pack && !u.creates() && !u.deletes() && !graph.fast_forward(&u.old, &u.new)
+            })
+            .collect(),
+        Err(_) => push
+            .updates
+            .iter()
+            .map(|u| !u.creates() && !u.deletes())
+            .collect(),
+    };
+    let mut reasons: Vec<Option<String>> = Vec::new();
+    let mut refused = false;
+    let mut first: Option<(String, String)> = None;
+    for (update, force) in push.updates.iter().zip(forced) {
+        let effect = Effect::GitPush {
+            remote: remote.to_owned(),
+            reference: update.reference.clone(),
+            old: if update.creates() {
+                String::new()
+            } else {
+                update.old.clone()
+            },
+            new: if update.deletes() {
+                String::new()
+            } else {
+                update.new.clone()
+            },
+            force,
+            new_branch: update.creates(),
+        };
+        match ctx.shared.gate.decide(effect).await {
+            GateDecision::Allow => reasons.push(None),
+            GateDecision::Deny { policy, reason } => {
+                refused = true;
+                reasons.push(Some(format!("{reason} (policy `{policy}`)")));
+                first.get_or_insert((policy, reason));
+            }
+        }
+    }
+    if !refused {
+        return None;
+    }
+    let (policy, reason) = first.unwrap_or_default();
+    if let Ok(mut record) = ctx.guard.record.lock() {
+        record.denied = Some(Denial {
+            policy: policy.clone(),
+            reason: reason.clone(),
+        });
+        record.status = 200;
+    }
+    if !push.has("report-status") && !push.has("report-status-v2") {
+        return Some(ctx.deny(StatusCode::FORBIDDEN, &policy, &reason));
+    }
+    let answer = git::refusal(&push, &reasons, &format!("push refused: {reason}"));
+    let mut response = Response::new(full(answer));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-git-receive-pack-result"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(crate::deny::POLICY_HEADER), value);
+    }
+    Some(response)
+}
+
+async fn decide_publish<G: EgressGate>(
+    ctx: &Ctx<G>,
+    candidate: &crate::publish::Candidate,
+    body: &[u8],
+) -> Result<(), Response<ProxyBody>> {
+    let args = candidate
+        .args(body)
+        .into_iter()
+        .filter(|(k, _)| ctx.shared.publish_args.iter().any(|a| a == k))
+        .collect();
+    ctx.decide(Effect::Action {
+        kind: "publish".into(),
+        args,
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(canonical_path("/a/./b/../c").unwrap(), "/a/c");
+        assert_eq!(canonical_path("/a/%2e%2e/b").unwrap(), "/b");
+        assert_eq!(
+            canonical_path("/repos/acme/%2E%2E/%2E%2E/admin").unwrap(),
+            "/admin"
+        );
+        assert_eq!(
+            canonical_path("/a/%41%2fb?x=%2e").unwrap(),
+            "/a/A%2Fb?x=%2e"
+        );
+        assert_eq!(canonical_path("/a/b/").unwrap(), "/a/b/");
+        assert_eq!(canonical_path("/a/..").unwrap(), "/");
+        assert_eq!(canonical_path("/../../etc").unwrap(), "/etc");
+        assert!(canonical_path("/a%zz").is_err());
+        assert!(canonical_path("/a%2").is_err());
+        assert!(canonical_path("a").is_err());
+        assert_eq!(canonical_path("*").unwrap(), "*");
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

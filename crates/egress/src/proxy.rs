@@ -1,0 +1,533 @@
+//! Task connections: the proxy protocol (absolute-form requests and `CONNECT`), TLS
+//! interception inside tunnels, and pass-through tunnels.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
+
+use crate::body::{ProxyBody, empty};
+use crate::deny::{refusal, wants_json};
+use crate::events::{ConnectionError, EgressEvent, Stage, TunnelRecord, Violation, ViolationKind};
+use crate::forward::{self, Target};
+use crate::io::Prefixed;
+use crate::upstream::{UpstreamError, connect_checked};
+use crate::{EgressGate, GateDecision, Shared};
+
+/// Serve one connection from the task.
+pub(crate) async fn client<G: EgressGate>(
+    shared: Arc<Shared<G>>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let service_shared = Arc::clone(&shared);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = Arc::clone(&service_shared);
+        async move { Ok::<_, Infallible>(outer(shared, peer, request).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.header_read_timeout)
+        .max_buf_size(shared.limits.max_header_bytes.max(8192));
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        report_client_error(&shared, peer, None, Stage::ClientHttp, &error);
+    }
+}
+
+fn report_client_error<G: EgressGate>(
+    shared: &Shared<G>,
+    peer: SocketAddr,
+    host: Option<&str>,
+    stage: Stage,
+    error: &hyper::Error,
+) {
+    // A task closing its connection between requests is not an error.
+    if error.is_incomplete_message() && !error.is_parse() {
+        return;
+    }
+    shared
+        .gate
+        .observe(EgressEvent::ConnectionError(ConnectionError {
+            peer: Some(peer),
+            host: host.map(str::to_owned),
+            stage,
+            error: crate::upstream::error_chain(error),
+        }));
+}
+
+/// A request on the proxy port itself.
+async fn outer<G: EgressGate>(
+    shared: Arc<Shared<G>>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if request.method() == Method::CONNECT {
+        return connect(shared, peer, request).await;
+    }
+    let uri = request.uri();
+    let target = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme @ ("http" | "https")), Some(authority))
+            if !authority.as_str().contains('@') =>
+        {
+            let tls = scheme == "https";
+            normalize_host(authority.host()).map(|host| Target {
+                tls,
+                port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+                host,
+                tunneled: false,
+                intercepted: false,
+            })
+        }
+        _ => None,
+    };
+    match target {
+        Some(target) => forward::handle(shared, peer, target, request).await,
+        None => refusal(
+            StatusCode::BAD_REQUEST,
+            "egress.proxy",
+            "this is remit's egress proxy: send absolute URLs (`GET http://host/path`) or `CONNECT host:port`, without credentials in the URL; tools do this when HTTP_PROXY and HTTPS_PROXY point here",
+            &format!(
+                "{} {}",
+                request.method(),
+                crate::forward::clip(&request.uri().to_string())
+            ),
+            wants_json(request.headers()),
+        ),
+    }
+}
+
+/// A host as it appears in an authority, lower case, without brackets or a trailing dot;
+/// `None` if it has characters no host name has.
+pub(crate) fn normalize_host(host: &str) -> Option<String> {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b':');
+    ok.then_some(host)
+}
+
+async fn connect<G: EgressGate>(
+    shared: Arc<Shared<G>>,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let json = wants_json(request.headers());
+    let Some((host, port)) = request
+        .uri()
+        .authority()
+        .and_then(|a| Some((normalize_host(a.host())?, a.port_u16()?)))
+    else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "egress.proxy",
+            "`CONNECT` needs `host:port`",
+            &format!(
+                "CONNECT {}",
+                crate::forward::clip(&request.uri().to_string())
+            ),
+            json,
+        );
+    };
+    let what = format!("CONNECT {host}:{port}");
+    let tunnel = shared
+        .network
+        .dangerously_tunnel
+        .iter()
+        .any(|t| t.matches(&host, port, &[remit_types::network::DEFAULT_PORT]));
+    let upgrade = hyper::upgrade::on(&mut request);
+    if !tunnel {
+        // Intercepted: every request inside is decided on its own.
+        let task_shared = Arc::clone(&shared);
+        shared.spawn(async move {
+            match upgrade.await {
+                Ok(upgraded) => {
+                    intercept(task_shared, peer, TokioIo::new(upgraded), host, port).await
+                }
+                Err(error) => {
+                    report_client_error(&task_shared, peer, Some(&host), Stage::ClientHttp, &error)
+                }
+            }
+        });
+        return Response::new(empty());
+    }
+
+    // A pass-through tunnel: decided as one request.
+    let effect = remit_types::effect::Effect::HttpRequest {
+        host: host.clone(),
+        port,
+        method: "CONNECT".into(),
+        path: String::new(),
+    };
+    if let GateDecision::Deny { policy, reason } = shared.gate.decide(effect).await {
+        return refusal(StatusCode::FORBIDDEN, &policy, &reason, &what, json);
+    }
+    let meter = match shared.budgets.meter(&host) {
+        Ok(m) => m,
+        Err(reason) => {
+            violation(
+                &shared,
+                ViolationKind::Budget,
+                peer,
+                &host,
+                port,
+                "egress.budget",
+                &reason,
+            );
+            return refusal(StatusCode::FORBIDDEN, "egress.budget", &reason, &what, json);
+        }
+    };
+    let (upstream, addr) = match connect_checked(&shared, &host, port).await {
+        Ok(pair) => pair,
+        Err(error) => return upstream_refusal(&shared, peer, &host, port, &what, json, &error),
+    };
+    let task_shared = Arc::clone(&shared);
+    shared.spawn(async move {
+        let started = Instant::now();
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(error) => {
+                return report_client_error(&task_shared, peer, Some(&host), Stage::Tunnel, &error);
+            }
+        };
+        let (up, down, error) = splice(
+            TokioIo::new(upgraded),
+            upstream,
+            &meter,
+            task_shared.limits.idle_timeout,
+        )
+        .await;
+        task_shared.gate.observe(EgressEvent::Tunnel(TunnelRecord {
+            peer,
+            host,
+            port,
+            upstream: addr,
+            bytes_up: up,
+            bytes_down: down,
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            error,
+        }));
+    });
+    Response::new(empty())
+}
+
+/// The answer for an origin that could not be reached (or must not be).
+pub(crate) fn upstream_refusal<G: EgressGate>(
+    shared: &Shared<G>,
+    peer: SocketAddr,
+    host: &str,
+    port: u16,
+    what: &str,
+    json: bool,
+    error: &UpstreamError,
+) -> Response<ProxyBody> {
+    match error {
+        UpstreamError::Refused { .. } => {
+            let reason = format!(
+                "{error}; the SSRF guard refuses loopback, private, link-local and metadata addresses (ask for `{host}` to be added to network.private if it is meant to be reached)"
+            );
+            violation(
+                shared,
+                ViolationKind::Ssrf,
+                peer,
+                host,
+                port,
+                "egress.ssrf",
+                &reason,
+            );
+            refusal(StatusCode::FORBIDDEN, "egress.ssrf", &reason, what, json)
+        }
+        other => {
+            shared
+                .gate
+                .observe(EgressEvent::ConnectionError(ConnectionError {
+                    peer: Some(peer),
+                    host: Some(host.to_owned()),
+                    stage: other.stage(),
+                    error: other.to_string(),
+                }));
+            refusal(
+                StatusCode::BAD_GATEWAY,
+                "egress.upstream",
+                &other.to_string(),
+                what,
+                json,
+            )
+        }
+    }
+}
+
+pub(crate) fn violation<G: EgressGate>(
+    shared: &Shared<G>,
+    kind: ViolationKind,
+    peer: SocketAddr,
+    host: &str,
+    port: u16,
+    policy: &str,
+    reason: &str,
+) {
+    shared.gate.observe(EgressEvent::Violation(Violation {
+        kind,
+        peer,
+        host: host.to_owned(),
+        port,
+        method: None,
+        path: None,
+        policy: policy.to_owned(),
+        reason: reason.to_owned(),
+    }));
+}
+
+/// Copy both ways, charging the meter, until both sides close or one is idle too long.
+async fn splice<A, B>(
+    a: A,
+    b: B,
+    meter: &crate::budget::Meter,
+    idle: std::time::Duration,
+) -> (u64, u64, Option<String>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let up = async {
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match tokio::time::timeout(idle, ar.read(&mut buf)).await {
+                Err(_) => return (total, Some(format!("idle for {idle:?}"))),
+                Ok(Err(e)) => return (total, Some(e.to_string())),
+                Ok(Ok(0)) => {
+                    let _ = bw.shutdown().await;
+                    return (total, None);
+                }
+                Ok(Ok(n)) => n,
+            };
+            let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+            if let Err(reason) = meter.charge(n64) {
+                return (total, Some(reason));
+            }
+            if let Err(e) = bw.write_all(&buf[..n]).await {
+                return (total, Some(e.to_string()));
+            }
+            total += n64;
+        }
+    };
+    let down = async {
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match tokio::time::timeout(idle, br.read(&mut buf)).await {
+                Err(_) => return (total, Some(format!("idle for {idle:?}"))),
+                Ok(Err(e)) => return (total, Some(e.to_string())),
+                Ok(Ok(0)) => {
+                    let _ = aw.shutdown().await;
+                    return (total, None);
+                }
+                Ok(Ok(n)) => n,
+            };
+            let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+            if let Err(reason) = meter.charge(n64) {
+                return (total, Some(reason));
+            }
+            if let Err(e) = aw.write_all(&buf[..n]).await {
+                return (total, Some(e.to_string()));
+            }
+            total += n64;
+        }
+    };
+    // Either direction failing ends the tunnel; a clean close waits for the other side.
+    tokio::pin!(up, down);
+    let mut up_result = None;
+    let mut down_result = None;
+    while up_result.is_none() || down_result.is_none() {
+        tokio::select! {
+            r = &mut up, if up_result.is_none() => {
+                let failed = r.1.is_some();
+                up_result = Some(r);
+                if failed { break; }
+            }
+            r = &mut down, if down_result.is_none() => {
+                let failed = r.1.is_some();
+                down_result = Some(r);
+                if failed { break; }
+            }
+        }
+    }
+    let (u, ue) = up_result.unwrap_or((0, None));
+    let (d, de) = down_result.unwrap_or((0, None));
+    (u, d, ue.or(de))
+}
+
+/// Inside a `CONNECT` tunnel that is not passed through: TLS (intercepted with a minted
+/// certificate) or plain HTTP; anything else is closed.
+async fn intercept<G, S>(
+    shared: Arc<Shared<G>>,
+    peer: SocketAddr,
+    mut io: S,
+    host: String,
+    port: u16,
+) where
+    G: EgressGate,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut first = vec![0u8; 8];
+    let n = match tokio::time::timeout(shared.limits.handshake_timeout, io.read(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => {
+            return shared
+                .gate
+                .observe(EgressEvent::ConnectionError(ConnectionError {
+                    peer: Some(peer),
+                    host: Some(host),
+                    stage: Stage::ClientHttp,
+                    error: e.to_string(),
+                }));
+        }
+        Err(_) => {
+            return shared
+                .gate
+                .observe(EgressEvent::ConnectionError(ConnectionError {
+                    peer: Some(peer),
+                    host: Some(host),
+                    stage: Stage::ClientHttp,
+                    error: "nothing sent after CONNECT".into(),
+                }));
+        }
+    };
+    first.truncate(n);
+    let io = Prefixed::new(first.clone(), io);
+    if first[0] == 0x16 {
+        let config = match shared.tls.server_config(&host) {
+            Ok(c) => c,
+            Err(e) => {
+                return shared
+                    .gate
+                    .observe(EgressEvent::ConnectionError(ConnectionError {
+                        peer: Some(peer),
+                        host: Some(host),
+                        stage: Stage::ClientTls,
+                        error: e.to_string(),
+                    }));
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = match tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(io))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                return shared
+                    .gate
+                    .observe(EgressEvent::ConnectionError(ConnectionError {
+                        peer: Some(peer),
+                        host: Some(host),
+                        stage: Stage::ClientTls,
+                        error: e.to_string(),
+                    }));
+            }
+            Err(_) => {
+                return shared
+                    .gate
+                    .observe(EgressEvent::ConnectionError(ConnectionError {
+                        peer: Some(peer),
+                        host: Some(host),
+                        stage: Stage::ClientTls,
+                        error: "tls handshake timed out".into(),
+                    }));
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let target = Target {
+            tls: true,
+            host,
+            port,
+            tunneled: true,
+            intercepted: true,
+        };
+        serve_inner(shared, peer, tls, target, h2).await;
+    } else if first[0].is_ascii_uppercase() {
+        let target = Target {
+            tls: false,
+            host,
+            port,
+            tunneled: true,
+            intercepted: false,
+        };
+        serve_inner(shared, peer, io, target, false).await;
+    } else {
+        let reason = format!(
+            "the tunnel to `{host}:{port}` carries neither TLS nor HTTP; remit inspects only those (a remit can list the host in network.dangerously_tunnel)"
+        );
+        violation(
+            &shared,
+            ViolationKind::Protocol,
+            peer,
+            &host,
+            port,
+            "egress.protocol",
+            &reason,
+        );
+    }
+}
+
+async fn serve_inner<G, S>(
+    shared: Arc<Shared<G>>,
+    peer: SocketAddr,
+    io: S,
+    target: Target,
+    h2: bool,
+) where
+    G: EgressGate,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service_shared = Arc::clone(&shared);
+    let service_target = target.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = Arc::clone(&service_shared);
+        let target = service_target.clone();
+        async move { Ok::<_, Infallible>(forward::handle(shared, peer, target, request).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_header_list_size(u32::try_from(shared.limits.max_header_bytes).unwrap_or(u32::MAX))
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(8 << 20)
+            .max_frame_size(64 * 1024)
+            .serve_connection(io, service)
+            .await
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.limits.header_read_timeout)
+            .max_buf_size(shared.limits.max_header_bytes.max(8192));
+        builder.serve_connection(io, service).await
+    };
+    if let Err(error) = result {
+        report_client_error(&shared, peer, Some(&target.host), Stage::ClientHttp, &error);
+    }
+}

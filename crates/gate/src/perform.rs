@@ -1,0 +1,157 @@
+//! Performing typed actions: the host command a remit names for an action runs outside the
+//! sandbox, in the workspace, with the supervisor's environment. The task reaches that
+//! capability only through the gate.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use remit_types::remit::CommandRule;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use crate::gate::Authorized;
+
+/// Most output kept from a host command, per stream.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+/// What a performed action produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionResult {
+    /// Exit code (`None` when killed).
+    pub exit_code: Option<i32>,
+    /// Standard output (at most 64 KiB).
+    pub stdout: String,
+    /// Standard error (at most 64 KiB).
+    pub stderr: String,
+    /// Whether output was cut.
+    pub truncated: bool,
+}
+
+/// Why an argument value is refused before anything runs.
+pub fn check_argument(name: &str, value: &str) -> Result<(), String> {
+    if value.starts_with('-') {
+        return Err(format!(
+            "argument `{name}` may not start with `-`: it would be read as an option of the host command"
+        ));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(format!("argument `{name}` contains control characters"));
+    }
+    if value.len() > 4096 {
+        return Err(format!("argument `{name}` is longer than 4096 bytes"));
+    }
+    Ok(())
+}
+
+/// The host command with `{name}` replaced by argument values (each word stays one argv
+/// entry: no shell ever sees it).
+pub fn command_line(run: &CommandRule, args: &BTreeMap<String, String>) -> Vec<String> {
+    run.0
+        .iter()
+        .map(|word| {
+            let mut out = word.clone();
+            for (name, value) in args {
+                out = out.replace(&format!("{{{name}}}"), value);
+            }
+            out
+        })
+        .collect()
+}
+
+/// Run an authorized action's host command in `workspace`, killing it after `timeout`.
+pub async fn run(
+    authorized: &Authorized,
+    run: &CommandRule,
+    args: &BTreeMap<String, String>,
+    workspace: &Path,
+    timeout: Duration,
+) -> Result<ActionResult, String> {
+    let _ = authorized;
+    let argv = command_line(run, args);
+    let Some((program, rest)) = argv.split_first() else {
+        return Err("the action's `run` is empty".into());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .current_dir(workspace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start `{program}`: {}",
+                remit_types::remit::io_reason(&e)
+            )
+        })?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let read = |stream: Option<tokio::process::ChildStdout>| async move {
+        let mut buf = Vec::new();
+        if let Some(mut s) = stream {
+            let _ = (&mut s)
+                .take(MAX_OUTPUT as u64 + 1)
+                .read_to_end(&mut buf)
+                .await;
+            // Drain the rest so the command never blocks on a full pipe.
+            let mut sink = [0u8; 8192];
+            while let Ok(n) = s.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        buf
+    };
+    let read_err = |stream: Option<tokio::process::ChildStderr>| async move {
+        let mut buf = Vec::new();
+        if let Some(mut s) = stream {
+            let _ = (&mut s)
+                .take(MAX_OUTPUT as u64 + 1)
+                .read_to_end(&mut buf)
+                .await;
+            let mut sink = [0u8; 8192];
+            while let Ok(n) = s.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        buf
+    };
+    let work = async {
+        let (out, err, status) =
+            tokio::join!(read(stdout.take()), read_err(stderr.take()), child.wait());
+        (out, err, status)
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok((mut out, mut err, status)) => {
+            let truncated = out.len() > MAX_OUTPUT || err.len() > MAX_OUTPUT;
+            out.truncate(MAX_OUTPUT);
+            err.truncate(MAX_OUTPUT);
+            let status = status.map_err(|e| format!("waiting for `{program}`: {e}"))?;
+            Ok(ActionResult {
+                exit_code: status.code(),
+                stdout: String::from_utf8_lossy(&out).into_owned(),
+                stderr: String::from_utf8_lossy(&err).into_owned(),
+                truncated,
+            })
+        }
+        Err(_) => Err(format!(
+            "`{program}` ran longer than {} and was killed",
+            humantime_short(timeout)
+        )),
+    }
+}
+
+fn humantime_short(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
