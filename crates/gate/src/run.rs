@@ -20,7 +20,8 @@ use remit_types::event::{
     EndReason, EventBody, Exec, Permission, RemitRef, RunAuthorized, TaskCounts, TaskEnd,
     Verdict as EventVerdict,
 };
-use tokio::sync::mpsc;
+use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, Api};
 use crate::egress::EgressAdapter;
@@ -46,6 +47,8 @@ pub enum Outcome {
     Denied,
     /// The command could not start (errno).
     NotStarted(i32),
+    /// A task without a command of its own ended (its server stopped).
+    Ended,
 }
 
 /// What a finished run reports.
@@ -211,347 +214,482 @@ fn permissions(request: &RunRequest, prepared: &Prepared) -> Vec<Permission> {
     out
 }
 
-/// Run a prepared task to its end.
+/// Run a prepared task to its end: its command in the task, the task ending with it.
 pub fn run(
     request: &RunRequest,
-    prepared: &mut Prepared,
+    prepared: Prepared,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
-    let started = Instant::now();
-    let task = request.task.to_string();
-    let agent = agent_name(request);
-    let home = &options.home;
-    // Signals first, so a Ctrl-C during setup is seen rather than killing us half-way.
-    let signals = SignalWatch::new(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT])
-        .map_err(|e| host_err("cannot watch signals", e))?;
-    check_agent(home, &agent)?;
-    let engine = Engine::load_cached(&request.remit, &home.join("cache").join("policy"))?;
-
-    // The task's directory and sockets, before the sandbox (which mounts the agent socket).
-    let run = run_dir(&request.host_env, home);
-    let dir = TaskDir::create(&run, &task)
-        .map_err(|e| host_err(&format!("cannot create `{}`", run.join(&task).display()), e))?;
-    let agent_path = dir.path().join("agent.sock");
-    let control_path = dir.path().join("control.sock");
-    let agent_listener = std::os::unix::net::UnixListener::bind(&agent_path)
-        .map_err(|e| host_err("cannot create the agent socket", e))?;
-    let control_listener = std::os::unix::net::UnixListener::bind(&control_path)
-        .map_err(|e| host_err("cannot create the control socket", e))?;
-    let owner_uid = crate::prepare::effective_uid();
-    let task_uid = (owner_uid == 0).then_some(remit_sandbox::TASK_HOST_ID);
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Some(uid) = task_uid {
-            std::os::unix::fs::chown(&agent_path, Some(uid), Some(uid))
-                .map_err(|e| host_err("cannot hand the agent socket to the task", e))?;
-        }
-        std::fs::set_permissions(&agent_path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| host_err("agent socket", e))?;
-        // Authorised per request by peer uid; reachable by the humans who may approve.
-        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o666))
-            .map_err(|e| host_err("control socket", e))?;
-    }
-    prepared.spec.binds.push(Bind {
-        source: agent_path.clone(),
-        target: PathBuf::from("/run/remit/agent.sock"),
-        writable: true,
-    });
-    let mut path_var = String::from("/run/remit/bin");
-    if let Some(binary) = &options.remit_binary {
-        prepared.spec.binds.push(Bind {
-            source: binary.clone(),
-            target: PathBuf::from("/run/remit/bin/remit"),
-            writable: false,
-        });
-    }
-    for (k, v) in prepared.spec.env.iter_mut() {
-        if k == "PATH" {
-            path_var.push(':');
-            path_var.push_str(v);
-            *v = path_var.clone();
-        }
-    }
-    prepared
-        .spec
-        .env
-        .push(("REMIT_SOCKET".into(), "/run/remit/agent.sock".into()));
-
-    // The egress proxy, when the remit grants any network access: its environment and CA
-    // bundle go into the sandbox; it is bound to the gate once the ledger is open.
-    let network = &request.remit.remit.network;
-    let egress = if !network.allow.is_empty()
-        || !network.rules.is_empty()
-        || !network.credentials.is_empty()
-    {
-        let adapter = Arc::new(EgressAdapter::default());
-        let validity =
-            prepared.wall.unwrap_or(Duration::from_secs(24 * 3600)) + Duration::from_secs(300);
-        let ca = TaskCa::generate(&task, validity)
-            .map_err(|e| host_err("cannot make the task's CA", e))?;
-        let env_map: std::collections::BTreeMap<String, String> =
-            request.host_env.iter().cloned().collect();
-        let host_home = request
-            .host_env
-            .iter()
-            .find(|(k, _)| k == "HOME")
-            .map(|(_, v)| PathBuf::from(v));
-        let credentials = read_credentials(
-            network,
-            &env_map,
-            &request.remit.base_dir,
-            host_home.as_deref(),
-        )
-        .map_err(|e| host_err("cannot read the remit's credentials", e))?;
-        let mut config = EgressConfig::new(network.clone(), credentials);
-        config.publish_args = request
-            .remit
-            .remit
-            .actions
-            .get("publish")
-            .map(|g| g.args.clone())
-            .unwrap_or_default();
-        let proxy = Egress::new(config, ca, Arc::clone(&adapter))
-            .map_err(|e| host_err("cannot start the egress proxy", e))?;
-        let environment = proxy.task_environment(
-            std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT)),
-            "/run/remit/ca.pem",
-        );
-        let bundle = dir.path().join("ca.pem");
-        std::fs::write(&bundle, &environment.ca_bundle)
-            .map_err(|e| host_err("cannot write the task's CA bundle", e))?;
-        prepared.spec.binds.push(Bind {
-            source: bundle,
-            target: PathBuf::from("/run/remit/ca.pem"),
-            writable: false,
-        });
-        for (name, value) in environment.vars {
-            prepared.spec.env.retain(|(k, _)| *k != name);
-            prepared.spec.env.push((name, value));
-        }
-        prepared.spec.proxy_port = Some(PROXY_PORT);
-        Some((proxy, adapter))
-    } else {
-        None
-    };
-
-    let mut sandbox = Sandbox::create(&prepared.spec)?;
-    let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
-    let task_pidns = std::fs::metadata(format!("/proc/{}/ns/pid", sandbox.init_pid()))
-        .ok()
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    let requester = crate::prepare::requester(&request.host_env);
-    let owner = request
-        .remit
-        .remit
-        .agent
-        .owner
-        .clone()
-        .unwrap_or_else(|| requester.clone());
-    let info = TaskInfo {
-        task: task.clone(),
-        agent: agent.clone(),
-        owner: owner.clone(),
-        requester: requester.clone(),
-        remit: request.remit.origin.clone(),
-        remit_hash: request.remit.hash_hex(),
-        workspace: prepared.spec.workspace.display().to_string(),
-        command: request.command.clone(),
-        supervisor_pid: std::process::id(),
-        init_pid: sandbox.init_pid(),
-        started: rfc3339(SystemTime::now()),
-    };
-    dir.write_info(&info)
-        .map_err(|e| host_err("cannot write task.json", e))?;
-    // A suspension that raced with our start sees task.json now, or we see it here.
-    check_agent(home, &agent)?;
-
-    let ledger = Ledger::open_home(home, Arc::new(LedgerClock), LedgerOptions::default())
-        .map_err(|e| RunError::Ledger(e.to_string()))?;
-    let journal = Arc::new(LedgerJournal::new(ledger, &task, &agent));
-    journal.observe(EventBody::RunAuthorized(RunAuthorized {
-        requester: requester.clone(),
-        owner: owner.clone(),
-        remit: RemitRef {
-            name: request.remit.origin.clone(),
-            sha256: request
-                .remit
-                .hash_hex()
-                .trim_start_matches("sha256:")
-                .to_owned(),
-        },
-        identity: format!("spiffe://remit.local/agent/{agent}/task/{task}"),
-        expires: prepared.wall.map(|w| rfc3339(SystemTime::now() + w)),
-        permissions: permissions(request, prepared),
-        secrets_reachable: Vec::new(),
-        degraded: degraded
-            .iter()
-            .map(|(l, why)| format!("{l}: {why}"))
-            .collect(),
-    }));
-    let principal = Principal {
-        task: task.clone(),
-        agent: agent.clone(),
-        owner,
-        requester,
-        remit: request.remit.hash_hex(),
-        risk: "unrated".into(),
-    };
-    let approval_timeout = request
-        .remit
-        .remit
-        .approvals
-        .timeout
-        .map(|t| t.0)
-        .unwrap_or(Duration::from_secs(15 * 60));
-    let gate = Arc::new(Gate::new(
-        engine,
-        principal,
-        journal.clone(),
-        Arc::new(SystemClock),
-        approval_timeout,
-    ));
-    if let Some((_, adapter)) = &egress {
-        adapter.bind(Arc::clone(&gate), approval_timeout);
-    }
-    let (kill_tx, kill_rx) = mpsc::unbounded_channel();
-    let api = Arc::new(Api {
-        gate: Arc::clone(&gate),
-        info,
-        remit: request.remit.remit.clone(),
-        workspace: prepared.spec.workspace.clone(),
-        kill: kill_tx,
-        owner_uid,
-        task_uid,
-        task_pidns,
-    });
-
+    let mut task = Task::start(request, prepared, options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| host_err("cannot start the supervisor's runtime", e))?;
-    let watch = sandbox.take_exec_watch().map(Arc::new);
-    let mut supervision = Supervision {
-        gate: Arc::clone(&gate),
-        prepared,
-        watch,
-        commands: 0,
-        denied: Vec::new(),
-        last_told: None,
-        notices: options.notices,
-        approval_timeout,
-    };
-    let proxy = egress.as_ref().map(|(p, _)| p.clone());
-    let outcome = runtime.block_on(supervision.supervise(
-        &mut sandbox,
-        &signals,
-        agent_listener,
-        control_listener,
-        api,
-        kill_rx,
-        started,
-        proxy,
-    ));
-    if let Some((proxy, adapter)) = &egress {
-        proxy.shutdown();
-        adapter.close();
-    }
-    let outcome = outcome?;
+    let outcome = runtime.block_on(task.supervise(true, None));
+    Ok(task.finish(outcome?))
+}
 
-    // Whatever the command left behind (daemons, double forks) dies with the namespace.
-    let oom_killed = sandbox.oom_killed();
-    sandbox.shutdown();
-    gate.close("the task ended");
-    let duration = started.elapsed();
-    let counters = gate.counters();
-    let (reason, exit_code, signal, detail) = match &outcome {
-        Outcome::Exited(c) => (EndReason::Exited, Some(*c), None, None),
-        Outcome::Signaled(s) => (EndReason::Exited, None, Some(*s), None),
-        Outcome::TimedOut(limit) => (
-            EndReason::TimedOut,
-            None,
-            None,
-            Some(format!(
-                "wall-clock limit of {} reached",
-                humantime::format_duration(*limit)
-            )),
-        ),
-        Outcome::Killed(why) => (EndReason::Killed, None, None, Some(why.clone())),
-        Outcome::Denied => (
-            EndReason::Error,
-            None,
-            None,
-            Some("the command was refused by the remit".into()),
-        ),
-        Outcome::NotStarted(e) => (
-            EndReason::Error,
-            None,
-            None,
-            Some(format!("the command could not start (errno {e})")),
-        ),
-    };
-    journal.observe(EventBody::TaskEnd(TaskEnd {
-        exit_code,
-        signal,
-        reason,
-        detail: detail.map(|d| {
-            if oom_killed {
-                format!("{d}; the memory limit killed a process")
-            } else {
-                d
+/// A running task: its sandbox, gate, ledger, sockets and egress proxy. Started with
+/// [`Task::start`], driven by [`Task::supervise`] (inside a tokio runtime), ended with
+/// [`Task::finish`]. Other components (an MCP server, code mode) start programs in it
+/// through a [`TaskClient`].
+pub struct Task {
+    task: String,
+    options: RunOptions,
+    started: Instant,
+    sandbox: Sandbox,
+    signals: SignalWatch,
+    agent_listener: Option<std::os::unix::net::UnixListener>,
+    control_listener: Option<std::os::unix::net::UnixListener>,
+    api: Arc<Api>,
+    kill_rx: Option<mpsc::UnboundedReceiver<String>>,
+    gate: Arc<Gate>,
+    journal: Arc<LedgerJournal>,
+    egress: Option<(Egress<EgressAdapter>, Arc<EgressAdapter>)>,
+    dir: Option<TaskDir>,
+    degraded: Vec<(Layer, String)>,
+    commands_tx: mpsc::UnboundedSender<TaskCommand>,
+    commands_rx: Option<mpsc::UnboundedReceiver<TaskCommand>>,
+    supervision: Supervision,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("task", &self.task).finish()
+    }
+}
+
+impl Task {
+    /// Build the task: check the agent, load the policy, create the sockets, the egress
+    /// proxy, the sandbox and the ledger. Must be called from a single-threaded process
+    /// (before any runtime or ledger thread exists).
+    pub fn start(
+        request: &RunRequest,
+        prepared: Prepared,
+        options: &RunOptions,
+    ) -> Result<Task, RunError> {
+        let started = Instant::now();
+        let mut prepared = prepared;
+        let task = request.task.to_string();
+        let agent = agent_name(request);
+        let home = &options.home;
+        // Signals first, so a Ctrl-C during setup is seen rather than killing us half-way.
+        let signals = SignalWatch::new(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+            .map_err(|e| host_err("cannot watch signals", e))?;
+        check_agent(home, &agent)?;
+        let engine = Engine::load_cached(&request.remit, &home.join("cache").join("policy"))?;
+
+        // The task's directory and sockets, before the sandbox (which mounts the agent socket).
+        let run = run_dir(&request.host_env, home);
+        let dir = TaskDir::create(&run, &task)
+            .map_err(|e| host_err(&format!("cannot create `{}`", run.join(&task).display()), e))?;
+        let agent_path = dir.path().join("agent.sock");
+        let control_path = dir.path().join("control.sock");
+        let agent_listener = std::os::unix::net::UnixListener::bind(&agent_path)
+            .map_err(|e| host_err("cannot create the agent socket", e))?;
+        let control_listener = std::os::unix::net::UnixListener::bind(&control_path)
+            .map_err(|e| host_err("cannot create the control socket", e))?;
+        let owner_uid = crate::prepare::effective_uid();
+        let task_uid = (owner_uid == 0).then_some(remit_sandbox::TASK_HOST_ID);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(uid) = task_uid {
+                std::os::unix::fs::chown(&agent_path, Some(uid), Some(uid))
+                    .map_err(|e| host_err("cannot hand the agent socket to the task", e))?;
             }
-        }),
-        counts: TaskCounts {
-            execs: supervision.commands,
-            effects: counters.effects,
-            denials: counters.denials,
-            approvals: counters.approvals,
-            violations: counters.violations,
-        },
-    }));
-    // The task ends only once all its events are durable.
-    let mut record_error = journal.flush().err().or_else(|| journal.failure());
-    let receipt = match journal.ledger().receipt(&task) {
-        Ok(envelope) => {
-            let path = home.join("receipts").join(format!("{task}.json"));
-            let _ = std::fs::create_dir_all(home.join("receipts"));
-            match envelope.save(&path) {
-                Ok(()) => Some(path),
-                Err(e) => {
-                    record_error.get_or_insert(format!("cannot write the receipt: {e}"));
-                    None
+            std::fs::set_permissions(&agent_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| host_err("agent socket", e))?;
+            // Authorised per request by peer uid; reachable by the humans who may approve.
+            std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o666))
+                .map_err(|e| host_err("control socket", e))?;
+        }
+        prepared.spec.binds.push(Bind {
+            source: agent_path.clone(),
+            target: PathBuf::from("/run/remit/agent.sock"),
+            writable: true,
+        });
+        let mut path_var = String::from("/run/remit/bin");
+        if let Some(binary) = &options.remit_binary {
+            prepared.spec.binds.push(Bind {
+                source: binary.clone(),
+                target: PathBuf::from("/run/remit/bin/remit"),
+                writable: false,
+            });
+        }
+        for (k, v) in prepared.spec.env.iter_mut() {
+            if k == "PATH" {
+                path_var.push(':');
+                path_var.push_str(v);
+                *v = path_var.clone();
+            }
+        }
+        prepared
+            .spec
+            .env
+            .push(("REMIT_SOCKET".into(), "/run/remit/agent.sock".into()));
+
+        // The egress proxy, when the remit grants any network access: its environment and CA
+        // bundle go into the sandbox; it is bound to the gate once the ledger is open.
+        let network = &request.remit.remit.network;
+        let egress = if !network.allow.is_empty()
+            || !network.rules.is_empty()
+            || !network.credentials.is_empty()
+        {
+            let adapter = Arc::new(EgressAdapter::default());
+            let validity =
+                prepared.wall.unwrap_or(Duration::from_secs(24 * 3600)) + Duration::from_secs(300);
+            let ca = TaskCa::generate(&task, validity)
+                .map_err(|e| host_err("cannot make the task's CA", e))?;
+            let env_map: std::collections::BTreeMap<String, String> =
+                request.host_env.iter().cloned().collect();
+            let host_home = request
+                .host_env
+                .iter()
+                .find(|(k, _)| k == "HOME")
+                .map(|(_, v)| PathBuf::from(v));
+            let credentials = read_credentials(
+                network,
+                &env_map,
+                &request.remit.base_dir,
+                host_home.as_deref(),
+            )
+            .map_err(|e| host_err("cannot read the remit's credentials", e))?;
+            let mut config = EgressConfig::new(network.clone(), credentials);
+            config.publish_args = request
+                .remit
+                .remit
+                .actions
+                .get("publish")
+                .map(|g| g.args.clone())
+                .unwrap_or_default();
+            let proxy = Egress::new(config, ca, Arc::clone(&adapter))
+                .map_err(|e| host_err("cannot start the egress proxy", e))?;
+            let environment = proxy.task_environment(
+                std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT)),
+                "/run/remit/ca.pem",
+            );
+            let bundle = dir.path().join("ca.pem");
+            std::fs::write(&bundle, &environment.ca_bundle)
+                .map_err(|e| host_err("cannot write the task's CA bundle", e))?;
+            prepared.spec.binds.push(Bind {
+                source: bundle,
+                target: PathBuf::from("/run/remit/ca.pem"),
+                writable: false,
+            });
+            for (name, value) in environment.vars {
+                prepared.spec.env.retain(|(k, _)| *k != name);
+                prepared.spec.env.push((name, value));
+            }
+            prepared.spec.proxy_port = Some(PROXY_PORT);
+            Some((proxy, adapter))
+        } else {
+            None
+        };
+
+        let mut sandbox = Sandbox::create(&prepared.spec)?;
+        let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
+        let task_pidns = std::fs::metadata(format!("/proc/{}/ns/pid", sandbox.init_pid()))
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let requester = crate::prepare::requester(&request.host_env);
+        let owner = request
+            .remit
+            .remit
+            .agent
+            .owner
+            .clone()
+            .unwrap_or_else(|| requester.clone());
+        let info = TaskInfo {
+            task: task.clone(),
+            agent: agent.clone(),
+            owner: owner.clone(),
+            requester: requester.clone(),
+            remit: request.remit.origin.clone(),
+            remit_hash: request.remit.hash_hex(),
+            workspace: prepared.spec.workspace.display().to_string(),
+            command: request.command.clone(),
+            supervisor_pid: std::process::id(),
+            init_pid: sandbox.init_pid(),
+            started: rfc3339(SystemTime::now()),
+        };
+        dir.write_info(&info)
+            .map_err(|e| host_err("cannot write task.json", e))?;
+        // A suspension that raced with our start sees task.json now, or we see it here.
+        check_agent(home, &agent)?;
+
+        let ledger = Ledger::open_home(home, Arc::new(LedgerClock), LedgerOptions::default())
+            .map_err(|e| RunError::Ledger(e.to_string()))?;
+        let journal = Arc::new(LedgerJournal::new(ledger, &task, &agent));
+        journal.observe(EventBody::RunAuthorized(RunAuthorized {
+            requester: requester.clone(),
+            owner: owner.clone(),
+            remit: RemitRef {
+                name: request.remit.origin.clone(),
+                sha256: request
+                    .remit
+                    .hash_hex()
+                    .trim_start_matches("sha256:")
+                    .to_owned(),
+            },
+            identity: format!("spiffe://remit.local/agent/{agent}/task/{task}"),
+            expires: prepared.wall.map(|w| rfc3339(SystemTime::now() + w)),
+            permissions: permissions(request, &prepared),
+            secrets_reachable: Vec::new(),
+            degraded: degraded
+                .iter()
+                .map(|(l, why)| format!("{l}: {why}"))
+                .collect(),
+        }));
+        let principal = Principal {
+            task: task.clone(),
+            agent: agent.clone(),
+            owner,
+            requester,
+            remit: request.remit.hash_hex(),
+            risk: "unrated".into(),
+        };
+        let approval_timeout = request
+            .remit
+            .remit
+            .approvals
+            .timeout
+            .map(|t| t.0)
+            .unwrap_or(Duration::from_secs(15 * 60));
+        let gate = Arc::new(Gate::new(
+            engine,
+            principal,
+            journal.clone(),
+            Arc::new(SystemClock),
+            approval_timeout,
+        ));
+        if let Some((_, adapter)) = &egress {
+            adapter.bind(Arc::clone(&gate), approval_timeout);
+        }
+        let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+        let api = Arc::new(Api {
+            gate: Arc::clone(&gate),
+            info,
+            remit: request.remit.remit.clone(),
+            workspace: prepared.spec.workspace.clone(),
+            kill: kill_tx,
+            owner_uid,
+            task_uid,
+            task_pidns,
+        });
+
+        let watch = sandbox.take_exec_watch().map(Arc::new);
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        Ok(Task {
+            task,
+            options: options.clone(),
+            started,
+            sandbox,
+            signals,
+            agent_listener: Some(agent_listener),
+            control_listener: Some(control_listener),
+            api,
+            kill_rx: Some(kill_rx),
+            gate: Arc::clone(&gate),
+            journal,
+            egress,
+            dir: Some(dir),
+            degraded,
+            commands_tx,
+            commands_rx: Some(commands_rx),
+            supervision: Supervision {
+                gate,
+                prepared,
+                watch,
+                commands: 0,
+                denied: Vec::new(),
+                last_told: None,
+                notices: options.notices,
+                approval_timeout,
+                pending: HashMap::new(),
+                waiters: HashMap::new(),
+            },
+        })
+    }
+
+    /// A handle to start programs in the task.
+    pub fn client(&self) -> TaskClient {
+        TaskClient {
+            tx: self.commands_tx.clone(),
+            gate: Arc::clone(&self.gate),
+            workspace: self.supervision.prepared.spec.workspace.clone(),
+            search: self
+                .supervision
+                .prepared
+                .spec
+                .env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The task's gate.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// Drive the task until its command ends (`main`) or `until` resolves, the kill switch
+    /// or the wall-clock limit fires, or the task's init ends.
+    pub async fn supervise(
+        &mut self,
+        main: bool,
+        until: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    ) -> Result<Outcome, RunError> {
+        let proxy = self.egress.as_ref().map(|(p, _)| p.clone());
+        let (Some(agent_listener), Some(control_listener), Some(kill_rx), Some(commands_rx)) = (
+            self.agent_listener.take(),
+            self.control_listener.take(),
+            self.kill_rx.take(),
+            self.commands_rx.take(),
+        ) else {
+            return Err(RunError::Host("the task was already supervised".into()));
+        };
+        let outcome = self
+            .supervision
+            .supervise(
+                &mut self.sandbox,
+                &self.signals,
+                agent_listener,
+                control_listener,
+                Arc::clone(&self.api),
+                kill_rx,
+                commands_rx,
+                self.started,
+                proxy,
+                main,
+                until,
+            )
+            .await;
+        if let Some((proxy, adapter)) = &self.egress {
+            proxy.shutdown();
+            adapter.close();
+        }
+        outcome
+    }
+
+    /// End the task: kill whatever is left, record its end durably, write its receipt.
+    pub fn finish(mut self, outcome: Outcome) -> RunReport {
+        let task = self.task.clone();
+        let home = self.options.home.clone();
+        let options = self.options.clone();
+        let journal = Arc::clone(&self.journal);
+        let gate = Arc::clone(&self.gate);
+        let started = self.started;
+        let degraded = self.degraded.clone();
+        let sandbox = &mut self.sandbox;
+        let supervision = &mut self.supervision;
+        let dir = self.dir.take();
+        let home = &home;
+        let options = &options;
+        // Whatever the command left behind (daemons, double forks) dies with the namespace.
+        let oom_killed = sandbox.oom_killed();
+        sandbox.kill();
+        sandbox.wait_until_gone();
+        gate.close("the task ended");
+        let duration = started.elapsed();
+        let counters = gate.counters();
+        let (reason, exit_code, signal, detail) = match &outcome {
+            Outcome::Exited(c) => (EndReason::Exited, Some(*c), None, None),
+            Outcome::Signaled(s) => (EndReason::Exited, None, Some(*s), None),
+            Outcome::TimedOut(limit) => (
+                EndReason::TimedOut,
+                None,
+                None,
+                Some(format!(
+                    "wall-clock limit of {} reached",
+                    humantime::format_duration(*limit)
+                )),
+            ),
+            Outcome::Killed(why) => (EndReason::Killed, None, None, Some(why.clone())),
+            Outcome::Ended => (
+                EndReason::Exited,
+                None,
+                None,
+                Some("the task's server stopped".into()),
+            ),
+            Outcome::Denied => (
+                EndReason::Error,
+                None,
+                None,
+                Some("the command was refused by the remit".into()),
+            ),
+            Outcome::NotStarted(e) => (
+                EndReason::Error,
+                None,
+                None,
+                Some(format!("the command could not start (errno {e})")),
+            ),
+        };
+        journal.observe(EventBody::TaskEnd(TaskEnd {
+            exit_code,
+            signal,
+            reason,
+            detail: detail.map(|d| {
+                if oom_killed {
+                    format!("{d}; the memory limit killed a process")
+                } else {
+                    d
+                }
+            }),
+            counts: TaskCounts {
+                execs: supervision.commands,
+                effects: counters.effects,
+                denials: counters.denials,
+                approvals: counters.approvals,
+                violations: counters.violations,
+            },
+        }));
+        // The task ends only once all its events are durable.
+        let mut record_error = journal.flush().err().or_else(|| journal.failure());
+        let receipt = match journal.ledger().receipt(&task) {
+            Ok(envelope) => {
+                let path = home.join("receipts").join(format!("{task}.json"));
+                let _ = std::fs::create_dir_all(home.join("receipts"));
+                match envelope.save(&path) {
+                    Ok(()) => Some(path),
+                    Err(e) => {
+                        record_error.get_or_insert(format!("cannot write the receipt: {e}"));
+                        None
+                    }
                 }
             }
-        }
-        Err(e) => {
-            record_error.get_or_insert(format!("cannot build the receipt: {e}"));
-            None
-        }
-    };
-    if let Err(e) = journal.ledger().close() {
-        record_error.get_or_insert(e.to_string());
-    }
-    let log = match &options.log {
-        Some(path) => match export_task(journal.ledger(), &task, path) {
-            Ok(()) => Some(path.clone()),
             Err(e) => {
-                record_error.get_or_insert(format!("cannot write `{}`: {e}", path.display()));
+                record_error.get_or_insert(format!("cannot build the receipt: {e}"));
                 None
             }
-        },
-        None => None,
-    };
-    drop(dir);
-    Ok(RunReport {
-        outcome,
-        commands: supervision.commands,
-        denied: supervision.denied,
-        oom_killed,
-        degraded,
-        receipt,
-        log,
-        duration,
-        record_error,
-    })
+        };
+        if let Err(e) = journal.ledger().close() {
+            record_error.get_or_insert(e.to_string());
+        }
+        let log = match &options.log {
+            Some(path) => match export_task(journal.ledger(), &task, path) {
+                Ok(()) => Some(path.clone()),
+                Err(e) => {
+                    record_error.get_or_insert(format!("cannot write `{}`: {e}", path.display()));
+                    None
+                }
+            },
+            None => None,
+        };
+        drop(dir);
+        RunReport {
+            outcome,
+            commands: supervision.commands,
+            denied: std::mem::take(&mut supervision.denied),
+            oom_killed,
+            degraded,
+            receipt,
+            log,
+            duration,
+            record_error,
+        }
+    }
 }
 
 /// Write one task's events as JSON lines (the ledger's canonical JSON).
@@ -574,15 +712,207 @@ fn export_task(ledger: &Ledger, task: &str, path: &Path) -> Result<(), String> {
     file.write_all(&out).map_err(|e| e.to_string())
 }
 
-struct Supervision<'a> {
+struct Supervision {
     gate: Arc<Gate>,
-    prepared: &'a mut Prepared,
+    prepared: Prepared,
     watch: Option<Arc<ExecWatch>>,
     commands: u64,
     denied: Vec<String>,
     last_told: Option<(i32, String)>,
     notices: bool,
     approval_timeout: Duration,
+    /// Spawns waiting for the init's answer.
+    pending: HashMap<u64, oneshot::Sender<Result<Running, String>>>,
+    /// Spawns whose end someone waits for.
+    waiters: HashMap<u64, oneshot::Sender<ExitStatus>>,
+}
+
+/// What a [`TaskClient`] asks the supervisor.
+#[derive(Debug)]
+enum TaskCommand {
+    Spawn {
+        program: PathBuf,
+        argv: Vec<String>,
+        cwd: PathBuf,
+        stdio: [std::os::fd::OwnedFd; 3],
+        reply: oneshot::Sender<Result<Running, String>>,
+    },
+    Signal {
+        id: u64,
+        signal: i32,
+    },
+}
+
+/// A program started in a task.
+#[derive(Debug)]
+pub struct Running {
+    /// Its spawn id.
+    pub id: u64,
+    /// Resolves when it ends.
+    pub exited: oneshot::Receiver<ExitStatus>,
+}
+
+/// The output of a program run to its end with [`TaskClient::exec`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExecOutput {
+    /// Exit code (`None` when a signal ended it).
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// Standard output (at most the limit asked for).
+    pub stdout: String,
+    /// Standard error (at most the limit asked for).
+    pub stderr: String,
+    /// Whether output was cut at the limit.
+    pub truncated: bool,
+    /// Whether the time limit ended it.
+    pub timed_out: bool,
+}
+
+/// Starts programs in a running task (its sandbox, its observed execs, its records).
+#[derive(Debug, Clone)]
+pub struct TaskClient {
+    tx: mpsc::UnboundedSender<TaskCommand>,
+    gate: Arc<Gate>,
+    workspace: PathBuf,
+    search: String,
+}
+
+impl TaskClient {
+    /// The task's gate.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// The task's workspace.
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    /// Resolve a program name the way the task's shell would (its `PATH`), or a path
+    /// relative to `cwd`.
+    pub fn resolve(&self, program: &str, cwd: &Path) -> Option<PathBuf> {
+        if program.contains('/') {
+            return Some(cwd.join(program));
+        }
+        self.search
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| Path::new(d).join(program))
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }
+
+    /// Start a program with the given standard streams (every exec is observed and decided
+    /// like any other in the task).
+    pub async fn spawn(
+        &self,
+        argv: Vec<String>,
+        cwd: Option<PathBuf>,
+        stdio: [std::os::fd::OwnedFd; 3],
+    ) -> Result<Running, String> {
+        let cwd = cwd.unwrap_or_else(|| self.workspace.clone());
+        let first = argv.first().ok_or("an empty command")?;
+        let program = self
+            .resolve(first, &cwd)
+            .ok_or_else(|| format!("command `{first}` not found in the task's PATH"))?;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(TaskCommand::Spawn {
+                program,
+                argv,
+                cwd,
+                stdio,
+                reply,
+            })
+            .map_err(|_| "the task has ended".to_owned())?;
+        answer.await.map_err(|_| "the task has ended".to_owned())?
+    }
+
+    /// Send a signal to a program started with [`TaskClient::spawn`] (its process group).
+    pub fn signal(&self, id: u64, signal: i32) {
+        let _ = self.tx.send(TaskCommand::Signal { id, signal });
+    }
+
+    /// Run a program to its end with `stdin` as its input, capturing at most `limit` bytes
+    /// of each output stream, killing it after `timeout`.
+    pub async fn exec(
+        &self,
+        argv: Vec<String>,
+        cwd: Option<PathBuf>,
+        stdin: Vec<u8>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<ExecOutput, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let pipe =
+            |what: &str| std::io::pipe().map_err(|e| format!("cannot make a pipe for {what}: {e}"));
+        let (in_r, in_w) = pipe("stdin")?;
+        let (out_r, out_w) = pipe("stdout")?;
+        let (err_r, err_w) = pipe("stderr")?;
+        let running = self
+            .spawn(argv, cwd, [in_r.into(), out_w.into(), err_w.into()])
+            .await?;
+        let id = running.id;
+        let to_tokio = |r: std::io::PipeReader| {
+            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(r))
+        };
+        let out = to_tokio(out_r).map_err(|e| e.to_string())?;
+        let err = to_tokio(err_r).map_err(|e| e.to_string())?;
+        let mut input =
+            tokio::net::unix::pipe::Sender::from_owned_fd(std::os::fd::OwnedFd::from(in_w))
+                .map_err(|e| e.to_string())?;
+        let feed = async move {
+            let _ = input.write_all(&stdin).await;
+            drop(input);
+        };
+        let read = |mut r: tokio::net::unix::pipe::Receiver| async move {
+            let mut buf = Vec::new();
+            let mut cut = false;
+            let mut chunk = vec![0u8; 16 * 1024];
+            loop {
+                match r.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let room = limit.saturating_sub(buf.len());
+                        buf.extend_from_slice(&chunk[..n.min(room)]);
+                        cut |= n > room;
+                    }
+                }
+            }
+            (buf, cut)
+        };
+        let work = async {
+            let ((), (o, oc), (e, ec), status) =
+                tokio::join!(feed, read(out), read(err), running.exited);
+            (o, oc, e, ec, status)
+        };
+        let (stdout, o_cut, stderr, e_cut, status, timed_out) =
+            match tokio::time::timeout(timeout, work).await {
+                Ok((o, oc, e, ec, status)) => (o, oc, e, ec, status.ok(), false),
+                Err(_) => {
+                    self.signal(id, 9);
+                    (Vec::new(), false, Vec::new(), false, None, true)
+                }
+            };
+        Ok(ExecOutput {
+            exit_code: match status {
+                Some(ExitStatus::Code(c)) => Some(c),
+                _ => None,
+            },
+            signal: match status {
+                Some(ExitStatus::Signal(s)) => Some(s),
+                _ => None,
+            },
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            truncated: o_cut || e_cut,
+            timed_out,
+        })
+    }
 }
 
 fn command_line(argv: &[String]) -> String {
@@ -631,7 +961,7 @@ fn denial_message(line: &str, reason: &str) -> String {
 const EACCES: i32 = 13;
 const ENOENT: i32 = 2;
 
-impl Supervision<'_> {
+impl Supervision {
     #[allow(clippy::too_many_arguments)]
     async fn supervise(
         &mut self,
@@ -641,8 +971,11 @@ impl Supervision<'_> {
         control_listener: std::os::unix::net::UnixListener,
         api: Arc<Api>,
         mut kill_rx: mpsc::UnboundedReceiver<String>,
+        mut commands_rx: mpsc::UnboundedReceiver<TaskCommand>,
         started: Instant,
         proxy: Option<Egress<EgressAdapter>>,
+        with_main: bool,
+        until: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     ) -> Result<Outcome, RunError> {
         for listener in [&agent_listener, &control_listener] {
             listener
@@ -669,15 +1002,20 @@ impl Supervision<'_> {
             });
         }
 
-        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-        let main = sandbox.spawn(&SpawnRequest {
-            path: &self.prepared.program,
-            argv: &self.prepared.argv,
-            env: &self.prepared.spec.env,
-            cwd: &self.prepared.cwd,
-            stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
-            new_process_group: false,
-        })?;
+        let main = if with_main {
+            let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+            Some(sandbox.spawn(&SpawnRequest {
+                path: &self.prepared.program,
+                argv: &self.prepared.argv,
+                env: &self.prepared.spec.env,
+                cwd: &self.prepared.cwd,
+                stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+                new_process_group: false,
+            })?)
+        } else {
+            None
+        };
+        let mut until = until;
         let events = Readable::new(sandbox.event_fd()).map_err(|e| host_err("poll", e))?;
         let pidfd = Readable::new(sandbox.pidfd()).map_err(|e| host_err("poll", e))?;
         let sigfd = Readable::new(signals.fd()).map_err(|e| host_err("poll", e))?;
@@ -703,6 +1041,12 @@ impl Supervision<'_> {
                     None => std::future::pending().await,
                 }
             };
+            let finished = async {
+                match until.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = exec_ready => {
                     loop {
@@ -721,21 +1065,38 @@ impl Supervision<'_> {
                 _ = events.readable() => {
                     loop {
                         match sandbox.try_event() {
-                            Ok(Some(Event::Exited { id, status })) if id == main => {
+                            Ok(Some(Event::Exited { id, status })) if Some(id) == main => {
                                 return Ok(match (killed.take(), status) {
                                     (Some(why), _) => Outcome::Killed(why),
                                     (None, ExitStatus::Code(c)) => Outcome::Exited(c),
                                     (None, ExitStatus::Signal(s)) => Outcome::Signaled(s),
                                 });
                             }
-                            Ok(Some(Event::SpawnFailed { id, errno })) if id == main => {
+                            Ok(Some(Event::SpawnFailed { id, errno })) if Some(id) == main => {
                                 return Ok(if errno == EACCES && !self.denied.is_empty() {
                                     Outcome::Denied
                                 } else {
                                     Outcome::NotStarted(errno)
                                 });
                             }
-                            Ok(Some(_)) => continue,
+                            Ok(Some(Event::Spawned { id, .. })) => {
+                                if let Some(reply) = self.pending.remove(&id) {
+                                    let (tx, rx) = oneshot::channel();
+                                    self.waiters.insert(id, tx);
+                                    let _ = reply.send(Ok(Running { id, exited: rx }));
+                                }
+                            }
+                            Ok(Some(Event::SpawnFailed { id, errno })) => {
+                                if let Some(reply) = self.pending.remove(&id) {
+                                    let why = remit_types::remit::io_reason(&std::io::Error::from_raw_os_error(errno));
+                                    let _ = reply.send(Err(format!("cannot start the program: {why}")));
+                                }
+                            }
+                            Ok(Some(Event::Exited { id, status })) => {
+                                if let Some(waiter) = self.waiters.remove(&id) {
+                                    let _ = waiter.send(status);
+                                }
+                            }
                             Ok(None) => break,
                             Err(e) => {
                                 return match killed.take() {
@@ -750,8 +1111,15 @@ impl Supervision<'_> {
                     while let Ok(Some(signal)) = signals.read() {
                         // Terminal signals already reached the command (it shares our process
                         // group); others were sent to us alone and are passed on.
-                        if !signal.from_terminal {
+                        if let Some(main) = main
+                            && !signal.from_terminal
+                        {
                             let _ = sandbox.signal(main, signal.signal);
+                        } else if main.is_none() && matches!(signal.signal, SIGINT | SIGTERM | SIGHUP) {
+                            // No command of our own: a signal ends the task.
+                            self.gate.kill("stopped by a signal");
+                            sandbox.kill();
+                            killed.get_or_insert_with(|| "stopped by a signal".into());
                         }
                     }
                 }
@@ -759,7 +1127,7 @@ impl Supervision<'_> {
                     // The init ended: read what it reported last, then stop.
                     while let Ok(Some(event)) = sandbox.try_event() {
                         if let Event::Exited { id, status } = event
-                            && id == main
+                            && Some(id) == main
                             && killed.is_none()
                         {
                             return Ok(match status {
@@ -774,6 +1142,37 @@ impl Supervision<'_> {
                     self.gate.kill(&reason);
                     sandbox.kill();
                     killed = Some(reason);
+                }
+                Some(command) = commands_rx.recv() => {
+                    match command {
+                        TaskCommand::Spawn { program, argv, cwd, stdio, reply } => {
+                            let request = SpawnRequest {
+                                path: &program,
+                                argv: &argv,
+                                env: &self.prepared.spec.env,
+                                cwd: &cwd,
+                                stdio: [stdio[0].as_fd(), stdio[1].as_fd(), stdio[2].as_fd()],
+                                new_process_group: true,
+                            };
+                            match sandbox.spawn(&request) {
+                                Ok(id) => {
+                                    self.pending.insert(id, reply);
+                                }
+                                Err(e) => {
+                                    let _ = reply.send(Err(e.to_string()));
+                                }
+                            }
+                        }
+                        TaskCommand::Signal { id, signal } => {
+                            let _ = sandbox.signal(id, signal);
+                        }
+                    }
+                }
+                _ = finished => {
+                    return Ok(match killed.take() {
+                        Some(why) => Outcome::Killed(why),
+                        None => Outcome::Ended,
+                    });
                 }
                 _ = timeout => {
                     self.gate.kill("wall-clock limit reached");

@@ -516,6 +516,12 @@ impl Sandbox {
         self.kill();
         self.wait_init();
     }
+
+    /// Wait until the init (and with it every process of the task) is gone; call after
+    /// [`Sandbox::kill`].
+    pub fn wait_until_gone(&mut self) {
+        self.wait_init();
+    }
 }
 
 impl Drop for Sandbox {

@@ -71,7 +71,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         host_env: host_env.clone(),
         task,
     };
-    let mut prepared = prepare(&request)?;
+    let prepared = prepare(&request)?;
     if request.allow_degraded {
         eprintln!(
             "remit: WARNING: degraded mode was asked for: layers this host cannot enforce will be skipped, and the record will say so"
@@ -83,7 +83,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         remit_binary: std::env::current_exe().ok(),
         notices: !args.quiet,
     };
-    let report = match run_task(&request, &mut prepared, &options) {
+    let notes = prepared.notes.clone();
+    let report = match run_task(&request, prepared, &options) {
         Ok(report) => report,
         Err(e) if e.is_denial() => {
             eprintln!("remit: denied: {e}");
@@ -97,7 +98,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
     let show_summary =
         !args.quiet && (args.summary || std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if show_summary {
-        eprintln!("{}", summary(&task, &report, &prepared.notes));
+        eprintln!("{}", summary(&task, &report, &notes));
     }
     if let Some(err) = &report.record_error {
         eprintln!("remit: error: the task's record is incomplete: {err}");
@@ -117,6 +118,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
             Exit::Status(137)
         }
         Outcome::Denied => Exit::Denied,
+        Outcome::Ended => Exit::Success,
         Outcome::NotStarted(errno) => {
             anyhow::bail!(
                 "cannot start `{}`: {}",
@@ -134,6 +136,7 @@ fn summary(task: &TaskId, report: &RunReport, notes: &[String]) -> String {
         Outcome::TimedOut(_) => "wall-clock limit reached".into(),
         Outcome::Killed(_) => "killed".into(),
         Outcome::Denied => "denied".into(),
+        Outcome::Ended => "ended".into(),
         Outcome::NotStarted(_) => "not started".into(),
     };
     let mut out = format!(
