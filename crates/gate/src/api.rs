@@ -59,6 +59,8 @@ pub struct Api {
     pub task_uid: Option<u32>,
     /// Inode of the task's pid namespace: peers inside it are the task.
     pub task_pidns: Option<u64>,
+    /// Redacts what host commands print before the task sees it.
+    pub redactor: Option<crate::secrets::LazyScanner>,
 }
 
 impl std::fmt::Debug for Api {
@@ -319,7 +321,11 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
                 .map(|t| t.0)
                 .unwrap_or(Duration::from_secs(600));
             match perform::run(&authorized, run, &body.args, &api.workspace, timeout).await {
-                Ok(result) => {
+                Ok(mut result) => {
+                    if let Some(redactor) = &api.redactor {
+                        result.stdout = redactor.redact(&result.stdout);
+                        result.stderr = redactor.redact(&result.stderr);
+                    }
                     let outcome = match result.exit_code {
                         Some(0) => "succeeded".to_owned(),
                         Some(c) => format!("exit {c}"),

@@ -323,6 +323,22 @@ fn effect_ref(effect: &Effect, id: &str) -> EffectRef {
             [("destination".to_owned(), destination.clone())].into(),
         ),
         Effect::Action { kind, args } => (format!("action.{kind}"), kind.clone(), args.clone()),
+        Effect::ToolCall {
+            via,
+            tool,
+            args,
+            script,
+        } => {
+            let mut attributes: BTreeMap<String, String> = args
+                .iter()
+                .map(|(k, v)| (format!("arg.{k}"), v.clone()))
+                .collect();
+            attributes.insert("via".to_owned(), via.clone());
+            if !script.is_empty() {
+                attributes.insert("script".to_owned(), script.clone());
+            }
+            ("tool.call".into(), tool.clone(), attributes)
+        }
     };
     EffectRef {
         id: id.to_owned(),

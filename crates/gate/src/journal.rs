@@ -142,3 +142,114 @@ impl Journal for MemoryJournal {
         None
     }
 }
+
+/// A journal that keeps secrets out of the record: command lines and effect attributes go
+/// through the scanner (and the task's known secrets) before they reach the inner journal.
+/// Until the scanner is built, events wait in order; a durable event waits for it.
+pub struct RedactingJournal<J: Journal> {
+    inner: Arc<J>,
+    redactor: crate::secrets::LazyScanner,
+    queue: Mutex<Vec<EventBody>>,
+}
+
+impl<J: Journal> std::fmt::Debug for RedactingJournal<J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedactingJournal").finish_non_exhaustive()
+    }
+}
+
+impl<J: Journal> RedactingJournal<J> {
+    /// Redact what goes into `inner`.
+    pub fn new(inner: Arc<J>, redactor: crate::secrets::LazyScanner) -> RedactingJournal<J> {
+        RedactingJournal {
+            inner,
+            redactor,
+            queue: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn clean(&self, body: EventBody) -> EventBody {
+        let redact = |text: &str| self.redactor.redact(text);
+        match body {
+            EventBody::Exec(mut exec) => {
+                exec.argv = exec.argv.iter().map(|a| redact(a)).collect();
+                EventBody::Exec(exec)
+            }
+            EventBody::Decision(mut d) => {
+                d.effect.attributes = d
+                    .effect
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), redact(v)))
+                    .collect();
+                d.effect.target = redact(&d.effect.target);
+                EventBody::Decision(d)
+            }
+            EventBody::ApprovalRequested(mut a) => {
+                a.effect.attributes = a
+                    .effect
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), redact(v)))
+                    .collect();
+                EventBody::ApprovalRequested(a)
+            }
+            EventBody::EffectStarted(mut e) => {
+                e.effect.attributes = e
+                    .effect
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), redact(v)))
+                    .collect();
+                EventBody::EffectStarted(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Move queued events to the inner journal if the scanner is ready (or `wait`).
+    fn drain(&self, wait: bool) {
+        if !wait && self.redactor.try_get().is_none() {
+            return;
+        }
+        let queued: Vec<EventBody> = self
+            .queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        for body in queued {
+            self.inner.observe(self.clean(body));
+        }
+    }
+}
+
+impl<J: Journal> Journal for RedactingJournal<J> {
+    fn observe(&self, body: EventBody) {
+        self.drain(false);
+        if self.redactor.try_get().is_none() {
+            if let Ok(mut q) = self.queue.lock() {
+                q.push(body);
+                return;
+            }
+        }
+        self.inner.observe(self.clean(body));
+    }
+
+    fn durable(
+        &self,
+        body: EventBody,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        self.drain(true);
+        let body = self.clean(body);
+        self.inner.durable(body)
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        self.drain(true);
+        self.inner.flush()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.inner.failure()
+    }
+}

@@ -49,3 +49,4 @@ pub mod programs;
 pub mod record;
 pub mod registry;
 pub mod run;
+pub mod secrets;

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{self, Api};
 use crate::egress::EgressAdapter;
 use crate::gate::{Gate, Outcome as GateOutcome, SystemClock};
-use crate::journal::{Journal, LedgerJournal};
+use crate::journal::{Journal, LedgerJournal, RedactingJournal};
 use crate::prepare::{Prepared, RunRequest};
 use crate::record::rfc3339;
 use crate::registry::{AgentStatus, TaskDir, TaskInfo, agent_record, run_dir};
@@ -89,6 +89,11 @@ pub enum RunError {
     /// The agent may not start tasks.
     #[error("agent `{0}` is {1}{2}; it cannot start tasks")]
     Agent(String, &'static str, String),
+    /// The task could reach secrets more severe than its remit accepts.
+    #[error(
+        "the task could reach {0} secret{1} at or above `{2}` (secrets.refuse_at), e.g. {3} ({4}); remove them from the workspace or hide them (filesystem.hidden)"
+    )]
+    Secrets(usize, &'static str, String, String, String),
     /// Something on the host failed.
     #[error("{0}")]
     Host(String),
@@ -97,7 +102,7 @@ pub enum RunError {
 impl RunError {
     /// Whether the error is a refusal (exit code 1) rather than a failure (2).
     pub fn is_denial(&self) -> bool {
-        matches!(self, RunError::Agent(..))
+        matches!(self, RunError::Agent(..) | RunError::Secrets(..))
     }
 }
 
@@ -245,6 +250,7 @@ pub struct Task {
     kill_rx: Option<mpsc::UnboundedReceiver<String>>,
     gate: Arc<Gate>,
     journal: Arc<LedgerJournal>,
+    record: Arc<dyn Journal>,
     egress: Option<(Egress<EgressAdapter>, Arc<EgressAdapter>)>,
     dir: Option<TaskDir>,
     degraded: Vec<(Layer, String)>,
@@ -331,6 +337,7 @@ impl Task {
         // The egress proxy, when the remit grants any network access: its environment and CA
         // bundle go into the sandbox; it is bound to the gate once the ledger is open.
         let network = &request.remit.remit.network;
+        let mut known_values: Option<Vec<Vec<u8>>> = None;
         let egress = if !network.allow.is_empty()
             || !network.rules.is_empty()
             || !network.credentials.is_empty()
@@ -354,6 +361,12 @@ impl Task {
                 host_home.as_deref(),
             )
             .map_err(|e| host_err("cannot read the remit's credentials", e))?;
+            known_values = Some(
+                credentials
+                    .iter()
+                    .map(|c| c.real.expose().to_vec())
+                    .collect(),
+            );
             let mut config = EgressConfig::new(network.clone(), credentials);
             config.publish_args = request
                 .remit
@@ -386,7 +399,71 @@ impl Task {
             None
         };
 
+        // Which secrets the task can reach, before anything of it exists.
+        let secrets = &request.remit.remit.secrets;
+        let prescan = if secrets.scan {
+            let mut roots = vec![prepared.spec.workspace.clone()];
+            roots.extend(prepared.spec.read_only.iter().cloned());
+            roots.extend(prepared.spec.read_write.iter().cloned());
+            let key = {
+                use sha2::{Digest, Sha256};
+                let digest = Sha256::digest(
+                    roots
+                        .iter()
+                        .map(|r| r.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("\0")
+                        .as_bytes(),
+                );
+                digest
+                    .iter()
+                    .take(16)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            };
+            crate::secrets::prescan(
+                &roots,
+                &home.join("cache").join("scan").join(format!("{key}.json")),
+            )
+        } else {
+            crate::secrets::Prescan::default()
+        };
+        if let (Some(limit), Some(found)) = (secrets.refuse_at, prescan.max_level())
+            && found >= limit
+        {
+            let level = |s: &str| match s {
+                "critical" => remit_types::remit::SecretLevel::Critical,
+                "high" => remit_types::remit::SecretLevel::High,
+                "medium" => remit_types::remit::SecretLevel::Medium,
+                _ => remit_types::remit::SecretLevel::Low,
+            };
+            let over: Vec<&crate::secrets::Reachable> = prescan
+                .reachable
+                .iter()
+                .filter(|r| level(&r.severity) >= limit)
+                .collect();
+            return Err(RunError::Secrets(
+                over.len(),
+                if over.len() == 1 { "" } else { "s" },
+                format!("{limit:?}").to_lowercase(),
+                over.first()
+                    .map(|r| format!("`{}`", r.location))
+                    .unwrap_or_default(),
+                over.first().map(|r| r.rule.clone()).unwrap_or_default(),
+            ));
+        }
+
         let mut sandbox = Sandbox::create(&prepared.spec)?;
+        // Redaction needs a scanner; build it in the background now that threads are fine.
+        let redactor = request
+            .remit
+            .remit
+            .secrets
+            .redact
+            .then(crate::secrets::LazyScanner::start);
+        if let (Some(redactor), Some(values)) = (&redactor, &known_values) {
+            redactor.set_known(values);
+        }
         let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
         let task_pidns = std::fs::metadata(format!("/proc/{}/ns/pid", sandbox.init_pid()))
             .ok()
@@ -420,7 +497,11 @@ impl Task {
         let ledger = Ledger::open_home(home, Arc::new(LedgerClock), LedgerOptions::default())
             .map_err(|e| RunError::Ledger(e.to_string()))?;
         let journal = Arc::new(LedgerJournal::new(ledger, &task, &agent));
-        journal.observe(EventBody::RunAuthorized(RunAuthorized {
+        let record: Arc<dyn Journal> = match &redactor {
+            Some(r) => Arc::new(RedactingJournal::new(Arc::clone(&journal), r.clone())),
+            None => journal.clone(),
+        };
+        record.observe(EventBody::RunAuthorized(RunAuthorized {
             requester: requester.clone(),
             owner: owner.clone(),
             remit: RemitRef {
@@ -434,7 +515,15 @@ impl Task {
             identity: format!("spiffe://remit.local/agent/{agent}/task/{task}"),
             expires: prepared.wall.map(|w| rfc3339(SystemTime::now() + w)),
             permissions: permissions(request, &prepared),
-            secrets_reachable: Vec::new(),
+            secrets_reachable: prescan
+                .reachable
+                .iter()
+                .map(|r| remit_types::event::ReachableSecret {
+                    rule: r.rule.clone(),
+                    location: r.location.clone(),
+                    fingerprint: r.fingerprint.clone(),
+                })
+                .collect(),
             degraded: degraded
                 .iter()
                 .map(|(l, why)| format!("{l}: {why}"))
@@ -458,7 +547,7 @@ impl Task {
         let gate = Arc::new(Gate::new(
             engine,
             principal,
-            journal.clone(),
+            Arc::clone(&record),
             Arc::new(SystemClock),
             approval_timeout,
         ));
@@ -475,6 +564,7 @@ impl Task {
             owner_uid,
             task_uid,
             task_pidns,
+            redactor: redactor.clone(),
         });
 
         let watch = sandbox.take_exec_watch().map(Arc::new);
@@ -491,6 +581,7 @@ impl Task {
             kill_rx: Some(kill_rx),
             gate: Arc::clone(&gate),
             journal,
+            record,
             egress,
             dir: Some(dir),
             degraded,
@@ -507,6 +598,8 @@ impl Task {
                 approval_timeout,
                 pending: HashMap::new(),
                 waiters: HashMap::new(),
+                redactor: redactor.clone(),
+                relays: Vec::new(),
             },
         })
     }
@@ -579,6 +672,7 @@ impl Task {
         let home = self.options.home.clone();
         let options = self.options.clone();
         let journal = Arc::clone(&self.journal);
+        let record = Arc::clone(&self.record);
         let gate = Arc::clone(&self.gate);
         let started = self.started;
         let degraded = self.degraded.clone();
@@ -591,6 +685,10 @@ impl Task {
         let oom_killed = sandbox.oom_killed();
         sandbox.kill();
         sandbox.wait_until_gone();
+        // Every writer of the relayed pipes is gone with the task: the relays drain and end.
+        for relay in supervision.relays.drain(..) {
+            let _ = relay.join();
+        }
         gate.close("the task ended");
         let duration = started.elapsed();
         let counters = gate.counters();
@@ -626,7 +724,7 @@ impl Task {
                 Some(format!("the command could not start (errno {e})")),
             ),
         };
-        journal.observe(EventBody::TaskEnd(TaskEnd {
+        record.observe(EventBody::TaskEnd(TaskEnd {
             exit_code,
             signal,
             reason,
@@ -646,7 +744,7 @@ impl Task {
             },
         }));
         // The task ends only once all its events are durable.
-        let mut record_error = journal.flush().err().or_else(|| journal.failure());
+        let mut record_error = record.flush().err().or_else(|| journal.failure());
         let receipt = match journal.ledger().receipt(&task) {
             Ok(envelope) => {
                 let path = home.join("receipts").join(format!("{task}.json"));
@@ -725,6 +823,52 @@ struct Supervision {
     pending: HashMap<u64, oneshot::Sender<Result<Running, String>>>,
     /// Spawns whose end someone waits for.
     waiters: HashMap<u64, oneshot::Sender<ExitStatus>>,
+    /// Redacts what the command prints to pipes and files.
+    redactor: Option<crate::secrets::LazyScanner>,
+    /// Threads copying redacted output; joined when the task ends.
+    relays: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Copy what the task writes into a new pipe to `out` through the redactor, on a thread.
+/// `None` when `out` is neither a pipe nor a file (a terminal, `/dev/null`).
+fn relay(
+    out: std::os::fd::BorrowedFd<'_>,
+    redactor: crate::secrets::LazyScanner,
+) -> Option<(std::os::fd::OwnedFd, std::thread::JoinHandle<()>)> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::FileTypeExt;
+    let target = std::fs::File::from(out.try_clone_to_owned().ok()?);
+    let kind = target.metadata().ok()?.file_type();
+    if !(kind.is_fifo() || kind.is_file() || kind.is_socket()) {
+        return None;
+    }
+    let (mut reader, writer) = std::io::pipe().ok()?;
+    let handle = std::thread::Builder::new()
+        .name("remit-output".into())
+        .spawn(move || {
+            let mut sink =
+                remit_scan::RedactingWriter::new(target, redactor.get(), redactor.known());
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if sink
+                            .write_all(&buf[..n])
+                            .and_then(|()| sink.flush())
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = sink.finish();
+        })
+        .ok()?;
+    Some((std::os::fd::OwnedFd::from(writer), handle))
 }
 
 /// What a [`TaskClient`] asks the supervisor.
@@ -1004,14 +1148,37 @@ impl Supervision {
 
         let main = if with_main {
             let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-            Some(sandbox.spawn(&SpawnRequest {
+            // Output going to a pipe or a file is redacted on its way; a terminal gets the
+            // command's output as it is (a person is watching, and tools need the terminal).
+            let mut relayed: Vec<std::os::fd::OwnedFd> = Vec::new();
+            if let Some(redactor) = &self.redactor {
+                for fd in [stdout.as_fd(), stderr.as_fd()] {
+                    match relay(fd, redactor.clone()) {
+                        Some((write, handle)) => {
+                            relayed.push(write);
+                            self.relays.push(handle);
+                        }
+                        None => relayed.push(
+                            fd.try_clone_to_owned()
+                                .map_err(|e| host_err("standard streams", e))?,
+                        ),
+                    }
+                }
+            }
+            let (out, err) = match relayed.as_slice() {
+                [o, e] => (o.as_fd(), e.as_fd()),
+                _ => (stdout.as_fd(), stderr.as_fd()),
+            };
+            let id = sandbox.spawn(&SpawnRequest {
                 path: &self.prepared.program,
                 argv: &self.prepared.argv,
                 env: &self.prepared.spec.env,
                 cwd: &self.prepared.cwd,
-                stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+                stdio: [stdin.as_fd(), out, err],
                 new_process_group: false,
-            })?)
+            })?;
+            drop(relayed);
+            Some(id)
         } else {
             None
         };

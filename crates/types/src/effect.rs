@@ -9,6 +9,7 @@
 //! effect = { kind = "git_push", ref = "refs/heads/main", force = true }
 //! effect = { kind = "http_request", host = "api.github.com", method = "POST", path = "/repos" }
 //! effect = { kind = "publish", args = { package = "left-pad", tag = "latest" } }
+//! effect = { kind = "tool_call", tool = "write_file", args = { path = ".github/workflows/ci.yml" } }
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,7 +19,45 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 /// The built-in effect kinds; any other kind is a typed action the remit declares.
-pub const BUILTIN_KINDS: [&str; 4] = ["exec", "http_request", "git_push", "secret_use"];
+pub const BUILTIN_KINDS: [&str; 5] = [
+    "exec",
+    "http_request",
+    "git_push",
+    "secret_use",
+    "tool_call",
+];
+
+/// Where a [`Effect::ToolCall`] comes from: an MCP client (`mcp`) or a code-mode script
+/// (`code`).
+pub const TOOL_SURFACES: [&str; 2] = ["mcp", "code"];
+
+/// The argument names a tool call may carry into the policy context
+/// (`context.call.args.<name>`, each optional). Tools put their arguments here flattened to
+/// strings: `path` (workspace-relative), `argv` (the command line), `url`, `sha256` (of
+/// content written), and so on. A name not listed here is still recorded but cannot be
+/// named by a validated policy.
+pub const TOOL_ARGS: [&str; 20] = [
+    "argv",
+    "branch",
+    "bytes",
+    "cwd",
+    "force",
+    "host",
+    "kind",
+    "language",
+    "message",
+    "method",
+    "path",
+    "paths",
+    "pattern",
+    "program",
+    "recursive",
+    "remote",
+    "sha256",
+    "staged",
+    "url",
+    "wait",
+];
 
 /// Typed actions the policy schema always knows, declared or not.
 pub const STANDARD_ACTIONS: [&str; 4] = ["publish", "deploy", "sign", "db_query"];
@@ -73,6 +112,20 @@ pub enum Effect {
         /// Its arguments.
         args: BTreeMap<String, String>,
     },
+    /// A governed tool called by an MCP client or a code-mode script (`read_file`, `exec`,
+    /// `git_push`, …). The call is decided with its arguments; what the tool then does
+    /// (a program start, a request, a push) is decided again as its own effect.
+    ToolCall {
+        /// `mcp` or `code` ([`TOOL_SURFACES`]).
+        via: String,
+        /// The tool's name.
+        tool: String,
+        /// Its arguments, flattened to strings ([`TOOL_ARGS`]).
+        args: BTreeMap<String, String>,
+        /// `sha256:<hex>` of the code-mode script making the call; empty for a plain MCP
+        /// call.
+        script: String,
+    },
 }
 
 impl Effect {
@@ -85,6 +138,7 @@ impl Effect {
             Effect::GitPush { .. } => "git_push",
             Effect::SecretUse { .. } => "secret_use",
             Effect::Action { kind, .. } => kind,
+            Effect::ToolCall { .. } => "tool_call",
         }
     }
 
@@ -138,6 +192,16 @@ impl Effect {
                     kind.clone()
                 } else {
                     format!("{kind} {}", args.join(" "))
+                }
+            }
+            Effect::ToolCall {
+                via, tool, args, ..
+            } => {
+                let args: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if args.is_empty() {
+                    format!("{via} tool `{tool}`")
+                } else {
+                    format!("{via} tool `{tool}` {}", args.join(" "))
                 }
             }
         }
@@ -228,6 +292,21 @@ impl Serialize for Effect {
                     .collect();
                 map.insert("args".into(), args.into());
             }
+            Effect::ToolCall {
+                via,
+                tool,
+                args,
+                script,
+            } => {
+                map.insert("via".into(), via.clone().into());
+                map.insert("tool".into(), tool.clone().into());
+                let args: serde_json::Map<String, serde_json::Value> = args
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect();
+                map.insert("args".into(), args.into());
+                map.insert("script".into(), script.clone().into());
+            }
         }
         serde_json::Value::Object(map).serialize(serializer)
     }
@@ -268,6 +347,12 @@ struct RawEffect {
     destination: Option<String>,
     #[serde(default)]
     args: Option<BTreeMap<String, Scalar>>,
+    #[serde(default)]
+    via: Option<String>,
+    #[serde(default)]
+    tool: Option<String>,
+    #[serde(default)]
+    script: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +393,9 @@ impl<'de> Deserialize<'de> for Effect {
                     ("ref", raw.reference.is_some()),
                     ("args", raw.args.is_some()),
                     ("name", raw.name.is_some()),
+                    ("tool", raw.tool.is_some()),
+                    ("via", raw.via.is_some()),
+                    ("script", raw.script.is_some()),
                 ])?;
                 let argv = match raw.command {
                     Some(Words::List(words)) => words,
@@ -329,6 +417,9 @@ impl<'de> Deserialize<'de> for Effect {
                     ("command", raw.command.is_some()),
                     ("ref", raw.reference.is_some()),
                     ("args", raw.args.is_some()),
+                    ("tool", raw.tool.is_some()),
+                    ("via", raw.via.is_some()),
+                    ("script", raw.script.is_some()),
                 ])?;
                 Effect::HttpRequest {
                     host: need(raw.host, "host")?.to_ascii_lowercase(),
@@ -345,6 +436,9 @@ impl<'de> Deserialize<'de> for Effect {
                     ("command", raw.command.is_some()),
                     ("host", raw.host.is_some()),
                     ("args", raw.args.is_some()),
+                    ("tool", raw.tool.is_some()),
+                    ("via", raw.via.is_some()),
+                    ("script", raw.script.is_some()),
                 ])?;
                 Effect::GitPush {
                     remote: raw.remote.unwrap_or_else(|| "origin".into()),
@@ -360,16 +454,43 @@ impl<'de> Deserialize<'de> for Effect {
                     ("command", raw.command.is_some()),
                     ("ref", raw.reference.is_some()),
                     ("args", raw.args.is_some()),
+                    ("tool", raw.tool.is_some()),
+                    ("via", raw.via.is_some()),
+                    ("script", raw.script.is_some()),
                 ])?;
                 Effect::SecretUse {
                     name: need(raw.name, "name")?,
                     destination: raw.destination.unwrap_or_default(),
                 }
             }
+            "tool_call" => {
+                unexpected(&[
+                    ("command", raw.command.is_some()),
+                    ("host", raw.host.is_some()),
+                    ("ref", raw.reference.is_some()),
+                    ("name", raw.name.is_some()),
+                ])?;
+                let via = raw.via.unwrap_or_else(|| "mcp".into());
+                if !TOOL_SURFACES.contains(&via.as_str()) {
+                    return Err(D::Error::custom(format!(
+                        "`via` of a `tool_call` effect is `mcp` or `code`, not `{via}`"
+                    )));
+                }
+                let tool = need(raw.tool, "tool")?;
+                if !valid_action_name(&tool) {
+                    return Err(D::Error::custom(format!("`{tool}` is not a tool name")));
+                }
+                Effect::ToolCall {
+                    via,
+                    tool,
+                    args: scalars(raw.args.unwrap_or_default()),
+                    script: raw.script.unwrap_or_default(),
+                }
+            }
             kind => {
                 if !valid_action_name(kind) {
                     return Err(D::Error::custom(format!(
-                        "`{kind}` is not an effect kind (exec, http_request, git_push, secret_use, or an action name of letters, digits, `-` and `_`)"
+                        "`{kind}` is not an effect kind (exec, http_request, git_push, secret_use, tool_call, or an action name of letters, digits, `-` and `_`)"
                     )));
                 }
                 unexpected(&[
@@ -377,20 +498,11 @@ impl<'de> Deserialize<'de> for Effect {
                     ("host", raw.host.is_some()),
                     ("ref", raw.reference.is_some()),
                     ("name", raw.name.is_some()),
+                    ("tool", raw.tool.is_some()),
+                    ("via", raw.via.is_some()),
+                    ("script", raw.script.is_some()),
                 ])?;
-                let args = raw
-                    .args
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            Scalar::Text(t) => t,
-                            Scalar::Int(i) => i.to_string(),
-                            Scalar::Bool(b) => b.to_string(),
-                        };
-                        (k, v)
-                    })
-                    .collect();
+                let args = scalars(raw.args.unwrap_or_default());
                 Effect::Action {
                     kind: kind.to_owned(),
                     args,
@@ -399,6 +511,19 @@ impl<'de> Deserialize<'de> for Effect {
         };
         Ok(effect)
     }
+}
+
+fn scalars(args: BTreeMap<String, Scalar>) -> BTreeMap<String, String> {
+    args.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::Text(t) => t,
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 /// Whether a name can be an action kind (and an argument name): letters, digits, `-`, `_`,
@@ -458,6 +583,22 @@ mod tests {
                 .contains("not an effect kind")
         );
         assert!(parse("effect = { kind = \"exec\", command = \"x\", colour = 1 }").is_err());
+        let call = parse(
+            "effect = { kind = \"tool_call\", tool = \"write_file\", args = { path = \"a\", bytes = 3 } }",
+        )
+        .unwrap();
+        assert_eq!(call.kind(), "tool_call");
+        assert_eq!(call.describe(), "mcp tool `write_file` bytes=3 path=a");
+        assert!(
+            parse("effect = { kind = \"tool_call\", tool = \"x\", via = \"ssh\" }")
+                .unwrap_err()
+                .contains("`via`")
+        );
+        assert!(
+            parse("effect = { kind = \"exec\", command = \"x\", tool = \"y\" }")
+                .unwrap_err()
+                .contains("does not apply")
+        );
     }
 
     #[test]
@@ -495,6 +636,12 @@ mod tests {
             Effect::SecretUse {
                 name: "n".into(),
                 destination: "d".into(),
+            },
+            Effect::ToolCall {
+                via: "code".into(),
+                tool: "write_file".into(),
+                args: [("path".to_string(), "src/a.rs".to_string())].into(),
+                script: "sha256:00".into(),
             },
         ] {
             let json = serde_json::to_string(&e).unwrap();

@@ -45,6 +45,9 @@ pub struct Remit {
     /// Containment settings that are not grants.
     #[serde(default)]
     pub sandbox: SandboxSection,
+    /// Secrets the task can reach: found before it starts, kept out of what it emits.
+    #[serde(default)]
+    pub secrets: SecretsSection,
     /// Typed actions the task may request through the gate, by kind.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionGrant>,
@@ -382,6 +385,49 @@ impl<'de> Deserialize<'de> for CommandRule {
         }
         Ok(CommandRule(words))
     }
+}
+
+/// `[secrets]`: what remit does about secrets the task can reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// Scan the workspace and the granted paths before the task starts and record which
+    /// secrets (rule, location, fingerprint — never the value) it can reach. Default: `true`.
+    #[serde(default = "yes")]
+    pub scan: bool,
+    /// Refuse to start when a reachable secret is at least this severe: `low`, `medium`,
+    /// `high` or `critical`. Default: none (record, do not refuse).
+    #[serde(default)]
+    pub refuse_at: Option<SecretLevel>,
+    /// Redact secrets from the command's output when it goes to a pipe or a file (terminals
+    /// get it as it is), from what typed actions return, and from the task's records.
+    /// Default: `true`.
+    #[serde(default = "yes")]
+    pub redact: bool,
+}
+
+impl Default for SecretsSection {
+    fn default() -> Self {
+        SecretsSection {
+            scan: true,
+            refuse_at: None,
+            redact: true,
+        }
+    }
+}
+
+/// A secret's severity, as a remit names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretLevel {
+    /// Test keys, identifiers that need a paired secret.
+    Low,
+    /// Generic passwords and tokens.
+    Medium,
+    /// Provider credentials.
+    High,
+    /// Cloud root keys, private keys, payment secrets.
+    Critical,
 }
 
 /// `[sandbox]`: containment settings that weaken nothing unless named `dangerously_*`.

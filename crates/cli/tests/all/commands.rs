@@ -194,3 +194,55 @@ fn default_deny_allows_only_what_is_listed() {
     let out = w.run(Some(remit), "cp /usr/bin/true ./t && ./t && echo RAN");
     assert!(!stdout(&out).contains("RAN"), "{}", show(&out));
 }
+
+#[test]
+fn secrets_are_found_refused_and_redacted() {
+    let w = World::new();
+    std::fs::write(w.ws.join(".env"), "DB_PASSWORD=\"Zq8!mK2#vR7pLx\"\n").unwrap();
+    let token = "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";
+    let log = w.dir.path().join("t.jsonl");
+    let out = w
+        .command()
+        .args(["run", "--quiet", "--log"])
+        .arg(&log)
+        .args(["--", "bash", "-c"])
+        .arg(format!("cat .env; echo {token}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    // Output to a pipe is redacted.
+    let text = stdout(&out);
+    assert!(
+        !text.contains("Zq8!mK2#vR7pLx") && !text.contains(token),
+        "{text}"
+    );
+    assert!(text.contains("[REDACTED"), "{text}");
+    // The record says which secrets were reachable, never their values, and the command
+    // line holding a token is redacted too.
+    let records = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !records.contains("Zq8!mK2#vR7pLx") && !records.contains(token),
+        "{records}"
+    );
+    let first: serde_json::Value = serde_json::from_str(records.lines().next().unwrap()).unwrap();
+    let reachable = first["body"]["secrets_reachable"].as_array().unwrap();
+    assert!(
+        reachable
+            .iter()
+            .any(|r| r["location"].as_str().unwrap().ends_with(".env:1")),
+        "{first}"
+    );
+    // A remit can refuse to start when secrets at a level are reachable.
+    let out = w.run(Some("[secrets]\nrefuse_at = \"medium\"\n"), "echo started");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(!stdout(&out).contains("started"));
+    assert!(
+        stderr(&out).contains("secrets.refuse_at") && stderr(&out).contains(".env:1"),
+        "{}",
+        show(&out)
+    );
+    assert!(!stderr(&out).contains("Zq8!mK2#vR7pLx"));
+    // Twin: a threshold above what is reachable lets the task start.
+    let out = w.run(Some("[secrets]\nrefuse_at = \"high\"\n"), "echo started");
+    assert!(stdout(&out).contains("started"), "{}", show(&out));
+}
