@@ -28,9 +28,18 @@ enum Command {
     /// List and kill running tasks.
     #[command(subcommand)]
     Task(cmd::task::Command),
-    /// Suspend, resume or revoke an agent.
+    /// Register, list, show, suspend, resume or revoke an agent.
     #[command(subcommand)]
     Agent(cmd::agent::Command),
+    /// Store, list, rotate and remove the vault's secrets.
+    #[command(subcommand)]
+    Secret(cmd::secret::Command),
+    /// Rotate and list the signing keys of task identities.
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
+    /// Publish and verify task identities (JWKS, OIDC discovery, tokens).
+    #[command(subcommand)]
+    Identity(cmd::identity::Command),
     /// Check, test and explain a remit's policy.
     #[command(subcommand)]
     Policy(cmd::policy::Command),
@@ -41,6 +50,11 @@ enum Command {
     Ledger(cmd::ledger::Command),
     /// Verify a signed task receipt offline.
     Verify(cmd::ledger::VerifyArgs),
+    /// Run a JavaScript or TypeScript program against the governed API (code mode).
+    #[command(subcommand)]
+    Code(cmd::code::Command),
+    /// Serve a task's governed tools to an MCP client (stdio or streamable HTTP).
+    Mcp(cmd::mcp::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,10 +66,15 @@ fn main() -> std::process::ExitCode {
         Command::Approvals(command) => cmd::approvals::run(command),
         Command::Task(command) => cmd::task::run(command),
         Command::Agent(command) => cmd::agent::run(command),
+        Command::Secret(command) => cmd::secret::run(command),
+        Command::Keys(command) => cmd::keys::run(command),
+        Command::Identity(command) => cmd::identity::run(command),
         Command::Policy(command) => cmd::policy::run(command),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Ledger(command) => cmd::ledger::run(command),
         Command::Verify(args) => cmd::ledger::verify(args),
+        Command::Code(command) => cmd::code::run(command),
+        Command::Mcp(args) => cmd::mcp::run(args),
     };
     exit::finish(result)
 }

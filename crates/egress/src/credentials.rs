@@ -105,12 +105,27 @@ impl CredentialValue {
 }
 
 /// Read every credential of a `[network]` section: environment variables from `env`
-/// (the supervisor's environment), files relative to `base_dir` (`~/` is `home`).
+/// (the supervisor's environment), files relative to `base_dir` (`~/` is `home`). A
+/// credential `from = { vault = … }` is refused here: use [`read_credentials_with`].
 pub fn read_credentials(
     network: &Network,
     env: &BTreeMap<String, String>,
     base_dir: &Path,
     home: Option<&Path>,
+) -> Result<Vec<CredentialValue>, ConfigError> {
+    read_credentials_with(network, env, base_dir, home, &|name: &str| {
+        Err(format!("the vault was not opened to read secret `{name}`"))
+    })
+}
+
+/// [`read_credentials`], with `vault` reading `from = { vault = "name" }` secrets (the
+/// supervisor passes `remit_vault::Vault::get`; this crate never opens the vault itself).
+pub fn read_credentials_with(
+    network: &Network,
+    env: &BTreeMap<String, String>,
+    base_dir: &Path,
+    home: Option<&Path>,
+    vault: &dyn Fn(&str) -> Result<Secret, String>,
 ) -> Result<Vec<CredentialValue>, ConfigError> {
     let mut out = Vec::new();
     for credential in &network.credentials {
@@ -138,6 +153,14 @@ pub fn read_credentials(
                     bytes.pop();
                 }
                 bytes
+            }
+            remit_types::network::CredentialSource::Vault(secret) => {
+                vault(secret)
+                    .map_err(|reason| ConfigError::BadCredential {
+                        name: name.clone(),
+                        reason: format!("cannot read vault secret `{secret}`: {reason}"),
+                    })?
+                    .0
             }
         };
         let placement =
@@ -382,6 +405,32 @@ mod tests {
             .is_err()
         );
         assert!(format!("{:?}", Secret::new("hunter2hunter2")).contains("14 bytes"));
+    }
+
+    #[test]
+    fn vault_sources_need_the_vault() {
+        let remit = remit_types::remit::parse(
+            "[network]\nallow = [\"api.test\"]\n[[network.credential]]\nname = \"k\"\nenv = \"K\"\nfrom = { vault = \"api-key\" }\ninject = { hosts = [\"api.test\"], header = \"x-key\" }\n",
+            "t",
+            ".".into(),
+        )
+        .unwrap();
+        let network = &remit.remit.network;
+        let env = BTreeMap::new();
+        let err = read_credentials(network, &env, Path::new("."), None).unwrap_err();
+        assert!(err.to_string().contains("vault"), "{err}");
+        let got = read_credentials_with(network, &env, Path::new("."), None, &|name| {
+            assert_eq!(name, "api-key");
+            Ok(Secret::new("vault-value-0123456789"))
+        })
+        .unwrap();
+        assert_eq!(got[0].real.expose(), b"vault-value-0123456789");
+        assert_ne!(got[0].phantom, "vault-value-0123456789");
+        let err = read_credentials_with(network, &env, Path::new("."), None, &|_| {
+            Err("no secret `api-key`".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("api-key"), "{err}");
     }
 
     #[test]

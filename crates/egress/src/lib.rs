@@ -97,7 +97,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use ca::TaskCa;
-pub use credentials::{CredentialValue, Secret, phantom_of, read_credentials};
+pub use credentials::{
+    CredentialValue, Secret, phantom_of, read_credentials, read_credentials_with,
+};
 pub use deny::{DENIED_HEADER, POLICY_HEADER};
 pub use env::{CA_VARIABLES, TaskEnvironment};
 pub use error::{ConfigError, ServeError};

@@ -112,18 +112,16 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
 
-fn wait_param(request: &Request<Incoming>) -> Result<Duration, Response<Body>> {
+/// The `wait` query parameter (seconds, capped at [`MAX_WAIT`]); the error is the message.
+fn wait_param(request: &Request<Incoming>) -> Result<Duration, String> {
     let Some(query) = request.uri().query() else {
         return Ok(Duration::ZERO);
     };
     for pair in query.split('&') {
         if let Some(v) = pair.strip_prefix("wait=") {
-            let secs: u64 = v.parse().map_err(|_| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("`wait` must be a number of seconds, not `{v}`"),
-                )
-            })?;
+            let secs: u64 = v
+                .parse()
+                .map_err(|_| format!("`wait` must be a number of seconds, not `{v}`"))?;
             return Ok(Duration::from_secs(secs).min(MAX_WAIT));
         }
     }
@@ -205,7 +203,7 @@ async fn agent_route(api: &Api, request: Request<Incoming>) -> Response<Body> {
         (Method::GET, ["v1", "approvals", id]) => {
             let wait = match wait_param(&request) {
                 Ok(w) => w,
-                Err(r) => return r,
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
             };
             match api.gate.wait_approval(id, wait).await {
                 Some(view) => json(

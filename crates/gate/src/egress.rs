@@ -21,6 +21,8 @@ pub struct EgressAdapter {
     wait: OnceLock<Duration>,
     /// Authorized requests not yet reported done, by (host, port, method, path).
     open: Mutex<HashMap<String, Vec<Authorized>>>,
+    /// The task's leases: a credential is injected only while its lease is open.
+    leases: OnceLock<Arc<remit_vault::TaskCredentials>>,
 }
 
 impl std::fmt::Debug for EgressAdapter {
@@ -38,6 +40,11 @@ impl EgressAdapter {
     pub fn bind(&self, gate: Arc<Gate>, wait: Duration) {
         let _ = self.gate.set(gate);
         let _ = self.wait.set(wait);
+    }
+
+    /// The task's leases (set before the proxy serves).
+    pub fn set_leases(&self, leases: Arc<remit_vault::TaskCredentials>) {
+        let _ = self.leases.set(leases);
     }
 
     /// Record whatever was authorized but never reported done (the task ended first).
@@ -63,6 +70,23 @@ impl EgressGate for EgressAdapter {
             };
         };
         let wait = self.wait.get().copied().unwrap_or(Duration::ZERO);
+        // A credential is used only under an open lease: checked before the policy, in
+        // memory. The refusal is recorded like any other.
+        if let Effect::SecretUse { name, .. } = &effect {
+            let lease = match self.leases.get() {
+                Some(leases) => leases
+                    .check(name, std::time::SystemTime::now())
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("credential `{name}` was not leased to this task")),
+            };
+            if let Err(reason) = lease {
+                gate.refuse(&effect, "lease", &reason);
+                return GateDecision::Deny {
+                    policy: "lease".into(),
+                    reason,
+                };
+            }
+        }
         let request_key = match &effect {
             Effect::HttpRequest {
                 host,

@@ -687,6 +687,13 @@ impl Gate {
         (id, notify, ApprovalState::Pending)
     }
 
+    /// Refuse `effect` for a reason outside the policy (an ended lease): counted, listed among
+    /// the task's denials and recorded as a `deny` decision by `policy`.
+    pub fn refuse(&self, effect: &Effect, policy: &str, reason: &str) -> Outcome {
+        let digest = effect.digest(&self.principal.task);
+        self.deny(effect, &digest, policy, reason)
+    }
+
     fn deny(&self, effect: &Effect, digest: &str, policy: &str, reason: &str) -> Outcome {
         self.note_denial(effect, policy, reason);
         {
@@ -749,6 +756,19 @@ impl Gate {
             lease: None,
         });
         self.journal.durable(event).await
+    }
+
+    /// Record that an authorized effect is about to be performed, without waiting for the
+    /// record to be durable (it follows the journal's group commit). Only for effects that
+    /// stay inside the task's boundary — a read of the task's own workspace, its own status —
+    /// where nothing outside depends on the record preceding the effect; anything that
+    /// changes or sends something uses [`Gate::begin`].
+    pub fn begin_observed(&self, authorized: &Authorized) {
+        self.journal
+            .observe(EventBody::EffectStarted(EffectStarted {
+                effect: effect_ref(&authorized.effect, &authorized.id),
+                lease: None,
+            }));
     }
 
     /// Record a performed effect and count it against its quota.

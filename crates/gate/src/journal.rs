@@ -226,11 +226,11 @@ impl<J: Journal> RedactingJournal<J> {
 impl<J: Journal> Journal for RedactingJournal<J> {
     fn observe(&self, body: EventBody) {
         self.drain(false);
-        if self.redactor.try_get().is_none() {
-            if let Ok(mut q) = self.queue.lock() {
-                q.push(body);
-                return;
-            }
+        if self.redactor.try_get().is_none()
+            && let Ok(mut q) = self.queue.lock()
+        {
+            q.push(body);
+            return;
         }
         self.inner.observe(self.clean(body));
     }

@@ -38,6 +38,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod authority;
+pub mod changes;
 pub mod client;
 pub mod egress;
 pub mod gate;
@@ -50,3 +52,4 @@ pub mod record;
 pub mod registry;
 pub mod run;
 pub mod secrets;
+pub mod timing;

@@ -24,13 +24,15 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, Api};
+use crate::authority::Authority;
 use crate::egress::EgressAdapter;
 use crate::gate::{Gate, Outcome as GateOutcome, SystemClock};
 use crate::journal::{Journal, LedgerJournal, RedactingJournal};
 use crate::prepare::{Prepared, RunRequest};
 use crate::record::rfc3339;
 use crate::registry::{AgentStatus, TaskDir, TaskInfo, agent_record, run_dir};
-use remit_egress::{Egress, EgressConfig, TaskCa, read_credentials};
+use remit_egress::{CredentialValue, Egress, EgressConfig, Secret, TaskCa, read_credentials_with};
+use remit_identity::TaskIdentityRequest;
 
 /// How the task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +96,9 @@ pub enum RunError {
         "the task could reach {0} secret{1} at or above `{2}` (secrets.refuse_at), e.g. {3} ({4}); remove them from the workspace or hide them (filesystem.hidden)"
     )]
     Secrets(usize, &'static str, String, String, String),
+    /// The task's identity or credentials could not be made.
+    #[error("{0}")]
+    Credentials(String),
     /// Something on the host failed.
     #[error("{0}")]
     Host(String),
@@ -117,6 +122,31 @@ pub struct RunOptions {
     pub remit_binary: Option<PathBuf>,
     /// Print notices (pending approvals) on standard error.
     pub notices: bool,
+}
+
+/// Create `path` empty, readable by its owner only, owned by the task's host uid when there is
+/// one (the task reads it through a read-only bind; remit fills it in later).
+fn private_file(path: &Path, task_uid: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    if let Some(uid) = task_uid {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid))?;
+    }
+    Ok(())
+}
+
+/// Write `bytes` into the existing file `path` (same inode: a bind of it sees the content).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 fn host_err(what: &str, e: impl std::fmt::Display) -> RunError {
@@ -257,6 +287,8 @@ pub struct Task {
     commands_tx: mpsc::UnboundedSender<TaskCommand>,
     commands_rx: Option<mpsc::UnboundedReceiver<TaskCommand>>,
     supervision: Supervision,
+    baseline: crate::changes::Baseline,
+    authority: crate::authority::Authority,
 }
 
 impl std::fmt::Debug for Task {
@@ -284,6 +316,7 @@ impl Task {
             .map_err(|e| host_err("cannot watch signals", e))?;
         check_agent(home, &agent)?;
         let engine = Engine::load_cached(&request.remit, &home.join("cache").join("policy"))?;
+        crate::timing::mark("policy loaded");
 
         // The task's directory and sockets, before the sandbox (which mounts the agent socket).
         let run = run_dir(&request.host_env, home);
@@ -334,74 +367,37 @@ impl Task {
             .env
             .push(("REMIT_SOCKET".into(), "/run/remit/agent.sock".into()));
 
-        // The egress proxy, when the remit grants any network access: its environment and CA
-        // bundle go into the sandbox; it is bound to the gate once the ledger is open.
+        // Files the task's tree mounts now and remit fills once the sandbox is forked (same
+        // inode, so what is written later is what the task sees): its identity token, and
+        // the egress proxy's CA bundle when the remit grants any network access.
+        let identity_path = dir.path().join("identity.jwt");
+        private_file(&identity_path, task_uid)
+            .map_err(|e| host_err("cannot create the task's identity file", e))?;
+        prepared.spec.binds.push(Bind {
+            source: identity_path.clone(),
+            target: PathBuf::from("/run/remit/identity.jwt"),
+            writable: false,
+        });
         let network = &request.remit.remit.network;
-        let mut known_values: Option<Vec<Vec<u8>>> = None;
-        let egress = if !network.allow.is_empty()
+        let wants_egress = !network.allow.is_empty()
             || !network.rules.is_empty()
-            || !network.credentials.is_empty()
-        {
-            let adapter = Arc::new(EgressAdapter::default());
-            let validity =
-                prepared.wall.unwrap_or(Duration::from_secs(24 * 3600)) + Duration::from_secs(300);
-            let ca = TaskCa::generate(&task, validity)
-                .map_err(|e| host_err("cannot make the task's CA", e))?;
-            let env_map: std::collections::BTreeMap<String, String> =
-                request.host_env.iter().cloned().collect();
-            let host_home = request
-                .host_env
-                .iter()
-                .find(|(k, _)| k == "HOME")
-                .map(|(_, v)| PathBuf::from(v));
-            let credentials = read_credentials(
-                network,
-                &env_map,
-                &request.remit.base_dir,
-                host_home.as_deref(),
-            )
-            .map_err(|e| host_err("cannot read the remit's credentials", e))?;
-            known_values = Some(
-                credentials
-                    .iter()
-                    .map(|c| c.real.expose().to_vec())
-                    .collect(),
-            );
-            let mut config = EgressConfig::new(network.clone(), credentials);
-            config.publish_args = request
-                .remit
-                .remit
-                .actions
-                .get("publish")
-                .map(|g| g.args.clone())
-                .unwrap_or_default();
-            let proxy = Egress::new(config, ca, Arc::clone(&adapter))
-                .map_err(|e| host_err("cannot start the egress proxy", e))?;
-            let environment = proxy.task_environment(
-                std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT)),
-                "/run/remit/ca.pem",
-            );
-            let bundle = dir.path().join("ca.pem");
-            std::fs::write(&bundle, &environment.ca_bundle)
-                .map_err(|e| host_err("cannot write the task's CA bundle", e))?;
+            || !network.credentials.is_empty();
+        let bundle_path = dir.path().join("ca.pem");
+        if wants_egress {
+            std::fs::write(&bundle_path, b"")
+                .map_err(|e| host_err("cannot create the task's CA bundle", e))?;
             prepared.spec.binds.push(Bind {
-                source: bundle,
+                source: bundle_path.clone(),
                 target: PathBuf::from("/run/remit/ca.pem"),
                 writable: false,
             });
-            for (name, value) in environment.vars {
-                prepared.spec.env.retain(|(k, _)| *k != name);
-                prepared.spec.env.push((name, value));
-            }
             prepared.spec.proxy_port = Some(PROXY_PORT);
-            Some((proxy, adapter))
-        } else {
-            None
-        };
+        }
+        crate::timing::mark("sockets ready");
 
         // Which secrets the task can reach, before anything of it exists.
         let secrets = &request.remit.remit.secrets;
-        let prescan = if secrets.scan {
+        let mut prescan = if secrets.scan {
             let mut roots = vec![prepared.spec.workspace.clone()];
             roots.extend(prepared.spec.read_only.iter().cloned());
             roots.extend(prepared.spec.read_write.iter().cloned());
@@ -453,21 +449,30 @@ impl Task {
             ));
         }
 
-        let mut sandbox = Sandbox::create(&prepared.spec)?;
-        // Redaction needs a scanner; build it in the background now that threads are fine.
+        crate::timing::mark("secrets pre-scanned");
+        // The workspace as the task finds it, to tell afterwards what it changed.
+        let workspace = prepared.spec.workspace.clone();
+        let baseline = match crate::changes::Baseline::git(&workspace) {
+            Some(git) => git,
+            None if secrets.scan => crate::changes::Baseline::from_listing(
+                &workspace,
+                std::mem::take(&mut prescan.listing),
+                prescan.truncated,
+            ),
+            None => crate::changes::Baseline::capture(&workspace),
+        };
+        let starting = Sandbox::start(&prepared.spec)?;
+        crate::timing::mark("sandbox forked");
+        // While the init builds the task's tree: threads are fine from here on.
         let redactor = request
             .remit
             .remit
             .secrets
             .redact
             .then(crate::secrets::LazyScanner::start);
-        if let (Some(redactor), Some(values)) = (&redactor, &known_values) {
-            redactor.set_known(values);
-        }
-        let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
-        let task_pidns = std::fs::metadata(format!("/proc/{}/ns/pid", sandbox.init_pid()))
-            .ok()
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let ledger = Ledger::open_home(home, Arc::new(LedgerClock), LedgerOptions::default())
+            .map_err(|e| RunError::Ledger(e.to_string()))?;
+        crate::timing::mark("ledger open");
         let requester = crate::prepare::requester(&request.host_env);
         let owner = request
             .remit
@@ -476,6 +481,154 @@ impl Task {
             .owner
             .clone()
             .unwrap_or_else(|| requester.clone());
+        let lifetime = prepared.wall.unwrap_or(Duration::from_secs(24 * 3600));
+        let mut authority = Authority::begin(home, &ledger, &request.remit.remit, &agent, &task)?;
+        crate::timing::mark("leases recovered");
+        let token = authority.mint(&TaskIdentityRequest {
+            agent: &agent,
+            task: &task,
+            owner: &owner,
+            requester: &requester,
+            remit_hash: &request.remit.hash_hex(),
+            audience: &request.remit.remit.credentials.audience,
+            lifetime,
+        })?;
+        write_private(&identity_path, token.expose().as_bytes())
+            .map_err(|e| host_err("cannot write the task's identity token", e))?;
+        prepared.spec.env.push((
+            "REMIT_IDENTITY_TOKEN_FILE".into(),
+            "/run/remit/identity.jwt".into(),
+        ));
+        prepared
+            .spec
+            .env
+            .push(("REMIT_SPIFFE_ID".into(), token.spiffe_id.to_string()));
+        let leases = authority.lease(&request.remit.remit, lifetime)?;
+        crate::timing::mark("identity minted");
+        // Values the task's output and records must never show.
+        let mut known: Vec<(String, Vec<u8>)> = vec![(
+            "the task's identity token".into(),
+            token.expose().as_bytes().to_vec(),
+        )];
+        // Git tokens are meant to travel to the git server; every other value must not.
+        let git_vars: Vec<String> = request
+            .remit
+            .remit
+            .credentials
+            .git
+            .iter()
+            .map(|(n, g)| g.env_var(n))
+            .collect();
+        if let Some(leases) = &leases {
+            for (name, value) in &leases.env {
+                prepared.spec.env.retain(|(k, _)| k != name);
+                prepared.spec.env.push((
+                    name.clone(),
+                    String::from_utf8_lossy(value.expose()).into_owned(),
+                ));
+                if !git_vars.contains(name) {
+                    known.push((name.clone(), value.expose().to_vec()));
+                }
+            }
+        }
+
+        // The egress proxy: bound to the gate once the gate exists.
+        let egress = if wants_egress {
+            let adapter = Arc::new(EgressAdapter::default());
+            if let Some(leases) = &leases {
+                adapter.set_leases(Arc::clone(leases));
+            }
+            let validity = lifetime + Duration::from_secs(300);
+            let ca = TaskCa::generate(&task, validity)
+                .map_err(|e| host_err("cannot make the task's CA", e))?;
+            let env_map: std::collections::BTreeMap<String, String> =
+                request.host_env.iter().cloned().collect();
+            let host_home = request
+                .host_env
+                .iter()
+                .find(|(k, _)| k == "HOME")
+                .map(|(_, v)| PathBuf::from(v));
+            let vault = authority.vault.clone();
+            let mut credentials = read_credentials_with(
+                network,
+                &env_map,
+                &request.remit.base_dir,
+                host_home.as_deref(),
+                &|name: &str| match &vault {
+                    Some(v) => v
+                        .get(name)
+                        .map(|value| Secret::new(value.expose().to_vec()))
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("the vault holds no secret `{name}`")),
+                },
+            )
+            .map_err(|e| host_err("cannot read the remit's credentials", e))?;
+            if let Some(leases) = &leases {
+                for injected in &leases.injected {
+                    let placement = injected.inject.placement().ok_or_else(|| {
+                        host_err(
+                            "cannot inject a credential",
+                            format!("`{}` says nowhere to put it", injected.name),
+                        )
+                    })?;
+                    credentials.push(
+                        CredentialValue::new(
+                            &injected.name,
+                            injected.env.clone(),
+                            Secret::new(injected.value.expose().to_vec()),
+                            injected.inject.hosts.clone(),
+                            placement,
+                        )
+                        .map_err(|e| host_err("cannot inject a credential", e))?,
+                    );
+                }
+            }
+            let mut config = EgressConfig::new(network.clone(), credentials);
+            config.known_secrets = known
+                .iter()
+                .map(|(name, value)| (name.clone(), Secret::new(value.clone())))
+                .collect();
+            known.extend(
+                config
+                    .credentials
+                    .iter()
+                    .map(|c| (c.name.clone(), c.real.expose().to_vec())),
+            );
+            config.publish_args = request
+                .remit
+                .remit
+                .actions
+                .get("publish")
+                .map(|g| g.args.clone())
+                .unwrap_or_default();
+            let proxy = Egress::new(config, ca, Arc::clone(&adapter))
+                .map_err(|e| host_err("cannot start the egress proxy", e))?;
+            let environment = proxy.task_environment(
+                std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT)),
+                "/run/remit/ca.pem",
+            );
+            std::fs::write(&bundle_path, &environment.ca_bundle)
+                .map_err(|e| host_err("cannot write the task's CA bundle", e))?;
+            for (name, value) in environment.vars {
+                prepared.spec.env.retain(|(k, _)| *k != name);
+                prepared.spec.env.push((name, value));
+            }
+            Some((proxy, adapter))
+        } else {
+            None
+        };
+        if let Some(redactor) = &redactor {
+            let values: Vec<Vec<u8>> = known.into_iter().map(|(_, v)| v).collect();
+            redactor.set_known(&values);
+        }
+        crate::timing::mark("egress ready");
+
+        let mut sandbox = starting.ready()?;
+        crate::timing::mark("sandbox ready");
+        let degraded: Vec<(Layer, String)> = sandbox.skipped().to_vec();
+        let task_pidns = std::fs::metadata(format!("/proc/{}/ns/pid", sandbox.init_pid()))
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
         let info = TaskInfo {
             task: task.clone(),
             agent: agent.clone(),
@@ -493,9 +646,22 @@ impl Task {
             .map_err(|e| host_err("cannot write task.json", e))?;
         // A suspension that raced with our start sees task.json now, or we see it here.
         check_agent(home, &agent)?;
-
-        let ledger = Ledger::open_home(home, Arc::new(LedgerClock), LedgerOptions::default())
-            .map_err(|e| RunError::Ledger(e.to_string()))?;
+        if let Some(vault) = &authority.vault {
+            vault.admit(&agent).map_err(|e| match e {
+                remit_vault::VaultError::AgentRefused {
+                    name,
+                    status,
+                    reason,
+                } => RunError::Agent(name, status, reason),
+                other => RunError::Credentials(other.to_string()),
+            })?;
+            let _ = vault.task_started(&agent, &task, SystemTime::now());
+        }
+        if options.notices {
+            for note in &authority.notes {
+                eprintln!("remit: warning: {note}");
+            }
+        }
         let journal = Arc::new(LedgerJournal::new(ledger, &task, &agent));
         let record: Arc<dyn Journal> = match &redactor {
             Some(r) => Arc::new(RedactingJournal::new(Arc::clone(&journal), r.clone())),
@@ -512,8 +678,8 @@ impl Task {
                     .trim_start_matches("sha256:")
                     .to_owned(),
             },
-            identity: format!("spiffe://remit.local/agent/{agent}/task/{task}"),
-            expires: prepared.wall.map(|w| rfc3339(SystemTime::now() + w)),
+            identity: token.spiffe_id.to_string(),
+            expires: Some(rfc3339(token.expires)),
             permissions: permissions(request, &prepared),
             secrets_reachable: prescan
                 .reachable
@@ -523,6 +689,21 @@ impl Task {
                     location: r.location.clone(),
                     fingerprint: r.fingerprint.clone(),
                 })
+                .chain(leases.iter().flat_map(|l| l.leases.iter()).map(|l| {
+                    remit_types::event::ReachableSecret {
+                        rule: format!("lease:{}", l.backend),
+                        location: format!(
+                            "credential `{}` ({}{})",
+                            l.name,
+                            l.delivery.as_str(),
+                            l.destination
+                                .as_deref()
+                                .map(|d| format!(" toward {d}"))
+                                .unwrap_or_default()
+                        ),
+                        fingerprint: l.id.clone(),
+                    }
+                }))
                 .collect(),
             degraded: degraded
                 .iter()
@@ -567,8 +748,13 @@ impl Task {
             redactor: redactor.clone(),
         });
 
+        crate::timing::mark("gate ready");
         let watch = sandbox.take_exec_watch().map(Arc::new);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let lease_timer = match (authority.broker(), authority.leases()) {
+            (Some(b), Some(l)) => Some((Arc::clone(b), Arc::clone(l))),
+            _ => None,
+        };
         Ok(Task {
             task,
             options: options.clone(),
@@ -585,9 +771,12 @@ impl Task {
             egress,
             dir: Some(dir),
             degraded,
+            baseline,
+            authority,
             commands_tx,
             commands_rx: Some(commands_rx),
             supervision: Supervision {
+                leases: lease_timer,
                 gate,
                 prepared,
                 watch,
@@ -682,15 +871,32 @@ impl Task {
         let home = &home;
         let options = &options;
         // Whatever the command left behind (daemons, double forks) dies with the namespace.
+        crate::timing::mark("command ended");
         let oom_killed = sandbox.oom_killed();
         sandbox.kill();
         sandbox.wait_until_gone();
+        crate::timing::mark("sandbox gone");
         // Every writer of the relayed pipes is gone with the task: the relays drain and end.
         for relay in supervision.relays.drain(..) {
             let _ = relay.join();
         }
         gate.close("the task ended");
         let duration = started.elapsed();
+        // What the task left in its workspace (it can change nothing more).
+        let changes_unknown = match self.baseline.changes() {
+            Ok(changes) => {
+                record.observe(EventBody::FileChanges(changes));
+                None
+            }
+            Err(why) => Some(format!("the workspace changes are unknown: {why}")),
+        };
+        crate::timing::mark("workspace changes taken");
+        // Its credentials and identity die with it.
+        let revocation = self.authority.end(match &outcome {
+            Outcome::Killed(_) | Outcome::TimedOut(_) => remit_vault::RevokeReason::Killed,
+            _ => remit_vault::RevokeReason::TaskEnd,
+        });
+        crate::timing::mark("authority revoked");
         let counters = gate.counters();
         let (reason, exit_code, signal, detail) = match &outcome {
             Outcome::Exited(c) => (EndReason::Exited, Some(*c), None, None),
@@ -728,13 +934,14 @@ impl Task {
             exit_code,
             signal,
             reason,
-            detail: detail.map(|d| {
+            detail: {
+                let mut parts: Vec<String> = detail.into_iter().collect();
                 if oom_killed {
-                    format!("{d}; the memory limit killed a process")
-                } else {
-                    d
+                    parts.push("the memory limit killed a process".into());
                 }
-            }),
+                parts.extend(changes_unknown);
+                (!parts.is_empty()).then(|| parts.join("; "))
+            },
             counts: TaskCounts {
                 execs: supervision.commands,
                 effects: counters.effects,
@@ -745,6 +952,14 @@ impl Task {
         }));
         // The task ends only once all its events are durable.
         let mut record_error = record.flush().err().or_else(|| journal.failure());
+        if !revocation.is_empty() {
+            let text = revocation.join("; ");
+            record_error = Some(match record_error {
+                Some(e) => format!("{e}; {text}"),
+                None => text,
+            });
+        }
+        crate::timing::mark("events durable");
         let receipt = match journal.ledger().receipt(&task) {
             Ok(envelope) => {
                 let path = home.join("receipts").join(format!("{task}.json"));
@@ -762,9 +977,11 @@ impl Task {
                 None
             }
         };
+        crate::timing::mark("receipt written");
         if let Err(e) = journal.ledger().close() {
             record_error.get_or_insert(e.to_string());
         }
+        crate::timing::mark("ledger closed");
         let log = match &options.log {
             Some(path) => match export_task(journal.ledger(), &task, path) {
                 Ok(()) => Some(path.clone()),
@@ -827,6 +1044,8 @@ struct Supervision {
     redactor: Option<crate::secrets::LazyScanner>,
     /// Threads copying redacted output; joined when the task ends.
     relays: Vec<std::thread::JoinHandle<()>>,
+    /// The task's leases, revoked as their TTLs pass.
+    leases: Option<(Arc<remit_vault::Broker>, Arc<remit_vault::TaskCredentials>)>,
 }
 
 /// Copy what the task writes into a new pipe to `out` through the redactor, on a thread.
@@ -1177,6 +1396,7 @@ impl Supervision {
                 stdio: [stdin.as_fd(), out, err],
                 new_process_group: false,
             })?;
+            crate::timing::mark("command sent to the task's init");
             drop(relayed);
             Some(id)
         } else {
@@ -1205,6 +1425,24 @@ impl Supervision {
             let timeout = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // The next lease to reach its TTL (leases already past it were revoked).
+            let now = SystemTime::now();
+            let next_expiry = self.leases.as_ref().and_then(|(_, l)| {
+                l.leases
+                    .iter()
+                    .map(|l| l.expires)
+                    .filter(|e| *e > now)
+                    .min()
+            });
+            let lease_expiry = async move {
+                match next_expiry {
+                    Some(at) => {
+                        let wait = at.duration_since(now).unwrap_or_default();
+                        tokio::time::sleep(wait + Duration::from_millis(1)).await;
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -1340,6 +1578,13 @@ impl Supervision {
                         Some(why) => Outcome::Killed(why),
                         None => Outcome::Ended,
                     });
+                }
+                _ = lease_expiry => {
+                    if let Some((broker, _)) = &self.leases {
+                        let broker = Arc::clone(broker);
+                        // Backends block (a database, an HTTP API): off the runtime thread.
+                        let _ = tokio::task::spawn_blocking(move || broker.revoke_expired()).await;
+                    }
                 }
                 _ = timeout => {
                     self.gate.kill("wall-clock limit reached");

@@ -37,6 +37,11 @@ pub struct Prescan {
     pub notes: Vec<String>,
     /// Files read this time (the rest came from the cache).
     pub scanned: usize,
+    /// Every regular file of the first root (the workspace) as the walk saw it: path relative
+    /// to it → (inode, size, mtime in ns). See [`crate::changes::Baseline::from_listing`].
+    pub listing: BTreeMap<String, (u64, u64, i128)>,
+    /// Whether the walk stopped before the end.
+    pub truncated: bool,
 }
 
 impl Prescan {
@@ -96,6 +101,7 @@ pub fn prescan(roots: &[PathBuf], cache: &Path) -> Prescan {
             if seen > MAX_ENTRIES {
                 out.notes
                     .push(format!("stopped after {MAX_ENTRIES} entries"));
+                out.truncated = true;
                 stack.clear();
                 break;
             }
@@ -109,11 +115,19 @@ pub fn prescan(roots: &[PathBuf], cache: &Path) -> Prescan {
                 }
                 continue;
             }
+            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+            if let Some(workspace) = roots.first()
+                && let Ok(rel) = path.strip_prefix(workspace)
+            {
+                out.listing.insert(
+                    rel.to_string_lossy().into_owned(),
+                    (meta.ino(), meta.size(), mtime_ns),
+                );
+            }
             if !meta.is_file() {
                 continue;
             }
             let key = path.to_string_lossy().into_owned();
-            let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
             if let Some(hit) = old.files.remove(&key)
                 && hit.dev == meta.dev()
                 && hit.ino == meta.ino()
@@ -209,6 +223,7 @@ impl LazyScanner {
             .name("remit-scanner".into())
             .spawn(move || {
                 let scanner = Scanner::builtin().ok();
+                crate::timing::mark("redaction scanner built");
                 let (lock, ready) = &*inner;
                 if let Ok(mut slot) = lock.lock() {
                     *slot = Some(scanner);

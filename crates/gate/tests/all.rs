@@ -136,9 +136,6 @@ async fn two_distinct_approvers_then_performed_once() {
         .events()
         .iter()
         .map(|(e, durable)| (e.kind(), *durable))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|(k, d)| (k, d))
         .collect();
     let position = |k: &str| kinds.iter().position(|(x, _)| *x == k).unwrap();
     assert!(position("approval_requested") < position("approval_granted"));

@@ -661,15 +661,21 @@ fn load_head(
             ),
         ));
     }
-    let mut stack = Vec::with_capacity(size.count_ones() as usize);
+    // The perfect subtrees of the tree, largest first, and the events that completed them.
+    let mut roots = Vec::with_capacity(size.count_ones() as usize);
     let mut start = 0u64;
     for level in (0..64u32).rev() {
         let span = 1u64 << level;
-        if size & span == 0 {
-            continue;
+        if size & span != 0 {
+            roots.push((level, start + span - 1));
+            start += span;
         }
-        let last = start + span - 1;
-        let blob = tx.nodes(last)?.ok_or_else(|| {
+    }
+    let seqs: Vec<u64> = roots.iter().map(|&(_, last)| last).collect();
+    let blobs = tx.nodes_of(&seqs)?;
+    let mut stack = Vec::with_capacity(roots.len());
+    for (&(level, last), blob) in roots.iter().zip(blobs) {
+        let blob = blob.ok_or_else(|| {
             damaged(format!(
                 "event {last} is missing (needed to continue the tree)"
             ))
@@ -684,7 +690,6 @@ fn load_head(
                 ))
             })?;
         stack.push(node);
-        start += span;
     }
     let frontier = Frontier::from_parts(size, stack)
         .ok_or_else(|| damaged("cannot rebuild the tree frontier".into()))?;

@@ -257,7 +257,7 @@ impl CommandRules {
                 });
             }
         }
-        best.unwrap_or_else(|| CommandDecision {
+        best.unwrap_or(CommandDecision {
             verdict: match self.default {
                 CommandDefault::Allow => CommandVerdict::Allow,
                 CommandDefault::Deny => CommandVerdict::Forbid,

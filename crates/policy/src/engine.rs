@@ -209,6 +209,7 @@ fn resource_type(kind: &str) -> &'static str {
         "http_request" => "Host",
         "git_push" => "Ref",
         "secret_use" => "Secret",
+        "tool_call" => "Tool",
         _ => "Target",
     }
 }
@@ -466,12 +467,12 @@ fn cheap_requirements(loaded: &LoadedRemit) -> BTreeMap<String, Requirement> {
     out
 }
 
+/// A compiled remit: the core, the schema (when validated) and every approval requirement.
+type Built = (Core, Option<Schema>, BTreeMap<String, Requirement>);
+
 /// Compile a remit to Cedar, parse it, optionally validate it against the schema, and index
-/// it. Returns the core, the schema (when validated) and every approval requirement.
-fn build_core(
-    loaded: &LoadedRemit,
-    validate: bool,
-) -> Result<(Core, Option<Schema>, BTreeMap<String, Requirement>), PolicyError> {
+/// it.
+fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError> {
     {
         let remit = &loaded.remit;
         let file = loaded.origin.clone();
@@ -550,6 +551,22 @@ fn build_core(
                 });
             }
         }
+
+        // Tool calls (MCP and code mode) are allowed unless a policy says otherwise: what a
+        // tool does (a program, a request, a push, an action) is decided again as its own
+        // effect under the remit's other sections. Raw Cedar forbids or gates tools by name
+        // and arguments (`context.call.args`).
+        drafts.push(Draft {
+            id: "tools.default".into(),
+            text: "@reason(\"tools may be called; what each one does is decided as its own effect\")\npermit(principal, action == Action::\"tool_call\", resource);".into(),
+            origin: Origin {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+                path: Some("tools.default".into()),
+            },
+            condition: None,
+        });
 
         // [actions.<kind>]
         let mut declared = BTreeMap::new();
@@ -641,8 +658,21 @@ fn build_core(
             }
         }
 
-        // [network]
-        for compiled in crate::network::compile(&remit.network) {
+        // [network], and the credentials of [credentials.github.*] the proxy injects.
+        let injected = remit.credentials.github.iter().filter_map(|(name, grant)| {
+            grant.inject.as_ref().map(|inject| {
+                crate::network::secret_use(
+                    format!("credentials.github.{name}"),
+                    name,
+                    &inject.hosts,
+                    vec![format!("[credentials.github.{name}]"), "inject".into()],
+                )
+            })
+        });
+        for compiled in crate::network::compile(&remit.network)
+            .into_iter()
+            .chain(injected)
+        {
             let needles: Vec<&str> = compiled.locate.iter().map(String::as_str).collect();
             drafts.push(Draft {
                 origin: origin_of(&needles, compiled.id.clone()),
@@ -816,17 +846,16 @@ impl Core {
             "http_request".into(),
             "git_push".into(),
             "secret_use".into(),
+            "tool_call".into(),
         ];
         actions.extend(self.action_parents.keys().cloned());
         for (i, policy) in self.policies.iter().enumerate() {
             let applies: Vec<String> = match policy.action_constraint() {
                 ActionConstraint::Any => actions.clone(),
-                ActionConstraint::Eq(a) => {
-                    self.expand_action(&a.id().escaped().to_string(), &actions)
-                }
+                ActionConstraint::Eq(a) => self.expand_action(a.id().escaped().as_ref(), &actions),
                 ActionConstraint::In(list) => list
                     .iter()
-                    .flat_map(|a| self.expand_action(&a.id().escaped().to_string(), &actions))
+                    .flat_map(|a| self.expand_action(a.id().escaped().as_ref(), &actions))
                     .collect(),
             };
             let key = policy.annotation("key").map(str::to_owned);
@@ -1275,6 +1304,39 @@ impl Engine {
                     .map_err(|e| e.to_string())?,
                 ),
             ),
+            Effect::ToolCall {
+                via,
+                tool,
+                args,
+                script,
+            } => (
+                tool.clone(),
+                (
+                    "call",
+                    RestrictedExpression::new_record([
+                        (
+                            "via".to_owned(),
+                            RestrictedExpression::new_string(via.clone()),
+                        ),
+                        (
+                            "tool".to_owned(),
+                            RestrictedExpression::new_string(tool.clone()),
+                        ),
+                        (
+                            "script".to_owned(),
+                            RestrictedExpression::new_string(script.clone()),
+                        ),
+                        (
+                            "args".to_owned(),
+                            RestrictedExpression::new_record(args.iter().map(|(k, v)| {
+                                (k.clone(), RestrictedExpression::new_string(v.clone()))
+                            }))
+                            .map_err(|e| e.to_string())?,
+                        ),
+                    ])
+                    .map_err(|e| e.to_string())?,
+                ),
+            ),
             Effect::Action { kind, args } => {
                 self.check_request(effect).map_err(|e| e.to_string())?;
                 let declared = self.declared.get(kind).cloned().unwrap_or_default();
@@ -1680,6 +1742,9 @@ fn default_reason(effect: &Effect, words: Option<&CommandWords>) -> String {
         }
         (Effect::SecretUse { name, .. }, _) => {
             format!("this task's remit does not grant the secret `{name}`")
+        }
+        (Effect::ToolCall { tool, .. }, _) => {
+            format!("this task's remit does not allow the tool `{tool}`")
         }
         (Effect::Exec { .. }, None) => "this task's remit does not allow this command".into(),
     }

@@ -274,46 +274,52 @@ pub fn compile(network: &Network) -> Vec<Compiled> {
 
     // Credentials: which secret may travel where.
     for (i, credential) in network.credentials.iter().enumerate() {
-        let destinations: Vec<String> = credential
-            .inject
-            .hosts
-            .iter()
-            .map(|h| {
-                let port = h.port.unwrap_or(DEFAULT_PORT);
-                match &h.host {
-                    HostName::Suffix(s) => format!(
-                        "context.use.destination like {}",
-                        like(&format!("*.{s}:{port}"))
-                    ),
-                    _ => format!(
-                        "context.use.destination == {}",
-                        quote(&format!("{}:{port}", h.host_text()))
-                    ),
-                }
-            })
-            .collect();
-        let shown: Vec<String> = credential
-            .inject
-            .hosts
-            .iter()
-            .map(|h| format!("`{h}`"))
-            .collect();
-        out.push(Compiled {
-            id: format!("network.credential[{i}]"),
-            text: format!(
-                "@reason({})\npermit(principal, action == Action::\"secret_use\", resource == Secret::{}) when {{ {} }};",
-                quote(&format!(
-                    "this task's remit lets the proxy send `{}` to {} (network.credential[{i}])",
-                    credential.name,
-                    shown.join(", ")
-                )),
-                quote(&credential.name),
-                destinations.join(" || ")
-            ),
-            locate: vec!["[[network.credential]]".into(), credential.name.clone()],
-        });
+        out.push(secret_use(
+            format!("network.credential[{i}]"),
+            &credential.name,
+            &credential.inject.hosts,
+            vec!["[[network.credential]]".into(), credential.name.clone()],
+        ));
     }
     out
+}
+
+/// The `permit` that lets the proxy send credential `name` to `hosts` (and nowhere else).
+pub fn secret_use(id: String, name: &str, hosts: &[HostPattern], locate: Vec<String>) -> Compiled {
+    let destinations: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            let port = h.port.unwrap_or(DEFAULT_PORT);
+            match &h.host {
+                HostName::Suffix(s) => format!(
+                    "context.use.destination like {}",
+                    like(&format!("*.{s}:{port}"))
+                ),
+                _ => format!(
+                    "context.use.destination == {}",
+                    quote(&format!("{}:{port}", h.host_text()))
+                ),
+            }
+        })
+        .collect();
+    let shown: Vec<String> = hosts.iter().map(|h| format!("`{h}`")).collect();
+    Compiled {
+        text: format!(
+            "@reason({})\npermit(principal, action == Action::\"secret_use\", resource == Secret::{}) when {{ {} }};",
+            quote(&format!(
+                "this task's remit lets the proxy send `{name}` to {} ({id})",
+                shown.join(", ")
+            )),
+            quote(name),
+            if destinations.is_empty() {
+                "false".to_owned()
+            } else {
+                destinations.join(" || ")
+            }
+        ),
+        id,
+        locate,
+    }
 }
 
 /// Needles for the `i`th `[[network.rule]]`.

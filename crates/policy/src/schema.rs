@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use remit_types::effect::STANDARD_ACTIONS;
+use remit_types::effect::{STANDARD_ACTIONS, TOOL_ARGS};
 
 /// The context fields every action has.
 const COMMON_CONTEXT: &str = r#""time": Time, "approvals": Set<String>, "quota": Quota"#;
@@ -36,6 +36,8 @@ entity Host;
 entity Ref;
 entity Secret;
 entity Target;
+// A governed tool of MCP or code mode (`Tool::"write_file"`).
+entity Tool;
 
 type Time = {
     "unix": Long,
@@ -68,6 +70,15 @@ pub fn schema_text(declared: &BTreeMap<String, Vec<String>>) -> String {
     let _ = writeln!(
         out,
         r#"action "secret_use" appliesTo {{ principal: [Task], resource: [Secret], context: {{ {COMMON_CONTEXT}, "use": {{ "name": String, "destination": String }} }} }};"#
+    );
+    let tool_args: Vec<String> = TOOL_ARGS
+        .iter()
+        .map(|a| format!("\"{a}\"?: String"))
+        .collect();
+    let _ = writeln!(
+        out,
+        r#"action "tool_call" appliesTo {{ principal: [Task], resource: [Tool], context: {{ {COMMON_CONTEXT}, "call": {{ "via": String, "tool": String, "script": String, "args": {{ {} }} }} }} }};"#,
+        tool_args.join(", ")
     );
     let mut kinds: BTreeMap<&str, &[String]> =
         STANDARD_ACTIONS.iter().map(|k| (*k, &[][..])).collect();

@@ -78,7 +78,7 @@ pub use exec::{ExecAttempt, ExecWatch, ProgramFile, Verdict};
 #[cfg(target_os = "linux")]
 pub use plan::always_hidden;
 #[cfg(target_os = "linux")]
-pub use sandbox::{Event, ExitStatus, Sandbox, SpawnRequest, TASK_HOST_ID, TASK_UID};
+pub use sandbox::{Event, ExitStatus, Sandbox, SpawnRequest, Starting, TASK_HOST_ID, TASK_UID};
 
 #[cfg(not(target_os = "linux"))]
 mod unsupported;

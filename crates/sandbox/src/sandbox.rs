@@ -158,6 +158,16 @@ impl Sandbox {
     /// Must be called from a single-threaded process (a fork is taken); the error says so
     /// otherwise.
     pub fn create(spec: &SandboxSpec) -> Result<Sandbox, Error> {
+        Sandbox::start(spec)?.ready()
+    }
+
+    /// Start building a sandbox for `spec` and return while its init builds the task's tree:
+    /// the caller can do other work (threads are fine from here on) and then wait with
+    /// [`Starting::ready`]. Dropping the [`Starting`] kills the init.
+    ///
+    /// Must be called from a single-threaded process (a fork is taken); the error says so
+    /// otherwise.
+    pub fn start(spec: &SandboxSpec) -> Result<Starting, Error> {
         let threads = sys::thread_count().map_err(|e| Error::io("read `/proc/self/stat`", &e))?;
         if threads != 1 {
             return Err(Error::Threaded(threads));
@@ -183,9 +193,16 @@ impl Sandbox {
         // Cgroups first: a failure here leaves nothing else behind.
         let support = cgroup::probe();
         let cgroup_name = format!("{}-{}", std::process::id(), spec.task);
+        // The pids limit always holds through the per-task process rlimit (counted per user
+        // namespace, and every task has its own). A pids cgroup is added only when the task
+        // gets a cgroup anyway: moving a process into a v1 cgroup waits for an RCU grace
+        // period (10 ms and more here), too much to pay for a limit that already holds.
         let limits = CgroupLimits {
             memory: spec.limits.memory,
-            pids: spec.limits.pids,
+            pids: spec
+                .limits
+                .pids
+                .filter(|_| spec.limits.memory.is_some() || spec.limits.cpu.is_some()),
             cpu: spec.limits.cpu,
         };
         let allow_degraded = spec.allow_degraded;
@@ -250,13 +267,12 @@ impl Sandbox {
             task_host_id: root.then_some(host.0),
             proxy: None,
         };
-        sandbox.finish_setup(spec, &plan, root, owner, host)?;
-        Ok(sandbox)
+        sandbox.begin_setup(&plan, root, owner, host)?;
+        Ok(Starting(sandbox))
     }
 
-    fn finish_setup(
+    fn begin_setup(
         &mut self,
-        spec: &SandboxSpec,
         plan: &plan::Plan,
         root: bool,
         owner: (u32, u32),
@@ -299,14 +315,22 @@ impl Sandbox {
                 idmapped.push(tree);
             }
         }
-        if !self.cgroups.is_empty() {
-            self.cgroups.add(self.init_pid)?;
-        }
         let fds: Vec<RawFd> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
         sys::send_with_fds(self.sock.as_fd(), &ToInit::Go.encode(), &fds)
             .map_err(|_| self.init_failure(None))?;
         drop(idmapped);
+        // While the init builds the task's tree (it starts no process before it is told to,
+        // after `Ready`), move it into its cgroups: everything it starts is born inside.
+        if !self.cgroups.is_empty()
+            && let Err(e) = self.cgroups.add(self.init_pid)
+        {
+            self.kill();
+            return Err(e);
+        }
+        Ok(())
+    }
 
+    fn finish_setup(&mut self) -> Result<(), Error> {
         // Wait for the init to report.
         let mut fds = Vec::new();
         let n = sys::recv_with_fds(self.sock.as_fd(), &mut self.buf, &mut fds, false)
@@ -322,7 +346,6 @@ impl Sandbox {
                 if proxy && let Some(fd) = fds.next() {
                     self.proxy = Some(std::net::TcpListener::from(fd));
                 }
-                let _ = spec;
                 Ok(())
             }
             Some(FromInit::SetupFailed { step, errno, layer }) => {
@@ -521,6 +544,23 @@ impl Sandbox {
     /// [`Sandbox::kill`].
     pub fn wait_until_gone(&mut self) {
         self.wait_init();
+    }
+}
+
+/// A sandbox whose init is still building the task's tree (from [`Sandbox::start`]).
+#[derive(Debug)]
+pub struct Starting(Sandbox);
+
+impl Starting {
+    /// The init's pid on the host.
+    pub fn init_pid(&self) -> i32 {
+        self.0.init_pid
+    }
+
+    /// Wait until the init is ready to start programs.
+    pub fn ready(mut self) -> Result<Sandbox, Error> {
+        self.0.finish_setup()?;
+        Ok(self.0)
     }
 }
 

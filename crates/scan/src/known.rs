@@ -47,6 +47,8 @@ pub struct KnownMatch {
 #[derive(Clone)]
 pub struct KnownSecrets {
     matcher: Option<AhoCorasick>,
+    /// The automaton's patterns, to tell whether a stream's tail may begin one.
+    patterns: Vec<Vec<u8>>,
     /// Per automaton pattern: which secret and which encoding.
     variants: Vec<(usize, Encoding)>,
     longest: usize,
@@ -109,6 +111,7 @@ impl KnownSecrets {
         };
         Ok(Self {
             matcher,
+            patterns,
             variants,
             longest,
             ignored,
@@ -140,6 +143,32 @@ impl KnownSecrets {
     /// `longest() - 1` bytes between chunks.
     pub fn longest(&self) -> usize {
         self.longest
+    }
+
+    /// How many trailing bytes of `data` could be the start of a known secret that the next
+    /// bytes complete: the longest suffix of `data` that is a proper prefix of a pattern. A
+    /// stream holds back only these bytes, so ordinary output is never delayed.
+    pub fn partial_tail(&self, data: &[u8]) -> usize {
+        let window = self.longest.saturating_sub(1).min(data.len());
+        let tail = &data[data.len() - window..];
+        let mut best = 0;
+        for pattern in &self.patterns {
+            let Some(&first) = pattern.first() else {
+                continue;
+            };
+            // Candidate starts, leftmost first: the first that fits is the longest suffix.
+            for at in memchr::memchr_iter(first, tail) {
+                let suffix = &tail[at..];
+                if suffix.len() <= best {
+                    break;
+                }
+                if suffix.len() < pattern.len() && pattern.starts_with(suffix) {
+                    best = suffix.len();
+                    break;
+                }
+            }
+        }
+        best
     }
 
     /// Indexes of values too short to match.

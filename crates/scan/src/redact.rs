@@ -199,10 +199,7 @@ impl<W: Write> RedactingWriter<W> {
     /// How many trailing bytes might still be the start of a secret.
     fn hold(&self) -> usize {
         let pending = &self.buf[self.emitted..];
-        let known = self
-            .known
-            .as_ref()
-            .map_or(0, |k| k.longest().saturating_sub(1));
+        let known = self.known.as_ref().map_or(0, |k| k.partial_tail(pending));
         let token = pending
             .iter()
             .rev()

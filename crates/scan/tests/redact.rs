@@ -165,3 +165,37 @@ fn a_private_key_longer_than_any_buffer_is_dropped_whole() {
     let out = String::from_utf8(writer.finish().expect("finish")).expect("utf8");
     assert_eq!(out, "before\n[REDACTED:private-key]\nafter\n");
 }
+
+/// A long known secret (a task's identity token) does not hold back ordinary output: a line
+/// that cannot begin the secret is written on flush, and only a tail that could is held.
+#[test]
+fn flush_holds_back_only_what_could_begin_a_known_secret() {
+    let token = format!("eyJhbGciOiJFUzI1NiJ9.{}", "x".repeat(600));
+    let known = KnownSecrets::new([token.as_str()]).expect("known");
+    let mut writer = RedactingWriter::new(Vec::new(), Some(scanner()), Some(known));
+    writer.write_all(b"ready\n").expect("write");
+    writer.flush().expect("flush");
+    assert_eq!(writer.get_ref().expect("open"), b"ready\n");
+
+    // The first bytes of the token are held until the rest shows whether it is the token.
+    writer
+        .write_all(format!("auth {}", &token[..30]).as_bytes())
+        .expect("write");
+    writer.flush().expect("flush");
+    assert_eq!(writer.get_ref().expect("open"), b"ready\nauth ");
+    writer
+        .write_all(format!("{}\n", &token[30..]).as_bytes())
+        .expect("write");
+    let out = String::from_utf8(writer.finish().expect("finish")).expect("utf-8");
+    assert_eq!(out, "ready\nauth [REDACTED:known-secret]\n");
+}
+
+#[test]
+fn partial_tail_is_the_longest_suffix_that_begins_a_secret() {
+    let known = KnownSecrets::new(["abcdefghij-secret"]).expect("known");
+    assert_eq!(known.partial_tail(b"nothing here\n"), 0);
+    assert_eq!(known.partial_tail(b"xx abc"), 3);
+    assert_eq!(known.partial_tail(b"a abcdefghij-secre"), 16);
+    // The whole secret is a match, not a partial one.
+    assert_eq!(known.partial_tail(b"abcdefghij-secret"), 0);
+}

@@ -12,6 +12,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod effect;
 pub mod event;
 pub mod id;

@@ -131,6 +131,8 @@ pub enum CredentialSource {
     /// `{ file = "path" }`: a file (trailing newlines dropped); `~/` and paths relative to
     /// the remit's directory work.
     File(String),
+    /// `{ vault = "name" }`: a secret of remit's vault (`remit secret set name`).
+    Vault(String),
 }
 
 /// `inject = { hosts = [...], header = "..." }`: exactly one of `header`, `basic`, `query`.
@@ -801,6 +803,12 @@ impl Network {
                         format!("network.credential[{i}]: `from.env` `{v}` is not a variable name"),
                     ));
                 }
+                CredentialSource::Vault(v) if !crate::effect::valid_action_name(v) => {
+                    return Err(NetworkIssue::new(
+                        &at,
+                        format!("network.credential[{i}]: `from.vault` `{v}` is not a secret name"),
+                    ));
+                }
                 CredentialSource::File(f) if f.is_empty() || f.contains('\0') => {
                     return Err(NetworkIssue::new(
                         &at,
@@ -1059,7 +1067,7 @@ total = "1GiB"
             ),
             ("[network.git]\npush = [\"main\"]", "refs/heads/main"),
             (
-                "[[network.credential]]\nname = \"a\"\nfrom = { vault = \"x\" }\ninject = { hosts = [\"x.com\"], header = \"x\" }",
+                "[[network.credential]]\nname = \"a\"\nfrom = { keyring = \"x\" }\ninject = { hosts = [\"x.com\"], header = \"x\" }",
                 "unknown variant",
             ),
             ("[network]\nprivat = []", "unknown field"),

@@ -39,6 +39,9 @@ pub struct Remit {
     /// Network access (loopback only until egress rules are granted).
     #[serde(default)]
     pub network: crate::network::Network,
+    /// Just-in-time credentials leased to the task (`docs/credentials.md`). Default: none.
+    #[serde(default)]
+    pub credentials: crate::credentials::Credentials,
     /// Which commands the task may run.
     #[serde(default)]
     pub commands: Commands,
@@ -740,6 +743,15 @@ fn validate(remit: &Remit, text: &str, origin: &str) -> Result<(), RemitError> {
         }
     }
     if let Err(issue) = remit.network.validate() {
+        let (line, column) = line_column(text, issue.offset_in(text));
+        return Err(RemitError::Invalid {
+            origin: origin.to_owned(),
+            line,
+            column,
+            message: issue.message,
+        });
+    }
+    if let Err(issue) = remit.credentials.validate(&remit.network) {
         let (line, column) = line_column(text, issue.offset_in(text));
         return Err(RemitError::Invalid {
             origin: origin.to_owned(),

@@ -25,6 +25,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
     let reports = probe(&workspace);
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let home = remit_gate::record::remit_home(&env);
+    let stuck = remit_vault::doctor::stuck_leases(&home);
     if args.json {
         let rows: Vec<serde_json::Value> = reports
             .iter()
@@ -41,7 +44,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     } else {
         print_table(&reports);
     }
-    Ok(if reports.iter().all(|r| r.available) {
+    // Credentials a task no longer needs but that are still valid somewhere.
+    let stuck_count = match &stuck {
+        Ok(list) => {
+            for s in list {
+                eprintln!(
+                    "remit: warning: lease {} (credential `{}` of task {}) is still open: {}",
+                    s.lease.id, s.lease.name, s.lease.task, s.why
+                );
+            }
+            list.len()
+        }
+        Err(e) => {
+            eprintln!("remit: warning: cannot read the lease table: {e}");
+            1
+        }
+    };
+    Ok(if reports.iter().all(|r| r.available) && stuck_count == 0 {
         Outcome::Success
     } else {
         Outcome::Denied

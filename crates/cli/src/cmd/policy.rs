@@ -160,12 +160,11 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Outcome> {
             let effect = parse_effect(&effect)?;
             engine.check_request(&effect)?;
             let mut situation = Situation::default();
-            if approved {
-                if let Decision::NeedsApproval { requirements, .. } =
+            if approved
+                && let Decision::NeedsApproval { requirements, .. } =
                     engine.decide(&principal(), &effect, &situation)
-                {
-                    situation.approvals = requirements.into_iter().map(|r| r.id).collect();
-                }
+            {
+                situation.approvals = requirements.into_iter().map(|r| r.id).collect();
             }
             let decision = engine.decide_full(&principal(), &effect, &situation);
             println!("effect: {}", effect.describe());

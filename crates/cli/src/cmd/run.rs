@@ -53,6 +53,7 @@ fn new_task_id() -> anyhow::Result<TaskId> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
+    remit_gate::timing::mark("arguments parsed");
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let remit = match &args.remit {
         Some(path) => remit_types::remit::load(path)?,
@@ -71,7 +72,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         host_env: host_env.clone(),
         task,
     };
+    remit_gate::timing::mark("remit loaded");
     let prepared = prepare(&request)?;
+    remit_gate::timing::mark("sandbox planned");
     if request.allow_degraded {
         eprintln!(
             "remit: WARNING: degraded mode was asked for: layers this host cannot enforce will be skipped, and the record will say so"
@@ -95,6 +98,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
     for (layer, why) in &report.degraded {
         eprintln!("remit: WARNING: this task ran WITHOUT `{layer}`: {why}");
     }
+    remit_gate::timing::mark("task over");
     let show_summary =
         !args.quiet && (args.summary || std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if show_summary {

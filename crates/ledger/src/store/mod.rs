@@ -221,6 +221,12 @@ pub trait Txn {
     /// The stored subtree hashes of event `seq`.
     fn nodes(&mut self, seq: u64) -> Result<Option<Vec<u8>>>;
 
+    /// The stored subtree hashes of each of `seqs` (what reloading the tree frontier reads);
+    /// one round trip where that matters.
+    fn nodes_of(&mut self, seqs: &[u64]) -> Result<Vec<Option<Vec<u8>>>> {
+        seqs.iter().map(|&seq| self.nodes(seq)).collect()
+    }
+
     /// Insert `events` and `checkpoint`, and delete every transient checkpoint smaller than
     /// `checkpoint` (kept ones are never deleted).
     fn append(&mut self, events: &[EventRow], checkpoint: &CheckpointRow) -> Result<()>;

@@ -204,18 +204,38 @@ impl PgStore {
     fn in_transaction<T>(
         &mut self,
         start: &str,
+        ends_with_head: bool,
         body: impl FnOnce(&mut PgTxn<'_>) -> Result<T>,
     ) -> Result<T> {
         let shown = self.describe();
-        if let Err(e) = self.client.batch_execute(start) {
-            // A statement after `START` failed (a lock timeout): end the aborted transaction.
-            let _ = self.client.batch_execute("ROLLBACK");
-            return Err(db_error(&shown, &e));
-        }
+        let messages = match self.client.simple_query(start) {
+            Ok(messages) => messages,
+            Err(e) => {
+                // A statement after `START` failed (a lock timeout): end the aborted
+                // transaction.
+                let _ = self.client.batch_execute("ROLLBACK");
+                return Err(db_error(&shown, &e));
+            }
+        };
+        // `start` may end with the head query: its answer saves a round trip under the lock.
+        let prefetched = messages.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) if ends_with_head => {
+                Some(head_from_text(&shown, row))
+            }
+            _ => None,
+        });
+        let prefetched = match prefetched.transpose() {
+            Ok(head) => head,
+            Err(e) => {
+                let _ = self.client.batch_execute("ROLLBACK");
+                return Err(e);
+            }
+        };
         let mut txn = PgTxn {
             client: &mut self.client,
             statements: &mut self.statements,
             store: &shown,
+            prefetched,
         };
         match body(&mut txn) {
             Ok(value) => {
@@ -252,6 +272,46 @@ struct PgTxn<'a> {
     client: &'a mut Client,
     statements: &'a mut HashMap<&'static str, Statement>,
     store: &'a str,
+    /// The head, read by the statement that took the lock.
+    prefetched: Option<Head>,
+}
+
+/// The head from the text columns of [`HEAD`] (the simple-query protocol answers in text).
+fn head_from_text(store: &str, row: &postgres::SimpleQueryRow) -> Result<Head> {
+    let bad = |what: &str| Error::Store {
+        store: store.to_owned(),
+        detail: format!("unreadable {what} in the ledger head"),
+    };
+    let text =
+        |i: usize, what: &str| -> Result<Option<&str>> { row.try_get(i).map_err(|_| bad(what)) };
+    let number = |i: usize, what: &str| -> Result<Option<u64>> {
+        match text(i, what)? {
+            None => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| bad(what)),
+        }
+    };
+    let max = number(4, "sequence number")?;
+    Ok(Head {
+        events: match max {
+            None => 0,
+            Some(max) => max.checked_add(1).ok_or_else(|| bad("sequence number"))?,
+        },
+        checkpoint: Some(CheckpointRow {
+            size: number(0, "checkpoint size")?.ok_or_else(|| bad("checkpoint size"))?,
+            time: text(1, "checkpoint time")?
+                .ok_or_else(|| bad("checkpoint time"))?
+                .to_owned(),
+            note: text(2, "checkpoint")?
+                .ok_or_else(|| bad("checkpoint"))?
+                .to_owned(),
+            kept: match text(3, "checkpoint mark")? {
+                Some("t") => true,
+                Some("f") => false,
+                _ => return Err(bad("checkpoint mark")),
+            },
+        }),
+        kept_time: text(5, "kept checkpoint time")?.map(str::to_owned),
+    })
 }
 
 impl PgTxn<'_> {
@@ -266,6 +326,9 @@ impl PgTxn<'_> {
 
 impl Txn for PgTxn<'_> {
     fn head(&mut self) -> Result<Head> {
+        if let Some(head) = self.prefetched.take() {
+            return Ok(head);
+        }
         let stmt = self.stmt(HEAD)?;
         let row = self.client.query_opt(&stmt, &[]).map_err(|e| self.err(e))?;
         match row {
@@ -304,6 +367,27 @@ impl Txn for PgTxn<'_> {
                 Ok(Some(nodes.to_vec()))
             }
         }
+    }
+
+    fn nodes_of(&mut self, seqs: &[u64]) -> Result<Vec<Option<Vec<u8>>>> {
+        let wanted = seqs
+            .iter()
+            .map(|&seq| to_i64(self.store, seq))
+            .collect::<Result<Vec<i64>>>()?;
+        let stmt = self.stmt("SELECT seq, nodes FROM ledger_events WHERE seq = ANY($1::int8[])")?;
+        let rows = self
+            .client
+            .query(&stmt, &[&wanted])
+            .map_err(|e| self.err(e))?;
+        let mut found = vec![None; seqs.len()];
+        for row in &rows {
+            let seq: i64 = row.try_get(0).map_err(|e| self.err(e))?;
+            let nodes: &[u8] = row.try_get(1).map_err(|e| self.err(e))?;
+            if let Some(i) = wanted.iter().position(|&w| w == seq) {
+                found[i] = Some(nodes.to_vec());
+            }
+        }
+        Ok(found)
     }
 
     fn append(&mut self, events: &[EventRow], checkpoint: &CheckpointRow) -> Result<()> {
@@ -367,15 +451,35 @@ impl Store for PgStore {
     }
 
     fn read_meta(&mut self) -> Result<Option<Meta>> {
-        let rows = match self.client.query("SELECT key, value FROM ledger_meta", &[]) {
-            Ok(rows) => rows,
-            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
-                if self.has_table("ledger_events")? || self.has_table("ledger_checkpoints")? {
-                    return Err(self.fail("not a remit ledger (no metadata)".into()));
+        let mut retried = false;
+        let rows = loop {
+            match self.client.query("SELECT key, value FROM ledger_meta", &[]) {
+                Ok(rows) => break rows,
+                Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    // One look at all three tables: another process may be creating the
+                    // ledger right now, and then all three appear at once.
+                    let row = self
+                        .client
+                        .query_one(
+                            "SELECT to_regclass('ledger_meta') IS NOT NULL,
+                                    to_regclass('ledger_events') IS NOT NULL
+                                    OR to_regclass('ledger_checkpoints') IS NOT NULL",
+                            &[],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    let meta: bool = row.try_get(0).map_err(|e| self.err(e))?;
+                    let others: bool = row.try_get(1).map_err(|e| self.err(e))?;
+                    if meta && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    if others {
+                        return Err(self.fail("not a remit ledger (no metadata)".into()));
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
+                Err(e) => return Err(self.err(e)),
             }
-            Err(e) => return Err(self.err(e)),
         };
         let mut pairs = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -399,7 +503,7 @@ impl Store for PgStore {
         let start = "START TRANSACTION ISOLATION LEVEL READ COMMITTED;
             SELECT pg_advisory_xact_lock(hashtext('remit-ledger:' || coalesce(current_schema(), '')));";
         let shown = self.describe();
-        self.in_transaction(start, |txn| {
+        self.in_transaction(start, false, |txn| {
             txn.client
                 .batch_execute(SCHEMA)
                 .map_err(|e| db_error(&shown, &e))?;
@@ -456,13 +560,14 @@ impl Store for PgStore {
             format!(
                 "START TRANSACTION ISOLATION LEVEL READ COMMITTED;
                  SET LOCAL lock_timeout = '{}ms';
-                 LOCK TABLE ledger_events IN EXCLUSIVE MODE;",
+                 LOCK TABLE ledger_events IN EXCLUSIVE MODE;
+                 {HEAD}",
                 WRITE_LOCK_TIMEOUT.as_millis()
             )
         } else {
             "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned()
         };
-        self.in_transaction(&start, |txn| body(txn))
+        self.in_transaction(&start, write, |txn| body(txn))
     }
 
     fn lock_is_fair(&self) -> bool {
@@ -497,6 +602,7 @@ impl Store for PgStore {
             client: &mut self.client,
             statements: &mut self.statements,
             store: &shown,
+            prefetched: None,
         }
         .nodes(seq)
     }

@@ -1,8 +1,5 @@
 //! `remit scan`, run as the real binary in a fresh temp dir.
 
-// Helpers outside `#[test]` functions unwrap too: this whole crate is test code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,8 +1,5 @@
 //! `remit ledger …` and `remit verify`, run as the real binary in a fresh temp dir.
 
-// Helpers outside `#[test]` functions unwrap too: this whole crate is test code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,379 @@
+//! `remit code`: run a JavaScript or TypeScript program in code mode, print the API it
+//! programs against, and (inside a task) the helper code mode uses for file and HTTP work.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use remit_codemode::isolate::{ErrorKind, Limits, Report, StopHandle};
+use remit_codemode::source::{Language, Script};
+use remit_codemode::task::{HELPER, HostOptions, TaskHost, approval_timeout};
+use remit_gate::prepare::{RunRequest, prepare};
+use remit_gate::record::remit_home;
+use remit_gate::run::{Outcome, RunOptions, RunReport, Task};
+use remit_types::id::TaskId;
+use remit_types::size::{ByteSize, Span};
+
+use crate::exit::Outcome as Exit;
+
+/// `remit code …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Run a script in a new task: its only capabilities are the `remit` bindings, each
+    /// decided by the remit and recorded in the ledger with the script's SHA-256.
+    Run(RunArgs),
+    /// Print `remit.d.ts`, the API a script programs against.
+    Api,
+    /// Inside a task: answer one file or HTTP request of code mode (JSON on standard input).
+    #[command(hide = true)]
+    Helper,
+}
+
+/// Limits of a script.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// Heap of the isolate.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = ByteSize::parse)]
+    memory: ByteSize,
+    /// CPU time of the isolate.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = Span::parse)]
+    cpu: Span,
+    /// Wall time, binding calls included.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = Span::parse)]
+    wall: Span,
+    /// Binding calls.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_calls: u64,
+    /// Console output plus the result.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = ByteSize::parse)]
+    max_output: ByteSize,
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            memory: usize::try_from(self.memory.0).unwrap_or(usize::MAX),
+            cpu: self.cpu.0,
+            wall: self.wall.0,
+            calls: self.max_calls,
+            output: usize::try_from(self.max_output.0).unwrap_or(usize::MAX),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Arguments of `remit code run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The script (`.ts` is TypeScript, `.js` JavaScript; `-` reads standard input).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The remit granting what the task may do. Default: the embedded default remit.
+    #[arg(long, value_name = "FILE")]
+    remit: Option<PathBuf>,
+    /// The workspace. Default: the remit's, else the current directory.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// The script's language, when its name does not say.
+    #[arg(long, value_enum)]
+    language: Option<Lang>,
+    /// Print the whole report (result, output, error, calls, task, receipt) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also write the task's ledger events here, as JSON lines, when it ends.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Print no summary.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Run even if this host cannot enforce a layer the remit needs. Loud and recorded.
+    #[arg(long)]
+    dangerously_allow_degraded: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Lang {
+    Ts,
+    Js,
+}
+
+pub(crate) fn run(command: Command) -> anyhow::Result<Exit> {
+    match command {
+        Command::Api => {
+            print!("{}", remit_codemode::d_ts());
+            Ok(Exit::Success)
+        }
+        Command::Helper => Ok(match remit_codemode::helper::main() {
+            c if c == std::process::ExitCode::SUCCESS => Exit::Success,
+            _ => Exit::Status(2),
+        }),
+        Command::Run(args) => run_script(args),
+    }
+}
+
+fn new_task_id() -> anyhow::Result<TaskId> {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut random = [0u8; 10];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("cannot read random bytes for the task id")?;
+    Ok(TaskId::new(millis, random))
+}
+
+/// A task started for code mode or MCP: no command of its own.
+pub(crate) struct Started {
+    pub(crate) request: RunRequest,
+    pub(crate) task: Task,
+    pub(crate) has_helper: bool,
+}
+
+/// Start a task with no command of its own, shown as `label`. Must run before any thread
+/// exists in this process.
+pub(crate) fn start_task(
+    remit: Option<&PathBuf>,
+    workspace: Option<&PathBuf>,
+    label: Vec<String>,
+    allow_degraded: bool,
+    log: Option<PathBuf>,
+) -> anyhow::Result<Result<Started, String>> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let remit = match remit {
+        Some(path) => remit_types::remit::load(path)?,
+        None => remit_types::remit::default_remit(cwd.clone())?,
+    };
+    let host_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let mut request = RunRequest {
+        remit,
+        workspace: workspace.cloned(),
+        // The task runs no command of its own; `prepare` wants one that exists.
+        command: vec!["true".into()],
+        allow_degraded,
+        cwd,
+        host_env: host_env.clone(),
+        task: new_task_id()?,
+    };
+    let prepared = prepare(&request)?;
+    request.command = label;
+    if request.allow_degraded {
+        eprintln!(
+            "remit: WARNING: degraded mode was asked for: layers this host cannot enforce will be skipped, and the record will say so"
+        );
+    }
+    let binary = std::env::current_exe().ok();
+    let options = RunOptions {
+        home: remit_home(&host_env),
+        log,
+        remit_binary: binary.clone(),
+        notices: false,
+    };
+    match Task::start(&request, prepared, &options) {
+        Ok(task) => Ok(Ok(Started {
+            request,
+            task,
+            has_helper: binary.is_some(),
+        })),
+        Err(e) if e.is_denial() => Ok(Err(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run_script(args: RunArgs) -> anyhow::Result<Exit> {
+    // Read and check the script before any task exists: bad input records nothing.
+    let (name, bytes) = if args.file.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(remit_codemode::source::MAX_SCRIPT_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read the script from standard input")?;
+        ("stdin.ts".to_owned(), bytes)
+    } else {
+        let meta = std::fs::metadata(&args.file)
+            .with_context(|| format!("cannot read `{}`", args.file.display()))?;
+        if meta.len() > remit_codemode::source::MAX_SCRIPT_BYTES as u64 {
+            anyhow::bail!(
+                "`{}` is {} bytes; scripts may be at most {} bytes",
+                args.file.display(),
+                meta.len(),
+                remit_codemode::source::MAX_SCRIPT_BYTES
+            );
+        }
+        let bytes = std::fs::read(&args.file)
+            .with_context(|| format!("cannot read `{}`", args.file.display()))?;
+        let name = args
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "script.ts".into());
+        (name, bytes)
+    };
+    let language = match args.language {
+        Some(Lang::Ts) => Language::Ts,
+        Some(Lang::Js) => Language::Js,
+        None => Language::from_path(std::path::Path::new(&name)),
+    };
+    let script = Script::new(&name, &bytes, language)?;
+    let limits = args.limits.limits();
+
+    let label = vec![
+        "remit".to_owned(),
+        "code".to_owned(),
+        "run".to_owned(),
+        name.clone(),
+    ];
+    let started = match start_task(
+        args.remit.as_ref(),
+        args.workspace.as_ref(),
+        label,
+        args.dangerously_allow_degraded,
+        args.log.clone(),
+    )? {
+        Ok(s) => s,
+        Err(denial) => {
+            eprintln!("remit: denied: {denial}");
+            return Ok(Exit::Denied);
+        }
+    };
+    let Started {
+        request,
+        mut task,
+        has_helper,
+    } = started;
+    let task_id = request.task.to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the supervisor's runtime")?;
+    let remit = request.remit.remit.clone();
+    let wall = limits.wall;
+    let (outcome, report) = runtime.block_on(async {
+        let host = TaskHost::new(
+            task.client(),
+            &remit,
+            HostOptions {
+                via: "code",
+                approval_wait: approval_timeout(&remit).min(wall),
+                helper: has_helper.then(|| PathBuf::from(HELPER)),
+            },
+        );
+        let stop = StopHandle::new();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<Report>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        {
+            let host = host.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let report = host.run_script(script, limits, stop).await;
+                let _ = tx.send(report);
+                let _ = done_tx.send(());
+            });
+        }
+        let until = Box::pin(async move {
+            let _ = done_rx.await;
+        });
+        let outcome = task.supervise(false, Some(until)).await;
+        // The task ended first (killed, out of time): stop the script and collect what it did.
+        let report = match rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(_) => {
+                stop.stop(match &outcome {
+                    Ok(Outcome::TimedOut(_)) => "the task reached its wall-clock limit",
+                    _ => "the task ended",
+                });
+                tokio::time::timeout(Duration::from_secs(10), rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+        };
+        (outcome, report)
+    });
+    let outcome = outcome?;
+    let run_report = task.finish(outcome);
+    drop(runtime);
+    print_report(&args, &task_id, report.as_ref(), &run_report)
+}
+
+fn print_report(
+    args: &RunArgs,
+    task: &str,
+    report: Option<&Report>,
+    run: &RunReport,
+) -> anyhow::Result<Exit> {
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let value = serde_json::json!({
+            "task": task,
+            "report": report,
+            "receipt": run.receipt.as_ref().map(|p| p.display().to_string()),
+            "record_error": run.record_error,
+        });
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else if let Some(report) = report {
+        stdout.write_all(report.output.as_bytes())?;
+        if let Some(result) = &report.result {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(result)?)?;
+        }
+    }
+    stdout.flush()?;
+    drop(stdout);
+    if let Some(err) = &run.record_error {
+        eprintln!("remit: error: the task's record is incomplete: {err}");
+    }
+    let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let exit = match report {
+        None => {
+            eprintln!("remit: error: the script did not report (task {task})");
+            Exit::Status(2)
+        }
+        Some(r) => match &r.error {
+            None => Exit::Success,
+            Some(e) => {
+                if !args.json {
+                    eprintln!("remit: error: {}: {e}", r.script);
+                }
+                match &e.kind {
+                    ErrorKind::Exception { code: Some(c), .. }
+                        if c == "denied" || c == "pending" =>
+                    {
+                        Exit::Denied
+                    }
+                    ErrorKind::Killed => match run.outcome {
+                        Outcome::TimedOut(_) => Exit::Status(124),
+                        _ => Exit::Status(137),
+                    },
+                    _ => Exit::Status(2),
+                }
+            }
+        },
+    };
+    if show {
+        let mut line = format!(
+            "remit: task {task} · {} · {} call{} · {:.2}s",
+            if exit == Exit::Success {
+                "ok"
+            } else {
+                "failed"
+            },
+            report.map(|r| r.calls).unwrap_or(0),
+            if report.map(|r| r.calls).unwrap_or(0) == 1 {
+                ""
+            } else {
+                "s"
+            },
+            run.duration.as_secs_f64()
+        );
+        if let Some(receipt) = &run.receipt {
+            line.push_str(&format!("\nremit:   receipt: {}", receipt.display()));
+        }
+        eprintln!("{line}");
+    }
+    Ok(exit)
+}

@@ -1,0 +1,617 @@
+//! `remit code`: scripts in a task, through the real binary — files, programs, git, HTTP
+//! through the egress proxy, approvals, the kill switch, limits and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::code_support::*;
+use crate::support::*;
+
+fn script(w: &World, name: &str, text: &str) -> PathBuf {
+    let path = w.dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn code_run(w: &World, remit: Option<&str>, path: &Path, extra: &[&str]) -> Output {
+    let mut cmd = w.command();
+    cmd.args(["code", "run", "--json"]);
+    if let Some(text) = remit {
+        cmd.arg("--remit").arg(w.remit(text));
+    }
+    cmd.args(extra).arg(path);
+    cmd.output().unwrap()
+}
+
+fn report(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no JSON report\n{}", show(o)))
+}
+
+fn events(w: &World, log: &Path) -> Vec<Value> {
+    let _ = w;
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn api_prints_the_declarations() {
+    let w = World::new();
+    let out = w.command().args(["code", "api"]).output().unwrap();
+    let text = ok(&out);
+    assert!(text.contains("declare namespace remit"), "{text}");
+    for f in [
+        "function exec(",
+        "function read(",
+        "function fetch(",
+        "function push(",
+        "function act(",
+    ] {
+        assert!(text.contains(f), "{f}");
+    }
+}
+
+#[test]
+fn a_script_works_in_the_task_and_every_call_is_recorded_with_its_digest() {
+    let w = World::new();
+    std::fs::write(w.ws.join("in.txt"), "hello\n").unwrap();
+    let path = script(
+        &w,
+        "work.ts",
+        r#"
+        interface Out { text: string; listed: string[]; exit: number | null }
+        const text = await remit.fs.read("in.txt");
+        await remit.fs.write("out/result.txt", text.toUpperCase());
+        const r = await remit.exec(["cat", "out/result.txt"]);
+        const listed = (await remit.fs.list("out")).map(e => e.path);
+        console.log("done");
+        const out: Out = { text: r.stdout, listed, exit: r.exit_code };
+        return out;
+        "#,
+    );
+    let log = w.dir.path().join("log.jsonl");
+    let out = code_run(&w, None, &path, &["--log", log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["report"]["result"]["text"], "HELLO\n", "{r}");
+    assert_eq!(
+        r["report"]["result"]["listed"],
+        serde_json::json!(["out/result.txt"])
+    );
+    assert_eq!(r["report"]["output"], "done\n");
+    assert_eq!(
+        std::fs::read_to_string(w.ws.join("out/result.txt")).unwrap(),
+        "HELLO\n"
+    );
+    assert!(r["receipt"].is_string(), "a receipt: {r}");
+    // Every binding call is a tool call in the ledger, tied to the script's digest.
+    let digest = digest_of(&path);
+    let events = events(&w, &log);
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["body"]["kind"] == "effect_started" && e["body"]["effect"]["kind"] == "tool.call"
+        })
+        .collect();
+    let tools: Vec<&str> = calls
+        .iter()
+        .map(|e| e["body"]["effect"]["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        ["run_code", "read_file", "write_file", "exec", "list_files"],
+        "{events:#?}"
+    );
+    for call in &calls {
+        assert_eq!(
+            call["body"]["effect"]["attributes"]["script"],
+            digest.as_str()
+        );
+    }
+    let performed = events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "effect_performed")
+        .count();
+    assert_eq!(performed, 5);
+}
+
+#[test]
+fn bad_input_is_refused_before_any_task_exists() {
+    let w = World::new();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "syntax.ts",
+            b"const a = 1;\nconst b = ;\n".to_vec(),
+            "syntax.ts:2:11: syntax error",
+        ),
+        (
+            "bytes.ts",
+            b"const a = '\xff\xfe';".to_vec(),
+            "is not UTF-8 text",
+        ),
+        ("big.ts", vec![b' '; 2 << 20], "scripts may be at most"),
+        (
+            "types.ts",
+            b"let x: = 3;".to_vec(),
+            "types.ts:1:8: syntax error",
+        ),
+        (
+            "syntax.js",
+            b"let ok = 1;\nlet = = 2;".to_vec(),
+            "syntax error",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = w.dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let out = w
+            .command()
+            .args(["code", "run"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", show(&out));
+        assert!(stderr(&out).contains(expected), "{name}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().count(),
+            1,
+            "one line: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!w.state.join("receipts").exists(), "no task was started");
+}
+
+#[test]
+fn runtime_errors_and_unknown_bindings_point_into_the_script() {
+    let w = World::new();
+    let path = script(
+        &w,
+        "oops.ts",
+        "const a: number = 1;\n\nawait remit.fs.remove('x');\n",
+    );
+    let log = w.dir.path().join("log.jsonl");
+    let out = code_run(&w, None, &path, &["--log", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let r = report(&out);
+    let e = &r["report"]["error"];
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown binding `remit.fs.remove`"),
+        "{e}"
+    );
+    assert_eq!(e["line"], 3, "{e}");
+    // The run is recorded as failed; nothing else was performed.
+    let events = events(&w, &log);
+    assert!(events.iter().any(|e| e["body"]["kind"] == "effect_failed"));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["body"]["kind"] == "effect_performed")
+    );
+}
+
+#[test]
+fn files_stay_in_the_workspace_and_hidden_files_stay_hidden() {
+    let w = World::new();
+    std::os::unix::fs::symlink(&w.outside, w.ws.join("link")).unwrap();
+    std::fs::write(w.ws.join(".env"), "TOKEN=in-the-workspace\n").unwrap();
+    let remit = "[filesystem]\nhidden = [\".env\"]\n";
+    let path = script(
+        &w,
+        "escape.ts",
+        r##"
+        const tries: Record<string, string> = {};
+        const attempt = async (name: string, f: () => Promise<unknown>) => {
+          try { await f(); tries[name] = "allowed"; } catch (e: any) { tries[name] = e.code + ": " + e.message; }
+        };
+        await attempt("dotdot", () => remit.fs.read("../outside/secret.txt"));
+        await attempt("absolute", () => remit.fs.read("/etc/passwd"));
+        await attempt("symlink", () => remit.fs.read("link/secret.txt"));
+        await attempt("write-symlink", () => remit.fs.write("link/planted.txt", "x"));
+        await attempt("hidden", () => remit.fs.read(".env"));
+        await attempt("git-hooks", () => remit.fs.write(".git/hooks/pre-commit", "#!/bin/sh\necho pwned\n"));
+        await attempt("glob-out", () => remit.fs.glob("../**"));
+        return tries;
+        "##,
+    );
+    git(&w.ws, &["init", "-q"]);
+    let out = code_run(&w, Some(remit), &path, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let tries = &report(&out)["report"]["result"];
+    for (name, expect) in [
+        ("dotdot", "invalid"),
+        ("absolute", "invalid"),
+        ("symlink", "out of the workspace"),
+        ("write-symlink", "out of the workspace"),
+        ("glob-out", "without `..`"),
+    ] {
+        assert!(
+            tries[name].as_str().unwrap().contains(expect),
+            "{name}: {tries}"
+        );
+    }
+    assert!(
+        tries["hidden"].as_str().unwrap().starts_with("failed"),
+        "{tries}"
+    );
+    assert!(
+        tries["git-hooks"].as_str().unwrap().starts_with("failed"),
+        "{tries}"
+    );
+    assert!(!w.outside.join("planted.txt").exists());
+    assert!(!w.ws.join(".git/hooks/pre-commit").exists());
+}
+
+#[test]
+fn exec_follows_the_command_rules_and_output_is_redacted() {
+    let w = World::new();
+    std::fs::write(
+        w.ws.join("creds.txt"),
+        "token=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\n",
+    )
+    .unwrap();
+    let remit = "[commands]\nforbid = [[\"curl\"]]\n";
+    let path = script(
+        &w,
+        "exec.ts",
+        r#"
+        let refused = "";
+        try { await remit.exec(["curl", "https://example.com"]); } catch (e: any) { refused = e.code + " " + e.policy + " " + e.message; }
+        const cat = await remit.exec(["cat", "creds.txt"]);
+        const fail = await remit.exec(["sh", "-c", "echo err >&2; exit 3"]);
+        return { refused, cat: cat.stdout, code: fail.exit_code, err: fail.stderr };
+        "#,
+    );
+    let out = code_run(&w, Some(remit), &path, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = &report(&out)["report"]["result"];
+    let refused = r["refused"].as_str().unwrap();
+    assert!(
+        refused.starts_with("denied commands.forbid[0]") && refused.contains("curl"),
+        "{r}"
+    );
+    assert!(
+        !r["cat"]
+            .as_str()
+            .unwrap()
+            .contains("C3KCQypnDyzoGQmTr8gbw5Xbkwr"),
+        "{r}"
+    );
+    assert!(r["cat"].as_str().unwrap().contains("REDACTED"), "{r}");
+    assert_eq!(r["code"], 3);
+    assert_eq!(r["err"], "err\n");
+}
+
+#[test]
+fn http_goes_through_the_egress_proxy_with_credentials_injected() {
+    let w = World::new();
+    let server = Server::echo();
+    let port = server.port;
+    let remit = format!(
+        r#"
+[network]
+allow = ["127.0.0.2:{port}"]
+private = ["127.0.0.2"]
+
+[[network.credential]]
+name = "echo-key"
+env = "ECHO_KEY"
+from = {{ env = "REAL_ECHO_KEY" }}
+inject = {{ hosts = ["127.0.0.2:{port}"], header = "x-api-key" }}
+"#
+    );
+    let path = script(
+        &w,
+        "fetch.ts",
+        &format!(
+            r#"
+        const names = await remit.secrets.names();
+        const r = await remit.http.fetch("http://127.0.0.2:{port}/hello?x=1", {{
+          method: "POST", body: "payload", headers: {{ "content-type": "text/plain" }}, credentials: ["echo-key"],
+        }});
+        const seen = JSON.parse(r.body);
+        let other = "";
+        try {{ await remit.http.fetch("http://127.0.0.3:{port}/"); }} catch (e: any) {{ other = e.code + ": " + e.message; }}
+        return {{ names, status: r.status, method: seen.method, body: seen.body, key: seen.headers["x-api-key"], other }};
+        "#
+        ),
+    );
+    let mut cmd = w.command();
+    cmd.env("REAL_ECHO_KEY", "sk-real-value-0123456789abcdef")
+        .args(["code", "run", "--json", "--remit"])
+        .arg(w.remit(&remit))
+        .arg(&path);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let r = &report(&out)["report"]["result"];
+    assert_eq!(r["names"], serde_json::json!(["echo-key"]));
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["method"], "POST");
+    assert_eq!(r["body"], "payload");
+    assert_eq!(
+        r["key"], 30,
+        "the origin got a key of the real value's length: {r}"
+    );
+    // The origin got the real value; the script never saw it.
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(
+        seen[0].header("x-api-key"),
+        Some("sk-real-value-0123456789abcdef")
+    );
+    assert!(!stdout(&out).contains("sk-real-value"));
+    assert!(r["other"].as_str().unwrap().starts_with("denied:"), "{r}");
+}
+
+#[test]
+fn http_without_network_grants_is_a_clear_denial() {
+    let w = World::new();
+    let path = script(
+        &w,
+        "nonet.ts",
+        "try { await remit.http.fetch('https://example.com/x'); } catch (e: any) { return [e.code, e.message]; }",
+    );
+    let out = code_run(&w, None, &path, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = &report(&out)["report"]["result"];
+    assert_eq!(r[0], "denied");
+    assert!(
+        r[1].as_str()
+            .unwrap()
+            .contains("grants no network access to `example.com`"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_program_tests_commits_and_pushes_only_to_its_own_branch() {
+    let w = World::new();
+    // A bare repository served over git's smart HTTP, on an address only the proxy reaches.
+    let repos = w.dir.path().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    git(&repos, &["init", "-q", "--bare", "origin.git"]);
+    let server = Server::git(&repos);
+    let url = format!("http://127.0.0.2:{}/origin.git", server.port);
+    std::fs::remove_dir_all(&w.ws).unwrap();
+    let seed = w.dir.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    git(&seed, &["init", "-q"]);
+    std::fs::write(
+        seed.join("test.sh"),
+        "test -f README.md && echo 'tests passed'\n",
+    )
+    .unwrap();
+    std::fs::write(seed.join("README.md"), "# demo\n").unwrap();
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "-qm", "init"]);
+    git(
+        &seed,
+        &[
+            "push",
+            "-q",
+            repos.join("origin.git").to_str().unwrap(),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    git(w.dir.path(), &["clone", "-q", &url, w.ws.to_str().unwrap()]);
+    let main_before = git(&repos.join("origin.git"), &["rev-parse", "refs/heads/main"]);
+    let remit = format!(
+        r#"
+[agent]
+name = "fixer"
+
+[network]
+allow = ["127.0.0.2:{}"]
+private = ["127.0.0.2"]
+
+[network.git]
+push = ["refs/heads/remit/*"]
+"#,
+        server.port
+    );
+    let path = script(
+        &w,
+        "ship.ts",
+        r#"
+        const readme = await remit.fs.read("README.md");
+        const tests = await remit.exec(["sh", "test.sh"]);
+        if (tests.exit_code !== 0) throw new Error("tests failed: " + tests.stderr);
+        await remit.fs.write("CHANGELOG.md", "- " + readme.trim() + " changed\n");
+        const status = await remit.git.status();
+        const commit = await remit.git.commit("add a changelog");
+        let main = "pushed";
+        try { await remit.git.push({ branch: "main" }); } catch (e: any) { main = e.code + ": " + e.message; }
+        const pushed = await remit.git.push({ branch: "remit/changelog" });
+        return { tests: tests.stdout, changed: status.entries.map(e => e.path), commit: commit.commit, main, pushed: pushed.ref };
+        "#,
+    );
+    let log = w.dir.path().join("log.jsonl");
+    let out = code_run(&w, Some(&remit), &path, &["--log", log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = &report(&out)["report"]["result"];
+    assert_eq!(r["tests"], "tests passed\n", "{r}");
+    assert_eq!(r["changed"], serde_json::json!(["CHANGELOG.md"]));
+    let main = r["main"].as_str().unwrap();
+    assert!(
+        main.starts_with("denied: ") && main.contains("refs/heads/main"),
+        "{r}"
+    );
+    assert_eq!(r["pushed"], "refs/heads/remit/changelog");
+    let origin = repos.join("origin.git");
+    assert_eq!(
+        git(&origin, &["rev-parse", "refs/heads/main"]),
+        main_before,
+        "main moved"
+    );
+    assert_eq!(
+        git(&origin, &["rev-parse", "refs/heads/remit/changelog"]),
+        r["commit"].as_str().unwrap()
+    );
+    // Both pushes were decided as git_push effects by the egress proxy.
+    let events = events(&w, &log);
+    let pushes: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "decision" && e["body"]["effect"]["kind"] == "git.push")
+        .map(|e| {
+            (
+                e["body"]["effect"]["target"].as_str().unwrap().to_owned(),
+                e["body"]["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pushes,
+        [
+            ("refs/heads/main".to_owned(), "deny".to_owned()),
+            ("refs/heads/remit/changelog".to_owned(), "allow".to_owned())
+        ],
+        "{pushes:?}"
+    );
+}
+
+#[test]
+fn actions_wait_for_a_human() {
+    let w = World::new();
+    let remit = r#"
+[approvals]
+timeout = "2m"
+
+[actions.publish]
+args = ["tag"]
+run = ["touch", "published-{tag}"]
+approve = true
+"#;
+    let path = script(
+        &w,
+        "act.ts",
+        "return await remit.act('publish', { tag: 'v1' });",
+    );
+    let child = w
+        .command()
+        .args(["code", "run", "--json", "--remit"])
+        .arg(w.remit(remit))
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let id = loop {
+        let out = w
+            .command()
+            .args(["approvals", "list", "--json"])
+            .output()
+            .unwrap();
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(a) = list.iter().find(|a| a["kind"] == "publish") {
+            break a["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no approval appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!w.ws.join("published-v1").exists());
+    let out = w
+        .command()
+        .args(["approvals", "approve", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(report(&out)["report"]["result"]["status"], "performed");
+    assert!(w.ws.join("published-v1").exists());
+}
+
+#[test]
+fn the_kill_switch_stops_a_script() {
+    let w = World::new();
+    let path = script(
+        &w,
+        "forever.ts",
+        "for (;;) { await remit.exec(['sleep', '0.1']); }",
+    );
+    let child = w
+        .command()
+        .args(["code", "run", "--json"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let task = loop {
+        let out = w
+            .command()
+            .args(["task", "list", "--json"])
+            .output()
+            .unwrap();
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(t) = list.first() {
+            break t["task"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no task appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let out = w.command().args(["task", "kill", &task]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", show(&out));
+    let r = report(&out);
+    assert!(
+        r["report"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("killed"),
+        "{r}"
+    );
+    assert!(r["receipt"].is_string());
+}
+
+#[test]
+fn limits_stop_scripts_with_clear_errors() {
+    let w = World::new();
+    for (code, flag, value, expected) in [
+        ("while (true) {}", "--cpu", "300ms", "CPU-time limit"),
+        (
+            "const a = []; for (;;) a.push(new Array(1e5).fill(1.5));",
+            "--memory",
+            "16MiB",
+            "out of memory",
+        ),
+        (
+            "for (let i = 0; ; i++) await remit.fs.list('.');",
+            "--max-calls",
+            "3",
+            "limit of 3 binding calls",
+        ),
+        (
+            "for (;;) console.log('x'.repeat(100));",
+            "--max-output",
+            "1KiB",
+            "output limit",
+        ),
+    ] {
+        let path = script(&w, "limit.js", code);
+        let out = code_run(&w, None, &path, &[flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{code}: {}", show(&out));
+        let message = report(&out)["report"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains(expected), "{code}: {message}");
+    }
+}

@@ -1,0 +1,443 @@
+//! Identities, the vault and the agents inventory through the real binary: `remit secret`,
+//! `remit identity`, `remit keys`, `remit agent`. Secret values never appear in output or
+//! in the state directory.
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use remit_identity::{Identity, SystemClock, TaskIdentityRequest};
+use remit_vault::{Broker, LeaseSpec, MemoryRecorder, TaskRef, Vault};
+
+use crate::support::{World, ok, show, stderr, stdout};
+
+fn remit(w: &World, args: &[&str]) -> Output {
+    w.command().args(args).output().unwrap()
+}
+
+fn remit_with_stdin(w: &World, args: &[&str], input: &[u8]) -> Output {
+    let mut child = w
+        .command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn mint(w: &World, agent: &str, task: &str) -> String {
+    let identity = Identity::open_home(&w.state, Arc::new(SystemClock)).unwrap();
+    identity
+        .mint(&TaskIdentityRequest {
+            agent,
+            task,
+            owner: "alice@example.com",
+            requester: "alice",
+            remit_hash: "sha256:00",
+            audience: &[],
+            lifetime: Duration::from_secs(600),
+        })
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+fn files_contain(w: &World, needle: &[u8]) -> Option<String> {
+    let mut stack = vec![w.state.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|x| x == needle)
+            {
+                return Some(p.display().to_string());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn secrets_are_stored_sealed_and_never_printed() {
+    let w = World::new();
+    let value = b"sk-ant-api03-CLItestVALUE0123456789";
+    let out = remit_with_stdin(
+        &w,
+        &["secret", "set", "anthropic"],
+        &[value.as_slice(), b"\n"].concat(),
+    );
+    assert!(ok(&out).contains("secret anthropic stored (version 1)"));
+    let file = w.dir.path().join("v2");
+    std::fs::write(&file, b"sk-ant-api03-CLItestVALUE9876543210\n").unwrap();
+    let out = remit(
+        &w,
+        &[
+            "secret",
+            "rotate",
+            "anthropic",
+            "--from-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok(&out).contains("version 2"));
+    let out = remit(&w, &["secret", "list"]);
+    assert!(
+        ok(&out).starts_with("anthropic  v2  updated "),
+        "{}",
+        show(&out)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&remit(&w, &["secret", "list", "--json"]))).unwrap();
+    assert_eq!(json[0]["name"], "anthropic");
+    // The value is in the vault (the library reads it) and nowhere in clear.
+    let vault = Vault::open_home(&w.state, Arc::new(SystemClock)).unwrap();
+    assert_eq!(
+        vault.get("anthropic").unwrap().expose(),
+        b"sk-ant-api03-CLItestVALUE9876543210"
+    );
+    for v in [value.as_slice(), b"sk-ant-api03-CLItestVALUE9876543210"] {
+        assert_eq!(files_contain(&w, v), None);
+    }
+    // Refusals: a value from a terminal or an argument is never taken; bad names.
+    let out = remit(&w, &["secret", "set", "bad name"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = remit(&w, &["secret", "rm", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no secret `nope`"), "{}", show(&out));
+    assert!(ok(&remit(&w, &["secret", "rm", "anthropic"])).contains("removed"));
+    assert_eq!(ok(&remit(&w, &["secret", "list"])).trim(), "no secrets");
+}
+
+#[test]
+fn tokens_verify_until_their_task_is_revoked_and_across_rotation() {
+    let w = World::new();
+    let token = mint(&w, "ci-fixer", "T1");
+    let out = remit(&w, &["identity", "verify", &token]);
+    assert!(
+        ok(&out).starts_with("valid: spiffe://remit.local/agent/ci-fixer/task/T1"),
+        "{}",
+        show(&out)
+    );
+    let out = remit_with_stdin(&w, &["identity", "verify", "-", "--json"], token.as_bytes());
+    let claims: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(claims["task"], "T1");
+    assert!(!stderr(&out).contains(&token));
+
+    // A wrong token: exit 1, the reason on stderr.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let out = remit(&w, &["identity", "verify", &forged]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("token refused"), "{}", show(&out));
+
+    // JWKS and discovery for third parties.
+    let jwks = ok(&remit(&w, &["identity", "jwks"]));
+    let jwks_json: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    assert_eq!(jwks_json["keys"].as_array().unwrap().len(), 1);
+    assert!(!jwks.contains("\"d\""), "no private part");
+    let discovery: serde_json::Value =
+        serde_json::from_str(&ok(&remit(&w, &["identity", "discovery"]))).unwrap();
+    assert_eq!(discovery["issuer"], "https://remit.local");
+
+    // Rotation: the old token still verifies, new ones use the new key.
+    let out = ok(&remit(&w, &["keys", "rotate"]));
+    assert!(out.contains("retired key"), "{out}");
+    ok(&remit(&w, &["identity", "verify", &token]));
+    let keys = ok(&remit(&w, &["keys", "list"]));
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    let jwks_file = w.dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, ok(&remit(&w, &["identity", "jwks"]))).unwrap();
+
+    // The task is killed: remit refuses its token; a third party with the JWKS does not
+    // know until it expires.
+    Identity::open_home(&w.state, Arc::new(SystemClock))
+        .unwrap()
+        .revoke_task("T1", "killed")
+        .unwrap();
+    let out = remit(&w, &["identity", "verify", &token]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("was revoked (killed)"),
+        "{}",
+        show(&out)
+    );
+    let out = remit(
+        &w,
+        &[
+            "identity",
+            "verify",
+            &token,
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+        ],
+    );
+    ok(&out);
+}
+
+#[test]
+fn the_inventory_and_its_kill_switch() {
+    let w = World::new();
+    let out = remit(
+        &w,
+        &[
+            "agent",
+            "add",
+            "ci-fixer",
+            "--owner",
+            "alice@example.com",
+            "--purpose",
+            "fix CI",
+            "--risk",
+            "medium",
+        ],
+    );
+    assert!(
+        ok(&out).contains("registered, owned by alice@example.com"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        remit(&w, &["agent", "add", "ci-fixer", "--owner", "bob"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        remit(&w, &["agent", "add", "other"]).status.code(),
+        Some(2),
+        "owner is required"
+    );
+
+    // What the agent holds: a lease and a token of a task.
+    let vault = Arc::new(Vault::open_home(&w.state, Arc::new(SystemClock)).unwrap());
+    let broker = Broker::new(vault, Arc::new(MemoryRecorder::default()));
+    let lease = broker
+        .issue(
+            &TaskRef {
+                task: "T1".into(),
+                agent: "ci-fixer".into(),
+            },
+            &LeaseSpec {
+                name: "widgets".into(),
+                backend: "git".into(),
+                scope: serde_json::json!({ "repository": "https://git.internal/a/b", "push": [] }),
+                destination: None,
+                delivery: remit_vault::Delivery::Env,
+                ttl: Duration::from_secs(600),
+            },
+        )
+        .unwrap();
+    let token = mint(&w, "ci-fixer", "T1");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&remit(&w, &["agent", "show", "ci-fixer", "--json"]))).unwrap();
+    assert_eq!(shown["owner"], "alice@example.com");
+    assert_eq!(shown["risk"], "medium");
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["live_leases"][0]["id"], lease.lease.id.as_str());
+    assert_eq!(shown["tokens_outstanding"], 1);
+    let list = ok(&remit(&w, &["agent", "list"]));
+    assert!(
+        list.contains(
+            "ci-fixer  active  owner alice@example.com  risk medium  0 running  1 leases  1 tokens"
+        ),
+        "{list}"
+    );
+
+    // Suspension takes everything at once.
+    let out = remit(
+        &w,
+        &["agent", "suspend", "ci-fixer", "--reason", "investigating"],
+    );
+    assert!(
+        ok(&out).contains("0 running tasks killed; 1 lease revoked; 1 task's tokens revoked"),
+        "{}",
+        show(&out)
+    );
+    let out = remit(&w, &["identity", "verify", &token]);
+    assert_eq!(out.status.code(), Some(1));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&remit(&w, &["agent", "show", "ci-fixer", "--json"]))).unwrap();
+    assert_eq!(shown["status"], "suspended");
+    assert_eq!(shown["status_reason"], "investigating");
+    assert_eq!(shown["live_leases"].as_array().unwrap().len(), 0);
+    assert_eq!(shown["tokens_outstanding"], 0);
+    // The revocation is in the ledger.
+    let events = ok(&remit(&w, &["ledger", "show", "--json"]));
+    assert!(events.contains("agent_suspended"), "{events}");
+
+    // A suspended agent cannot start a task.
+    let out = w.run(
+        Some("[agent]\nname = \"ci-fixer\"\n"),
+        "echo should-not-run",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("suspended"), "{}", show(&out));
+    assert!(!stdout(&out).contains("should-not-run"));
+
+    ok(&remit(&w, &["agent", "resume", "ci-fixer"]));
+    ok(&remit(
+        &w,
+        &["agent", "revoke", "ci-fixer", "--reason", "offboarded"],
+    ));
+    let out = remit(&w, &["agent", "resume", "ci-fixer"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("cannot be resumed"));
+    let out = remit(&w, &["agent", "show", "nobody"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Every event of the home's ledger, parsed.
+fn events(w: &World) -> Vec<serde_json::Value> {
+    ok(&remit(w, &["ledger", "show", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["body"]["kind"] == kind)
+        .collect()
+}
+
+const GIT_GRANT: &str = r#"
+[credentials.git.widgets]
+repository = "https://git.example.test/acme/widgets.git"
+push = ["refs/heads/remit/*"]
+"#;
+
+/// A task runs with a token that names it and a leased credential; both work while it
+/// runs and are dead once it ends; what it changed in the workspace is recorded.
+#[test]
+fn a_task_gets_its_own_identity_and_leases_that_die_with_it() {
+    let w = World::new();
+    let out = w.run(
+        Some(GIT_GRANT),
+        r#"set -e
+test "$(stat -c %a "$REMIT_IDENTITY_TOKEN_FILE")" = 600
+cp "$REMIT_IDENTITY_TOKEN_FILE" token.jwt
+printf %s "$REMIT_SPIFFE_ID" > spiffe.txt
+printf %s "$WIDGETS_GIT_TOKEN" > git.tok
+# The token is redacted from what the task prints.
+cat "$REMIT_IDENTITY_TOKEN_FILE"; echo
+echo done"#,
+    );
+    let printed = ok(&out);
+    let token = std::fs::read_to_string(w.ws.join("token.jwt")).unwrap();
+    let spiffe = std::fs::read_to_string(w.ws.join("spiffe.txt")).unwrap();
+    let git_token = std::fs::read_to_string(w.ws.join("git.tok")).unwrap();
+    assert!(token.starts_with("eyJ"), "{token}");
+    assert!(!printed.contains(&token), "{printed}");
+    assert!(printed.contains("[REDACTED:known-secret]"), "{printed}");
+    assert!(git_token.starts_with("rgt_"), "{git_token}");
+
+    // Offline, with the published keys, the token names this task.
+    let jwks_file = w.dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, ok(&remit(&w, &["identity", "jwks"]))).unwrap();
+    let offline = remit_with_stdin(
+        &w,
+        &[
+            "identity",
+            "verify",
+            "-",
+            "--json",
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+        ],
+        token.as_bytes(),
+    );
+    let claims: serde_json::Value = serde_json::from_str(&ok(&offline)).unwrap();
+    let task = claims["task"].as_str().unwrap().to_owned();
+    assert_eq!(claims["sub"], spiffe, "{claims}");
+    assert!(spiffe.ends_with(&format!("/task/{task}")), "{spiffe}");
+    // Online, remit knows the task ended.
+    let online = remit_with_stdin(&w, &["identity", "verify", "-"], token.as_bytes());
+    assert_eq!(online.status.code(), Some(1), "{}", show(&online));
+    assert!(stderr(&online).contains("revoked"), "{}", show(&online));
+
+    // The git token was good for this repository only while the task ran.
+    let vault = Arc::new(Vault::open_home(&w.state, Arc::new(SystemClock)).unwrap());
+    let verifier = remit_vault::backend::git::GitTokenVerifier::new(vault);
+    let refused = verifier
+        .verify(
+            &git_token,
+            "https://git.example.test/acme/widgets.git",
+            remit_vault::backend::git::GitAccess::Fetch,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("task_end"), "{refused}");
+
+    // The ledger: issued, revoked at the end, the lease among the reachable secrets, and the
+    // workspace changes.
+    let all = events(&w);
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(!text.contains(&token), "the token is never recorded");
+    assert!(
+        !text.contains(&git_token),
+        "the git token is never recorded"
+    );
+    let issued = of_kind(&all, "credential_issued");
+    assert_eq!(issued.len(), 1, "{text}");
+    let revoked = of_kind(&all, "credential_revoked");
+    assert_eq!(revoked.len(), 1, "{text}");
+    let revoked = serde_json::to_string(revoked[0]).unwrap();
+    assert!(revoked.contains("task_end"), "{revoked}");
+    let authorized = serde_json::to_string(of_kind(&all, "run_authorized")[0]).unwrap();
+    assert!(authorized.contains("lease:git"), "{authorized}");
+    assert!(authorized.contains(&spiffe), "{authorized}");
+    let changes = serde_json::to_string(of_kind(&all, "file_changes")[0]).unwrap();
+    for path in ["token.jwt", "spiffe.txt", "git.tok"] {
+        assert!(changes.contains(path), "{changes}");
+    }
+}
+
+/// A supervisor killed outright leaves its leases open; the next one to start revokes them
+/// before doing anything else.
+#[test]
+fn leases_of_a_crashed_supervisor_are_revoked_by_the_next() {
+    let w = World::new();
+    let remit_file = w.remit(GIT_GRANT);
+    let mut child = w
+        .command()
+        .args(["run", "--quiet", "--remit"])
+        .arg(&remit_file)
+        .args([
+            "--",
+            "bash",
+            "-c",
+            "printf %s \"$WIDGETS_GIT_TOKEN\" > git.tok; echo ready; sleep 60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let git_token = std::fs::read_to_string(w.ws.join("git.tok")).unwrap();
+    let vault = Arc::new(Vault::open_home(&w.state, Arc::new(SystemClock)).unwrap());
+    let verifier = remit_vault::backend::git::GitTokenVerifier::new(Arc::clone(&vault));
+    let repo = "https://git.example.test/acme/widgets.git";
+    let fetch = remit_vault::backend::git::GitAccess::Fetch;
+    verifier
+        .verify(&git_token, repo, fetch)
+        .expect("still open: its supervisor died before revoking it");
+
+    ok(&w.run(None, "true"));
+    let refused = verifier
+        .verify(&git_token, repo, fetch)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("recovered_after_crash"), "{refused}");
+}

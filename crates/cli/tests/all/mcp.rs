@@ -1,0 +1,502 @@
+//! `remit mcp` driven by a real MCP client (the Python MCP SDK) over stdio and streamable
+//! HTTP, and by hand with raw JSON-RPC for denials, approvals and malformed messages.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::code_support::*;
+use crate::support::*;
+
+const TOOLS: [&str; 15] = [
+    "exec",
+    "git_commit",
+    "git_diff",
+    "git_push",
+    "git_status",
+    "glob",
+    "http_fetch",
+    "list_files",
+    "read_file",
+    "request_action",
+    "run_code",
+    "search",
+    "secret_names",
+    "task_status",
+    "write_file",
+];
+
+const REMIT: &str = r#"
+[agent]
+name = "mcp-agent"
+
+[actions.ping]
+run = ["sh", "-c", "echo pong"]
+"#;
+
+fn workspace(w: &World) {
+    std::fs::write(w.ws.join("README.md"), "# demo\n").unwrap();
+    std::fs::write(w.ws.join("test.sh"), "grep -q demo README.md && echo ok\n").unwrap();
+    git(&w.ws, &["init", "-q"]);
+    git(&w.ws, &["add", "."]);
+    git(&w.ws, &["commit", "-qm", "init"]);
+}
+
+fn env_of(w: &World) -> Value {
+    json!({
+        "REMIT_HOME": w.state,
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": w.home,
+        "LANG": "C.UTF-8",
+    })
+}
+
+fn all_calls() -> Value {
+    json!([
+        ["run_code", {"code": "const text: string = await remit.fs.read('README.md'); console.log('read', text.length); return { lines: text.split('\\n').length };"}],
+        ["exec", {"argv": ["sh", "test.sh"]}],
+        ["read_file", {"path": "README.md"}],
+        ["write_file", {"path": "notes/todo.txt", "content": "write tests\n"}],
+        ["write_file", {"path": "README.md", "content": "# demo\nchanged\n"}],
+        ["list_files", {"path": "notes"}],
+        ["glob", {"pattern": "**/*.txt"}],
+        ["search", {"pattern": "changed"}],
+        ["git_status", {}],
+        ["git_diff", {}],
+        ["git_commit", {"message": "notes"}],
+        ["git_push", {}],
+        ["http_fetch", {"url": "https://example.com/"}],
+        ["request_action", {"kind": "ping"}],
+        ["secret_names", {}],
+        ["task_status", {}],
+        ["no_such_tool", {}],
+        ["write_file", {"path": "../escape.txt", "content": "x"}],
+    ])
+}
+
+fn check_all(out: &Value) {
+    assert_eq!(out["server"], "remit");
+    assert_eq!(out["tools"], json!(TOOLS), "{out}");
+    for tool in TOOLS {
+        assert_eq!(out["schemas"][tool]["type"], "object", "{tool}");
+    }
+    let calls = out["calls"].as_array().unwrap();
+    let by = |i: usize| &calls[i];
+    let ok = |i: usize| {
+        assert_eq!(by(i)["is_error"], false, "{}", by(i));
+        &by(i)["structured"]
+    };
+    assert_eq!(ok(0)["result"]["lines"], 2);
+    assert!(by(0)["text"].as_str().unwrap().contains("read 7"));
+    assert_eq!(ok(1)["stdout"], "ok\n");
+    assert_eq!(ok(2)["content"], "# demo\n");
+    assert_eq!(ok(3)["bytes"], 12);
+    ok(4);
+    assert_eq!(ok(5)["entries"][0]["path"], "notes/todo.txt");
+    assert_eq!(ok(6)["paths"], json!(["notes/todo.txt"]));
+    assert_eq!(ok(7)["matches"][0]["path"], "README.md");
+    assert_eq!(ok(8)["clean"], false);
+    assert!(ok(9)["diff"].as_str().unwrap().contains("+changed"));
+    assert_eq!(ok(10)["commit"].as_str().unwrap().len(), 40);
+    // No remote, no network: a tool error that says why.
+    assert_eq!(by(11)["is_error"], true, "{}", by(11));
+    let fetch = by(12);
+    assert_eq!(fetch["is_error"], true);
+    assert_eq!(fetch["structured"]["code"], "denied");
+    let text = fetch["text"].as_str().unwrap();
+    assert!(
+        text.contains("grants no network access to `example.com`")
+            && text.contains("do the work another way"),
+        "{text}"
+    );
+    assert_eq!(ok(13)["result"]["stdout"], "pong\n");
+    assert_eq!(ok(14)["names"], json!([]));
+    assert_eq!(ok(15)["agent"], "mcp-agent");
+    assert!(
+        by(16)["protocol_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool `no_such_tool`"),
+        "{}",
+        by(16)
+    );
+    assert_eq!(by(17)["is_error"], true);
+    assert_eq!(by(17)["structured"]["code"], "invalid");
+}
+
+#[test]
+fn a_real_client_over_stdio_lists_and_calls_every_tool() {
+    let w = World::new();
+    workspace(&w);
+    let remit = w.remit(REMIT);
+    let out = Command::new(mcp_python())
+        .arg(mcp_client())
+        .arg("stdio")
+        .arg(env!("CARGO_BIN_EXE_remit"))
+        .arg(env_of(&w).to_string())
+        .arg(all_calls().to_string())
+        .arg("--")
+        .args(["mcp", "--remit"])
+        .arg(&remit)
+        .arg("--workspace")
+        .arg(&w.ws)
+        .current_dir(&w.ws)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check_all(&result);
+    assert!(w.ws.join("notes/todo.txt").exists());
+    // The client closed the connection: the task ended with its receipt.
+    let started = Instant::now();
+    while std::fs::read_dir(w.state.join("receipts"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "no receipt");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_term(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+#[test]
+fn a_real_client_over_streamable_http() {
+    let w = World::new();
+    workspace(&w);
+    let mut server = w
+        .command()
+        .env("REMIT_MCP_TOKEN", "test-token-123")
+        .args(["mcp", "--http", "127.0.0.1:0", "--remit"])
+        .arg(w.remit(REMIT))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in `{line}`"))
+        .to_owned();
+    let out = Command::new(mcp_python())
+        .arg(mcp_client())
+        .args(["http", &url, "test-token-123"])
+        .arg(all_calls().to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    check_all(&serde_json::from_slice(&out.stdout).unwrap());
+    // Without the token: refused.
+    let hostport = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let mut tcp = std::net::TcpStream::connect(hostport).unwrap();
+    write!(
+        tcp,
+        "POST /mcp HTTP/1.1\r\nHost: {hostport}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    kill_term(&server);
+    let status = server.wait().unwrap();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert!(status.success(), "{status:?}: {rest}");
+    assert_eq!(
+        std::fs::read_dir(w.state.join("receipts")).unwrap().count(),
+        1
+    );
+}
+
+/// A raw JSON-RPC client over the server's standard streams.
+struct Raw {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Raw {
+    fn start(w: &World, remit: &str, extra: &[&str]) -> Raw {
+        let mut child = w
+            .command()
+            .args(["mcp", "--remit"])
+            .arg(w.remit(remit))
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut raw = Raw {
+            child,
+            stdin,
+            lines,
+        };
+        raw.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}));
+        assert_eq!(raw.answer(0)["result"]["serverInfo"]["name"], "remit");
+        raw.line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    fn line(&mut self, text: &str) {
+        self.stdin.write_all(text.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn send(&mut self, v: &Value) {
+        self.line(&v.to_string());
+    }
+
+    fn answer(&mut self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer to {id}"));
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v["id"] == id {
+                return v;
+            }
+        }
+    }
+
+    /// Whatever the server says within `wait` (its answers to malformed input).
+    fn drain(&mut self, wait: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(wait) {
+            out.push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+        out
+    }
+
+    fn call(&mut self, id: i64, tool: &str, args: Value) -> Value {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}));
+        self.answer(id)
+    }
+
+    fn close(self) -> std::process::Output {
+        drop(self.stdin);
+        self.child.wait_with_output().unwrap()
+    }
+}
+
+#[test]
+fn malformed_messages_get_clear_errors_and_the_server_keeps_serving() {
+    let w = World::new();
+    workspace(&w);
+    let log = w.dir.path().join("log.jsonl");
+    let mut raw = Raw::start(&w, REMIT, &["--log", log.to_str().unwrap()]);
+    // Not JSON: ignored (answering garbage invites echo storms); JSON that is not a
+    // message: an Invalid Request error.
+    raw.line("this is not json");
+    raw.line("{\"no\": \"method\"}");
+    raw.line(&"x".repeat(100_000));
+    raw.line("\u{0}\u{1}\u{2}");
+    let said = raw.drain(Duration::from_millis(500));
+    assert!(
+        said.iter().any(|v| v["error"]["code"] == -32600),
+        "no invalid-request error: {said:?}"
+    );
+    // Bad arguments: a tool error naming the problem, nothing performed.
+    let r = raw.call(1, "read_file", json!({"path": 5}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("invalid type"),
+        "{r}"
+    );
+    let r = raw.call(2, "exec", json!({"argv": []}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let r = raw.call(3, "run_code", json!({"code": "let x = ;"}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("run_code.ts:1:9: syntax error"),
+        "{r}"
+    );
+    let r = raw.call(4, "nope", json!({}));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    raw.send(&json!({"jsonrpc": "2.0", "id": 5, "method": "no/such/method"}));
+    assert!(raw.answer(5)["error"].is_object());
+    // Still serving.
+    let r = raw.call(6, "read_file", json!({"path": "README.md"}));
+    assert_eq!(
+        r["result"]["structuredContent"]["content"], "# demo\n",
+        "{r}"
+    );
+    let out = raw.close();
+    assert!(out.status.success(), "{}", show(&out));
+    // Only the good call was decided and performed.
+    let events: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let performed = events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "effect_performed")
+        .count();
+    let decided: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "decision" && e["body"]["effect"]["kind"] == "tool.call")
+        .collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(performed, 1);
+}
+
+#[test]
+fn denials_say_what_to_do_and_approvals_are_waited_for_or_pending() {
+    let w = World::new();
+    workspace(&w);
+    std::fs::write(w.ws.join("deploy.sh"), "#!/bin/sh\necho deployed\n").unwrap();
+    chmod_x(&w.ws.join("deploy.sh"));
+    std::fs::write(
+        w.dir.path().join("tools.cedar"),
+        r#"
+@id("tools.protect-ci")
+@reason("this task may not change CI configuration; change the code and tests instead")
+forbid (principal, action == Action::"tool_call", resource == Tool::"write_file")
+when { context.call.args has path && context.call.args.path like ".github/*" };
+
+@id("tools.deploy")
+@approval("tools.deploy")
+@reason("running the deploy script needs a human's approval")
+forbid (principal, action == Action::"tool_call", resource == Tool::"exec")
+when { context.call.args has program && context.call.args.program == "./deploy.sh" }
+unless { context.approvals.contains("tools.deploy") };
+"#,
+    )
+    .unwrap();
+    let remit = "[agent]\nname = \"mcp-agent\"\n\n[policy]\ncedar = [\"tools.cedar\"]\n";
+    let mut raw = Raw::start(&w, remit, &[]);
+    let r = raw.call(
+        1,
+        "write_file",
+        json!({"path": ".github/workflows/ci.yml", "content": "x"}),
+    );
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(r["result"]["isError"], true);
+    assert!(
+        text.contains("may not change CI configuration") && text.contains("`tools.protect-ci`"),
+        "{text}"
+    );
+    assert!(!w.ws.join(".github").exists());
+    let r = raw.call(
+        2,
+        "write_file",
+        json!({"path": "src/ok.txt", "content": "fine"}),
+    );
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    // Needs approval: answered at once with the approval to wait for.
+    let r = raw.call(3, "exec", json!({"argv": ["./deploy.sh"]}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["code"], "pending");
+    let id = r["result"]["structuredContent"]["approval"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("remit approvals approve {id}"))
+    );
+    let out = w
+        .command()
+        .args(["approvals", "approve", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let r = raw.call(4, "exec", json!({"argv": ["./deploy.sh"]}));
+    assert_eq!(
+        r["result"]["structuredContent"]["stdout"], "deployed\n",
+        "{r}"
+    );
+    // Used once: the next run needs a new approval.
+    let r = raw.call(5, "exec", json!({"argv": ["./deploy.sh"]}));
+    assert_eq!(r["result"]["structuredContent"]["code"], "pending", "{r}");
+    let status = raw.call(6, "task_status", json!({}));
+    let denials = status["result"]["structuredContent"]["denials"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        denials.iter().any(|d| d["policy"] == "tools.protect-ci"),
+        "{status}"
+    );
+    let out = raw.close();
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+#[test]
+fn an_approval_can_be_waited_for() {
+    let w = World::new();
+    workspace(&w);
+    let remit = "[approvals]\ntimeout = \"2m\"\n\n[actions.publish]\nargs = [\"tag\"]\nrun = [\"touch\", \"published-{tag}\"]\napprove = true\n";
+    let mut raw = Raw::start(&w, remit, &["--approval-wait", "60s"]);
+    raw.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "request_action", "arguments": {"kind": "publish", "args": {"tag": "v2"}}}}));
+    let started = Instant::now();
+    let id = loop {
+        let out = w
+            .command()
+            .args(["approvals", "list", "--json"])
+            .output()
+            .unwrap();
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(a) = list.iter().find(|a| a["kind"] == "publish") {
+            break a["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no approval appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        w.command()
+            .args(["approvals", "approve", &id])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let r = raw.answer(1);
+    assert_eq!(
+        r["result"]["structuredContent"]["status"], "performed",
+        "{r}"
+    );
+    assert!(w.ws.join("published-v2").exists());
+    raw.close();
+}

@@ -1,0 +1,113 @@
+//! Opening remit's small state databases (`identity.db`, `vault.db`) safely for many
+//! processes at once: created mode 0600 in a 0700 directory before SQLite touches them, WAL
+//! mode, a busy handler that polls instead of failing, and `IMMEDIATE` write transactions
+//! (callers' job) so two writers never deadlock on a lock upgrade.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How long a write waits for another process's transaction before failing.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Durability of commits on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: every commit is on disk when it returns.
+    Full,
+    /// `synchronous = NORMAL`: a commit survives the process crashing, not power loss.
+    Normal,
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory or file could not be created or secured.
+    #[error("cannot create `{0}`: {1}")]
+    Create(std::path::PathBuf, std::io::Error),
+    /// SQLite refused.
+    #[error("cannot open `{0}`: {1}")]
+    Sqlite(std::path::PathBuf, rusqlite::Error),
+}
+
+/// Open (creating if needed) the database at `path`.
+pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| OpenError::Create(dir.into(), e))?;
+    }
+    // Create the file ourselves so it is never readable by others, not even for a moment;
+    // SQLite gives its -wal and -shm files the database file's permissions.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| OpenError::Create(path.into(), e))?;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| OpenError::Create(path.into(), e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| OpenError::Create(path.into(), e))?;
+    }
+    let sqlite = |e| OpenError::Sqlite(path.into(), e);
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite)?;
+    poll_when_busy(&mut conn).map_err(sqlite)?;
+    let deadline = Instant::now() + LOCK_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => break,
+            Ok(_) => {
+                return Err(sqlite(rusqlite::Error::InvalidQuery));
+            }
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(sqlite(e)),
+        }
+    }
+    conn.execute_batch(match durability {
+        Durability::Full => "PRAGMA synchronous = FULL",
+        Durability::Normal => "PRAGMA synchronous = NORMAL",
+    })
+    .map_err(sqlite)?;
+    Ok(conn)
+}
+
+/// Wait for another process's lock by polling every 100 µs (1 ms after the first second)
+/// up to [`LOCK_TIMEOUT`]: SQLite's own handler sleeps in long steps and leaves the lock idle.
+fn poll_when_busy(conn: &mut Connection) -> rusqlite::Result<()> {
+    let mut started = Instant::now();
+    conn.busy_handler(Some(move |count: i32| {
+        if count == 0 {
+            started = Instant::now();
+        }
+        let waited = started.elapsed();
+        if waited >= LOCK_TIMEOUT {
+            return false;
+        }
+        std::thread::sleep(if waited < Duration::from_secs(1) {
+            Duration::from_micros(100)
+        } else {
+            Duration::from_millis(1)
+        });
+        true
+    }))
+}

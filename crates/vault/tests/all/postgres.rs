@@ -1,0 +1,218 @@
+//! PostgreSQL dynamic roles against a real server: only what the remit names, and at
+//! revocation the role is dropped and its sessions end.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use postgres::{Client, Config, NoTls};
+use remit_vault::{Broker, LeaseState, RevokeReason, Vault};
+
+use crate::common::{Home, database, fast_retry, remit, role_exists, sessions, task};
+
+fn connect(url: &str) -> Client {
+    Config::from_str(url).unwrap().connect(NoTls).unwrap()
+}
+
+fn grant(admin: &str, extra: &str) -> String {
+    format!(
+        "[credentials.postgres.analytics]\nadmin = \"{admin}\"\nschemas = [\"reporting\"]\nenv = \"DATABASE_URL\"\n{extra}"
+    )
+}
+
+#[test]
+fn a_role_gets_only_what_the_remit_names_and_loses_it_with_its_sessions() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_read");
+    let creds = home
+        .broker
+        .issue_for_task(
+            &task("T1"),
+            &remit(&grant(&admin, "")),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let lease = &creds.leases[0];
+    assert_eq!(creds.env[0].0, "DATABASE_URL");
+    let url = creds.env[0].1.expose_str().unwrap().to_owned();
+    let role = remit_vault::backend::postgres::role_name(&lease.id);
+    assert!(
+        url.starts_with(&format!("postgresql://{role}:")),
+        "the url names the role"
+    );
+    assert_eq!(
+        lease.detail.as_deref(),
+        Some(format!("role {role} on vault_pg_read").as_str())
+    );
+
+    // The server holds a SCRAM verifier, a VALID UNTIL, and no clear password.
+    let pg = crate::common::postgres();
+    let row = pg
+        .psql(&format!(
+            "SELECT rolpassword LIKE 'SCRAM-SHA-256$%', rolvaliduntil IS NOT NULL, rolconnlimit, rolsuper, rolcreaterole FROM pg_authid WHERE rolname = '{role}'"
+        ))
+        .unwrap();
+    assert_eq!(row.trim(), "t|t|4|f|f");
+
+    // The task's session: reads what is granted, nothing else.
+    let mut session = connect(&url);
+    let total: i64 = session
+        .query_one("SELECT sum(amount)::bigint FROM reporting.orders", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 30);
+    for denied in [
+        "SELECT * FROM private.notes",
+        "INSERT INTO reporting.orders (amount) VALUES (1)",
+        "CREATE TABLE reporting.mine (x int)",
+        "CREATE ROLE other",
+    ] {
+        let err = session.batch_execute(denied).unwrap_err();
+        assert!(
+            err.as_db_error()
+                .is_some_and(|e| e.message().contains("permission denied")),
+            "{denied}: {err}"
+        );
+    }
+    // Another database is out of reach too.
+    pg.create_database("vault_pg_other").unwrap();
+    pg.psql("REVOKE CONNECT ON DATABASE vault_pg_other FROM PUBLIC")
+        .unwrap();
+    let other = url.replace("/vault_pg_read", "/vault_pg_other");
+    assert!(Config::from_str(&other).unwrap().connect(NoTls).is_err());
+    assert_eq!(sessions(&role), 1);
+
+    // Revocation ends the live session and drops the role.
+    let report = home
+        .broker
+        .revoke_task("T1", &RevokeReason::TaskEnd)
+        .unwrap();
+    assert_eq!(report.revoked, vec![lease.id.clone()]);
+    assert!(!role_exists(&role));
+    assert_eq!(sessions(&role), 0);
+    assert!(
+        session.simple_query("SELECT 1").is_err(),
+        "the session was terminated"
+    );
+    assert!(Config::from_str(&url).unwrap().connect(NoTls).is_err());
+
+    // Nothing recorded holds the password.
+    let password = url.split(':').nth(2).unwrap().split('@').next().unwrap();
+    assert!(password.len() >= 30);
+    let events = serde_json::to_string(&home.recorder.events()).unwrap();
+    assert!(!events.contains(password));
+    assert_eq!(
+        home.events(),
+        vec![
+            "credential_issued analytics env",
+            "credential_revoked analytics task_end"
+        ]
+    );
+}
+
+#[test]
+fn read_write_on_named_tables_only() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_write");
+    let creds = home
+        .broker
+        .issue_for_task(
+            &task("T1"),
+            &remit(&format!(
+                "[credentials.postgres.orders]\nadmin = \"{admin}\"\naccess = \"read_write\"\ntables = [\"reporting.orders\"]\n"
+            )),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    assert_eq!(creds.env[0].0, "ORDERS_DATABASE_URL");
+    let mut session = connect(creds.env[0].1.expose_str().unwrap());
+    session
+        .batch_execute("INSERT INTO reporting.orders (amount) VALUES (5); UPDATE reporting.orders SET amount = 6 WHERE amount = 5; DELETE FROM reporting.orders WHERE amount = 6")
+        .unwrap();
+    assert!(
+        session
+            .batch_execute("SELECT * FROM reporting.refunds")
+            .is_err()
+    );
+    assert!(session.batch_execute("TRUNCATE reporting.orders").is_err());
+    drop(session);
+    home.broker
+        .revoke_task("T1", &RevokeReason::TaskEnd)
+        .unwrap();
+    assert!(!role_exists(&remit_vault::backend::postgres::role_name(
+        &creds.leases[0].id
+    )));
+}
+
+#[test]
+fn postgres_down_during_revocation_keeps_the_lease_open_and_reported() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_down");
+    let creds = home
+        .broker
+        .issue_for_task(
+            &task("T1"),
+            &remit(&grant(&admin, "")),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let lease = creds.leases[0].clone();
+    let role = remit_vault::backend::postgres::role_name(&lease.id);
+    let mut session = connect(creds.env[0].1.expose_str().unwrap());
+
+    // The server becomes unreachable (a fresh supervisor, whose admin connection string
+    // now points nowhere).
+    let real = home.vault.get(&admin).unwrap();
+    home.vault
+        .set(
+            &admin,
+            b"host=/nonexistent-remit-test port=1 user=postgres dbname=x connect_timeout=1",
+            "test",
+        )
+        .unwrap();
+    let vault = Arc::new(Vault::open_home(home.path(), home.clock.clone()).unwrap());
+    let broker = Broker::new(vault, home.recorder.clone()).with_retry(fast_retry());
+    let report = broker.revoke_task("T1", &RevokeReason::TaskEnd).unwrap();
+    assert!(report.revoked.is_empty());
+    assert_eq!(report.failed.len(), 1);
+    assert!(
+        report.failed[0].1.contains("postgresql unavailable"),
+        "{:?}",
+        report.failed
+    );
+    let stored = broker.lease(&lease.id).unwrap();
+    assert_eq!(stored.state, LeaseState::Open);
+    assert_eq!(stored.revoke_reason.as_deref(), Some("task_end"));
+    assert_eq!(stored.attempts, 1);
+    let stuck = remit_vault::doctor::stuck_leases(home.path()).unwrap();
+    assert_eq!(stuck.len(), 1);
+    assert!(stuck[0].why.contains("failed 1 time"), "{}", stuck[0].why);
+    assert!(
+        home.events()
+            .contains(&"violation credential_revocation_failed ".to_owned())
+    );
+    // The role and the session are still there; the lease is no longer usable meanwhile.
+    assert!(role_exists(&role));
+    session.simple_query("SELECT 1").unwrap();
+
+    // Back up: the retry revokes it (once due).
+    home.vault.set(&admin, real.expose(), "test").unwrap();
+    assert!(
+        broker.retry_pending().unwrap().revoked.is_empty(),
+        "not due yet"
+    );
+    home.clock.advance(Duration::from_secs(2));
+    let report = broker.retry_pending().unwrap();
+    assert_eq!(report.revoked, vec![lease.id.clone()]);
+    assert!(!role_exists(&role));
+    assert!(session.simple_query("SELECT 1").is_err());
+    assert!(
+        remit_vault::doctor::stuck_leases(home.path())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        home.events().last().unwrap(),
+        "credential_revoked analytics task_end"
+    );
+}
