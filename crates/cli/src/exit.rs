@@ -19,6 +19,17 @@ pub(crate) fn finish(result: anyhow::Result<Outcome>) -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Denied) => ExitCode::from(1),
         Ok(Outcome::Status(code)) => ExitCode::from(code),
+        // The reader of our output went away (`remit ledger show | head`): nothing is wrong
+        // with remit's work, so end quietly, as `grep` and ripgrep do.
+        Err(err)
+            if err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("remit: error: {err:#}");
             ExitCode::from(2)

@@ -271,7 +271,6 @@ impl TaskHost {
         call: Call,
         wait: Option<Duration>,
     ) -> Result<Value, CallError> {
-        let gate = &self.inner.gate;
         self.precheck(&call)?;
         let effect = Effect::ToolCall {
             via: self.via.to_owned(),
@@ -281,31 +280,53 @@ impl TaskHost {
         };
         let wait = wait.unwrap_or(self.inner.options.approval_wait);
         let authorized = self.decide(effect, wait).await?;
-        if call.stays_inside() {
-            gate.begin_observed(&authorized);
-        } else if let Err(e) = gate.begin(&authorized).await {
-            gate.failed(authorized, &format!("not recorded: {e}"));
-            return Err(CallError::failed(format!(
-                "`{}` was not performed: its record could not be made durable ({e})",
-                call.tool()
-            )));
-        }
-        let guard = Performing {
-            gate: Arc::clone(gate),
-            authorized: Some(authorized),
-        };
         let tool = call.tool();
+        let guard = self
+            .start(
+                authorized,
+                !call.stays_inside(),
+                &format!("`{tool}` was not performed"),
+            )
+            .await?;
         // Outputs are redacted: have the scanner ready without blocking the runtime.
         self.scanner_built().await;
         let result = self.run(script, call).await;
         match &result {
             Ok(_) => guard.performed("succeeded"),
-            Err(e) if e.code == ErrorCode::Denied || e.code == ErrorCode::Pending => {
-                guard.performed(&format!("{}: {}", e.code.as_str(), one_line(&e.message)))
-            }
-            Err(e) => guard.failed(&format!("{tool}: {}", one_line(&e.message))),
+            Err(e) => guard.failed(&call_failure(tool, e)),
         }
         result
+    }
+
+    /// Record that an authorized effect is about to be performed (durably first when
+    /// `durable`: anything that changes or sends something), and hand back the guard that
+    /// records its outcome. Nothing starts once the task is killed, even if it was decided
+    /// just before: the effect is recorded as failed, never as started. `not_done` opens the
+    /// message when the record cannot be made durable (`the action was not performed`).
+    async fn start(
+        &self,
+        authorized: Authorized,
+        durable: bool,
+        not_done: &str,
+    ) -> Result<Performing, CallError> {
+        let gate = &self.inner.gate;
+        if let Some(reason) = gate.killed() {
+            let why = format!("the task was killed ({reason})");
+            gate.failed(authorized, &format!("not started: {why}"));
+            return Err(CallError::new(ErrorCode::Killed, why));
+        }
+        if !durable {
+            gate.begin_observed(&authorized);
+        } else if let Err(e) = gate.begin(&authorized).await {
+            gate.failed(authorized, &format!("not recorded: {e}"));
+            return Err(CallError::failed(format!(
+                "{not_done}: its record could not be made durable ({e})"
+            )));
+        }
+        Ok(Performing {
+            gate: Arc::clone(gate),
+            authorized: Some(authorized),
+        })
     }
 
     async fn decide(&self, effect: Effect, wait: Duration) -> Result<Authorized, CallError> {
@@ -1029,35 +1050,37 @@ impl TaskHost {
             .unwrap_or(self.inner.options.approval_wait)
             .min(remit_gate::api::MAX_WAIT);
         let authorized = self.decide(effect, wait).await?;
-        if let Err(e) = gate.begin(&authorized).await {
-            gate.failed(authorized, &format!("not recorded: {e}"));
-            return Err(CallError::failed(format!(
-                "the action was not performed: its record could not be made durable ({e})"
-            )));
-        }
+        // Dropped before it finished (the call was cancelled), the action is recorded as
+        // failed rather than left started.
+        let guard = self
+            .start(authorized, true, "the action was not performed")
+            .await?;
         let grant = self.inner.remit.actions.get(&a.kind);
         let Some(run) = grant.and_then(|g| g.run.as_ref()) else {
-            gate.performed(authorized, "allowed (no host command)");
+            guard.performed("allowed (no host command)");
             return Ok(json!({ "status": "allowed" }));
         };
         let timeout = grant
             .and_then(|g| g.timeout)
             .map(|t| t.0)
             .unwrap_or(Duration::from_secs(600));
-        match remit_gate::perform::run(&authorized, run, &a.args, self.workspace(), timeout).await {
+        let Some(authorized) = guard.authorized.as_ref() else {
+            return Err(CallError::failed("the action's authorization was lost"));
+        };
+        match remit_gate::perform::run(authorized, run, &a.args, self.workspace(), timeout).await {
             Ok(mut result) => {
                 let outcome = match result.exit_code {
                     Some(0) => "succeeded".to_owned(),
                     Some(c) => format!("exit {c}"),
                     None => "killed".to_owned(),
                 };
-                gate.performed(authorized, &outcome);
+                guard.performed(&outcome);
                 result.stdout = self.redact_text(&result.stdout);
                 result.stderr = self.redact_text(&result.stderr);
                 Ok(json!({ "status": "performed", "result": result }))
             }
             Err(e) => {
-                gate.failed(authorized, &e);
+                guard.failed(&e);
                 Err(CallError::failed(e))
             }
         }
@@ -1103,16 +1126,9 @@ impl TaskHost {
             Ok(a) => a,
             Err(e) => return refused(e.message.clone(), e.code.as_str()),
         };
-        if let Err(e) = gate.begin(&authorized).await {
-            gate.failed(authorized, &format!("not recorded: {e}"));
-            return refused(
-                format!("the script was not run: its record could not be made durable ({e})"),
-                "failed",
-            );
-        }
-        let guard = Performing {
-            gate: Arc::clone(&gate),
-            authorized: Some(authorized),
+        let guard = match self.start(authorized, true, "the script was not run").await {
+            Ok(g) => g,
+            Err(e) => return refused(e.message.clone(), e.code.as_str()),
         };
         let options = RunOptions {
             limits,
@@ -1141,6 +1157,24 @@ impl TaskHost {
             Some(e) => guard.failed(&one_line(&e.to_string())),
         }
         report
+    }
+}
+
+/// The reason a tool call that was authorized but did not do its work is recorded with (its
+/// `effect_failed`), in one line.
+///
+/// A call refused further down — a program the command rules forbid, a push or request the
+/// egress proxy denies, an action that is denied or still awaits a human — performed
+/// nothing, so it is never recorded as performed: its refusal (recorded already as the
+/// refused effect's own denial) is the reason, once: "denied: WHY (policy ID)" or "pending:
+/// approval ID is not given yet; …". Anything else is the tool's own failure: "TOOL: WHY".
+fn call_failure(tool: &str, e: &CallError) -> String {
+    match (e.code, e.approval.as_deref()) {
+        (ErrorCode::Pending, Some(approval)) => {
+            format!("pending: approval `{approval}` is not given yet; nothing was performed")
+        }
+        (ErrorCode::Denied | ErrorCode::Pending, _) => one_line(&e.message),
+        _ => format!("{tool}: {}", one_line(&e.message)),
     }
 }
 
@@ -1175,4 +1209,31 @@ pub fn approval_timeout(remit: &Remit) -> Duration {
         .timeout
         .map(|t| t.0)
         .unwrap_or(Duration::from_secs(15 * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_call_is_recorded_with_its_refusal_once() {
+        let denied = CallError::denied(
+            "commands.forbid[0]",
+            "`curl https://example.com` may not run in this task: no curl",
+        );
+        assert_eq!(
+            call_failure("exec", &denied),
+            "denied: `curl https://example.com` may not run in this task: no curl (policy `commands.forbid[0]`)"
+        );
+        let pending = CallError::pending("ap-123");
+        assert_eq!(
+            call_failure("request_action", &pending),
+            "pending: approval `ap-123` is not given yet; nothing was performed"
+        );
+        let failed = CallError::failed("`git push` failed: no remote\n  at all");
+        assert_eq!(
+            call_failure("git_push", &failed),
+            "git_push: `git push` failed: no remote at all"
+        );
+    }
 }

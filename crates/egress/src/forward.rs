@@ -201,6 +201,11 @@ fn hit_reason<G: EgressGate>(shared: &Shared<G>, hit: &Hit, host: &str, in_body:
                 encoding_name(hit.encoding)
             )
         }
+        Label::Bound(i) => format!(
+            "the {place} carries {what} ({}) to `{host}`; it may be sent only to {}",
+            encoding_name(hit.encoding),
+            shared.matcher.bound_hosts(i)
+        ),
         Label::Real(_) | Label::Known(_) => format!(
             "the {place} carries {what} ({}); this task's secrets never leave it. Use the credential's variable inside the task and let the proxy inject it where the remit allows",
             encoding_name(hit.encoding)
@@ -494,6 +499,8 @@ async fn pipeline<G: EgressGate>(
                     swaps.push(i);
                 }
             }
+            // A token the task holds for this host (a git lease's, to its repository).
+            Label::Bound(i) if matcher.bound_allows(i, host, port) => {}
             label => {
                 let reason = hit_reason(
                     shared,
@@ -543,6 +550,7 @@ async fn pipeline<G: EgressGate>(
                         swaps.push(i);
                     }
                 }
+                Label::Bound(i) if matcher.bound_allows(i, host, port) => {}
                 label => {
                     let reason = hit_reason(
                         shared,

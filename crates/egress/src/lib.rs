@@ -137,6 +137,28 @@ pub trait EgressGate: Send + Sync + 'static {
     fn observe(&self, event: EgressEvent);
 }
 
+/// A secret the task holds in the clear and may send only to `hosts` (see
+/// [`EgressConfig::bound_secrets`]).
+#[derive(Clone)]
+pub struct BoundSecret {
+    /// A name for messages (`the git token of \`widgets\``).
+    pub name: String,
+    /// The value.
+    pub value: Secret,
+    /// Where it may go (a pattern without a port means the default ports).
+    pub hosts: Vec<remit_types::network::HostPattern>,
+}
+
+impl std::fmt::Debug for BoundSecret {
+    // Never the value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundSecret")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Timeouts and sizes. The defaults suit agents talking to model APIs and registries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -190,6 +212,9 @@ pub struct EgressConfig {
     /// task's identity token (`"the task's identity token"`), later the scanner's findings.
     /// Default: none.
     pub known_secrets: Vec<(String, Secret)>,
+    /// Secrets the task holds and may send, but only to some hosts: a git lease's token goes
+    /// to its repository's host and is refused (`egress.dlp`) anywhere else. Default: none.
+    pub bound_secrets: Vec<BoundSecret>,
     /// Which arguments a `publish` effect carries: the ones the remit declares for
     /// `[actions.publish]` (of `registry`, `operation`, `package`, `version`). The gate
     /// refuses arguments a remit does not declare. Default: none.
@@ -217,6 +242,14 @@ impl std::fmt::Debug for EgressConfig {
                     .map(|(n, _)| n)
                     .collect::<Vec<_>>(),
             )
+            .field(
+                "bound_secrets",
+                &self
+                    .bound_secrets
+                    .iter()
+                    .map(|b| (&b.name, &b.hosts))
+                    .collect::<Vec<_>>(),
+            )
             .field("publish_args", &self.publish_args)
             .field("host_roots", &self.host_roots)
             .field("extra_roots", &self.extra_roots.len())
@@ -233,6 +266,7 @@ impl EgressConfig {
             network,
             credentials,
             known_secrets: Vec::new(),
+            bound_secrets: Vec::new(),
             publish_args: Vec::new(),
             host_roots: true,
             extra_roots: Vec::new(),
@@ -302,6 +336,7 @@ impl<G: EgressGate> Egress<G> {
         let matcher = Arc::new(matcher::Matcher::new(
             config.credentials,
             &config.known_secrets,
+            config.bound_secrets,
         )?);
         let (stop, _) = watch::channel(false);
         Ok(Egress {

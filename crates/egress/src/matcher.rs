@@ -15,6 +15,8 @@ pub(crate) enum Label {
     Known(usize),
     /// The phantom of credential `i`.
     Phantom(usize),
+    /// Bound secret `i` (a git lease's token): allowed to its hosts only.
+    Bound(usize),
 }
 
 /// A match that blocks a request.
@@ -30,6 +32,7 @@ pub(crate) struct Matcher {
     labels: Vec<Label>,
     pub(crate) credentials: Vec<CredentialValue>,
     known_names: Vec<String>,
+    bound: Vec<crate::BoundSecret>,
 }
 
 impl std::fmt::Debug for Matcher {
@@ -53,6 +56,7 @@ impl Matcher {
     pub(crate) fn new(
         credentials: Vec<CredentialValue>,
         known: &[(String, Secret)],
+        bound: Vec<crate::BoundSecret>,
     ) -> Result<Matcher, ConfigError> {
         let mut values: Vec<Vec<u8>> = Vec::new();
         let mut labels = Vec::new();
@@ -72,6 +76,16 @@ impl Matcher {
             values.push(value.expose().to_vec());
             labels.push(Label::Known(i));
         }
+        for (i, b) in bound.iter().enumerate() {
+            if b.value.expose().len() < KnownSecrets::MIN_LEN {
+                return Err(ConfigError::BadCredential {
+                    name: b.name.clone(),
+                    reason: "shorter than 8 bytes, too short to be recognised".into(),
+                });
+            }
+            values.push(b.value.expose().to_vec());
+            labels.push(Label::Bound(i));
+        }
         let known_secrets = if values.is_empty() {
             None
         } else {
@@ -82,6 +96,7 @@ impl Matcher {
             labels,
             credentials,
             known_names: known.iter().map(|(n, _)| n.clone()).collect(),
+            bound,
         })
     }
 
@@ -136,7 +151,32 @@ impl Matcher {
                     })
                 }
                 Label::Phantom(_) => None,
+                Label::Bound(i) if self.bound_allows(i, host, port) => None,
+                Label::Bound(_) => Some(Hit {
+                    label: f.label,
+                    encoding: f.encoding,
+                }),
             })
+    }
+
+    /// Whether bound secret `i` may go to `host:port`.
+    pub(crate) fn bound_allows(&self, i: usize, host: &str, port: u16) -> bool {
+        self.bound.get(i).is_some_and(|b| {
+            b.hosts
+                .iter()
+                .any(|p| p.matches(host, port, &[remit_types::network::DEFAULT_PORT]))
+        })
+    }
+
+    /// Where bound secret `i` may go, for messages.
+    pub(crate) fn bound_hosts(&self, i: usize) -> String {
+        self.bound.get(i).map_or_else(String::new, |b| {
+            b.hosts
+                .iter()
+                .map(|h| format!("`{h}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 
     /// A name for what a label stands for, for messages: `the credential \`gh\``.
@@ -151,6 +191,10 @@ impl Matcher {
                 .get(i)
                 .cloned()
                 .unwrap_or_else(|| "a secret".into()),
+            Label::Bound(i) => self
+                .bound
+                .get(i)
+                .map_or_else(|| "a secret".into(), |b| b.name.clone()),
         }
     }
 
@@ -182,6 +226,10 @@ impl Matcher {
                     .get(i)
                     .cloned()
                     .unwrap_or_else(|| "secret".into()),
+                Label::Bound(i) => self
+                    .bound
+                    .get(i)
+                    .map_or("secret".into(), |b| b.name.clone()),
                 Label::Phantom(_) => String::new(),
             };
             out.extend_from_slice(format!("[REDACTED:{name}]").as_bytes());

@@ -61,7 +61,26 @@ pub struct Api {
     pub task_pidns: Option<u64>,
     /// Redacts what host commands print before the task sees it.
     pub redactor: Option<crate::secrets::LazyScanner>,
+    /// Runs code-mode programs in this task (`POST /v1/code` on the control socket), when
+    /// the binary installed one ([`crate::run::Task::set_code_runner`]).
+    pub code: std::sync::OnceLock<(Arc<dyn CodeRunner>, crate::run::TaskClient)>,
 }
+
+/// Runs a code-mode program in a running task, for `remit code run --task`. The crate that
+/// links code mode provides it; the gate only routes the request to it.
+pub trait CodeRunner: Send + Sync + 'static {
+    /// Run `request` (the JSON body of `POST /v1/code`) in the task through `client`: the
+    /// answer as JSON, or why the request is refused (bad input; nothing ran, nothing was
+    /// recorded).
+    fn run(
+        &self,
+        client: crate::run::TaskClient,
+        request: Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send>>;
+}
+
+/// Largest `POST /v1/code` body: a script of the largest size, JSON-escaped.
+pub const MAX_CODE_BODY: usize = 8 << 20;
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,13 +112,20 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 async fn read_json<T: for<'de> Deserialize<'de>>(
     request: Request<Incoming>,
 ) -> Result<T, Response<Body>> {
-    let limited = Limited::new(request.into_body(), MAX_BODY);
+    read_json_limited(request, MAX_BODY).await
+}
+
+async fn read_json_limited<T: for<'de> Deserialize<'de>>(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<T, Response<Body>> {
+    let limited = Limited::new(request.into_body(), limit);
     let bytes = match limited.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {MAX_BODY} bytes"),
+                format!("the request body is larger than {limit} bytes"),
             ));
         }
     };
@@ -231,6 +257,7 @@ async fn agent_route(api: &Api, request: Request<Incoming>) -> Response<Body> {
 
 fn status(api: &Api) -> Value {
     let performed = api.gate.performed_counts();
+    let in_progress = api.gate.in_progress_counts();
     let quotas: BTreeMap<String, Value> = api
         .remit
         .actions
@@ -241,6 +268,7 @@ fn status(api: &Api) -> Value {
                 json!({
                     "quota": grant.quota,
                     "used": performed.get(kind).copied().unwrap_or(0),
+                    "in_progress": in_progress.get(kind).copied().unwrap_or(0),
                     "approval": grant.approve.is_some(),
                     "args": grant.args,
                     "description": grant.description,
@@ -430,6 +458,31 @@ async fn control_route(
                     error(StatusCode::FORBIDDEN, e.to_string())
                 }
                 Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+            }
+        }
+        (Method::POST, ["v1", "code"]) => {
+            if !owner {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "`{human}` may not run programs in task `{}` (only its owner or root)",
+                        api.info.task
+                    ),
+                );
+            }
+            let Some((runner, client)) = api.code.get() else {
+                return error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "this task's supervisor does not run code-mode programs",
+                );
+            };
+            let body: Value = match read_json_limited(request, MAX_CODE_BODY).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            match runner.run(client.clone(), body).await {
+                Ok(answer) => json(StatusCode::OK, answer),
+                Err(why) => error(StatusCode::BAD_REQUEST, why),
             }
         }
         (Method::POST, ["v1", "kill"]) => {

@@ -48,11 +48,29 @@ impl Clock for SystemClock {
 
 /// Proof that the gate decided an effect may be performed now. Only the gate makes one; it is
 /// consumed by performing.
+///
+/// It holds the effect's quota slot, reserved when the gate decided (under the same lock as
+/// the decision, so concurrent requests cannot all see the same unused quota). Reporting the
+/// effect with [`Gate::performed`] turns the slot into a use; [`Gate::failed`] does the same
+/// once the effect's start was recorded ([`Gate::begin`]), because it may have crossed the
+/// boundary, and gives the slot back otherwise. Dropped without a report, it gives the slot
+/// back when the effect never started and counts it as used when it did.
 #[derive(Debug)]
 pub struct Authorized {
     effect: Effect,
     id: String,
-    _private: (),
+    /// Whether the effect may have crossed the boundary (its start was recorded).
+    started: AtomicBool,
+    slot: Option<Slot>,
+}
+
+/// A reserved quota slot: one effect of its kind in progress.
+struct Slot(Arc<Mutex<State>>);
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
 }
 
 impl Authorized {
@@ -65,6 +83,41 @@ impl Authorized {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The effect did not start after all (its program could not be started): a failure
+    /// reported now gives its quota slot back.
+    pub(crate) fn not_started(&self) {
+        self.started.store(false, Ordering::SeqCst);
+    }
+
+    /// Settle the quota slot: a use when `used`, given back otherwise. Once.
+    fn settle(&mut self, used: bool) {
+        let Some(Slot(state)) = self.slot.take() else {
+            return;
+        };
+        let mut state = lock_state(&state);
+        let kind = self.effect.kind();
+        if let Some(n) = state.in_flight.get_mut(kind) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.in_flight.remove(kind);
+            }
+        }
+        if used {
+            *state.performed.entry(kind.to_owned()).or_default() += 1;
+        }
+    }
+}
+
+impl Drop for Authorized {
+    fn drop(&mut self) {
+        let started = self.started.load(Ordering::SeqCst);
+        self.settle(started);
+    }
+}
+
+fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What became of a request.
@@ -219,12 +272,32 @@ pub struct Counters {
 #[derive(Default)]
 struct State {
     approvals: Vec<PendingApproval>,
-    /// Effects performed, by kind (quotas).
+    /// Effects performed (or attempted), by kind (quotas).
     performed: HashMap<String, u64>,
+    /// Effects authorized and not reported yet, by kind: each holds a quota slot.
+    in_flight: HashMap<String, u64>,
     denials: Vec<DenialView>,
     counters: Counters,
     kill_reason: Option<String>,
     next: u64,
+}
+
+impl State {
+    /// Effects of `kind` performed plus those in progress: what counts against a quota.
+    fn quota_used(&self, kind: &str) -> u64 {
+        self.performed.get(kind).copied().unwrap_or(0)
+            + self.in_flight.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// What a decision made under the lock leads to.
+enum Step {
+    /// Allowed, with its quota slot reserved.
+    Allow(Vec<String>, Slot),
+    /// Refused: policy, reason.
+    Deny(String, String),
+    /// Needs approval: requirements, policies.
+    Approve(Vec<Requirement>, Vec<String>),
 }
 
 /// Why an approval operation failed. Every message is one line.
@@ -254,7 +327,7 @@ pub struct Gate {
     journal: Arc<dyn Journal>,
     clock: Arc<dyn Clock>,
     approval_timeout: Duration,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     killed: AtomicBool,
     killed_notify: Notify,
 }
@@ -376,14 +449,14 @@ impl Gate {
             journal,
             clock,
             approval_timeout,
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
             killed: AtomicBool::new(false),
             killed_notify: Notify::new(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock_state(&self.state)
     }
 
     /// The task's principal.
@@ -452,7 +525,7 @@ impl Gate {
         Situation {
             unix: unix(self.clock.now()),
             approvals,
-            quota_used: state.performed.get(effect.kind()).copied().unwrap_or(0),
+            quota_used: state.quota_used(effect.kind()),
         }
     }
 
@@ -518,38 +591,63 @@ impl Gate {
         let digest = effect.digest(&self.principal.task);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(reason) = self.killed() {
-                return self.deny(
-                    &effect,
-                    &digest,
-                    "kill-switch",
-                    &format!("the task was killed ({reason})"),
-                );
-            }
-            let situation = {
-                let state = self.lock();
-                self.situation(&state, &effect, &digest)
-            };
-            let decision = match (self.engine.check_request(&effect), &facts, &effect) {
-                (Ok(()), Some(facts), Effect::Exec { cwd, .. }) => {
-                    self.engine
-                        .decide_exec(&self.principal, facts, cwd, &situation)
+            // Decide and, when allowed, reserve in one critical section: the quota slot, the
+            // approval consumed and the kill switch are all read and changed under the lock
+            // the decision was made under, so concurrent requests see each other.
+            let step = {
+                let mut state = self.lock();
+                if let Some(reason) = state.kill_reason.clone() {
+                    drop(state);
+                    return self.deny(
+                        &effect,
+                        &digest,
+                        "kill-switch",
+                        &format!("the task was killed ({reason})"),
+                    );
                 }
-                (Ok(()), _, _) => self.engine.decide(&self.principal, &effect, &situation),
-                (Err(e), _, _) => Decision::Deny {
-                    policy: "remit".into(),
-                    reason: e.to_string(),
-                },
+                let situation = self.situation(&state, &effect, &digest);
+                let decision = match (self.engine.check_request(&effect), &facts, &effect) {
+                    (Ok(()), Some(facts), Effect::Exec { cwd, .. }) => {
+                        self.engine
+                            .decide_exec(&self.principal, facts, cwd, &situation)
+                    }
+                    (Ok(()), _, _) => self.engine.decide(&self.principal, &effect, &situation),
+                    (Err(e), _, _) => Decision::Deny {
+                        policy: "remit".into(),
+                        reason: e.to_string(),
+                    },
+                };
+                match decision {
+                    Decision::Allow { policies } => {
+                        Step::Allow(policies, self.reserve(&mut state, &effect, &digest))
+                    }
+                    Decision::Deny { policy, reason } => {
+                        let kind = effect.kind();
+                        let reason = if policy == format!("actions.{kind}.quota") {
+                            format!(
+                                "{reason} ({} performed, {} in progress)",
+                                state.performed.get(kind).copied().unwrap_or(0),
+                                state.in_flight.get(kind).copied().unwrap_or(0)
+                            )
+                        } else {
+                            reason
+                        };
+                        Step::Deny(policy, reason)
+                    }
+                    Decision::NeedsApproval {
+                        requirements,
+                        policies,
+                    } => Step::Approve(requirements, policies),
+                }
             };
-            match decision {
-                Decision::Allow { policies } => return self.authorize(effect, &digest, &policies),
-                Decision::Deny { policy, reason } => {
+            match step {
+                Step::Allow(policies, slot) => {
+                    return self.authorize(effect, &digest, &policies, slot);
+                }
+                Step::Deny(policy, reason) => {
                     return self.deny(&effect, &digest, &policy, &reason);
                 }
-                Decision::NeedsApproval {
-                    requirements,
-                    policies,
-                } => {
+                Step::Approve(requirements, policies) => {
                     let (id, notify, state) =
                         self.open_approval(&effect, &digest, requirements, policies);
                     match state {
@@ -713,23 +811,33 @@ impl Gate {
         }
     }
 
-    fn authorize(&self, effect: Effect, digest: &str, policies: &[String]) -> Outcome {
-        // Consume the approval that allowed it (single use).
+    /// Under the lock, for an allowed effect: count it, consume the approval that allowed it
+    /// (single use) and reserve its quota slot.
+    fn reserve(&self, state: &mut State, effect: &Effect, digest: &str) -> Slot {
+        state.counters.effects += 1;
+        for approval in state
+            .approvals
+            .iter_mut()
+            .filter(|a| a.digest == digest && a.state == ApprovalState::Approved)
         {
-            let mut state = self.lock();
-            state.counters.effects += 1;
-            for approval in state
-                .approvals
-                .iter_mut()
-                .filter(|a| a.digest == digest && a.state == ApprovalState::Approved)
-            {
-                approval.state = ApprovalState::Used;
-                approval.notify.notify_waiters();
-            }
+            approval.state = ApprovalState::Used;
+            approval.notify.notify_waiters();
         }
+        *state.in_flight.entry(effect.kind().to_owned()).or_default() += 1;
+        Slot(Arc::clone(&self.state))
+    }
+
+    fn authorize(&self, effect: Effect, digest: &str, policies: &[String], slot: Slot) -> Outcome {
+        // Made first, so the slot is given back however this ends.
+        let authorized = Authorized {
+            id: digest.to_owned(),
+            effect,
+            started: AtomicBool::new(false),
+            slot: Some(slot),
+        };
         self.journal
             .observe(EventBody::Decision(remit_types::event::Decision {
-                effect: effect_ref(&effect, digest),
+                effect: effect_ref(&authorized.effect, digest),
                 decision: Verdict::Allow,
                 policy: policies.first().cloned(),
                 reason: format!(
@@ -741,11 +849,7 @@ impl Gate {
                     }
                 ),
             }));
-        Outcome::Authorized(Authorized {
-            id: digest.to_owned(),
-            effect,
-            _private: (),
-        })
+        Outcome::Authorized(authorized)
     }
 
     /// Record that an authorized effect is about to be performed, and wait until that record
@@ -755,7 +859,9 @@ impl Gate {
             effect: effect_ref(&authorized.effect, &authorized.id),
             lease: None,
         });
-        self.journal.durable(event).await
+        self.journal.durable(event).await?;
+        authorized.started.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Record that an authorized effect is about to be performed, without waiting for the
@@ -764,6 +870,7 @@ impl Gate {
     /// where nothing outside depends on the record preceding the effect; anything that
     /// changes or sends something uses [`Gate::begin`].
     pub fn begin_observed(&self, authorized: &Authorized) {
+        authorized.started.store(true, Ordering::SeqCst);
         self.journal
             .observe(EventBody::EffectStarted(EffectStarted {
                 effect: effect_ref(&authorized.effect, &authorized.id),
@@ -779,39 +886,30 @@ impl Gate {
     /// Record a performed effect with the bytes it moved.
     pub fn performed_with(
         &self,
-        authorized: Authorized,
+        mut authorized: Authorized,
         outcome: &str,
         bytes_out: Option<u64>,
         bytes_in: Option<u64>,
     ) {
-        {
-            let mut state = self.lock();
-            *state
-                .performed
-                .entry(authorized.effect.kind().to_owned())
-                .or_default() += 1;
-        }
+        authorized.settle(true);
         self.journal
             .observe(EventBody::EffectPerformed(EffectPerformed {
-                effect_id: authorized.id,
+                effect_id: std::mem::take(&mut authorized.id),
                 outcome: outcome.to_owned(),
                 bytes_out,
                 bytes_in,
             }));
     }
 
-    /// Record an effect that failed while being performed (it still counts against quotas:
-    /// it was attempted).
-    pub fn failed(&self, authorized: Authorized, error: &str) {
-        {
-            let mut state = self.lock();
-            *state
-                .performed
-                .entry(authorized.effect.kind().to_owned())
-                .or_default() += 1;
-        }
+    /// Record an effect that failed. Once its start was recorded ([`Gate::begin`]) it counts
+    /// against its quota: it was attempted and may have crossed the boundary. A failure
+    /// before that (the record could not be made durable, there was nothing to perform it
+    /// with, its program could not be started) gives the quota slot back.
+    pub fn failed(&self, mut authorized: Authorized, error: &str) {
+        let started = authorized.started.load(Ordering::SeqCst);
+        authorized.settle(started);
         self.journal.observe(EventBody::EffectFailed(EffectFailed {
-            effect_id: authorized.id,
+            effect_id: std::mem::take(&mut authorized.id),
             error: error.to_owned(),
         }));
     }
@@ -1065,10 +1163,19 @@ impl Gate {
         self.lock().counters
     }
 
-    /// Effects performed, by kind.
+    /// Effects performed (or attempted), by kind.
     pub fn performed_counts(&self) -> BTreeMap<String, u64> {
         self.lock()
             .performed
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Effects authorized and not reported yet, by kind (each holds a quota slot).
+    pub fn in_progress_counts(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .in_flight
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect()

@@ -30,6 +30,41 @@ fn match_name(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
+/// A pattern prepared for matching many paths.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: String,
+    /// For `**/NAME`: the name pattern, which is all a path's last component must match.
+    name_only: Option<String>,
+}
+
+impl Pattern {
+    /// Prepare `pattern`.
+    pub fn new(pattern: &str) -> Pattern {
+        let name_only = pattern
+            .strip_prefix("**/")
+            .filter(|rest| !rest.is_empty() && !rest.contains('/') && *rest != "**")
+            .map(str::to_owned);
+        Pattern {
+            text: pattern.to_owned(),
+            name_only,
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it matches `path` (relative, `/`-separated), whose last component is `name`.
+    pub fn matches(&self, path: &str, name: &[u8]) -> bool {
+        match &self.name_only {
+            Some(glob) => match_name(glob.as_bytes(), name),
+            None => matches(&self.text, path),
+        }
+    }
+}
+
 /// Whether a pattern has glob characters at all.
 pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])
@@ -49,5 +84,27 @@ mod tests {
         assert!(matches("config/**", "config/a/b"));
         assert!(matches("?.key", "a.key"));
         assert!(!matches("?.key", "ab.key"));
+    }
+
+    #[test]
+    fn prepared_patterns_agree() {
+        use super::Pattern;
+        for (pattern, path) in [
+            ("**/.env*", ".env"),
+            ("**/.env*", "a/b/.env.local"),
+            ("**/.env*", "a/env"),
+            ("**/.env*", "a/.env/b"),
+            ("**/*.pem", "x/y.pem"),
+            ("secrets/*.pem", "secrets/a.pem"),
+            ("secrets/*.pem", "a/secrets/a.pem"),
+            ("config/**", "config/a/b"),
+        ] {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            assert_eq!(
+                Pattern::new(pattern).matches(path, name.as_bytes()),
+                matches(pattern, path),
+                "{pattern} {path}"
+            );
+        }
     }
 }

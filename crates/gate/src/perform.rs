@@ -60,7 +60,9 @@ pub fn command_line(run: &CommandRule, args: &BTreeMap<String, String>) -> Vec<S
         .collect()
 }
 
-/// Run an authorized action's host command in `workspace`, killing it after `timeout`.
+/// Run an authorized action's host command in `workspace`, killing it after `timeout`. When
+/// the command cannot be started at all, the authorization is marked as never started, so
+/// reporting the error with [`crate::gate::Gate::failed`] gives its quota slot back.
 pub async fn run(
     authorized: &Authorized,
     run: &CommandRule,
@@ -68,9 +70,9 @@ pub async fn run(
     workspace: &Path,
     timeout: Duration,
 ) -> Result<ActionResult, String> {
-    let _ = authorized;
     let argv = command_line(run, args);
     let Some((program, rest)) = argv.split_first() else {
+        authorized.not_started();
         return Err("the action's `run` is empty".into());
     };
     let mut child = tokio::process::Command::new(program)
@@ -82,6 +84,8 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
+            // Nothing ran: a failure reported now gives the action's quota slot back.
+            authorized.not_started();
             format!(
                 "cannot start `{program}`: {}",
                 remit_types::remit::io_reason(&e)

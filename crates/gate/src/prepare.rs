@@ -72,9 +72,15 @@ pub enum PrepareError {
         "command `{0}` is not visible inside the task (only the system, the workspace and granted paths are)"
     )]
     NotVisible(String),
-    /// A hidden pattern matched too much to enumerate.
+    /// Searching the granted trees for paths to hide would read too much: the task does not
+    /// start rather than start with something unhidden.
     #[error(
-        "filesystem.hidden pattern `{0}` matched more than {1} entries; name the paths instead"
+        "cannot search `{0}` for paths to hide ({1}): it would read more than {2} directory entries in all; grant narrower directories"
+    )]
+    HiddenScan(String, String, usize),
+    /// Patterns matched more paths than can be masked.
+    #[error(
+        "more than {1} paths to hide matched in `{0}`; use fewer or narrower filesystem.hidden patterns"
     )]
     TooManyHidden(String, usize),
     /// The git directory of the workspace is not what it claims.
@@ -174,37 +180,17 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
     // Git.
     let git = git_dirs(&workspace)?;
 
-    // Hidden paths and globs.
-    let mut hidden = Vec::new();
-    for raw in &fs.hidden {
-        if glob::is_glob(raw) {
-            let (root_dir, pattern) = if raw.starts_with('/') || raw.starts_with("~/") {
-                let full = expand(raw, &host_home, base);
-                let text = full.to_string_lossy().into_owned();
-                let cut = text.find(['*', '?']).unwrap_or(text.len());
-                let dir_end = text[..cut].rfind('/').unwrap_or(0);
-                (
-                    PathBuf::from(&text[..dir_end.max(1)]),
-                    text[dir_end + 1..].to_owned(),
-                )
-            } else {
-                (workspace.clone(), raw.clone())
-            };
-            hidden.extend(
-                walk_glob(&root_dir, &pattern)
-                    .map_err(|limit| PrepareError::TooManyHidden(raw.clone(), limit))?,
-            );
-        } else {
-            let path = if raw.starts_with('/') || raw.starts_with('~') {
-                expand(raw, &host_home, base)
-            } else {
-                workspace.join(raw)
-            };
-            if std::fs::symlink_metadata(&path).is_ok() {
-                hidden.push(path);
-            }
-        }
-    }
+    // Hidden paths and globs, in every granted tree.
+    let trees = Trees {
+        workspace: &workspace,
+        read_only: &read_only,
+        read_write: &read_write,
+        git_dir: git
+            .as_ref()
+            .filter(|g| g.outside_workspace)
+            .map(|g| g.common_dir.as_path()),
+    };
+    let hidden = hidden_paths(&fs.hidden, &host_home, base, &trees, HIDDEN_LIMITS)?;
     let protected: Vec<PathBuf> = fs
         .protected
         .iter()
@@ -399,32 +385,232 @@ fn environment(request: &RunRequest, user: &UserSpec, path: &str) -> Vec<(String
     env
 }
 
-/// Walk `root` for entries matching `pattern` (relative to `root`). Bounded.
-fn walk_glob(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, usize> {
-    const LIMIT: usize = 200_000;
+/// Hidden in every granted tree outside the workspace, whatever the remit says: anything
+/// whose name starts with `.env` (`.env`, `.env.local`, `.env.production`, direnv's `.envrc`).
+/// Inside the workspace such files are the project's own and hidden only when the remit says.
+pub const HIDDEN_OUTSIDE_WORKSPACE: &str = "**/.env*";
+
+/// The bounds on finding paths to hide when a task starts, which walks granted trees:
+/// directory entries read, in all trees and for all patterns together, and paths matched
+/// (each becomes one mount). Past either the task does not start (fail closed), with a
+/// message naming the tree.
+#[derive(Debug, Clone, Copy)]
+pub struct HiddenLimits {
+    /// Most directory entries read.
+    pub entries: usize,
+    /// Most paths hidden by patterns.
+    pub matches: usize,
+}
+
+/// The limits `remit run` uses: a million entries is a few hundred milliseconds with a warm
+/// cache, and more than any project with its build output, or a large `~/.cargo/registry`.
+pub const HIDDEN_LIMITS: HiddenLimits = HiddenLimits {
+    entries: 1_000_000,
+    matches: 10_000,
+};
+
+/// The trees a task can see besides the system.
+struct Trees<'a> {
+    workspace: &'a Path,
+    read_only: &'a [PathBuf],
+    read_write: &'a [PathBuf],
+    git_dir: Option<&'a Path>,
+}
+
+impl Trees<'_> {
+    /// Whether a host path is visible inside the task.
+    fn visible(&self, p: &Path) -> bool {
+        SYSTEM_TREES.iter().any(|s| p.starts_with(s))
+            || p.starts_with(self.workspace)
+            || self.read_only.iter().any(|r| p.starts_with(r))
+            || self.read_write.iter().any(|r| p.starts_with(r))
+            || self.git_dir.is_some_and(|g| p.starts_with(g))
+    }
+
+    /// Whether `dir` is visible or holds something visible (a walk must enter it).
+    fn leads_somewhere(&self, dir: &Path) -> bool {
+        self.visible(dir)
+            || self
+                .read_only
+                .iter()
+                .chain(self.read_write)
+                .map(PathBuf::as_path)
+                .chain([self.workspace])
+                .any(|r| r.starts_with(dir))
+    }
+
+    /// Granted trees outside the workspace (nested duplicates kept: each is searched from
+    /// its own root).
+    fn outside(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = self
+            .read_only
+            .iter()
+            .chain(self.read_write)
+            .map(PathBuf::as_path)
+            .filter(|p| !p.starts_with(self.workspace))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Every host path to mask, from `filesystem.hidden` and the default for trees outside the
+/// workspace.
+///
+/// - Absolute entries (`/…`, `~/…`) name host paths; their globs are searched only where
+///   the task can see something.
+/// - Relative entries apply inside every granted tree, relative to its root: the workspace,
+///   `read_only` and `read_write`.
+/// - Every tree outside the workspace is also searched for [`HIDDEN_OUTSIDE_WORKSPACE`]. The
+///   search of such a tree does not enter the workspace, which has its own rules.
+/// - A match that is a symbolic link hides its target too when the target is visible (a
+///   mount over a link would land on the target, so the link itself is never masked).
+///
+/// Symbolic links are never followed while searching: inside the task they resolve to
+/// another visible tree (searched on its own) or to nothing.
+fn hidden_paths(
+    hidden: &[String],
+    home: &Path,
+    base: &Path,
+    trees: &Trees<'_>,
+    limits: HiddenLimits,
+) -> Result<Vec<PathBuf>, PrepareError> {
+    let mut budget = limits.entries;
+    let mut out: Vec<PathBuf> = Vec::new();
+    let absolute = |raw: &str| raw.starts_with('/') || raw.starts_with('~');
+    let relative_globs: Vec<String> = hidden
+        .iter()
+        .filter(|r| !absolute(r) && glob::is_glob(r))
+        .cloned()
+        .collect();
+    let outside = trees.outside();
+    let roots = std::iter::once(trees.workspace).chain(outside.iter().copied());
+    let describe = |patterns: &[String]| {
+        patterns
+            .iter()
+            .map(|p| {
+                if p == HIDDEN_OUTSIDE_WORKSPACE {
+                    format!("`{p}`, hidden by default outside the workspace")
+                } else {
+                    format!("`{p}`")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    // Plain paths.
+    for raw in hidden.iter().filter(|r| !glob::is_glob(r)) {
+        if absolute(raw) {
+            out.push(expand(raw, home, base));
+        } else {
+            out.extend(roots.clone().map(|root| root.join(raw)));
+        }
+    }
+    out.retain(|p| std::fs::symlink_metadata(p).is_ok());
+
+    // Relative globs in every tree, and the default outside the workspace.
+    for root in roots.clone() {
+        let mut patterns = relative_globs.clone();
+        let is_workspace = root == trees.workspace;
+        if !is_workspace {
+            patterns.push(HIDDEN_OUTSIDE_WORKSPACE.to_owned());
+        }
+        if patterns.is_empty() {
+            continue;
+        }
+        let enter = |dir: &Path| is_workspace || dir != trees.workspace;
+        let found = walk(root, &patterns, &enter, &mut budget).map_err(|()| {
+            PrepareError::HiddenScan(
+                root.display().to_string(),
+                describe(&patterns),
+                limits.entries,
+            )
+        })?;
+        out.extend(found);
+        if out.len() > limits.matches {
+            return Err(PrepareError::TooManyHidden(
+                root.display().to_string(),
+                limits.matches,
+            ));
+        }
+    }
+
+    // Absolute globs: searched from the directory before the first wildcard, entering only
+    // directories the task can see or that lead to one.
+    for raw in hidden.iter().filter(|r| absolute(r) && glob::is_glob(r)) {
+        let full = expand(raw, home, base);
+        let text = full.to_string_lossy().into_owned();
+        let cut = text.find(['*', '?']).unwrap_or(text.len());
+        let dir_end = text[..cut].rfind('/').unwrap_or(0);
+        let root = PathBuf::from(&text[..dir_end.max(1)]);
+        let pattern = vec![text[dir_end + 1..].to_owned()];
+        if !trees.leads_somewhere(&root) {
+            continue;
+        }
+        let enter = |dir: &Path| trees.leads_somewhere(dir);
+        let found = walk(&root, &pattern, &enter, &mut budget).map_err(|()| {
+            PrepareError::HiddenScan(
+                root.display().to_string(),
+                describe(&pattern),
+                limits.entries,
+            )
+        })?;
+        out.extend(found.into_iter().filter(|p| trees.visible(p)));
+        if out.len() > limits.matches {
+            return Err(PrepareError::TooManyHidden(
+                root.display().to_string(),
+                limits.matches,
+            ));
+        }
+    }
+
+    // Links: hide what they point at when the task can see it.
+    let targets: Vec<PathBuf> = out
+        .iter()
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false)
+        })
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .filter(|t| trees.visible(t))
+        .collect();
+    out.extend(targets);
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Walk `root` for entries whose path relative to `root` matches one of `patterns`. Matched
+/// directories are not entered (they are hidden whole); symbolic links are not followed;
+/// directories `enter` refuses are skipped. Every entry read takes one from `budget`; `Err`
+/// when it runs out.
+fn walk(
+    root: &Path,
+    patterns: &[String],
+    enter: &dyn Fn(&Path) -> bool,
+    budget: &mut usize,
+) -> Result<Vec<PathBuf>, ()> {
+    use std::os::unix::ffi::OsStrExt;
+    let patterns: Vec<glob::Pattern> = patterns.iter().map(|p| glob::Pattern::new(p)).collect();
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
-    let mut seen = 0usize;
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
-            seen += 1;
-            if seen > LIMIT {
-                return Err(LIMIT);
-            }
+            *budget = budget.checked_sub(1).ok_or(())?;
             let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            if glob::matches(pattern, &rel) {
-                out.push(path.clone());
+            let name = entry.file_name();
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+            if patterns.iter().any(|p| p.matches(&rel, name.as_bytes())) {
+                out.push(path);
                 continue;
             }
-            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) && enter(&path) {
                 stack.push(path);
             }
         }
@@ -518,4 +704,176 @@ pub fn requester(env: &[(String, String)]) -> String {
         return name.clone();
     }
     crate::registry::user_name(effective_uid())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// `root/ro` (read-only, holding the workspace `root/ro/proj`), `root/rw` (read-write).
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        ws: PathBuf,
+        ro: Vec<PathBuf>,
+        rw: Vec<PathBuf>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let ws = root.join("ro/proj");
+        for d in [ws.join("conf"), root.join("ro/sub"), root.join("rw")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for f in [
+            "ro/proj/.env",
+            "ro/proj/conf/k.pem",
+            "ro/proj/main.rs",
+            "ro/.env",
+            "ro/.envrc",
+            "ro/sub/.env.local",
+            "ro/sub/k.pem",
+            "ro/app.toml",
+            "rw/.env.production",
+            "rw/keep.txt",
+            "rw/real.conf",
+        ] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("rw/real.conf"), root.join("rw/.env")).unwrap();
+        Fixture {
+            ro: vec![root.join("ro")],
+            rw: vec![root.join("rw")],
+            _dir: dir,
+            root,
+            ws,
+        }
+    }
+
+    fn find(f: &Fixture, hidden: &[&str], limits: HiddenLimits) -> Result<Vec<String>, String> {
+        let trees = Trees {
+            workspace: &f.ws,
+            read_only: &f.ro,
+            read_write: &f.rw,
+            git_dir: None,
+        };
+        let hidden: Vec<String> = hidden.iter().map(|s| s.to_string()).collect();
+        hidden_paths(&hidden, &f.root.join("home"), &f.root, &trees, limits)
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|p| p.strip_prefix(&f.root).unwrap().display().to_string())
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn env_files_outside_the_workspace_are_hidden_by_default() {
+        let f = fixture();
+        let found = find(&f, &[], HIDDEN_LIMITS).unwrap();
+        assert_eq!(
+            found,
+            [
+                "ro/.env",
+                "ro/.envrc",
+                "ro/sub/.env.local",
+                "rw/.env",
+                "rw/.env.production",
+                // The link's target is hidden with it.
+                "rw/real.conf",
+            ],
+            "the workspace's own `.env` is the project's, hidden only when asked"
+        );
+    }
+
+    #[test]
+    fn relative_patterns_apply_in_every_granted_tree() {
+        let f = fixture();
+        let found = find(&f, &["**/*.pem", "**/.env*", "app.toml"], HIDDEN_LIMITS).unwrap();
+        for path in [
+            "ro/proj/conf/k.pem",
+            "ro/sub/k.pem",
+            "ro/proj/.env",
+            "ro/.env",
+            "ro/app.toml",
+        ] {
+            assert!(found.iter().any(|p| p == path), "{path} not in {found:?}");
+        }
+        assert!(
+            !found
+                .iter()
+                .any(|p| p.ends_with("main.rs") || p.ends_with("keep.txt"))
+        );
+    }
+
+    #[test]
+    fn absolute_globs_search_only_what_the_task_can_see() {
+        let f = fixture();
+        std::fs::create_dir_all(f.root.join("home")).unwrap();
+        std::fs::write(f.root.join("home/a.key"), "x").unwrap();
+        std::fs::write(f.root.join("rw/b.key"), "x").unwrap();
+        let found = find(
+            &f,
+            &["~/*.key", &format!("{}/**/*.key", f.root.display())],
+            HIDDEN_LIMITS,
+        )
+        .unwrap();
+        assert!(found.iter().any(|p| p == "rw/b.key"), "{found:?}");
+        assert!(!found.iter().any(|p| p == "home/a.key"), "{found:?}");
+    }
+
+    #[test]
+    fn the_search_is_bounded_and_fails_closed() {
+        let f = fixture();
+        let many = f.root.join("ro/many");
+        std::fs::create_dir_all(&many).unwrap();
+        for i in 0..100 {
+            std::fs::write(many.join(format!("f{i}")), "x").unwrap();
+        }
+        let err = find(
+            &f,
+            &[],
+            HiddenLimits {
+                entries: 50,
+                matches: 100,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(&f.root.join("ro").display().to_string())
+                && err.contains("more than 50 directory entries")
+                && err.contains("hidden by default outside the workspace"),
+            "{err}"
+        );
+        // Enough room: the same tree is searched.
+        assert!(
+            find(
+                &f,
+                &[],
+                HiddenLimits {
+                    entries: 200,
+                    matches: 100
+                }
+            )
+            .is_ok()
+        );
+        // Too many matches (each is a mount) fail closed too.
+        for i in 0..20 {
+            std::fs::write(many.join(format!(".env.{i}")), "x").unwrap();
+        }
+        let err = find(
+            &f,
+            &[],
+            HiddenLimits {
+                entries: 1000,
+                matches: 10,
+            },
+        )
+        .unwrap_err();
+        assert!(err.contains("more than 10 paths to hide"), "{err}");
+    }
 }

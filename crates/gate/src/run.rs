@@ -20,6 +20,7 @@ use remit_types::event::{
     EndReason, EventBody, Exec, Permission, RemitRef, RunAuthorized, TaskCounts, TaskEnd,
     Verdict as EventVerdict,
 };
+use remit_types::network::HostPattern;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -510,15 +511,18 @@ impl Task {
             "the task's identity token".into(),
             token.expose().as_bytes().to_vec(),
         )];
-        // Git tokens are meant to travel to the git server; every other value must not.
-        let git_vars: Vec<String> = request
+        // Git tokens travel to their repository's host and nowhere else; every other value
+        // never leaves. All are redacted from output and records.
+        let git_hosts: Vec<(String, String, Option<HostPattern>)> = request
             .remit
             .remit
             .credentials
             .git
             .iter()
-            .map(|(n, g)| g.env_var(n))
+            .map(|(n, g)| (n.clone(), g.env_var(n), repository_host(&g.repository)))
             .collect();
+        let mut bound: Vec<remit_egress::BoundSecret> = Vec::new();
+        let mut redact_only: Vec<(String, Vec<u8>)> = Vec::new();
         if let Some(leases) = &leases {
             for (name, value) in &leases.env {
                 prepared.spec.env.retain(|(k, _)| k != name);
@@ -526,8 +530,17 @@ impl Task {
                     name.clone(),
                     String::from_utf8_lossy(value.expose()).into_owned(),
                 ));
-                if !git_vars.contains(name) {
-                    known.push((name.clone(), value.expose().to_vec()));
+                match git_hosts.iter().find(|(_, var, _)| var == name) {
+                    Some((lease, _, host)) => {
+                        bound.push(remit_egress::BoundSecret {
+                            name: format!("the git token of `{lease}`"),
+                            value: Secret::new(value.expose().to_vec()),
+                            // A repository whose host cannot be read gets no host at all.
+                            hosts: host.iter().cloned().collect(),
+                        });
+                        redact_only.push((name.clone(), value.expose().to_vec()));
+                    }
+                    None => known.push((name.clone(), value.expose().to_vec())),
                 }
             }
         }
@@ -588,6 +601,7 @@ impl Task {
                 .iter()
                 .map(|(name, value)| (name.clone(), Secret::new(value.clone())))
                 .collect();
+            config.bound_secrets = std::mem::take(&mut bound);
             known.extend(
                 config
                     .credentials
@@ -618,7 +632,11 @@ impl Task {
             None
         };
         if let Some(redactor) = &redactor {
-            let values: Vec<Vec<u8>> = known.into_iter().map(|(_, v)| v).collect();
+            let values: Vec<Vec<u8>> = known
+                .into_iter()
+                .chain(redact_only)
+                .map(|(_, v)| v)
+                .collect();
             redactor.set_known(&values);
         }
         crate::timing::mark("egress ready");
@@ -746,6 +764,7 @@ impl Task {
             task_uid,
             task_pidns,
             redactor: redactor.clone(),
+            code: std::sync::OnceLock::new(),
         });
 
         crate::timing::mark("gate ready");
@@ -791,6 +810,12 @@ impl Task {
                 relays: Vec::new(),
             },
         })
+    }
+
+    /// Let the control socket run code-mode programs in this task (`remit code run
+    /// --task`), with `runner`. Set once, before [`Task::supervise`].
+    pub fn set_code_runner(&self, runner: Arc<dyn crate::api::CodeRunner>) {
+        let _ = self.api.code.set((runner, self.client()));
     }
 
     /// A handle to start programs in the task.
@@ -1046,6 +1071,18 @@ struct Supervision {
     relays: Vec<std::thread::JoinHandle<()>>,
     /// The task's leases, revoked as their TTLs pass.
     leases: Option<(Arc<remit_vault::Broker>, Arc<remit_vault::TaskCredentials>)>,
+}
+
+/// The host (and port, when the URL names one) of a repository URL: `https://git.example/a/b`
+/// gives `git.example`.
+fn repository_host(url: &str) -> Option<HostPattern> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // Credentials in the URL are not part of the host.
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    HostPattern::parse(&host.to_ascii_lowercase()).ok()
 }
 
 /// Copy what the task writes into a new pipe to `out` through the redactor, on a thread.

@@ -44,6 +44,11 @@ approve = { by = ["release-managers"], count = 2 }
 [actions.ping]
 quota = 2
 
+[actions.release]
+args = ["tag"]
+approve = true
+quota = 1
+
 [actions.deploy]
 args = ["env"]
 when = 'context.args.env != "production"'
@@ -234,6 +239,147 @@ async fn quotas_count_performed_effects() {
     assert_eq!(policy, "actions.ping.quota");
     assert!(reason.contains("quota of 2"), "{reason}");
     assert_eq!(gate.denials().len(), 1);
+}
+
+/// Fire `n` requests for `effect` at once, on several threads; return their outcomes.
+async fn at_once(gate: &Arc<Gate>, effect: Effect, n: usize) -> Vec<Outcome> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (gate, barrier, effect) = (Arc::clone(gate), Arc::clone(&barrier), effect.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            gate.request(effect, Duration::ZERO).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    outcomes
+}
+
+fn split(outcomes: Vec<Outcome>) -> (Vec<remit_gate::gate::Authorized>, Vec<(String, String)>) {
+    let mut authorized = Vec::new();
+    let mut denied = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Authorized(a) => authorized.push(a),
+            Outcome::Denied { policy, reason } => denied.push((policy, reason)),
+            Outcome::Pending { approval } => panic!("unexpected pending approval {approval}"),
+        }
+    }
+    (authorized, denied)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_get_exactly_the_quota() {
+    let (gate, journal, _) = gate();
+    // Nothing is performed until every request was decided: the quota holds on what is in
+    // progress, not only on what was already performed.
+    let (authorized, denied) = split(at_once(&gate, action("ping", &[]), 16).await);
+    assert_eq!(
+        authorized.len(),
+        2,
+        "quota = 2, yet {} proceeded",
+        authorized.len()
+    );
+    assert_eq!(denied.len(), 14);
+    for (policy, reason) in &denied {
+        assert_eq!(policy, "actions.ping.quota");
+        assert!(
+            reason.contains("quota of 2") && reason.contains("2 in progress"),
+            "{reason}"
+        );
+    }
+    assert_eq!(gate.in_progress_counts().get("ping"), Some(&2));
+    // Every refusal is a recorded denial.
+    assert_eq!(gate.denials().len(), 14);
+    assert_eq!(gate.counters().denials, 14);
+    assert_eq!(gate.counters().effects, 16);
+    let recorded = journal
+        .events()
+        .iter()
+        .filter(|(e, _)| {
+            matches!(e, EventBody::Decision(d)
+                if d.decision == remit_types::event::Verdict::Deny
+                    && d.policy.as_deref() == Some("actions.ping.quota"))
+        })
+        .count();
+    assert_eq!(recorded, 14);
+    for a in authorized {
+        gate.begin(&a).await.unwrap();
+        gate.performed(a, "ok");
+    }
+    assert_eq!(gate.performed_counts().get("ping"), Some(&2));
+    assert!(gate.in_progress_counts().is_empty());
+    let (authorized, denied) = split(at_once(&gate, action("ping", &[]), 4).await);
+    assert!(authorized.is_empty());
+    assert!(
+        denied[0].1.contains("2 performed, 0 in progress"),
+        "{denied:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_quota_slot_comes_back_only_when_nothing_was_performed() {
+    let (gate, _, _) = gate();
+    let ping = || gate.request(action("ping", &[]), Duration::ZERO);
+    let Outcome::Authorized(a) = ping().await else {
+        panic!()
+    };
+    let Outcome::Authorized(b) = ping().await else {
+        panic!()
+    };
+    assert!(matches!(ping().await, Outcome::Denied { .. }));
+    // Dropped before its start was recorded (the caller gave up): the slot comes back.
+    drop(a);
+    let Outcome::Authorized(c) = ping().await else {
+        panic!("a slot held by an abandoned authorization was not given back")
+    };
+    // Failed before its start was recorded (the record could not be made durable): back.
+    gate.failed(b, "not recorded: disk full");
+    let Outcome::Authorized(d) = ping().await else {
+        panic!("a slot of an effect that never started was not given back")
+    };
+    assert!(matches!(ping().await, Outcome::Denied { .. }));
+    // Failed after its start was recorded: it may have crossed the boundary, so it counts.
+    gate.begin(&c).await.unwrap();
+    gate.failed(c, "ran longer than 10m and was killed");
+    assert!(matches!(ping().await, Outcome::Denied { .. }));
+    // Dropped after its start was recorded: counted too.
+    gate.begin(&d).await.unwrap();
+    drop(d);
+    assert_eq!(gate.performed_counts().get("ping"), Some(&2));
+    assert!(gate.in_progress_counts().is_empty());
+    let Outcome::Denied { reason, .. } = ping().await else {
+        panic!()
+    };
+    assert!(reason.contains("2 performed, 0 in progress"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_is_used_once_under_concurrent_requests() {
+    let (gate, _, _) = gate();
+    let release = action("release", &[("tag", "v1")]);
+    let id = pending(&gate, release.clone()).await;
+    gate.decide_approval(&id, "alice", true, None).unwrap();
+    let outcomes = at_once(&gate, release.clone(), 8).await;
+    let authorized: Vec<_> = outcomes
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Authorized(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(authorized.len(), 1, "one approval, one quota slot");
+    assert_eq!(gate.approval(&id).unwrap().state, ApprovalState::Used);
+    // Abandoned before it started: the quota slot comes back, the approval does not.
+    drop(authorized);
+    assert!(matches!(
+        gate.request(release, Duration::ZERO).await,
+        Outcome::Pending { .. }
+    ));
 }
 
 #[tokio::test]

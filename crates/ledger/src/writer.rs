@@ -375,11 +375,57 @@ impl Ledger {
         })
     }
 
-    /// Queue an event; returns its ticket (its position among this handle's events).
-    fn enqueue(&self, event: NewEvent, seq: Option<SeqSlot>) -> Result<u64> {
-        let task_end = matches!(event.body, EventBody::TaskEnd(_));
-        let kind = event.body.kind();
-        let body = canonical::body_json(&event.body)?;
+    /// Record a group of events at once, in order, and return a handle that resolves, with
+    /// the sequence number of the last one, once all of them are durable (`None` for an empty
+    /// group). The events are queued together, with one time stamp, so no other event of this
+    /// handle lands between them, and the writer commits them in one transaction (one
+    /// `fsync`) when they fit in [`Options::max_batch`] and nothing else is queued before
+    /// them; otherwise in as many as needed, each still all-or-nothing.
+    pub fn append_batch(
+        &self,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<Option<Durable>> {
+        let mut encoded = Vec::new();
+        for event in events {
+            let task_end = matches!(event.body, EventBody::TaskEnd(_));
+            let kind = event.body.kind();
+            let body = canonical::body_json(&event.body)?;
+            encoded.push((event.task, event.agent, kind, body, task_end));
+        }
+        let Some(count) = u64::try_from(encoded.len()).ok().filter(|&n| n > 0) else {
+            return Ok(None);
+        };
+        let seq = Arc::new(AtomicU64::new(u64::MAX));
+        let shared = &self.inner.shared;
+        let mut state = self.wait_for_room()?;
+        let first = state.appended;
+        state.appended += count;
+        let time = format_time(self.inner.clock.now());
+        let was_empty = state.queue.is_empty();
+        let last = encoded.len() - 1;
+        for (i, (task, agent, kind, body, task_end)) in encoded.into_iter().enumerate() {
+            state.queue.push_back(Pending {
+                time: time.clone(),
+                task,
+                agent,
+                kind,
+                body,
+                task_end,
+                seq: (i == last).then(|| Arc::clone(&seq)),
+            });
+        }
+        if was_empty {
+            shared.work.notify_one();
+        }
+        Ok(Some(Durable {
+            ticket: first + count - 1,
+            seq,
+            shared: Arc::clone(shared),
+        }))
+    }
+
+    /// The state lock, once the queue has room (or the error that stops appends).
+    fn wait_for_room(&self) -> Result<MutexGuard<'_, State>> {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
         loop {
@@ -390,10 +436,19 @@ impl Ledger {
                 return Err(Error::Closed);
             }
             if state.queue.len() < self.inner.max_pending {
-                break;
+                return Ok(state);
             }
             state = shared.room.wait(state).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Queue an event; returns its ticket (its position among this handle's events).
+    fn enqueue(&self, event: NewEvent, seq: Option<SeqSlot>) -> Result<u64> {
+        let task_end = matches!(event.body, EventBody::TaskEnd(_));
+        let kind = event.body.kind();
+        let body = canonical::body_json(&event.body)?;
+        let shared = &self.inner.shared;
+        let mut state = self.wait_for_room()?;
         let ticket = state.appended;
         state.appended += 1;
         // Read the clock under the lock so times never go backwards along this handle's events.
@@ -889,18 +944,38 @@ impl Writer {
 
     fn commit(&mut self, batch: Vec<Pending>, retain: bool) -> Result<Committed> {
         let Self { store, core, .. } = self;
+        // The rows, but for what only the transaction knows (sequence numbers, the
+        // canonical events and their tree nodes): the event's fields move, not copied.
+        let events = batch.len() as u64;
+        let mut slots = Vec::new();
+        let mut task_end = false;
+        let mut rows: Vec<EventRow> = Vec::with_capacity(batch.len());
+        let mut bodies = Vec::with_capacity(batch.len());
+        for (i, pending) in batch.into_iter().enumerate() {
+            if let Some(slot) = pending.seq {
+                slots.push((i as u64, slot));
+            }
+            task_end |= pending.task_end;
+            bodies.push(pending.body);
+            rows.push(EventRow {
+                seq: 0,
+                time: pending.time,
+                task: pending.task,
+                agent: pending.agent,
+                kind: pending.kind.to_owned(),
+                body: Vec::new(),
+                nodes: Vec::new(),
+            });
+        }
         let mut staged = None;
         store.transaction(true, &mut |tx| {
-            staged = Some(core.stage(tx, &batch, retain)?);
+            staged = Some(core.stage(tx, &mut rows, &bodies, task_end, retain)?);
             Ok(())
         })?;
         let staged = staged.ok_or_else(|| Error::Invalid("the commit staged nothing".into()))?;
-        for (i, pending) in batch.iter().enumerate() {
-            if let Some(slot) = &pending.seq {
-                slot.store(staged.first + i as u64, Ordering::Relaxed);
-            }
+        for (i, slot) in slots {
+            slot.store(staged.first + i, Ordering::Relaxed);
         }
-        let events = batch.len() as u64;
         core.frontier = staged.frontier;
         core.head = staged.checkpoint.clone();
         core.committed += events;
@@ -955,7 +1030,15 @@ impl Writer {
 impl Core {
     /// Inside the commit's transaction: number, hash and store `batch`, sign the new head.
     /// Changes nothing in `self` (the transaction may still fail).
-    fn stage(&mut self, tx: &mut dyn Txn, batch: &[Pending], retain: bool) -> Result<Staged> {
+    /// `rows` hold each event's time, task, agent and kind, `bodies` their canonical bodies.
+    fn stage(
+        &mut self,
+        tx: &mut dyn Txn,
+        rows: &mut [EventRow],
+        bodies: &[Vec<u8>],
+        task_end: bool,
+        retain: bool,
+    ) -> Result<Staged> {
         let head = tx.head()?;
         let current = head.checkpoint.as_ref().is_some_and(|row| {
             row.note == self.head.note
@@ -973,7 +1056,7 @@ impl Core {
             load_head(tx, &head, &self.public)?.0
         };
         let first = frontier.size();
-        let count = batch.len() as u64;
+        let count = rows.len() as u64;
         if first.checked_add(count).is_none_or(|end| end > MAX_EVENTS) {
             // RFC 8785 numbers are IEEE doubles: beyond 2^53 a sequence number would not
             // survive canonical JSON exactly.
@@ -981,38 +1064,28 @@ impl Core {
                 "the ledger is full ({MAX_EVENTS} events)"
             )));
         }
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut task_end = false;
-        for (i, pending) in batch.iter().enumerate() {
-            let seq = first + i as u64;
-            let mut body = Vec::new();
+        for (i, (row, body)) in rows.iter_mut().zip(bodies).enumerate() {
+            // Everything is recomputed on each try: a retried transaction may number the
+            // events differently.
+            row.seq = first + i as u64;
             canonical::assemble(
-                &mut body,
+                &mut row.body,
                 SCHEMA_VERSION,
-                seq,
-                &pending.time,
-                &pending.task,
-                &pending.agent,
-                &pending.body,
+                row.seq,
+                &row.time,
+                &row.task,
+                &row.agent,
+                body,
             )?;
             self.scratch.clear();
-            frontier.push(merkle::leaf_hash(&body), &mut self.scratch);
-            task_end |= pending.task_end;
-            rows.push(EventRow {
-                seq,
-                time: pending.time.clone(),
-                task: pending.task.clone(),
-                agent: pending.agent.clone(),
-                kind: pending.kind.to_owned(),
-                body,
-                nodes: crate::store::nodes_blob(&self.scratch),
-            });
+            frontier.push(merkle::leaf_hash(&row.body), &mut self.scratch);
+            row.nodes = crate::store::nodes_blob(&self.scratch);
         }
         let now = self.clock.now();
         let kept = retain || task_end || self.interval_elapsed(head.kept_time.as_deref(), now);
         let checkpoint = sign(&self.key, &frontier)?;
         tx.append(
-            &rows,
+            rows,
             &CheckpointRow {
                 size: frontier.size(),
                 time: format_time(now),

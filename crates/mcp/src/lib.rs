@@ -446,11 +446,105 @@ impl ServerHandler for Server {
 
 /// Serve MCP on standard input and output until the client closes its end.
 pub async fn serve_stdio(server: Server) -> Result<(), ServeError> {
+    serve_lines(server, tokio::io::stdin(), tokio::io::stdout()).await
+}
+
+/// Serve newline-delimited JSON-RPC from `input` to `output`. A line that is not JSON (not
+/// UTF-8, cut short, garbage) is answered with a JSON-RPC `Parse error` (`-32700`, `id:
+/// null`) naming what is wrong, as JSON-RPC 2.0 asks, and never reaches the protocol layer;
+/// the server keeps serving. Everything else goes to the MCP service as it came.
+pub async fn serve_lines<R, W>(server: Server, input: R, output: W) -> Result<(), ServeError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    const PIPE: usize = 1 << 20;
+    let (mut to_service, service_in) = tokio::io::duplex(PIPE);
+    let (service_out, from_service) = tokio::io::duplex(PIPE);
+    let (errors_tx, mut errors_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+
+    let reader = tokio::spawn(async move {
+        let mut input = BufReader::new(input);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+                Ok(_) => {
+                    if to_service.write_all(text).await.is_err()
+                        || to_service.write_all(b"\n").await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let answer = json!({
+                        "jsonrpc": "2.0",
+                        "id": null,
+                        "error": {
+                            "code": -32700,
+                            "message": format!("Parse error: a message must be one line of JSON ({e})"),
+                        },
+                    });
+                    let mut bytes = answer.to_string().into_bytes();
+                    bytes.push(b'\n');
+                    let _ = errors_tx.send(bytes);
+                }
+            }
+        }
+        // Dropping `to_service` tells the service the client is gone.
+    });
+    let writer = tokio::spawn(async move {
+        let mut output = output;
+        let mut from_service = BufReader::new(from_service);
+        let mut line = Vec::new();
+        let mut errors_open = true;
+        loop {
+            tokio::select! {
+                // `read_until` keeps what it read in `line` if the other branch wins.
+                read = from_service.read_until(b'\n', &mut line) => {
+                    match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line.ends_with(b"\n") => {
+                            if output.write_all(&line).await.is_err() || output.flush().await.is_err() {
+                                break;
+                            }
+                            line.clear();
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                error = errors_rx.recv(), if errors_open => {
+                    match error {
+                        Some(bytes) => {
+                            if output.write_all(&bytes).await.is_err() || output.flush().await.is_err() {
+                                break;
+                            }
+                        }
+                        None => errors_open = false,
+                    }
+                }
+            }
+        }
+        let _ = output.flush().await;
+    });
+
     let running = server
-        .serve((tokio::io::stdin(), tokio::io::stdout()))
+        .serve((service_in, service_out))
         .await
         .map_err(|e| ServeError::Handshake(e.to_string()))?;
     let _ = running.waiting().await;
+    reader.abort();
+    // The service's end of the pipe is gone with it; what it wrote last is flushed.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     Ok(())
 }
 

@@ -189,6 +189,12 @@ impl TestOutcome {
     }
 }
 
+/// Annotations remit writes on the policies it compiles and reads back for its own use.
+/// A raw Cedar file may not use them: a load that finds one is refused.
+///
+/// `@key` names the command word prefix a compiled `[commands]` rule needs.
+pub const RESERVED_ANNOTATIONS: &[&str] = &["key"];
+
 /// Policies of one action, indexed.
 #[derive(Debug, Default, Clone)]
 struct Slice {
@@ -246,12 +252,18 @@ struct Draft {
     origin: Origin,
     /// Where the text of a user-written condition inside it starts, for error locations.
     condition: Option<(usize, Origin)>,
+    /// The command word prefix the policy needs, for the index. Set only by the compiler
+    /// for the `[commands]` rules it generates (whose condition is exactly
+    /// `context.command.prefixes.contains(key)`); never taken from an annotation.
+    key: Option<String>,
 }
 
 /// The Cedar side of an engine: parsed policies and their index.
 #[derive(Debug)]
 struct Core {
     policies: Vec<Policy>,
+    /// Per policy, the command word prefix the compiler indexed it by (see [`Draft::key`]).
+    keys: Vec<Option<String>>,
     infos: Vec<PolicyInfo>,
     full: Arc<PolicySet>,
     slices: HashMap<String, Slice>,
@@ -502,6 +514,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                 text: "@reason(\"commands not named by a rule may run\")\npermit(principal, action == Action::\"exec\", resource);".into(),
                 origin: origin_of(&["[commands]"], "commands.default".into()),
                 condition: None,
+                key: None,
             });
         }
         for (section, list) in [
@@ -548,6 +561,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                     text,
                     origin,
                     condition: None,
+                    key: Some(key),
                 });
             }
         }
@@ -566,6 +580,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                 path: Some("tools.default".into()),
             },
             condition: None,
+            key: None,
         });
 
         // [actions.<kind>]
@@ -604,6 +619,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                 origin: origin_of(&[&header], path.clone()),
                 condition: condition
                     .map(|at| (at, origin_of(&[&header, "when"], format!("{path}.when")))),
+                key: None,
             });
             if let Some(quota) = grant.quota {
                 let path = format!("actions.{kind}.quota");
@@ -615,6 +631,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                     ),
                     origin: origin_of(&[&header, "quota"], path),
                     condition: None,
+                    key: None,
                 });
             }
             let approval = match &grant.approve {
@@ -654,6 +671,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                     ),
                     origin: origin_of(&[&header, "approve"], path),
                     condition: None,
+                    key: None,
                 });
             }
         }
@@ -679,6 +697,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                 id: compiled.id,
                 text: compiled.text,
                 condition: None,
+                key: None,
             });
         }
 
@@ -717,6 +736,19 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                 };
                 let parsed = Policy::parse(None, chunk)
                     .map_err(|errors| at(first_offset(&errors), one_line(&errors.to_string())))?;
+                if let Some((reserved, _)) = parsed
+                    .annotations()
+                    .find(|(k, _)| RESERVED_ANNOTATIONS.contains(k))
+                {
+                    let offset = annotation_offset(chunk, reserved)
+                        .unwrap_or_else(|| chunk.len() - chunk.trim_start().len());
+                    return Err(at(
+                        offset,
+                        format!(
+                            "annotation `@{reserved}` is reserved for the policies remit compiles itself and may not be used in a Cedar file"
+                        ),
+                    ));
+                }
                 let id = parsed
                     .annotation("id")
                     .map(str::to_owned)
@@ -762,6 +794,8 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                                 path: None,
                             },
                         )),
+                        // Raw Cedar is indexed by its scope alone, never by annotations.
+                        key: None,
                     }),
                 ));
             }
@@ -824,8 +858,13 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
         {
             action_parents.insert(kind.to_owned(), vec!["action".to_owned()]);
         }
+        let keys: Vec<Option<String>> = policies
+            .iter()
+            .map(|(_, d)| d.as_ref().and_then(|d| d.key.clone()))
+            .collect();
         let policies: Vec<Policy> = policies.into_iter().map(|(p, _)| p).collect();
         let mut core = Core {
+            keys,
             full: Arc::new(full),
             slices: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
@@ -852,13 +891,15 @@ impl Core {
         for (i, policy) in self.policies.iter().enumerate() {
             let applies: Vec<String> = match policy.action_constraint() {
                 ActionConstraint::Any => actions.clone(),
-                ActionConstraint::Eq(a) => self.expand_action(a.id().escaped().as_ref(), &actions),
+                ActionConstraint::Eq(a) => self.expand_action(a.id().unescaped(), &actions),
                 ActionConstraint::In(list) => list
                     .iter()
-                    .flat_map(|a| self.expand_action(a.id().escaped().as_ref(), &actions))
+                    .flat_map(|a| self.expand_action(a.id().unescaped(), &actions))
                     .collect(),
             };
-            let key = policy.annotation("key").map(str::to_owned);
+            // Only the compiler's own key, never an annotation: a raw policy could carry any
+            // annotation, and indexing it by one would hide it from requests it applies to.
+            let key = self.keys.get(i).cloned().flatten();
             let resource = match policy.resource_constraint() {
                 ResourceConstraint::Eq(r) => Some(r),
                 _ => None,
@@ -1634,7 +1675,9 @@ fn build_set(core: &Core, chosen: &[usize]) -> PolicySet {
     set
 }
 
-/// The principal's entities (its task and agent), built once per principal.
+/// The principal's entities (its task and agent) and the action hierarchy (every typed
+/// action is in `Action::"action"`, so `action in Action::"action"` matches them), built once
+/// per principal.
 fn entities_for(
     core: &Core,
     principal: &Principal,
@@ -1647,8 +1690,17 @@ fn entities_for(
         return Ok(Arc::clone(e));
     }
     let agent = uid("Agent", &principal.agent).ok_or("bad agent name")?;
+    let mut actions = Vec::with_capacity(core.action_parents.len());
+    for (kind, parents) in &core.action_parents {
+        let action = uid("Action", kind).ok_or("bad action")?;
+        let parents = parents
+            .iter()
+            .map(|p| uid("Action", p).ok_or("bad action"))
+            .collect::<Result<_, _>>()?;
+        actions.push(Entity::new_no_attrs(action, parents));
+    }
     let entities = Entities::from_entities(
-        [
+        actions.into_iter().chain([
             Entity::new(
                 agent.clone(),
                 [
@@ -1689,7 +1741,7 @@ fn entities_for(
                 [agent].into(),
             )
             .map_err(|e| e.to_string())?,
-        ],
+        ]),
         None,
     )
     .map_err(|e| e.to_string())?;
@@ -1821,6 +1873,43 @@ fn error_at_draft(draft: &Draft, offset: usize, message: &str) -> PolicyError {
     }
 }
 
+/// Where annotation `@name` starts in one policy's text, skipping strings and comments.
+fn annotation_offset(policy: &str, name: &str) -> Option<usize> {
+    let bytes = policy.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'@' => {
+                let rest = &policy[i + 1..];
+                let ident = rest.trim_start();
+                let len = ident
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(ident.len());
+                if &ident[..len] == name {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Split Cedar source into policies at top-level `;`, keeping each one's start offset.
 /// Strings and comments are skipped, so a `;` inside them does not split.
 pub fn split_policies(source: &str) -> Vec<(usize, &str)> {
@@ -1864,4 +1953,61 @@ fn strip_comments(text: &str) -> String {
         .map(|l| l.split("//").next().unwrap_or(""))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// The index files a policy under a command word only when the compiler says so; the
+    /// same annotation on any other policy (a raw one, were it ever to get past the load
+    /// check) leaves it where its scope puts it.
+    #[test]
+    fn the_index_never_trusts_an_annotation() {
+        let parse = |id: &str, text: &str| Policy::parse(Some(PolicyId::new(id)), text).unwrap();
+        let mut core = Core {
+            policies: vec![
+                parse(
+                    "raw",
+                    "@key(\"zzz\")\nforbid(principal, action == Action::\"exec\", resource);",
+                ),
+                parse(
+                    "commands.forbid[0]",
+                    "@key(\"git push\")\nforbid(principal, action == Action::\"exec\", resource) when { context.command.prefixes.contains(\"git push\") };",
+                ),
+                parse(
+                    "raw-program",
+                    "@key(\"zzz\")\nforbid(principal, action, resource == Program::\"sh\");",
+                ),
+            ],
+            keys: vec![None, Some("git push".into()), None],
+            infos: Vec::new(),
+            full: Arc::new(PolicySet::new()),
+            slices: HashMap::new(),
+            cache: Mutex::new(HashMap::new()),
+            entities: Mutex::new(None),
+            action_parents: HashMap::new(),
+        };
+        core.index();
+        let exec = &core.slices["exec"];
+        assert_eq!(exec.always, vec![0]);
+        assert_eq!(exec.by_key.len(), 1);
+        assert_eq!(exec.by_key["git push"], vec![1]);
+        assert_eq!(exec.by_resource[&uid("Program", "sh").unwrap()], vec![2]);
+    }
+
+    #[test]
+    fn annotations_are_found_outside_strings_and_comments() {
+        let text =
+            "// @key(\"a\")\n@reason(\"@key\") @ key(\"b\")\npermit(principal, action, resource);";
+        assert_eq!(annotation_offset(text, "key"), text.find("@ key"));
+        assert_eq!(annotation_offset(text, "reason"), text.find("@reason"));
+        assert_eq!(annotation_offset(text, "id"), None);
+        assert_eq!(
+            annotation_offset("@keys(\"x\") permit(principal, action, resource);", "key"),
+            None
+        );
+    }
 }

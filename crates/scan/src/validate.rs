@@ -231,6 +231,22 @@ pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
     if PLACEHOLDER_MARKERS.iter().any(|m| contains_ci(secret, m)) {
         return true;
     }
+    // An elided example (`QVdTOkN...`, `AbCd…EdCb`): documentation, not a value.
+    if memchr::memmem::find(secret, b"...").is_some()
+        || memchr::memmem::find(secret, "\u{2026}".as_bytes()).is_some()
+    {
+        return true;
+    }
+    // A style or anchor name (`#ansiyellow`, `#main-content`) or a colour (`#ff00aa`).
+    if let Some(rest) = secret.strip_prefix(b"#")
+        && !rest.is_empty()
+        && (rest
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b == b'-' || b == b'_')
+            || (matches!(rest.len(), 3 | 4 | 6 | 8) && is_hex(rest)))
+    {
+        return true;
+    }
     // One or two distinct bytes over a long value: `aaaaaaaa`, `abababab`.
     if secret.len() >= 8 {
         let first = secret[0];

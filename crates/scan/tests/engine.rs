@@ -22,6 +22,11 @@ fn placeholders_examples_and_references_are_rejected() {
         "password = os.environ[\"DB_PASSWORD\"]",
         "export GITHUB_TOKEN=$(gh auth token)",
         "postgres://user:password@localhost:5432/app",
+        "Token.String: '#ansiyellow'",
+        "color_token = \"#ff00aa\"",
+        "auth = \"QVdTOkN...\"",
+        "aws ecr get-login --identity-token \"AbCdE12345...long.string...54321EdCbA\"",
+        "api_token = \"Zq8mK2vR7p\u{2026}Wq3nB6cT\"",
     ] {
         let found = s.scan_bytes(text.as_bytes());
         assert!(found.is_empty(), "{text:?} gave {:?}", ids(&found));

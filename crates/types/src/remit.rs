@@ -132,6 +132,12 @@ pub struct Approvals {
     /// How long a request waits for approval before it is denied. Default: `"15m"`.
     #[serde(default)]
     pub timeout: Option<Span>,
+    /// How long an MCP tool call that needs approval waits for it before answering
+    /// `pending` with the approval's id (the client calls again once it is approved).
+    /// Default: `"0s"`, answer at once (MCP clients time calls out); `remit mcp
+    /// --approval-wait` overrides it.
+    #[serde(default)]
+    pub wait: Option<Span>,
 }
 
 /// `[policy]`.
@@ -207,8 +213,10 @@ pub struct Filesystem {
     #[serde(default)]
     pub read_write: Vec<String>,
     /// Paths or glob patterns (`**/.env*`) made unreachable inside the task even when they lie
-    /// inside a visible directory. Relative patterns match inside the workspace. Default:
-    /// none (secret-bearing host paths such as `~/.ssh` are never mounted in the first place).
+    /// inside a visible directory. Relative entries apply inside every granted tree (the
+    /// workspace, `read_only`, `read_write`), relative to its root. Default: none (secret-bearing
+    /// host paths such as `~/.ssh` are never mounted in the first place, and `.env*` files in
+    /// granted trees outside the workspace are always hidden).
     #[serde(default)]
     pub hidden: Vec<String>,
     /// Workspace-relative paths kept read-only inside an otherwise writable workspace.

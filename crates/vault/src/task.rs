@@ -79,11 +79,12 @@ impl TaskCredentials {
             .lock()
             .map(|e| e.contains(&lease.id))
             .unwrap_or(true);
-        if ended || lease.state != LeaseState::Open {
-            return Err(LeaseEnded::Revoked(name.to_owned()));
-        }
+        // Past its TTL it has expired, whether or not the revocation at expiry has run yet.
         if now >= lease.expires {
             return Err(LeaseEnded::Expired(name.to_owned()));
+        }
+        if ended || lease.state != LeaseState::Open {
+            return Err(LeaseEnded::Revoked(name.to_owned()));
         }
         Ok(())
     }

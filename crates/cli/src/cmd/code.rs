@@ -70,11 +70,15 @@ pub(crate) struct RunArgs {
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// The remit granting what the task may do. Default: the embedded default remit.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "task")]
     remit: Option<PathBuf>,
     /// The workspace. Default: the remit's, else the current directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "task")]
     workspace: Option<PathBuf>,
+    /// Run in this running task (`remit task list`) instead of a new one: under its remit,
+    /// its identity and its leases, recorded in its ledger. Only its owner or root may.
+    #[arg(long, value_name = "ID")]
+    task: Option<String>,
     /// The script's language, when its name does not say.
     #[arg(long, value_enum)]
     language: Option<Lang>,
@@ -221,6 +225,9 @@ fn run_script(args: RunArgs) -> anyhow::Result<Exit> {
     };
     let script = Script::new(&name, &bytes, language)?;
     let limits = args.limits.limits();
+    if let Some(task) = &args.task {
+        return run_in_task(&args, task, &name, &bytes, language, &limits);
+    }
 
     let label = vec![
         "remit".to_owned(),
@@ -301,6 +308,176 @@ fn run_script(args: RunArgs) -> anyhow::Result<Exit> {
     print_report(&args, &task_id, report.as_ref(), &run_report)
 }
 
+/// The body of `POST /v1/code`: a script and its limits.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeRequest {
+    name: String,
+    source: String,
+    language: String,
+    memory: u64,
+    cpu_ms: u64,
+    wall_ms: u64,
+    calls: u64,
+    output: u64,
+}
+
+/// Runs `remit code run --task` requests inside the supervisor of a `remit run` task.
+pub(crate) struct Runner {
+    pub(crate) remit: remit_types::remit::Remit,
+    pub(crate) helper: bool,
+}
+
+impl remit_gate::api::CodeRunner for Runner {
+    fn run(
+        &self,
+        client: remit_gate::run::TaskClient,
+        request: serde_json::Value,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>,
+    > {
+        let remit = self.remit.clone();
+        let helper = self.helper;
+        Box::pin(async move {
+            let request: CodeRequest = serde_json::from_value(request)
+                .map_err(|e| format!("malformed code request: {e}"))?;
+            let language = match request.language.as_str() {
+                "ts" => Language::Ts,
+                "js" => Language::Js,
+                other => return Err(format!("unknown language `{other}` (ts or js)")),
+            };
+            let script = Script::new(&request.name, request.source.as_bytes(), language)
+                .map_err(|e| e.to_string())?;
+            let limits = Limits {
+                memory: usize::try_from(request.memory).unwrap_or(usize::MAX),
+                cpu: Duration::from_millis(request.cpu_ms),
+                wall: Duration::from_millis(request.wall_ms),
+                calls: request.calls,
+                output: usize::try_from(request.output).unwrap_or(usize::MAX),
+                ..Limits::default()
+            };
+            let host = TaskHost::new(
+                client,
+                &remit,
+                HostOptions {
+                    via: "code",
+                    approval_wait: approval_timeout(&remit).min(limits.wall),
+                    helper: helper.then(|| PathBuf::from(HELPER)),
+                },
+            );
+            let report = host.run_script(script, limits, StopHandle::new()).await;
+            let exit = match exit_of(Some(&report), false) {
+                Exit::Success => 0,
+                Exit::Denied => 1,
+                Exit::Status(code) => code,
+            };
+            Ok(serde_json::json!({ "report": report, "exit": exit }))
+        })
+    }
+}
+
+/// `remit code run --task ID`: send the script to the task's supervisor and print what it
+/// reports.
+fn run_in_task(
+    args: &RunArgs,
+    task: &str,
+    name: &str,
+    bytes: &[u8],
+    language: Language,
+    limits: &Limits,
+) -> anyhow::Result<Exit> {
+    let Some((dir, _)) = crate::cmd::approvals::tasks()
+        .into_iter()
+        .find(|(_, i)| i.task == task)
+    else {
+        anyhow::bail!("no running task `{task}` (see `remit task list`)");
+    };
+    let request = CodeRequest {
+        name: name.to_owned(),
+        // `Script::new` has checked it is UTF-8.
+        source: String::from_utf8_lossy(bytes).into_owned(),
+        language: match language {
+            Language::Ts => "ts".into(),
+            Language::Js => "js".into(),
+        },
+        memory: limits.memory as u64,
+        cpu_ms: u64::try_from(limits.cpu.as_millis()).unwrap_or(u64::MAX),
+        wall_ms: u64::try_from(limits.wall.as_millis()).unwrap_or(u64::MAX),
+        calls: limits.calls,
+        output: limits.output as u64,
+    };
+    let socket = dir.join("control.sock");
+    let response = remit_gate::client::request(
+        &socket,
+        "POST",
+        "/v1/code",
+        Some(&serde_json::to_value(&request)?),
+        limits.wall + Duration::from_secs(30),
+    )
+    .with_context(|| {
+        format!(
+            "cannot reach the task's control socket `{}`",
+            socket.display()
+        )
+    })?;
+    if response.status != 200 {
+        anyhow::bail!(
+            "task `{task}` refused the script: {}",
+            response.body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    let report = &response.body["report"];
+    let exit = match response.body["exit"].as_u64() {
+        Some(0) => Exit::Success,
+        Some(1) => Exit::Denied,
+        Some(code) => Exit::Status(u8::try_from(code).unwrap_or(2)),
+        None => anyhow::bail!("task `{task}` answered without an exit status"),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let value = serde_json::json!({ "task": task, "report": report });
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else {
+        stdout.write_all(report["output"].as_str().unwrap_or("").as_bytes())?;
+        if !report["result"].is_null() {
+            writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string_pretty(&report["result"])?
+            )?;
+        }
+    }
+    stdout.flush()?;
+    if !args.json
+        && let Some(error) = report.get("error").filter(|e| !e.is_null())
+    {
+        eprintln!(
+            "remit: error: {}: {}",
+            report["script"].as_str().unwrap_or(name),
+            error["message"].as_str().unwrap_or("failed")
+        );
+    }
+    Ok(exit)
+}
+
+/// The exit status of a script's report (`timed_out`: the task reached its wall limit).
+fn exit_of(report: Option<&Report>, timed_out: bool) -> Exit {
+    match report {
+        None => Exit::Status(2),
+        Some(r) => match &r.error {
+            None => Exit::Success,
+            Some(e) => match &e.kind {
+                ErrorKind::Exception { code: Some(c), .. } if c == "denied" || c == "pending" => {
+                    Exit::Denied
+                }
+                ErrorKind::Killed if timed_out => Exit::Status(124),
+                ErrorKind::Killed => Exit::Status(137),
+                _ => Exit::Status(2),
+            },
+        },
+    }
+}
+
 fn print_report(
     args: &RunArgs,
     task: &str,
@@ -328,32 +505,17 @@ fn print_report(
         eprintln!("remit: error: the task's record is incomplete: {err}");
     }
     let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let exit = match report {
-        None => {
-            eprintln!("remit: error: the script did not report (task {task})");
-            Exit::Status(2)
-        }
-        Some(r) => match &r.error {
-            None => Exit::Success,
-            Some(e) => {
-                if !args.json {
-                    eprintln!("remit: error: {}: {e}", r.script);
-                }
-                match &e.kind {
-                    ErrorKind::Exception { code: Some(c), .. }
-                        if c == "denied" || c == "pending" =>
-                    {
-                        Exit::Denied
-                    }
-                    ErrorKind::Killed => match run.outcome {
-                        Outcome::TimedOut(_) => Exit::Status(124),
-                        _ => Exit::Status(137),
-                    },
-                    _ => Exit::Status(2),
-                }
+    match report {
+        None => eprintln!("remit: error: the script did not report (task {task})"),
+        Some(r) => {
+            if let Some(e) = &r.error
+                && !args.json
+            {
+                eprintln!("remit: error: {}: {e}", r.script);
             }
-        },
-    };
+        }
+    }
+    let exit = exit_of(report, matches!(run.outcome, Outcome::TimedOut(_)));
     if show {
         let mut line = format!(
             "remit: task {task} · {} · {} call{} · {:.2}s",

@@ -30,7 +30,7 @@ pub(crate) struct Args {
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
     /// How long a call that needs a human's approval waits before answering with the
-    /// approval's id.
+    /// approval's id. Default: the remit's `[approvals] wait`, else 0.
     #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
     approval_wait: Option<Span>,
     /// Also write the task's ledger events here, as JSON lines, when it ends.
@@ -89,7 +89,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         .context("cannot start the supervisor's runtime")?;
     let remit = request.remit.remit.clone();
     let limits = args.limits.limits();
-    let approval_wait = args.approval_wait.map(|s| s.0).unwrap_or(Duration::ZERO);
+    // The remit says how long a call waits for a human; the flag overrides it.
+    let approval_wait = args
+        .approval_wait
+        .or(remit.approvals.wait)
+        .map_or(Duration::ZERO, |s| s.0);
     let http = args.http;
     let outcome = runtime.block_on(async {
         let host = TaskHost::new(

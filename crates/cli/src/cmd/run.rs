@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use remit_gate::prepare::{RunRequest, prepare};
 use remit_gate::record::remit_home;
-use remit_gate::run::{Outcome, RunOptions, RunReport, run as run_task};
+use remit_gate::run::{Outcome, RunOptions, RunReport};
 use remit_types::id::TaskId;
 
 use crate::exit::Outcome as Exit;
@@ -87,7 +87,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         notices: !args.quiet,
     };
     let notes = prepared.notes.clone();
-    let report = match run_task(&request, prepared, &options) {
+    let report = match run_with_code(&request, prepared, &options) {
         Ok(report) => report,
         Err(e) if e.is_denial() => {
             eprintln!("remit: denied: {e}");
@@ -172,4 +172,25 @@ fn summary(task: &TaskId, report: &RunReport, notes: &[String]) -> String {
         out.push_str(&format!("\nremit:   receipt: {}", receipt.display()));
     }
     out
+}
+
+/// Run the task, letting `remit code run --task` run programs in it.
+fn run_with_code(
+    request: &RunRequest,
+    prepared: remit_gate::prepare::Prepared,
+    options: &RunOptions,
+) -> Result<RunReport, remit_gate::run::RunError> {
+    let mut task = remit_gate::run::Task::start(request, prepared, options)?;
+    task.set_code_runner(std::sync::Arc::new(crate::cmd::code::Runner {
+        remit: request.remit.remit.clone(),
+        helper: options.remit_binary.is_some(),
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            remit_gate::run::RunError::Host(format!("cannot start the supervisor's runtime: {e}"))
+        })?;
+    let outcome = runtime.block_on(task.supervise(true, None));
+    Ok(task.finish(outcome?))
 }

@@ -1,12 +1,16 @@
 //! What the code-mode and MCP tests share: a small HTTP/1.1 server on a loopback address
 //! of its own (tasks reach it only through their egress proxy), git's `http-backend` behind
-//! it, and a Python with the MCP SDK.
+//! it, a Python with the MCP SDK, and reading the ledger's record of tool calls.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::support::{World, ok};
 
 /// One request the server saw.
 #[derive(Debug, Clone)]
@@ -324,4 +328,66 @@ pub(crate) fn mcp_python() -> PathBuf {
 /// The MCP client script.
 pub(crate) fn mcp_client() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py")
+}
+
+/// Every event of the home's ledger (`remit ledger show --json`), parsed.
+pub(crate) fn ledger(w: &World) -> Vec<Value> {
+    let out = w
+        .command()
+        .args(["ledger", "show", "--json"])
+        .output()
+        .unwrap();
+    ok(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The id of the one `tool.call` effect started for `tool` whose argument `arg` is `value`.
+pub(crate) fn tool_call(events: &[Value], tool: &str, arg: &str, value: &str) -> String {
+    let ids: Vec<&str> = events
+        .iter()
+        .filter(|e| {
+            e["body"]["kind"] == "effect_started"
+                && e["body"]["effect"]["kind"] == "tool.call"
+                && e["body"]["effect"]["target"] == tool
+                && e["body"]["effect"]["attributes"][format!("arg.{arg}")] == value
+        })
+        .map(|e| e["body"]["effect"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one `{tool}` call with {arg}={value}: {events:#?}"
+    );
+    ids[0].to_owned()
+}
+
+/// What was recorded of effect `id` after it started: its `effect_performed` or
+/// `effect_failed` events.
+pub(crate) fn outcomes<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["body"]["kind"].as_str(),
+                Some("effect_performed" | "effect_failed")
+            ) && e["body"]["effect_id"] == id
+        })
+        .collect()
+}
+
+/// The one outcome of a tool call that was refused further down (`code` is `denied` or
+/// `pending`): recorded as failed (never as performed), with the refusal as its reason,
+/// once. Returns the reason.
+pub(crate) fn refused_outcome(events: &[Value], id: &str, code: &str) -> String {
+    let outcomes = outcomes(events, id);
+    assert_eq!(outcomes.len(), 1, "one outcome: {outcomes:#?}");
+    let body = &outcomes[0]["body"];
+    assert_eq!(body["kind"], "effect_failed", "not performed: {body}");
+    let error = body["error"].as_str().unwrap().to_owned();
+    let prefix = format!("{code}: ");
+    assert!(error.starts_with(&prefix), "{error}");
+    assert_eq!(error.matches(&prefix).count(), 1, "one prefix: {error}");
+    error
 }

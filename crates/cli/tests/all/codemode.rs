@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -248,6 +248,30 @@ fn files_stay_in_the_workspace_and_hidden_files_stay_hidden() {
     );
     assert!(!w.outside.join("planted.txt").exists());
     assert!(!w.ws.join(".git/hooks/pre-commit").exists());
+    // The ledger: the writes that did not happen are recorded as failed, never performed;
+    // a path refused as bad input is no effect at all.
+    let events = ledger(&w);
+    for path in ["link/planted.txt", ".git/hooks/pre-commit"] {
+        let id = tool_call(&events, "write_file", "path", path);
+        let outcomes = outcomes(&events, &id);
+        assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
+        assert_eq!(outcomes[0]["body"]["kind"], "effect_failed", "{path}");
+        assert!(
+            outcomes[0]["body"]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("write_file: "),
+            "{path}: {outcomes:#?}"
+        );
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["body"]["effect"]["attributes"]["arg.path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("../") || p.starts_with('/'))),
+        "{events:#?}"
+    );
 }
 
 #[test]
@@ -288,6 +312,31 @@ fn exec_follows_the_command_rules_and_output_is_redacted() {
     assert!(r["cat"].as_str().unwrap().contains("REDACTED"), "{r}");
     assert_eq!(r["code"], 3);
     assert_eq!(r["err"], "err\n");
+    // The ledger: the program was refused as its own effect, and the `exec` call that asked
+    // for it is recorded as failed with that refusal, not as performed.
+    let events = ledger(&w);
+    assert!(
+        events.iter().any(|e| e["body"]["kind"] == "exec"
+            && e["body"]["argv"][0] == "curl"
+            && e["body"]["decision"] == "deny"
+            && e["body"]["rule"] == "commands.forbid[0]"),
+        "{events:#?}"
+    );
+    let curl = tool_call(&events, "exec", "program", "curl");
+    let error = refused_outcome(&events, &curl, "denied");
+    assert!(
+        error.contains("`curl https://example.com` may not run in this task")
+            && error.ends_with("(policy `commands.forbid[0]`)"),
+        "{error}"
+    );
+    // The programs that ran are performed (a non-zero exit is the program's answer).
+    for program in ["cat", "sh"] {
+        let id = tool_call(&events, "exec", "program", program);
+        let outcomes = outcomes(&events, &id);
+        assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
+        assert_eq!(outcomes[0]["body"]["kind"], "effect_performed", "{program}");
+        assert_eq!(outcomes[0]["body"]["outcome"], "succeeded", "{program}");
+    }
 }
 
 #[test]
@@ -348,6 +397,25 @@ inject = {{ hosts = ["127.0.0.2:{port}"], header = "x-api-key" }}
     );
     assert!(!stdout(&out).contains("sk-real-value"));
     assert!(r["other"].as_str().unwrap().starts_with("denied:"), "{r}");
+    // The ledger: the fetch the proxy refused is recorded as failed with its refusal; the
+    // one it forwarded is performed.
+    let events = ledger(&w);
+    let refused = tool_call(
+        &events,
+        "http_fetch",
+        "url",
+        &format!("http://127.0.0.3:{port}/"),
+    );
+    refused_outcome(&events, &refused, "denied");
+    let fetched = tool_call(
+        &events,
+        "http_fetch",
+        "url",
+        &format!("http://127.0.0.2:{port}/hello?x=1"),
+    );
+    let outcomes = outcomes(&events, &fetched);
+    assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
+    assert_eq!(outcomes[0]["body"]["kind"], "effect_performed");
 }
 
 #[test]
@@ -367,6 +435,13 @@ fn http_without_network_grants_is_a_clear_denial() {
             .unwrap()
             .contains("grants no network access to `example.com`"),
         "{r}"
+    );
+    let events = ledger(&w);
+    let fetch = tool_call(&events, "http_fetch", "url", "https://example.com/x");
+    let error = refused_outcome(&events, &fetch, "denied");
+    assert!(
+        error.contains("grants no network access to `example.com`"),
+        "{error}"
     );
 }
 
@@ -474,6 +549,19 @@ push = ["refs/heads/remit/*"]
         ],
         "{pushes:?}"
     );
+    // The `git_push` call refused by the proxy is recorded as failed with the proxy's
+    // refusal, not as performed; the allowed one is performed.
+    let events = ledger(&w);
+    let main = tool_call(&events, "git_push", "branch", "main");
+    let error = refused_outcome(&events, &main, "denied");
+    assert!(
+        error.contains("push to `refs/heads/main` refused") && error.contains("(policy `"),
+        "{error}"
+    );
+    let own = tool_call(&events, "git_push", "branch", "remit/changelog");
+    let outcomes = outcomes(&events, &own);
+    assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
+    assert_eq!(outcomes[0]["body"]["kind"], "effect_performed");
 }
 
 #[test]
@@ -568,6 +656,7 @@ fn the_kill_switch_stops_a_script() {
     std::thread::sleep(Duration::from_millis(500));
     let out = w.command().args(["task", "kill", &task]).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
+    let killed_at = remit_gate::record::rfc3339(SystemTime::now());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137), "{}", show(&out));
     let r = report(&out);
@@ -579,6 +668,58 @@ fn the_kill_switch_stops_a_script() {
         "{r}"
     );
     assert!(r["receipt"].is_string());
+    // The ledger: nothing started after the kill — neither after the first record that
+    // names it (a refusal by the kill switch, an effect failed because of it, the task's
+    // end) nor once `remit task kill` had answered.
+    let events = ledger(&w);
+    let kill = events
+        .iter()
+        .position(|e| {
+            e["body"]["policy"] == "kill-switch"
+                || e["body"]["kind"] == "task_end"
+                || e["body"]["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("killed by"))
+        })
+        .unwrap_or_else(|| panic!("the kill is not in the ledger: {events:#?}"));
+    let late: Vec<&Value> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            e["body"]["kind"] == "effect_started"
+                && (*i >= kill || e["time"].as_str().unwrap() >= killed_at.as_str())
+        })
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "started after the kill (at {killed_at}): {late:#?}"
+    );
+    // Every effect started has its outcome, and the script's run failed because of the kill.
+    for started in events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "effect_started")
+    {
+        let id = started["body"]["effect"]["id"].as_str().unwrap();
+        let starts = events
+            .iter()
+            .filter(|e| e["body"]["kind"] == "effect_started" && e["body"]["effect"]["id"] == id)
+            .count();
+        assert_eq!(outcomes(&events, id).len(), starts, "{id}: {events:#?}");
+    }
+    let run = tool_call(&events, "run_code", "language", "ts");
+    let outcomes = outcomes(&events, &run);
+    assert_eq!(
+        outcomes[0]["body"]["kind"], "effect_failed",
+        "{outcomes:#?}"
+    );
+    assert!(
+        outcomes[0]["body"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("killed by"),
+        "{outcomes:#?}"
+    );
 }
 
 #[test]
@@ -614,4 +755,88 @@ fn limits_stop_scripts_with_clear_errors() {
             .to_owned();
         assert!(message.contains(expected), "{code}: {message}");
     }
+}
+
+/// `remit code run --task ID` runs a program in a task already running: under that task's
+/// remit, recorded in its ledger with the script's digest; refusals stay refusals.
+#[test]
+fn a_script_runs_in_a_task_already_running() {
+    let w = World::new();
+    std::fs::write(w.ws.join("in.txt"), "hello\n").unwrap();
+    let remit_file = w.remit("[commands]\nforbid = [\"curl\"]\n");
+    let mut child = w
+        .command()
+        .args(["run", "--quiet", "--remit"])
+        .arg(&remit_file)
+        .args(["--", "bash", "-c", "echo ready; sleep 60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
+    let out = w
+        .command()
+        .args(["task", "list", "--json"])
+        .output()
+        .unwrap();
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let task = list[0]["task"].as_str().unwrap().to_owned();
+
+    let path = script(
+        &w,
+        "in-task.ts",
+        r#"
+        const text = await remit.fs.read("in.txt");
+        await remit.fs.write("from-script.txt", text.toUpperCase());
+        const r = await remit.exec(["cat", "from-script.txt"]);
+        let refused = "";
+        try { await remit.exec(["curl", "https://example.com"]); } catch (e: any) { refused = e.code; }
+        console.log("in the task");
+        return { cat: r.stdout, refused };
+        "#,
+    );
+    let out = code_run(&w, None, &path, &["--task", &task]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["task"], task.as_str());
+    assert_eq!(r["report"]["result"]["cat"], "HELLO\n", "{r}");
+    assert_eq!(r["report"]["result"]["refused"], "denied", "{r}");
+    assert_eq!(r["report"]["output"], "in the task\n");
+
+    // Bad input never reaches the task; a missing task and a remit beside --task are errors.
+    let bad = script(&w, "bad.ts", "let x = ;");
+    let out = code_run(&w, None, &bad, &["--task", &task]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("bad.ts:1:9"), "{}", show(&out));
+    let out = code_run(&w, None, &path, &["--task", "01NOSUCHTASK"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("no running task"), "{}", show(&out));
+    let out = code_run(&w, Some(""), &path, &["--task", &task]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+
+    let out = w.command().args(["task", "kill", &task]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let _ = child.wait();
+
+    // The calls are the running task's, tied to the script's digest; the refused exec is
+    // recorded as failed, never as performed.
+    let events = ledger(&w);
+    let digest = digest_of(&path);
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["body"]["kind"] == "effect_started" && e["body"]["effect"]["kind"] == "tool.call"
+        })
+        .collect();
+    assert_eq!(calls.len(), 5, "{calls:#?}");
+    for call in &calls {
+        assert_eq!(call["task"], task.as_str());
+        assert_eq!(
+            call["body"]["effect"]["attributes"]["script"],
+            digest.as_str()
+        );
+    }
+    let curl = tool_call(&events, "exec", "argv", "curl https://example.com");
+    refused_outcome(&events, &curl, "denied");
 }

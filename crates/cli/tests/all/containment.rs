@@ -530,6 +530,91 @@ fn hidden_paths_in_the_workspace() {
 }
 
 #[test]
+fn env_files_in_a_read_only_grant() {
+    // A directory outside the workspace granted read-only: its `.env*` files are hidden
+    // whatever the remit says; what is beside them is readable.
+    let w = World::new();
+    let conf = w.outside.join("conf");
+    std::fs::create_dir_all(conf.join("deploy")).unwrap();
+    std::fs::write(conf.join(".env"), "DB_PASSWORD=fake-outside-env").unwrap();
+    std::fs::write(conf.join(".env.local"), "X=fake-outside-env").unwrap();
+    std::fs::write(conf.join("deploy/.env.production"), "Y=fake-outside-env").unwrap();
+    std::fs::write(conf.join("app.toml"), "name = 'app'").unwrap();
+    std::fs::write(w.ws.join(".env"), "MINE=1").unwrap();
+    let c = conf.display();
+    let remit = format!("[filesystem]\nread_only = [\"{c}\"]\n");
+    blocked(&w, Some(&remit), &format!("cat {c}/.env >/dev/null 2>&1"));
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {c}/.env.local >/dev/null 2>&1"),
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {c}/deploy/.env.production >/dev/null 2>&1"),
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("grep -rqs fake-outside-env {c} /proc/self/root{c}"),
+    );
+    // Twins: the ordinary file beside it, and the workspace's own `.env` (the project's,
+    // hidden only when the remit says so).
+    works(&w, Some(&remit), &format!("grep -q app {c}/app.toml"));
+    works(&w, Some(&remit), "grep -q MINE .env");
+    // The same `.env` named by a relative hidden pattern: hidden in the grant too.
+    let remit = format!("[filesystem]\nread_only = [\"{c}\"]\nhidden = [\"**/.env*\"]\n");
+    blocked(&w, Some(&remit), &format!("cat {c}/.env >/dev/null 2>&1"));
+    blocked(&w, Some(&remit), "cat .env >/dev/null 2>&1");
+    works(&w, Some(&remit), &format!("grep -q app {c}/app.toml"));
+}
+
+#[test]
+fn hidden_patterns_and_env_links_in_a_read_write_grant() {
+    let w = World::new();
+    let data = w.outside.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("real-secrets"), "fake-linked-secret").unwrap();
+    std::os::unix::fs::symlink(data.join("real-secrets"), data.join(".env")).unwrap();
+    std::fs::write(data.join("server.pem"), "fake-pem").unwrap();
+    std::fs::write(data.join("notes.txt"), "hello").unwrap();
+    let d = data.display();
+    let remit = format!("[filesystem]\nread_write = [\"{d}\"]\nhidden = [\"**/*.pem\"]\n");
+    // A `.env` that is a link: what it points at is hidden too.
+    blocked(&w, Some(&remit), &format!("cat {d}/.env >/dev/null 2>&1"));
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {d}/real-secrets >/dev/null 2>&1"),
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {d}/server.pem >/dev/null 2>&1"),
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("echo x > {d}/real-secrets 2>/dev/null"),
+    );
+    // Twin: the rest of the grant is readable and writable.
+    works(
+        &w,
+        Some(&remit),
+        &format!("grep -q hello {d}/notes.txt && echo more >> {d}/notes.txt"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("real-secrets")).unwrap(),
+        "fake-linked-secret"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("notes.txt")).unwrap(),
+        "hellomore\n"
+    );
+}
+
+#[test]
 fn kernel_surface_is_closed() {
     let w = World::new();
     // bpf, perf_event_open, keyctl, io_uring_setup, userfaultfd, personality tricks.

