@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Ledger benchmarks in one run: `cargo bench -p remit-ledger` (durable appends for batches of
-# 1, 100 and 1,000 beside raw write+fdatasync of the same bytes and beside PostgreSQL, 1, 2
+# Ledger benchmarks in one run: `cargo bench -p remit-ledger` (the `paired` lines first: durable
+# appends for batches of 1, 100 and 1,000, raw write+fdatasync of the same bytes and the bare
+# store timed back to back, giving the ratio to raw and the Merkle + checkpoint overhead from
+# the same moments, see docs/ledger.md; then the same as criterion groups, PostgreSQL, 1, 2
 # and 4 writer processes on one ledger, the cold start of a run, Merkle and checkpoint
 # overhead, verify throughput, proof latency on a 1M-event ledger), then release binaries:
 # concurrent writer processes (`remit-ledger-writer`), the cold start phase by phase
@@ -48,7 +50,7 @@ log "# wall time from the first start to the last exit, process start and open i
 cargo build --release -q -p remit-ledger --features testing \
     --bin remit-ledger-writer --example cold_start --example gen_ledger
 writer="$root/target/release/remit-ledger-writer"
-for batch in 1 100; do
+for batch in 1 100 1000; do
     total=$(( batch == 1 ? 4000 : 100000 ))
     for procs in 1 2 4; do
         db="$REMIT_BENCH_DIR/procs.db"

@@ -454,7 +454,14 @@ fn execute(
     let outcome = drive(
         script, shared, rx, stop, deadline, limits, &runtime, &context,
     );
-    let outcome = (outcome.0, outcome.1.map(|e| classify(e, limits)));
+    // QuickJS throws `null` when it cannot even allocate the error: near the limit, that is
+    // the memory limit too.
+    let used = usize::try_from(runtime.memory_usage().malloc_size).unwrap_or(0);
+    let near_limit = used >= limits.memory / 4 * 3;
+    let outcome = (
+        outcome.0,
+        outcome.1.map(|e| classify(e, limits, near_limit)),
+    );
     // Whatever is still running was started by a script that is gone: cancel it.
     // INVARIANT: no value of this runtime may outlive it; the pending calls hold the
     // resolving functions of their promises.
@@ -655,18 +662,30 @@ fn stopped_or(stop: &StopHandle, outcome: Outcome) -> Outcome {
     }
 }
 
-/// An uncaught out-of-memory or stack overflow is the limit that caused it.
-fn classify(error: ScriptError, limits: &Limits) -> ScriptError {
+/// An uncaught out-of-memory or stack overflow is the limit that caused it (`near_limit`:
+/// the isolate's heap is close to its memory limit).
+fn classify(error: ScriptError, limits: &Limits, near_limit: bool) -> ScriptError {
     if !matches!(error.kind, ErrorKind::Exception { .. }) {
         return error;
     }
-    let (limit, message) = if error.message.contains("out of memory") {
+    // QuickJS throws a bare `null` when memory runs out while it builds the error itself.
+    let bare_null = error.message == "uncaught null" && error.stack.is_none();
+    let (limit, message) = if error.message.contains("out of memory") || (bare_null && near_limit) {
         (
             Limit::Memory,
             format!(
                 "the script ran out of memory (its limit is {} MiB): {}",
                 limits.memory >> 20,
                 error.message
+            ),
+        )
+    } else if bare_null {
+        (
+            Limit::Memory,
+            format!(
+                "the script stopped with a bare `null`: it ran out of memory while the engine was \
+                 reporting it (its limit is {} MiB), or it threw `null` itself",
+                limits.memory >> 20
             ),
         )
     } else if error.message.contains("Maximum call stack size exceeded")

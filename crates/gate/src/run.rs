@@ -379,6 +379,23 @@ impl Task {
             target: PathBuf::from("/run/remit/identity.jwt"),
             writable: false,
         });
+        // A PostgreSQL lease whose server is reached through its socket directory: that
+        // directory, bound as it is (not idmapped: connecting needs write access to the
+        // socket, which the kernel refuses through an idmapped mount when the socket's owner
+        // is not mapped), so the leased role's connection string works inside.
+        for grant in request.remit.remit.credentials.postgres.values() {
+            if let Some(dir) = grant.host.as_deref().map(Path::new)
+                && dir.is_absolute()
+                && dir.is_dir()
+                && !prepared.spec.binds.iter().any(|b| b.target == dir)
+            {
+                prepared.spec.binds.push(Bind {
+                    source: dir.to_path_buf(),
+                    target: dir.to_path_buf(),
+                    writable: true,
+                });
+            }
+        }
         let network = &request.remit.remit.network;
         let wants_egress = !network.allow.is_empty()
             || !network.rules.is_empty()
@@ -1018,6 +1035,7 @@ impl Task {
             None => None,
         };
         drop(dir);
+        crate::timing::mark("run directory removed");
         RunReport {
             outcome,
             commands: supervision.commands,

@@ -1,5 +1,6 @@
-//! `cargo bench -p remit-ledger`: durable appends beside raw `write + fdatasync` of the same
-//! bytes and beside PostgreSQL, several writer processes on one ledger, the cold start of a
+//! `cargo bench -p remit-ledger`: the `paired` lines (durable appends, raw `write +
+//! fdatasync` of the same bytes and the bare store, timed back to back: the ratios the issue
+//! sets targets for), durable appends beside raw `write + fdatasync` and beside PostgreSQL, several writer processes on one ledger, the cold start of a
 //! run (open, four appends, flush, close), the cost of the Merkle tree and checkpoints,
 //! verification throughput and proof latency on a 1M-event ledger.
 //!
@@ -145,35 +146,15 @@ const RAW_RING: u64 = 4 << 20;
 /// also commit the new size and extents to the ext4 journal (a second device flush), so the
 /// "limit" was slower than SQLite itself at batch 1 (1.4 ms against 0.3 ms).
 fn raw_fdatasync(c: &mut Criterion) {
-    use std::os::unix::fs::FileExt;
     let dir = bench_dir();
     let mut group = c.benchmark_group("raw_fdatasync");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(if quick() { 2 } else { 6 }));
     for batch in BATCHES {
-        let mut bytes = Vec::new();
-        for i in 0..batch {
-            bytes.extend_from_slice(&event_bytes(100_000 + i));
-            bytes.push(b'\n');
-        }
-        let len = bytes.len() as u64;
-        let mut file = std::fs::File::create(dir.path().join(format!("raw{batch}"))).unwrap();
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..RAW_RING >> 20 {
-            file.write_all(&zeros).unwrap();
-        }
-        file.sync_all().unwrap();
-        let mut at = 0u64;
+        let mut raw = RawFile::new(&dir.path().join(format!("raw{batch}")), batch);
         group.throughput(Throughput::Elements(batch));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
-            b.iter(|| {
-                if at + len > RAW_RING {
-                    at = 0;
-                }
-                file.write_all_at(&bytes, at).unwrap();
-                file.sync_data().unwrap();
-                at += len;
-            });
+            b.iter(|| raw.write_batch());
         });
     }
     group.finish();
@@ -203,19 +184,7 @@ fn merkle_overhead(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(if quick() { 2 } else { 6 }));
     for batch in [1u64, 1000] {
-        let path = dir.path().join(format!("plain{batch}.db"));
-        // Create the tables with a real ledger, then append to the bare store.
-        Ledger::open(
-            Location::Sqlite(path.clone()),
-            key(),
-            Arc::new(SystemClock),
-            Options::default(),
-        )
-        .unwrap()
-        .close()
-        .unwrap();
-        let mut store = Location::Sqlite(path).open_write().unwrap();
-        let checkpoint = store.latest_checkpoint().unwrap().unwrap();
+        let (mut store, checkpoint) = bare_store(dir.path().join(format!("plain{batch}.db")));
         let mut next = 0u64;
         group.throughput(Throughput::Elements(batch));
         group.bench_with_input(
@@ -224,48 +193,7 @@ fn merkle_overhead(c: &mut Criterion) {
             |b, &batch| {
                 b.iter_batched(
                     || (next, events(&mut next, batch)),
-                    |(first, events)| {
-                        let rows: Vec<EventRow> = events
-                            .into_iter()
-                            .enumerate()
-                            .map(|(k, e)| {
-                                let seq = first + k as u64;
-                                let mut body = Vec::new();
-                                assemble(
-                                    &mut body,
-                                    SCHEMA_VERSION,
-                                    seq,
-                                    "2026-01-01T00:00:00.000000Z",
-                                    &e.task,
-                                    &e.agent,
-                                    &body_json(&e.body).unwrap(),
-                                )
-                                .unwrap();
-                                EventRow {
-                                    seq,
-                                    time: "2026-01-01T00:00:00.000000Z".into(),
-                                    task: e.task,
-                                    agent: e.agent,
-                                    kind: "exec".into(),
-                                    body,
-                                    nodes: Vec::new(),
-                                }
-                            })
-                            .collect();
-                        // The same statements as a commit: head, events, a transient checkpoint
-                        // replacing the previous one.
-                        let cp = CheckpointRow {
-                            size: first + batch,
-                            kept: false,
-                            ..checkpoint.clone()
-                        };
-                        store
-                            .transaction(true, &mut |tx| {
-                                tx.head()?;
-                                tx.append(&rows, &cp)
-                            })
-                            .unwrap();
-                    },
+                    |(first, events)| store_only_batch(store.as_mut(), &checkpoint, first, events),
                     BatchSize::PerIteration,
                 );
             },
@@ -288,6 +216,187 @@ fn merkle_overhead(c: &mut Criterion) {
         ledger.close().unwrap();
     }
     group.finish();
+}
+
+/// What `merkle_overhead` compares the ledger with: the same events encoded the same way and
+/// stored with the same statements in one transaction (head, events, a transient checkpoint
+/// replacing the previous one), but no leaf or subtree hashes and no signature.
+fn store_only_batch(
+    store: &mut dyn remit_ledger::store::Store,
+    checkpoint: &CheckpointRow,
+    first: u64,
+    events: Vec<NewEvent>,
+) {
+    let rows: Vec<EventRow> = events
+        .into_iter()
+        .enumerate()
+        .map(|(k, e)| {
+            let seq = first + k as u64;
+            let mut body = Vec::new();
+            assemble(
+                &mut body,
+                SCHEMA_VERSION,
+                seq,
+                "2026-01-01T00:00:00.000000Z",
+                &e.task,
+                &e.agent,
+                &body_json(&e.body).unwrap(),
+            )
+            .unwrap();
+            EventRow {
+                seq,
+                time: "2026-01-01T00:00:00.000000Z".into(),
+                task: e.task,
+                agent: e.agent,
+                kind: "exec".into(),
+                body,
+                nodes: Vec::new(),
+            }
+        })
+        .collect();
+    let cp = CheckpointRow {
+        size: first + rows.len() as u64,
+        kept: false,
+        ..checkpoint.clone()
+    };
+    store
+        .transaction(true, &mut |tx| {
+            tx.head()?;
+            tx.append(&rows, &cp)
+        })
+        .unwrap();
+}
+
+/// A bare store with the ledger's tables (created by a real ledger) and its genesis checkpoint.
+fn bare_store(path: std::path::PathBuf) -> (Box<dyn remit_ledger::store::Store>, CheckpointRow) {
+    Ledger::open(
+        Location::Sqlite(path.clone()),
+        key(),
+        Arc::new(SystemClock),
+        Options::default(),
+    )
+    .unwrap()
+    .close()
+    .unwrap();
+    let mut store = Location::Sqlite(path).open_write().unwrap();
+    let checkpoint = store.latest_checkpoint().unwrap().unwrap();
+    (store, checkpoint)
+}
+
+/// The raw file of `raw_fdatasync`: `batch` events' canonical bytes written round a
+/// preallocated file, one `fdatasync` per batch.
+struct RawFile {
+    file: std::fs::File,
+    bytes: Vec<u8>,
+    at: u64,
+}
+
+impl RawFile {
+    fn new(path: &std::path::Path, batch: u64) -> Self {
+        let mut bytes = Vec::new();
+        for i in 0..batch {
+            bytes.extend_from_slice(&event_bytes(100_000 + i));
+            bytes.push(b'\n');
+        }
+        let mut file = std::fs::File::create(path).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..RAW_RING >> 20 {
+            file.write_all(&zeros).unwrap();
+        }
+        file.sync_all().unwrap();
+        Self { file, bytes, at: 0 }
+    }
+
+    fn write_batch(&mut self) {
+        use std::os::unix::fs::FileExt;
+        let len = self.bytes.len() as u64;
+        if self.at + len > RAW_RING {
+            self.at = 0;
+        }
+        self.file.write_all_at(&self.bytes, self.at).unwrap();
+        self.file.sync_data().unwrap();
+        self.at += len;
+    }
+}
+
+/// The issue's two ratios measured pairwise, because this disk's `fsync` latency drifts by an
+/// order of magnitude within minutes when other work writes (0.15 ms to 3 ms): criterion
+/// measures `durable_append` and `raw_fdatasync` a minute apart, so their ratio mixes two
+/// disks. Here each round times, back to back, one durable batch on the ledger, one raw
+/// batch, and one batch on the bare store (`merkle_overhead`'s baseline), and the medians of
+/// each series are compared. Prints one line per batch size.
+fn paired_ratios(_c: &mut Criterion) {
+    // Not a criterion benchmark, so criterion's filter does not apply: run only without a
+    // filter or with one naming it.
+    let filter = std::env::args()
+        .skip(1)
+        .rfind(|a| !a.starts_with('-') && a.parse::<f64>().is_err());
+    if filter.is_some_and(|f| !f.contains("paired")) {
+        return;
+    }
+    let dir = bench_dir();
+    let budget = Duration::from_secs(if quick() { 3 } else { 10 });
+    for batch in BATCHES {
+        let ledger = Ledger::open(
+            Location::Sqlite(dir.path().join(format!("paired{batch}.db"))),
+            key(),
+            Arc::new(SystemClock),
+            Options::default(),
+        )
+        .unwrap();
+        let (mut store, checkpoint) = bare_store(dir.path().join(format!("pbare{batch}.db")));
+        let mut raw = RawFile::new(&dir.path().join(format!("praw{batch}")), batch);
+        let (mut next_ledger, mut next_store) = (0u64, 0u64);
+        let mut times: [Vec<f64>; 3] = Default::default();
+        let started = Instant::now();
+        let mut round = 0usize;
+        while started.elapsed() < budget || round < 10 {
+            // Warm-up: the first rounds are not counted.
+            let keep = round >= 3;
+            // Rotate the order, so none of the three always follows another.
+            for k in 0..3 {
+                let which = (round + k) % 3;
+                let elapsed = match which {
+                    0 => {
+                        let events = events(&mut next_ledger, batch);
+                        let t = Instant::now();
+                        durable_batch(&ledger, events);
+                        t.elapsed()
+                    }
+                    1 => {
+                        let t = Instant::now();
+                        raw.write_batch();
+                        t.elapsed()
+                    }
+                    _ => {
+                        let first = next_store;
+                        let events = events(&mut next_store, batch);
+                        let t = Instant::now();
+                        store_only_batch(store.as_mut(), &checkpoint, first, events);
+                        t.elapsed()
+                    }
+                };
+                if keep {
+                    times[which].push(elapsed.as_secs_f64() * 1e6);
+                }
+            }
+            round += 1;
+        }
+        ledger.close().unwrap();
+        let [l, r, b] = times.map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        });
+        let rate = |us: f64| batch as f64 / us * 1e6;
+        eprintln!(
+            "paired, batch {batch}: ledger {l:.0} µs ({:.0} events/s), raw write+fdatasync {r:.0} µs ({:.0} events/s), bare store {b:.0} µs; ledger/raw {:.0} %, Merkle + checkpoint overhead {:+.0} % ({} rounds, medians)",
+            rate(l),
+            rate(r),
+            r / l * 100.0,
+            (l / b - 1.0) * 100.0,
+            round - 3,
+        );
+    }
 }
 
 /// Several writer processes on one ledger (`remit-ledger-writer`), each appending batches of
@@ -567,6 +676,7 @@ fn per_event(c: &mut Criterion) {
 criterion_group!(
     benches,
     per_event,
+    paired_ratios,
     durable_sqlite,
     raw_fdatasync,
     durable_postgres,

@@ -121,6 +121,14 @@ pub fn assemble(
 /// short forms where JSON has them, else `\u00xx` in lower case), which is exactly
 /// `serde_json`'s compact output.
 fn string(out: &mut Vec<u8>, value: &str) -> Result<()> {
+    if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Nothing to escape (the common case: times, task ids, agent names).
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
     serde_json::to_writer(out, value).map_err(|e| Error::Encode(e.to_string()))
 }
 

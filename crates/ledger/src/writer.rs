@@ -380,7 +380,9 @@ impl Ledger {
     /// group). The events are queued together, with one time stamp, so no other event of this
     /// handle lands between them, and the writer commits them in one transaction (one
     /// `fsync`) when they fit in [`Options::max_batch`] and nothing else is queued before
-    /// them; otherwise in as many as needed, each still all-or-nothing.
+    /// them; otherwise in as many as needed, each still all-or-nothing. Like
+    /// [`Ledger::append`] it waits only while more than [`Options::max_pending`] events are
+    /// queued, then queues the whole group.
     pub fn append_batch(
         &self,
         events: impl IntoIterator<Item = NewEvent>,

@@ -3,6 +3,9 @@
 //! run, on the same requests, with the decisions checked identical.
 //!
 //! `cargo bench -p remit-policy --bench decide`
+//!
+//! First a table of per-decision percentiles (p50, p99: criterion reports means and
+//! confidence intervals, not tails), then the same decisions under criterion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark, not library code
 
 use std::fmt::Write as _;
@@ -118,26 +121,74 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn main() {
-    let principal = Principal {
+/// A generated remit of about `n` policies, loaded, and its effects (the directory holds its
+/// Cedar file).
+fn engine_of(n: usize) -> (tempfile::TempDir, Engine, Vec<Effect>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, effects) = generate(n, dir.path());
+    let loaded =
+        remit_types::remit::parse(&text, "bench.remit.toml", dir.path().to_path_buf()).unwrap();
+    let engine = Engine::load(&loaded).unwrap();
+    (dir, engine, effects)
+}
+
+fn principal() -> Principal {
+    Principal {
         task: "01BENCH".into(),
         agent: "bench".into(),
         owner: "alice".into(),
         requester: "alice".into(),
         remit: "sha256:00".into(),
         risk: "low".into(),
-    };
+    }
+}
+
+/// The same decisions under criterion: every generated effect once per iteration.
+fn with_criterion() {
+    let mut c = criterion::Criterion::default()
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .configure_from_args();
+    let situation = Situation::default();
+    let principal = principal();
+    for n in [10usize, 200, 2000] {
+        let (_dir, engine, effects) = engine_of(n);
+        let mut group = c.benchmark_group(format!("decide/{n}_policies"));
+        group.throughput(criterion::Throughput::Elements(effects.len() as u64));
+        group.bench_function("remit sliced", |b| {
+            b.iter(|| {
+                for e in &effects {
+                    std::hint::black_box(engine.decide(&principal, e, &situation));
+                }
+            })
+        });
+        group.bench_function("Cedar full set", |b| {
+            b.iter(|| {
+                for e in &effects {
+                    std::hint::black_box(engine.decide_full(&principal, e, &situation));
+                }
+            })
+        });
+        group.finish();
+    }
+    c.final_summary();
+}
+
+fn main() {
+    table();
+    with_criterion();
+}
+
+fn table() {
+    let principal = principal();
     let situation = Situation::default();
     println!(
         "| policies | remit p50 | remit p99 | Cedar full set p50 | Cedar full set p99 | speed-up (p50) | decisions identical |"
     );
     println!("|---|---|---|---|---|---|---|");
     for n in [10usize, 200, 2000] {
-        let dir = tempfile::tempdir().unwrap();
-        let (text, effects) = generate(n, dir.path());
-        let loaded =
-            remit_types::remit::parse(&text, "bench.remit.toml", dir.path().to_path_buf()).unwrap();
-        let engine = Engine::load(&loaded).unwrap();
+        let (_dir, engine, effects) = engine_of(n);
         let count = engine.policies().len();
         // Warm up and check decisions are identical.
         let mut identical = true;

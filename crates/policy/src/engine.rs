@@ -1654,9 +1654,9 @@ impl Engine {
         }
     }
 
-    /// The schema, when the policy was validated against it at load.
-    pub fn schema(&self) -> Option<&Schema> {
-        self.schema.as_ref()
+    /// Whether the policy was validated against remit's schema at load.
+    pub fn validated(&self) -> bool {
+        self.schema.is_some()
     }
 }
 

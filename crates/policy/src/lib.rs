@@ -1,8 +1,16 @@
-//! remit's decisions about effects.
+//! remit's decisions about effects: a facade over Cedar that callers use without importing
+//! any Cedar type.
 //!
-//! Today: command rules ([`commands`]), the decision behind every `execve` a task makes.
+//! - [`engine`]: a remit (its `[commands]`, `[actions]`, `[approvals]`, `[network]` and raw
+//!   `.cedar` files) compiled to Cedar, validated strictly against remit's [`schema`] at
+//!   load, and decided per effect with a sliced evaluation equal to the full policy set
+//!   (`Decision`: allow, deny with the policy and its reason, or the approvals needed);
+//!   `[[test]]` entries and `explain`.
+//! - [`commands`]: the fast decision behind every `execve` a task makes.
+//! - [`network`]: what `[network]` compiles to.
+//!
 //! What this crate is not: it performs nothing and reads nothing from the system; callers
-//! hand it facts and act on the answer.
+//! hand it facts and act on the answer. A decision that errors is a deny.
 //!
 //! ```
 //! use remit_policy::commands::{CommandRules, CommandVerdict, ExecFacts};

@@ -192,5 +192,9 @@ fn run_with_code(
             remit_gate::run::RunError::Host(format!("cannot start the supervisor's runtime: {e}"))
         })?;
     let outcome = runtime.block_on(task.supervise(true, None));
-    Ok(task.finish(outcome?))
+    let report = task.finish(outcome?);
+    remit_gate::timing::mark("task finished");
+    drop(runtime);
+    remit_gate::timing::mark("runtime dropped");
+    Ok(report)
 }

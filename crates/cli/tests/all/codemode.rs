@@ -763,18 +763,10 @@ fn limits_stop_scripts_with_clear_errors() {
 fn a_script_runs_in_a_task_already_running() {
     let w = World::new();
     std::fs::write(w.ws.join("in.txt"), "hello\n").unwrap();
-    let remit_file = w.remit("[commands]\nforbid = [\"curl\"]\n");
-    let mut child = w
-        .command()
-        .args(["run", "--quiet", "--remit"])
-        .arg(&remit_file)
-        .args(["--", "bash", "-c", "echo ready; sleep 60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
+    let (mut child, _stdout) = w.start(
+        Some("[commands]\nforbid = [\"curl\"]\n"),
+        "echo ready; sleep 60",
+    );
     let out = w
         .command()
         .args(["task", "list", "--json"])

@@ -84,6 +84,21 @@ fn read_secrets_granted_by_accident() {
         Some(&remit),
         &format!("cat {home}/.aws/credentials >/dev/null 2>&1"),
     );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {home}/.config/gh/hosts.yml >/dev/null 2>&1"),
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {home}/.docker/config.json >/dev/null 2>&1"),
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {home}/.env >/dev/null 2>&1"),
+    );
     std::fs::write(w.home.join("notes.txt"), "hello").unwrap();
     works(&w, Some(&remit), &format!("grep -q hello {home}/notes.txt"));
 }

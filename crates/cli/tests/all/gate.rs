@@ -59,6 +59,14 @@ fn wait_pending(w: &World) -> Value {
     panic!("no pending approval appeared");
 }
 
+/// Wait for the first pending approval and approve it from the host; return it and its id.
+fn approve_first(w: &World) -> (Value, String) {
+    let first = wait_pending(w);
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert!(host(w, &["approvals", "approve", &id]).status.success());
+    (first, id)
+}
+
 fn finish(child: Child) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
@@ -145,13 +153,7 @@ fn approval_flow_end_to_end() {
         REMIT,
         "remit act publish --arg tag=v2 --wait 60; echo first=$?; remit act publish --arg tag=v2 --wait 60; echo second=$?",
     );
-    let first = wait_pending(&w);
-    let first_id = first["id"].as_str().unwrap().to_owned();
-    assert!(
-        host(&w, &["approvals", "approve", &first_id])
-            .status
-            .success()
-    );
+    let (_, first_id) = approve_first(&w);
     let started = Instant::now();
     let second = loop {
         let out = host(&w, &["approvals", "list", "--json"]);
@@ -564,4 +566,68 @@ fn a_raw_cedar_forbid_stops_the_command() {
     .unwrap();
     let out = run();
     assert!(stdout(&out).contains("RAN"), "{}", show(&out));
+}
+
+/// Within one task, an approval for one argument does not approve another; an approval that
+/// expired cannot be given, and trying changes nothing.
+#[test]
+fn a_changed_argument_needs_its_own_approval_and_expired_ones_cannot_be_given() {
+    let w = World::new();
+    let remit = REMIT.replace("timeout = \"2m\"", "timeout = \"3s\"");
+    let child = background(
+        &w,
+        &remit,
+        "remit act publish --arg tag=v3 --wait 30; echo a=$?; remit act publish --arg tag=v4 --wait 0; echo b=$?; touch asked; sleep 6; echo end",
+    );
+    let (first, first_id) = approve_first(&w);
+    assert_eq!(first["details"]["args"]["tag"], "v3");
+    let started = Instant::now();
+    while !w.exists(&w.ws.join("asked")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no second request"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The v4 request opened its own approval; v3's did not cover it.
+    let out = host(&w, &["approvals", "list", "--json"]);
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let second = list
+        .iter()
+        .find(|a| a["details"]["args"]["tag"] == "v4")
+        .unwrap_or_else(|| panic!("no approval for v4: {list:?}"))
+        .clone();
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    assert_ne!(second_id, first_id);
+
+    // Let it expire, then try to approve it: exit 2, one line, no state change.
+    std::thread::sleep(Duration::from_secs(4));
+    let before = host(&w, &["ledger", "show", "--json"]).stdout;
+    let out = host(&w, &["approvals", "approve", &second_id]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", show(&out));
+    assert!(stderr(&out).contains("expired"), "{}", show(&out));
+    let after = host(&w, &["ledger", "show", "--json"]).stdout;
+    let new_events: Vec<Value> = String::from_utf8_lossy(&after[before.len()..])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        new_events
+            .iter()
+            .all(|e| e["body"]["kind"] != "approval_granted"),
+        "{new_events:?}"
+    );
+    let out = finish(child);
+    let text = stdout(&out);
+    assert!(
+        text.contains("a=0") && text.contains("b=1"),
+        "{}",
+        show(&out)
+    );
+    assert!(w.exists(&w.ws.join("published-v3")));
+    assert!(
+        !w.exists(&w.ws.join("published-v4")),
+        "v4 was never approved"
+    );
 }

@@ -405,24 +405,10 @@ echo done"#,
 #[test]
 fn leases_of_a_crashed_supervisor_are_revoked_by_the_next() {
     let w = World::new();
-    let remit_file = w.remit(GIT_GRANT);
-    let mut child = w
-        .command()
-        .args(["run", "--quiet", "--remit"])
-        .arg(&remit_file)
-        .args([
-            "--",
-            "bash",
-            "-c",
-            "printf %s \"$WIDGETS_GIT_TOKEN\" > git.tok; echo ready; sleep 60",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
-    assert_eq!(&buf, b"ready\n");
+    let (mut child, _stdout) = w.start(
+        Some(GIT_GRANT),
+        "printf %s \"$WIDGETS_GIT_TOKEN\" > git.tok; echo ready; sleep 60",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let git_token = std::fs::read_to_string(w.ws.join("git.tok")).unwrap();
@@ -444,19 +430,7 @@ fn leases_of_a_crashed_supervisor_are_revoked_by_the_next() {
 
 /// Start `remit run` with `remit_text` running `script`; wait for its first line.
 fn start_task(w: &World, remit_text: &str, script: &str) -> (std::process::Child, String) {
-    let remit_file = w.remit(remit_text);
-    let mut child = w
-        .command()
-        .args(["run", "--quiet", "--remit"])
-        .arg(&remit_file)
-        .args(["--", "bash", "-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
-    assert_eq!(&buf, b"ready\n");
+    let (child, _stdout) = w.start(Some(remit_text), script);
     let list: Vec<serde_json::Value> =
         serde_json::from_str(&ok(&remit(w, &["task", "list", "--json"]))).unwrap();
     let task = list[0]["task"].as_str().unwrap().to_owned();
@@ -659,4 +633,57 @@ echo "token: $WIDGETS_GIT_TOKEN""#
         seen[0].header("authorization"),
         Some(format!("Bearer {token}").as_str())
     );
+}
+
+/// A PostgreSQL role made for the task: reachable from inside it through the server's socket
+/// directory (granted by the remit), able to read what the grant names, dropped at the end.
+#[test]
+fn a_postgres_role_is_made_for_the_task_and_dropped_after() {
+    let pg = remit_ledger::testing::TempPostgres::start().unwrap();
+    let admin = pg.create_database("analytics").unwrap();
+    pg.psql_in(
+        "analytics",
+        "CREATE TABLE figures (x int); INSERT INTO figures VALUES (42); REVOKE CONNECT ON DATABASE analytics FROM PUBLIC",
+    )
+    .unwrap();
+    let w = World::new();
+    ok(&remit_with_stdin(
+        &w,
+        &["secret", "set", "pg-admin"],
+        admin.as_bytes(),
+    ));
+    let socket = pg.socket_dir().display().to_string();
+    // The socket directory is named once, in the grant; remit makes it reachable.
+    let remit_text = format!(
+        r#"
+[credentials.postgres.analytics]
+admin = "pg-admin"
+host = "{socket}"
+"#
+    );
+    let psql = remit_ledger::testing::TempPostgres::find_bin()
+        .unwrap()
+        .join("psql");
+    let out = w.run(
+        Some(&remit_text),
+        &format!(
+            r#"{psql} "$ANALYTICS_DATABASE_URL" -X -A -t -c 'SELECT x FROM figures'
+{psql} "$ANALYTICS_DATABASE_URL" -X -A -t -c 'CREATE TABLE mine (y int)' 2>&1 | head -1
+{psql} "$ANALYTICS_DATABASE_URL" -X -A -t -c 'SELECT current_user' > role.txt"#,
+            psql = psql.display()
+        ),
+    );
+    let printed = ok(&out);
+    assert!(printed.starts_with("42\n"), "{}", show(&out));
+    assert!(printed.contains("permission denied"), "{}", show(&out));
+    let role = std::fs::read_to_string(w.ws.join("role.txt")).unwrap();
+    let role = role.trim();
+    assert!(role.starts_with("remit_"), "{role}");
+    // Gone with the task.
+    let left = pg
+        .psql(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+        ))
+        .unwrap();
+    assert_eq!(left.trim(), "0", "the role outlived its task");
 }

@@ -45,30 +45,20 @@ fn death_by_signal_passes_through() {
     assert_eq!(out.status.signal(), Some(11), "{}", show(&out));
 }
 
-#[test]
-fn sigterm_reaches_the_command() {
+/// `kill -SIGNAL` on `remit run` (not from a terminal) reaches the command, which handles it
+/// and exits with `code`.
+fn signal_reaches_the_command(signal: &str, code: i32) {
     let w = World::new();
-    let mut child = w
-        .command()
-        .args([
-            "run",
-            "--quiet",
-            "--",
-            "bash",
-            "-c",
-            "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
-    assert_eq!(&buf, b"ready\n");
-    let pid = child.id() as i32;
+    let (mut child, mut stdout) = w.start(
+        None,
+        &format!(
+            "trap 'echo got-{signal}; exit {code}' {signal}; echo ready; while true; do sleep 0.05; done"
+        ),
+    );
+    let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{signal}"), &pid])
             .status()
             .unwrap()
             .success()
@@ -76,8 +66,19 @@ fn sigterm_reaches_the_command() {
     let status = child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(rest.contains("got-term"), "{rest}");
-    assert_eq!(status.code(), Some(42));
+    assert!(rest.contains(&format!("got-{signal}")), "{rest}");
+    assert_eq!(status.code(), Some(code));
+}
+
+#[test]
+fn sigterm_reaches_the_command() {
+    signal_reaches_the_command("TERM", 42);
+}
+
+/// Ctrl-C from outside a terminal (`kill -INT`).
+#[test]
+fn sigint_reaches_the_command() {
+    signal_reaches_the_command("INT", 3);
 }
 
 #[test]

@@ -42,6 +42,18 @@ impl World {
         )
         .unwrap();
         std::fs::write(home.join(".env"), "TOKEN=fake-home-env\n").unwrap();
+        std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+        std::fs::write(
+            home.join(".config/gh/hosts.yml"),
+            "github.com:\n    oauth_token: gho_fake\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(home.join(".docker")).unwrap();
+        std::fs::write(
+            home.join(".docker/config.json"),
+            "{\"auths\":{\"r\":{\"auth\":\"ZmFrZTpmYWtl\"}}}\n",
+        )
+        .unwrap();
         std::fs::write(outside.join("secret.txt"), "outside-secret").unwrap();
         World {
             dir,
@@ -70,6 +82,31 @@ impl World {
             .current_dir(&self.ws)
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// Start `remit run --quiet [--remit R] -- bash -c SCRIPT` in the background; return once
+    /// the script has printed its first line, which must be `ready`. The rest of its standard
+    /// output stays readable in the returned pipe.
+    pub(crate) fn start(
+        &self,
+        remit: Option<&str>,
+        script: &str,
+    ) -> (std::process::Child, std::process::ChildStdout) {
+        let mut cmd = self.command();
+        cmd.arg("run").arg("--quiet");
+        if let Some(text) = remit {
+            cmd.arg("--remit").arg(self.remit(text));
+        }
+        let mut child = cmd
+            .args(["--", "bash", "-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut buf = [0u8; 6];
+        std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
+        assert_eq!(&buf, b"ready\n");
+        (child, stdout)
     }
 
     /// `remit run [--remit R] -- bash -c SCRIPT` in the workspace.

@@ -62,11 +62,35 @@ fn wall_time_stops_a_script_waiting_on_a_binding() {
 
 #[test]
 fn memory() {
+    let threads = || std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
+    let before = threads();
+    // Growing without bound: stopped by the memory limit itself, with a clear error.
     for code in [
         "const a = []; while (true) a.push(new Array(100000).fill(1.5));",
-        "let s = 'x'; while (true) s = s + s;",
+        "const a = []; let i = 0; while (true) a.push('x'.repeat(1000) + i++);",
+    ] {
+        let r = run_with(code, Language::Js, Arc::new(TestHost::default()), limits());
+        assert!(!r.ok, "{code}: {r:?}");
+        assert_eq!(limit_of(&r), Some(Limit::Memory), "{code}: {:?}", r.error);
+        assert!(
+            r.error.as_ref().unwrap().message.contains("out of memory"),
+            "{:?}",
+            r.error
+        );
+    }
+    // Caught, the failed allocation is an error the script handles: the limit still held.
+    let r = run_with(
+        "const a = []; try { while (true) a.push(new Array(100000).fill(1.5)); } catch (e) { return 'caught'; }",
+        Language::Js,
+        Arc::new(TestHost::default()),
+        limits(),
+    );
+    assert_eq!(r.result, Some(serde_json::json!("caught")), "{r:?}");
+    // One huge allocation: refused by the engine or by the limit, never granted.
+    for code in [
         "new ArrayBuffer(1 << 30);",
         "'x'.repeat(1 << 29);",
+        "let s = 'x'; while (true) s = s + s;",
     ] {
         let r = run_with(code, Language::Js, Arc::new(TestHost::default()), limits());
         assert!(!r.ok, "{code}");
@@ -79,8 +103,13 @@ fn memory() {
             "{code}: {e:?}"
         );
     }
-    // The host is unaffected: the next script runs.
+    // The host is unaffected: the next script runs, and no thread was left behind.
     assert_eq!(run("return 1 + 1").result, Some(serde_json::json!(2)));
+    assert!(
+        threads() <= before.max(1) + 1,
+        "threads {before} -> {}",
+        threads()
+    );
 }
 
 #[test]

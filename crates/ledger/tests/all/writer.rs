@@ -138,6 +138,27 @@ both_stores! {
         verify_ok(&env);
     };
 
+    append_batch_commits_a_group_at_once => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        assert!(ledger.append_batch(Vec::new()).unwrap().is_none());
+        ledger.append_durable(exec("t", 0)).unwrap().wait().unwrap();
+        // 250 events (more than the 50 of one multi-row insert, and a remainder), one commit.
+        let last = ledger.append_batch((1..251).map(|i| exec("t", i))).unwrap().unwrap();
+        assert_eq!(last.wait().unwrap(), 250);
+        let head = ledger.latest_checkpoint().unwrap();
+        assert_eq!(head.checkpoint.size, 251, "the head covers the whole group");
+        let mut reader = ledger.reader().unwrap();
+        for seq in [1, 50, 51, 250] {
+            let e = reader.event(seq).unwrap();
+            assert_eq!(e.event.seq, seq);
+            assert_eq!(e.event, reader.event(seq).unwrap().event);
+        }
+        assert_eq!(reader.event(250).unwrap().event.body, exec("t", 250).body);
+        ledger.close().unwrap();
+        assert_eq!(verify_ok(&env).events, 251);
+    };
+
     task_end_keeps_a_checkpoint => |backend: Backend| {
         let env = Env::new(backend);
         let ledger = env.open();
