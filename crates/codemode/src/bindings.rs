@@ -191,6 +191,8 @@ interface FetchInit {
 }
 
 interface FetchResult {
+  /** The URL fetched. */
+  url: string;
   status: number;
   ok: boolean;
   headers: Record<string, string>;
@@ -217,6 +219,14 @@ interface PushResult {
 interface TaskStatus {
   task: string;
   agent: string;
+  /** The agent's owner. */
+  owner: string;
+  /** Who started the task. */
+  requester: string;
+  /** The digest of the task's remit (`sha256:…`). */
+  remit: string;
+  /** The workspace, as the task sees it. */
+  workspace: string;
   killed: string | null;
   counters: { effects: number; denials: number; approvals: number; violations: number };
   approvals: { id: string; effect: string; state: string }[];

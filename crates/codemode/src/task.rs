@@ -315,18 +315,24 @@ impl TaskHost {
             gate.failed(authorized, &format!("not started: {why}"));
             return Err(CallError::new(ErrorCode::Killed, why));
         }
+        // The guard exists before the start is written: a call dropped while its start is
+        // being made durable (its script ended) is still recorded as failed.
+        let guard = Performing {
+            gate: Arc::clone(gate),
+            authorized: Some(authorized),
+        };
+        let Some(authorized) = guard.authorized.as_ref() else {
+            return Err(CallError::failed(format!("{not_done}: no authorization")));
+        };
         if !durable {
-            gate.begin_observed(&authorized);
-        } else if let Err(e) = gate.begin(&authorized).await {
-            gate.failed(authorized, &format!("not recorded: {e}"));
+            gate.begin_observed(authorized);
+        } else if let Err(e) = gate.begin(authorized).await {
+            guard.failed(&format!("not recorded: {e}"));
             return Err(CallError::failed(format!(
                 "{not_done}: its record could not be made durable ({e})"
             )));
         }
-        Ok(Performing {
-            gate: Arc::clone(gate),
-            authorized: Some(authorized),
-        })
+        Ok(guard)
     }
 
     async fn decide(&self, effect: Effect, wait: Duration) -> Result<Authorized, CallError> {

@@ -10,9 +10,15 @@ use remit_types::network::{BasicPart, HostPattern, Network, Placement};
 
 use crate::error::ConfigError;
 
-/// A secret value. Its `Debug` never shows it.
+/// A secret value. Its `Debug` never shows it; its bytes are zeroed when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// Wrap a value.
@@ -154,14 +160,13 @@ pub fn read_credentials_with(
                 }
                 bytes
             }
-            remit_types::network::CredentialSource::Vault(secret) => {
-                vault(secret)
-                    .map_err(|reason| ConfigError::BadCredential {
-                        name: name.clone(),
-                        reason: format!("cannot read vault secret `{secret}`: {reason}"),
-                    })?
-                    .0
-            }
+            remit_types::network::CredentialSource::Vault(secret) => vault(secret)
+                .map_err(|reason| ConfigError::BadCredential {
+                    name: name.clone(),
+                    reason: format!("cannot read vault secret `{secret}`: {reason}"),
+                })?
+                .expose()
+                .to_vec(),
         };
         let placement =
             credential

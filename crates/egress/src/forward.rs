@@ -590,6 +590,27 @@ async fn pipeline<G: EgressGate>(
     // What else the request is: a git push, a registry upload.
     let bare_path = path.split('?').next().unwrap_or(&path).to_owned();
     let is_push = method == "POST" && bare_path.ends_with("/git-receive-pack");
+    // A remit git token on a git request: checked for this repository before anything
+    // leaves (a push's refs are checked with its commands, below).
+    let git_token = git_token_of(&parts.headers);
+    let repository = git_repository(&bare_path)
+        .map(|repo_path| format!("{}://{}{}", target.scheme(), target.authority(), repo_path));
+    if let Some(token) = &git_token {
+        let Some(repository) = &repository else {
+            return Err(ctx.deny(
+                StatusCode::FORBIDDEN,
+                "credentials.git",
+                "a remit git token may only be sent on git requests (info/refs, git-upload-pack, git-receive-pack) to its repository",
+            ));
+        };
+        if !is_push
+            && let Err(why) = shared
+                .gate
+                .git_token(token, repository, crate::GitTokenAccess::Fetch)
+        {
+            return Err(ctx.deny(StatusCode::FORBIDDEN, "credentials.git", &why));
+        }
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -706,7 +727,8 @@ async fn pipeline<G: EgressGate>(
                 target.authority(),
                 bare_path.trim_end_matches("/git-receive-pack")
             );
-            if let Some(answer) = decide_push(ctx, &remote, &inspected).await {
+            if let Some(answer) = decide_push(ctx, &remote, &inspected, git_token.as_deref()).await
+            {
                 return Err(answer);
             }
         }
@@ -896,6 +918,7 @@ async fn decide_push<G: EgressGate>(
     ctx: &Ctx<G>,
     remote: &str,
     body: &[u8],
+    git_token: Option<&str>,
 ) -> Option<Response<ProxyBody>> {
     let push = match git::parse_push(body) {
         Ok(p) => p,
@@ -903,6 +926,16 @@ async fn decide_push<G: EgressGate>(
             return Some(ctx.deny(StatusCode::BAD_REQUEST, "egress.git", &error.to_string()));
         }
     };
+    if let Some(token) = git_token {
+        let refs: Vec<String> = push.updates.iter().map(|u| u.reference.clone()).collect();
+        if let Err(why) =
+            ctx.shared
+                .gate
+                .git_token(token, remote, crate::GitTokenAccess::Push(&refs))
+        {
+            return Some(ctx.deny(StatusCode::FORBIDDEN, "credentials.git", &why));
+        }
+    }
     if push.updates.is_empty() {
         return None;
     }
@@ -1007,9 +1040,69 @@ async fn decide_publish<G: EgressGate>(
     .await
 }
 
+/// The remit git token (`rgt_…`) a request carries: `Authorization: Bearer <token>`, or either
+/// half of `Authorization: Basic` (git's credential helpers send it as the password).
+fn git_token_of(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return rest
+            .starts_with(crate::GIT_TOKEN_PREFIX)
+            .then(|| rest.to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, password) = text.split_once(':')?;
+        return [password, user]
+            .into_iter()
+            .find(|v| v.starts_with(crate::GIT_TOKEN_PREFIX))
+            .map(str::to_owned);
+    }
+    None
+}
+
+/// The repository path of a git smart-HTTP request path (`/acme/widgets.git/info/refs` gives
+/// `/acme/widgets.git`); `None` for anything else.
+fn git_repository(bare_path: &str) -> Option<&str> {
+    ["/info/refs", "/git-upload-pack", "/git-receive-pack"]
+        .iter()
+        .find_map(|suffix| bare_path.strip_suffix(suffix))
+        .filter(|repo| !repo.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_tokens_are_found_in_bearer_and_basic_authorization() {
+        use base64::Engine as _;
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            git_token_of(&h)
+        };
+        assert_eq!(with("Bearer rgt_abc").as_deref(), Some("rgt_abc"));
+        let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:rgt_abc");
+        assert_eq!(with(&format!("Basic {basic}")).as_deref(), Some("rgt_abc"));
+        let user = base64::engine::general_purpose::STANDARD.encode("rgt_abc:");
+        assert_eq!(with(&format!("basic {user}")).as_deref(), Some("rgt_abc"));
+        assert_eq!(with("Bearer ghp_other"), None);
+        assert_eq!(with("Basic !!!"), None);
+        assert_eq!(git_token_of(&HeaderMap::new()), None);
+        assert_eq!(git_repository("/acme/w.git/info/refs"), Some("/acme/w.git"));
+        assert_eq!(
+            git_repository("/acme/w.git/git-receive-pack"),
+            Some("/acme/w.git")
+        );
+        assert_eq!(git_repository("/info/refs"), None);
+        assert_eq!(git_repository("/api/v1"), None);
+    }
 
     #[test]
     fn paths() {

@@ -135,7 +135,32 @@ pub trait EgressGate: Send + Sync + 'static {
     fn decide(&self, effect: Effect) -> impl Future<Output = GateDecision> + Send;
     /// Record an event. Called on the proxy's tasks: keep it quick (queue, don't block).
     fn observe(&self, event: EgressEvent);
+    /// A remit git token (`rgt_…`, a git lease's) presented on a git request to
+    /// `repository` (`https://host/path`, without `.git` suffix handling): `Ok` if it may do
+    /// `access` there now, else why not (the request is refused with it). Called before any
+    /// byte of the request leaves. Default: no git token is valid.
+    fn git_token(
+        &self,
+        token: &str,
+        repository: &str,
+        access: GitTokenAccess<'_>,
+    ) -> Result<(), String> {
+        let _ = (token, repository, access);
+        Err("this task holds no git token remit issued".into())
+    }
 }
+
+/// What a git request does with a remit git token ([`EgressGate::git_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitTokenAccess<'a> {
+    /// Discover refs or fetch.
+    Fetch,
+    /// Update these refs.
+    Push(&'a [String]),
+}
+
+/// The prefix of remit's git tokens.
+pub const GIT_TOKEN_PREFIX: &str = "rgt_";
 
 /// A secret the task holds in the clear and may send only to `hosts` (see
 /// [`EgressConfig::bound_secrets`]).

@@ -23,6 +23,8 @@ pub struct EgressAdapter {
     open: Mutex<HashMap<String, Vec<Authorized>>>,
     /// The task's leases: a credential is injected only while its lease is open.
     leases: OnceLock<Arc<remit_vault::TaskCredentials>>,
+    /// Checks the git tokens the task presents (its git leases), for this task.
+    git_tokens: OnceLock<(remit_vault::backend::git::GitTokenVerifier, String)>,
 }
 
 impl std::fmt::Debug for EgressAdapter {
@@ -45,6 +47,14 @@ impl EgressAdapter {
     /// The task's leases (set before the proxy serves).
     pub fn set_leases(&self, leases: Arc<remit_vault::TaskCredentials>) {
         let _ = self.leases.set(leases);
+    }
+
+    /// Check git tokens against `vault`'s leases; only `task`'s own are accepted.
+    pub fn set_git_tokens(&self, vault: Arc<remit_vault::Vault>, task: &str) {
+        let _ = self.git_tokens.set((
+            remit_vault::backend::git::GitTokenVerifier::new(vault),
+            task.to_owned(),
+        ));
     }
 
     /// Record whatever was authorized but never reported done (the task ended first).
@@ -125,6 +135,38 @@ impl EgressGate for EgressAdapter {
                 reason: format!("approval {approval} was not given in time"),
             },
         }
+    }
+
+    fn git_token(
+        &self,
+        token: &str,
+        repository: &str,
+        access: remit_egress::GitTokenAccess<'_>,
+    ) -> Result<(), String> {
+        use remit_vault::backend::git::GitAccess;
+        let Some((verifier, task)) = self.git_tokens.get() else {
+            return Err("this task holds no git token remit issued".into());
+        };
+        let refs: Vec<&str> = match access {
+            remit_egress::GitTokenAccess::Push(refs) => refs.iter().map(String::as_str).collect(),
+            remit_egress::GitTokenAccess::Fetch => Vec::new(),
+        };
+        let access = match access {
+            remit_egress::GitTokenAccess::Fetch => GitAccess::Fetch,
+            remit_egress::GitTokenAccess::Push(_) => GitAccess::Push(&refs),
+        };
+        let why = match verifier.verify(token, repository, access) {
+            Ok(grant) if grant.task == *task => return Ok(()),
+            Ok(grant) => format!(
+                "this git token belongs to another task (`{}`); use the one in this task's environment",
+                grant.task
+            ),
+            Err(e) => e.to_string(),
+        };
+        if let Some(gate) = self.gate.get() {
+            gate.violation("credentials.git", &why, Some("credentials.git"));
+        }
+        Err(why)
     }
 
     fn observe(&self, event: EgressEvent) {

@@ -62,6 +62,17 @@ pub struct Authorized {
     /// Whether the effect may have crossed the boundary (its start was recorded).
     started: AtomicBool,
     slot: Option<Slot>,
+    /// Where an outcome goes if the token is dropped unreported after its start.
+    journal: Abandon,
+}
+
+/// The journal an [`Authorized`] dropped unreported writes its failure to.
+struct Abandon(Arc<dyn Journal>);
+
+impl std::fmt::Debug for Abandon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Abandon")
+    }
 }
 
 /// A reserved quota slot: one effect of its kind in progress.
@@ -113,6 +124,16 @@ impl Drop for Authorized {
     fn drop(&mut self) {
         let started = self.started.load(Ordering::SeqCst);
         self.settle(started);
+        // Started and never reported (its caller went away: a cancelled call, a dropped
+        // connection): nothing stays started in the ledger without an outcome.
+        if started && !self.id.is_empty() {
+            self.journal
+                .0
+                .observe(EventBody::EffectFailed(EffectFailed {
+                    effect_id: std::mem::take(&mut self.id),
+                    error: "abandoned: its caller went away before reporting how it ended".into(),
+                }));
+        }
     }
 }
 
@@ -834,6 +855,7 @@ impl Gate {
             effect,
             started: AtomicBool::new(false),
             slot: Some(slot),
+            journal: Abandon(Arc::clone(&self.journal)),
         };
         self.journal
             .observe(EventBody::Decision(remit_types::event::Decision {

@@ -568,6 +568,9 @@ impl Task {
             if let Some(leases) = &leases {
                 adapter.set_leases(Arc::clone(leases));
             }
+            if let Some(vault) = &authority.vault {
+                adapter.set_git_tokens(Arc::clone(vault), &task);
+            }
             let validity = lifetime + Duration::from_secs(300);
             let ca = TaskCa::generate(&task, validity)
                 .map_err(|e| host_err("cannot make the task's CA", e))?;

@@ -470,3 +470,39 @@ async fn exec_prompts_go_through_approvals() {
         Outcome::Authorized(_)
     ));
 }
+
+/// An effect whose start was recorded and whose caller went away without reporting is
+/// recorded as failed: nothing stays started in the ledger without an outcome. One that
+/// never started leaves nothing to report.
+#[tokio::test]
+async fn an_abandoned_effect_is_recorded_as_failed() {
+    let (gate, journal, _) = gate();
+    let Outcome::Authorized(a) = gate.request(action("ping", &[]), Duration::ZERO).await else {
+        panic!()
+    };
+    gate.begin(&a).await.unwrap();
+    let id = a.id().to_owned();
+    drop(a);
+    let failed: Vec<String> = journal
+        .events()
+        .into_iter()
+        .filter_map(|(e, _)| match e {
+            EventBody::EffectFailed(f) if f.effect_id == id => Some(f.error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].starts_with("abandoned"), "{failed:?}");
+
+    let before = journal.events().len();
+    let Outcome::Authorized(b) = gate.request(action("ping", &[]), Duration::ZERO).await else {
+        panic!()
+    };
+    drop(b);
+    let after: Vec<_> = journal.events()[before..]
+        .iter()
+        .filter(|(e, _)| matches!(e, EventBody::EffectFailed(_)))
+        .cloned()
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+}

@@ -5,7 +5,8 @@
 //! Callers never touch the store. [`Ledger::append`] stamps an event with its time, queues it
 //! and returns at once; [`Ledger::append_durable`] does the same and returns a [`Durable`]
 //! handle that resolves, with the event's sequence number, once the event is committed
-//! (blocking with [`Durable::wait`], or `.await` from async code). Sequence numbers are
+//! (blocking with [`Durable::wait`], or `.await` from async code); [`Ledger::append_batch`]
+//! queues a group at once and resolves when its last event is. Sequence numbers are
 //! assigned at commit, because only then does a writer know where the tree ends: other
 //! processes append to it too.
 //!

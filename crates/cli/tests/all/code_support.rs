@@ -391,3 +391,38 @@ pub(crate) fn refused_outcome(events: &[Value], id: &str, code: &str) -> String 
     assert_eq!(error.matches(&prefix).count(), 1, "one prefix: {error}");
     error
 }
+
+/// A bare repository `origin.git` (one commit on `main`: `README.md`, `test.sh`) served over
+/// git's smart HTTP on an address only the egress proxy reaches, cloned into the workspace.
+/// Returns the server, the directory holding the bare repository, and `main`'s commit.
+pub(crate) fn cloned_origin(w: &World) -> (Server, PathBuf, String) {
+    let repos = w.dir.path().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    git(&repos, &["init", "-q", "--bare", "origin.git"]);
+    let server = Server::git(&repos);
+    let url = format!("http://127.0.0.2:{}/origin.git", server.port);
+    std::fs::remove_dir_all(&w.ws).unwrap();
+    let seed = w.dir.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    git(&seed, &["init", "-q"]);
+    std::fs::write(
+        seed.join("test.sh"),
+        "test -f README.md && echo 'tests passed'\n",
+    )
+    .unwrap();
+    std::fs::write(seed.join("README.md"), "# demo\n").unwrap();
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "-qm", "init"]);
+    git(
+        &seed,
+        &[
+            "push",
+            "-q",
+            repos.join("origin.git").to_str().unwrap(),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    git(w.dir.path(), &["clone", "-q", &url, w.ws.to_str().unwrap()]);
+    let main = git(&repos.join("origin.git"), &["rev-parse", "refs/heads/main"]);
+    (server, repos, main)
+}

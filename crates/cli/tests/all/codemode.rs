@@ -26,6 +26,29 @@ fn code_run(w: &World, remit: Option<&str>, path: &Path, extra: &[&str]) -> Outp
     cmd.output().unwrap()
 }
 
+/// The fields `remit code api` declares for `interface`, sorted.
+fn declared_fields(w: &World, interface: &str) -> Value {
+    let out = w.command().args(["code", "api"]).output().unwrap();
+    let api = ok(&out);
+    let start = api
+        .find(&format!("interface {interface} {{"))
+        .unwrap_or_else(|| panic!("no interface {interface}"));
+    let mut fields: Vec<String> = api[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with('}'))
+        .filter_map(|l| {
+            let name = l.strip_prefix("  ")?;
+            let end = name.find([':', '?'])?;
+            let name = &name[..end];
+            (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                .then(|| name.to_owned())
+        })
+        .collect();
+    fields.sort();
+    serde_json::json!(fields)
+}
+
 fn report(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no JSON report\n{}", show(o)))
 }
@@ -369,7 +392,9 @@ inject = {{ hosts = ["127.0.0.2:{port}"], header = "x-api-key" }}
         const seen = JSON.parse(r.body);
         let other = "";
         try {{ await remit.http.fetch("http://127.0.0.3:{port}/"); }} catch (e: any) {{ other = e.code + ": " + e.message; }}
-        return {{ names, status: r.status, method: seen.method, body: seen.body, key: seen.headers["x-api-key"], other }};
+        const status = await remit.task.status();
+        return {{ names, status: r.status, method: seen.method, body: seen.body, key: seen.headers["x-api-key"], other,
+                  fetch_keys: Object.keys(r).sort(), status_keys: Object.keys(status).sort() }};
         "#
         ),
     );
@@ -382,6 +407,9 @@ inject = {{ hosts = ["127.0.0.2:{port}"], header = "x-api-key" }}
     assert!(out.status.success(), "{}", show(&out));
     let r = &report(&out)["report"]["result"];
     assert_eq!(r["names"], serde_json::json!(["echo-key"]));
+    // What the bindings return is what `remit.d.ts` declares.
+    assert_eq!(r["fetch_keys"], declared_fields(&w, "FetchResult"), "{r}");
+    assert_eq!(r["status_keys"], declared_fields(&w, "TaskStatus"), "{r}");
     assert_eq!(r["status"], 200, "{r}");
     assert_eq!(r["method"], "POST");
     assert_eq!(r["body"], "payload");
@@ -448,35 +476,7 @@ fn http_without_network_grants_is_a_clear_denial() {
 #[test]
 fn a_program_tests_commits_and_pushes_only_to_its_own_branch() {
     let w = World::new();
-    // A bare repository served over git's smart HTTP, on an address only the proxy reaches.
-    let repos = w.dir.path().join("repos");
-    std::fs::create_dir_all(&repos).unwrap();
-    git(&repos, &["init", "-q", "--bare", "origin.git"]);
-    let server = Server::git(&repos);
-    let url = format!("http://127.0.0.2:{}/origin.git", server.port);
-    std::fs::remove_dir_all(&w.ws).unwrap();
-    let seed = w.dir.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    git(&seed, &["init", "-q"]);
-    std::fs::write(
-        seed.join("test.sh"),
-        "test -f README.md && echo 'tests passed'\n",
-    )
-    .unwrap();
-    std::fs::write(seed.join("README.md"), "# demo\n").unwrap();
-    git(&seed, &["add", "."]);
-    git(&seed, &["commit", "-qm", "init"]);
-    git(
-        &seed,
-        &[
-            "push",
-            "-q",
-            repos.join("origin.git").to_str().unwrap(),
-            "HEAD:refs/heads/main",
-        ],
-    );
-    git(w.dir.path(), &["clone", "-q", &url, w.ws.to_str().unwrap()]);
-    let main_before = git(&repos.join("origin.git"), &["rev-parse", "refs/heads/main"]);
+    let (server, repos, main_before) = cloned_origin(&w);
     let remit = format!(
         r#"
 [agent]

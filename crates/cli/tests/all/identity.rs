@@ -687,3 +687,94 @@ host = "{socket}"
         .unwrap();
     assert_eq!(left.trim(), "0", "the role outlived its task");
 }
+
+/// The egress proxy's git inspection accepts a git lease's token for its repository and the
+/// refs it names, and refuses it for other refs and other repositories, before anything of
+/// the request leaves.
+#[test]
+fn the_git_inspection_holds_a_git_token_to_its_scope() {
+    let w = World::new();
+    let (server, repos, main_before) = crate::code_support::cloned_origin(&w);
+    crate::code_support::git(&repos, &["init", "-q", "--bare", "other.git"]);
+    let port = server.port;
+    let remit_text = format!(
+        r#"
+[network]
+allow = ["127.0.0.2:{port}"]
+private = ["127.0.0.2"]
+
+[network.git]
+push = ["refs/heads/*"]
+
+[credentials.git.origin]
+repository = "http://127.0.0.2:{port}/origin.git"
+push = ["refs/heads/remit/*"]
+"#
+    );
+    let out = w.run(
+        Some(&remit_text),
+        &format!(
+            r#"auth="http.extraHeader=Authorization: Bearer $ORIGIN_GIT_TOKEN"
+git -c user.name=t -c user.email=t@t commit -q --allow-empty -m work
+git -c "$auth" push -q origin HEAD:refs/heads/remit/work 2>&1 && echo branch=ok
+git -c "$auth" push -q origin HEAD:refs/heads/main 2>&1; echo main=$?
+git -c "$auth" ls-remote http://127.0.0.2:{port}/other.git 2>&1; echo other=$?"#
+        ),
+    );
+    let printed = ok(&out);
+    assert!(printed.contains("branch=ok"), "{}", show(&out));
+    assert!(!printed.contains("main=0"), "{}", show(&out));
+    assert!(!printed.contains("other=0"), "{}", show(&out));
+    let bare = repos.join("origin.git");
+    assert_eq!(
+        crate::code_support::git(&bare, &["rev-parse", "refs/heads/main"]),
+        main_before
+    );
+    assert!(!crate::code_support::git(&bare, &["rev-parse", "refs/heads/remit/work"]).is_empty());
+    // The refusals are recorded as violations.
+    let all = events(&w);
+    let violations = serde_json::to_string(&of_kind(&all, "violation")).unwrap();
+    assert!(violations.contains("credentials.git"), "{violations}");
+    assert!(violations.contains("other"), "{violations}");
+    assert!(violations.contains("refs/heads/main"), "{violations}");
+}
+
+/// A role the supervisor cannot drop (PostgreSQL unreachable when the task ends) is kept open
+/// and reported: in the ledger, and by `remit doctor`, which fails until it is gone.
+#[test]
+fn a_lease_that_cannot_be_revoked_is_reported_not_dropped() {
+    let pg = remit_ledger::testing::TempPostgres::start().unwrap();
+    let admin = pg.create_database("stuck").unwrap();
+    let w = World::new();
+    ok(&remit_with_stdin(
+        &w,
+        &["secret", "set", "pg-admin"],
+        admin.as_bytes(),
+    ));
+    let socket = pg.socket_dir().display().to_string();
+    let (child, _task) = start_task(
+        &w,
+        &format!("[credentials.postgres.db]\nadmin = \"pg-admin\"\nhost = \"{socket}\"\n"),
+        "echo ready; while [ ! -f go ]; do sleep 0.05; done",
+    );
+    // The server goes away before the task ends.
+    drop(pg);
+    std::fs::write(w.ws.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    let doctor = w.command().args(["doctor"]).output().unwrap();
+    assert_eq!(doctor.status.code(), Some(1), "{}", show(&doctor));
+    assert!(
+        stderr(&doctor).contains("is still open"),
+        "{}",
+        show(&doctor)
+    );
+    let all = events(&w);
+    let violations = serde_json::to_string(&of_kind(&all, "violation")).unwrap();
+    assert!(
+        violations.contains("credential_revocation_failed"),
+        "{violations}"
+    );
+    assert!(of_kind(&all, "credential_revoked").is_empty());
+}

@@ -209,6 +209,34 @@ fn a_real_client_over_streamable_http() {
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Malformed bodies with the token: a 4xx each, and the server keeps serving.
+    let post = |body: &str| -> String {
+        let mut tcp = std::net::TcpStream::connect(hostport).unwrap();
+        write!(
+            tcp,
+            "POST /mcp HTTP/1.1\r\nHost: {hostport}\r\nauthorization: Bearer test-token-123\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    for body in [
+        "this is not json",
+        "{\"jsonrpc\": \"2.0\", \"id\": 1, \"meth",
+        "[1, 2, 3]",
+    ] {
+        let answer = post(body);
+        assert!(answer.starts_with("HTTP/1.1 4"), "{body}: {answer}");
+    }
+    let out = Command::new(mcp_python())
+        .arg(mcp_client())
+        .args(["http", &url, "test-token-123"])
+        .arg(json!([["read_file", {"path": "README.md"}]]).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "still serving: {}", show(&out));
     kill_term(&server);
     let status = server.wait().unwrap();
     let mut rest = String::new();
@@ -552,4 +580,112 @@ fn an_approval_can_be_waited_for() {
     );
     assert!(w.ws.join("published-v2").exists());
     raw.close();
+}
+
+/// Over MCP, a push goes where the remit allows (a `remit/*` branch) and not to `main`, and a
+/// fetch reaches an allowed host: the tools work, not only their refusals.
+#[test]
+fn pushes_and_fetches_work_where_the_remit_allows() {
+    let w = World::new();
+    let (git_server, repos, main_before) = cloned_origin(&w);
+    let echo = Server::echo();
+    let remit = format!(
+        r#"
+[agent]
+name = "mcp-agent"
+
+[network]
+allow = ["127.0.0.2:{}", "127.0.0.2:{}"]
+private = ["127.0.0.2"]
+
+[network.git]
+push = ["refs/heads/remit/*"]
+"#,
+        git_server.port, echo.port
+    );
+    let mut raw = Raw::start(&w, &remit, &[]);
+    let r = raw.call(
+        1,
+        "write_file",
+        json!({"path": "CHANGELOG.md", "content": "- changed\n"}),
+    );
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let r = raw.call(2, "git_commit", json!({"message": "add a changelog"}));
+    let commit = r["result"]["structuredContent"]["commit"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    let r = raw.call(3, "git_push", json!({"branch": "main"}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["code"], "denied", "{r}");
+    let r = raw.call(4, "git_push", json!({"branch": "remit/changelog"}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let r = raw.call(
+        5,
+        "http_fetch",
+        json!({"url": format!("http://127.0.0.2:{}/hello", echo.port)}),
+    );
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["status"], 200, "{r}");
+    let out = raw.close();
+    assert!(out.status.success(), "{}", show(&out));
+
+    let bare = repos.join("origin.git");
+    assert_eq!(
+        git(&bare, &["rev-parse", "refs/heads/remit/changelog"]),
+        commit
+    );
+    assert_eq!(git(&bare, &["rev-parse", "refs/heads/main"]), main_before);
+    assert_eq!(echo.seen.lock().unwrap().len(), 1);
+}
+
+/// A script cannot hold anything past its end: a call it left running is cancelled, and the
+/// next script starts from a fresh isolate in which nothing of the first remains.
+#[test]
+fn nothing_a_script_holds_outlives_it() {
+    let w = World::new();
+    workspace(&w);
+    let log = w.dir.path().join("log.jsonl");
+    let mut raw = Raw::start(&w, REMIT, &["--log", log.to_str().unwrap()]);
+    let r = raw.call(
+        1,
+        "run_code",
+        json!({"code": "globalThis.kept = remit.exec(['sh', '-c', 'sleep 3; touch late.txt']); (globalThis as any).fs = remit.fs; return 'left';"}),
+    );
+    assert_eq!(r["result"]["structuredContent"]["result"], "left", "{r}");
+    let r = raw.call(
+        2,
+        "run_code",
+        json!({"code": "return [typeof (globalThis as any).kept, typeof (globalThis as any).fs];"}),
+    );
+    assert_eq!(
+        r["result"]["structuredContent"]["result"],
+        json!(["undefined", "undefined"]),
+        "{r}"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !w.ws.join("late.txt").exists(),
+        "the abandoned program ran on after its script"
+    );
+    let out = raw.close();
+    assert!(out.status.success(), "{}", show(&out));
+    // Every effect started has exactly one outcome; the abandoned call, if it got as far
+    // as starting, is recorded as failed, never as performed.
+    let events: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for started in events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "effect_started")
+    {
+        let id = started["body"]["effect"]["id"].as_str().unwrap();
+        let found = outcomes(&events, id);
+        assert_eq!(found.len(), 1, "{started}: {found:?}");
+        if started["body"]["effect"]["attributes"]["arg.argv"] == "sh -c sleep 3; touch late.txt" {
+            assert_eq!(found[0]["body"]["kind"], "effect_failed", "{found:?}");
+        }
+    }
 }
