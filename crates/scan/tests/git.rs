@@ -84,3 +84,59 @@ fn not_a_repository_is_one_line_error() {
         "{text}"
     );
 }
+
+/// Revisions narrow the history; a hostile repository's diff drivers and textconv filters
+/// never run (they would write a marker the test owns).
+#[test]
+fn revisions_narrow_history_and_repository_programs_never_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    let marker = dir.path().join("marker");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let program = format!("touch {}; cat", marker.display());
+    git(&repo, &["config", "diff.evil.textconv", &program]);
+    git(&repo, &["config", "diff.external", &program]);
+    std::fs::write(repo.join(".gitattributes"), "*.txt diff=evil\n").expect("write");
+    std::fs::write(repo.join("old.txt"), "DB_PASSWORD=Qm7#xP2!vK9@wL\n").expect("write");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "old"]);
+    git(&repo, &["tag", "v1"]);
+    let token = github_token("ghp_", "Zq8mK2vR7pLxWq3nB6cT9yH4jF1dS5");
+    std::fs::write(repo.join("new.txt"), format!("TOKEN = \"{token}\"\n")).expect("write");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "new"]);
+
+    let only_new = |revisions: &[&str]| {
+        let report = scanner()
+            .scan_git(
+                &repo,
+                &GitOptions {
+                    revisions: revisions.iter().map(|r| (*r).to_owned()).collect(),
+                    progress: None,
+                },
+            )
+            .expect("scan");
+        let mut found = ids(&report.findings);
+        found.sort();
+        found
+    };
+    assert_eq!(only_new(&["v1..main"]), ["github-pat-classic"]);
+    assert_eq!(only_new(&["main", "^v1"]), ["github-pat-classic"]);
+    assert_eq!(only_new(&["v1"]), ["generic-env-password"]);
+    assert_eq!(
+        only_new(&[]),
+        ["generic-env-password", "github-pat-classic"]
+    );
+    let err = scanner()
+        .scan_git(
+            &repo,
+            &GitOptions {
+                revisions: vec!["no-such-branch".into()],
+                progress: None,
+            },
+        )
+        .expect_err("bad revision");
+    assert!(err.to_string().contains("no-such-branch"), "{err}");
+    assert!(!marker.exists(), "a program of the repository ran");
+}

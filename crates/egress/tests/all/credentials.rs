@@ -6,7 +6,7 @@ use base64::Engine as _;
 use crate::support::*;
 
 /// A token the task holds in the clear, for `api.test` only (a git lease's).
-const BOUND: &str = "rgt_Q8wE3rT6yU1iO4pA7sD0fG5hJ2kL9zX";
+const BOUND: &str = "tok_Q8wE3rT6yU1iO4pA7sD0fG5hJ2kL9zX";
 const REAL: &str = "sk-live-Z3kq9PmW2xR7tY4uV8nB6cD1eF5gH0jA";
 const GIT_REAL: &str = "ghp_4rT9sK2mQ7wX1zY6uV3nB8cD5eF0gH2jL9pM";
 const QUERY_REAL: &str = "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW";
@@ -140,7 +140,7 @@ fn phantoms_are_swapped_on_the_bound_host_only() {
     let (status, _, _) = w.curl(&[
         "-u",
         &format!("x-access-token:{git_phantom}"),
-        &w.bound_url("/repo.git/info/refs"),
+        &w.bound_url("/api/data"),
     ]);
     assert_eq!(status, 200);
     let seen = w.bound.requests().pop().unwrap();
@@ -327,12 +327,12 @@ fn a_bound_token_goes_to_its_host_only() {
         vec![
             "-H".to_owned(),
             format!("authorization: Bearer {BOUND}"),
-            w.bound_url("/repo.git/info/refs"),
+            w.bound_url("/api/data"),
         ],
         vec![
             "-H".to_owned(),
             format!("authorization: Basic {basic}"),
-            w.bound_url("/repo.git/info/refs"),
+            w.bound_url("/api/data"),
         ],
     ] {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
