@@ -206,6 +206,10 @@ impl Sandbox {
             cpu: spec.limits.cpu,
         };
         let allow_degraded = spec.allow_degraded;
+        if limits.memory.is_some() || limits.pids.is_some() || limits.cpu.is_some() {
+            // Task cgroups of supervisors that died without removing theirs (SIGKILL).
+            cgroup::collect_stale(&support);
+        }
         let (cgroups, cgroup_skips) = TaskCgroups::create(&cgroup_name, limits, &support, |c| {
             // The pids limit always holds through the per-task process rlimit; a cgroup
             // only adds to it. Memory and CPU have no other enforcement.

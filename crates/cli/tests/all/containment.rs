@@ -677,3 +677,37 @@ fn the_task_sees_a_minimal_tree() {
         );
     }
 }
+
+/// A task cgroup left by a supervisor that was killed outright is removed by the next task
+/// that uses cgroups (the test plants one named for a pid that cannot exist).
+#[test]
+fn cgroups_of_dead_supervisors_are_collected() {
+    if !is_root() {
+        return;
+    }
+    let w = World::new();
+    // Wherever this host keeps remit's task cgroups (v1 per controller, or v2).
+    let candidates = [
+        "/sys/fs/cgroup/memory/remit",
+        "/sys/fs/cgroup/pids/remit",
+        "/sys/fs/cgroup/remit",
+        "/sys/fs/cgroup/unified/remit",
+    ];
+    let remit = "[limits]\nmemory = \"256MiB\"\n";
+    // Make sure the parents exist (a first task creates them).
+    ok(&w.run(Some(remit), "true"));
+    let planted: Vec<std::path::PathBuf> = candidates
+        .iter()
+        .map(std::path::Path::new)
+        .filter(|p| p.is_dir())
+        .map(|p| p.join("4194000-stale-test"))
+        .filter(|p| std::fs::create_dir(p).is_ok())
+        .collect();
+    if planted.is_empty() {
+        return; // no cgroup hierarchy remit uses here
+    }
+    ok(&w.run(Some(remit), "true"));
+    for p in &planted {
+        assert!(!p.exists(), "`{}` was left behind", p.display());
+    }
+}
