@@ -6,6 +6,14 @@ pub enum ConfigError {
     /// The task CA or a TLS configuration could not be made.
     #[error("cannot set up tls interception: {0}")]
     Ca(String),
+    /// A file of extra origin roots cannot be used.
+    #[error("origin roots `{path}`: {reason}")]
+    Roots {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A credential's environment variable is not set on the host.
     #[error("credential `{name}`: the environment variable `{var}` is not set on the host")]
     MissingEnv {

@@ -150,6 +150,25 @@ pub trait EgressGate: Send + Sync + 'static {
     }
 }
 
+/// The certificates of a PEM file, to trust as extra roots for origins
+/// ([`EgressConfig::extra_roots`]): a private CA in front of an internal registry, or a test
+/// CA. A file without any certificate is an error.
+pub fn read_roots(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let fail = |reason: String| ConfigError::Roots {
+        path: path.display().to_string(),
+        reason,
+    };
+    let roots = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(fail("no certificate in it".into()));
+    }
+    Ok(roots)
+}
+
 /// What a git request does with a remit git token ([`EgressGate::git_token`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GitTokenAccess<'a> {

@@ -617,6 +617,16 @@ impl Task {
                 }
             }
             let mut config = EgressConfig::new(network.clone(), credentials);
+            // Roots to trust for origins besides the host's: a private CA (the host
+            // operator's setting, never the task's).
+            if let Some((_, roots)) = request
+                .host_env
+                .iter()
+                .find(|(k, v)| k == "REMIT_EGRESS_ROOTS" && !v.is_empty())
+            {
+                config.extra_roots = remit_egress::read_roots(Path::new(roots))
+                    .map_err(|e| host_err("REMIT_EGRESS_ROOTS", e))?;
+            }
             config.known_secrets = known
                 .iter()
                 .map(|(name, value)| (name.clone(), Secret::new(value.clone())))

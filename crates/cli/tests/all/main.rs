@@ -5,6 +5,7 @@ mod code_support;
 mod codemode;
 mod commands;
 mod containment;
+mod egress;
 mod gate;
 mod identity;
 mod ledger;
