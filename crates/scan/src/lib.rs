@@ -82,7 +82,7 @@ use std::path::PathBuf;
 pub enum ScanError {
     /// A path given to scan does not exist or cannot be inspected.
     #[error("cannot scan `{0}`: {1}")]
-    Path(PathBuf, #[source] std::io::Error),
+    Path(PathBuf, std::io::Error),
     /// The keyword automaton could not be built.
     #[error("cannot build the keyword matcher: {0}")]
     Keywords(String),
@@ -92,10 +92,10 @@ pub enum ScanError {
     /// The known-secret matcher could not be built.
     #[error("cannot build the known-secret matcher: {0}")]
     Known(String),
-    /// `git` could not be run or failed.
+    /// The history could not be read.
     #[error("git history of `{0}`: {1}")]
     Git(PathBuf, String),
     /// Reading a stream failed.
     #[error("cannot read {0}: {1}")]
-    Read(String, #[source] std::io::Error),
+    Read(String, std::io::Error),
 }

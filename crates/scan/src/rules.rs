@@ -61,7 +61,7 @@ impl FromStr for Severity {
 pub enum RuleError {
     /// The file could not be read.
     #[error("cannot read rule file `{0}`: {1}")]
-    Read(PathBuf, #[source] std::io::Error),
+    Read(PathBuf, std::io::Error),
     /// A syntax or content error, with the file and 1-based line.
     #[error("{origin}:{line}: {message}")]
     Invalid {

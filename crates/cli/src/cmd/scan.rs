@@ -205,8 +205,12 @@ fn scan(scanner: &Scanner, args: &Args, progress: &Arc<Progress>) -> anyhow::Res
         if args.paths.len() != 1 {
             anyhow::bail!("`-` (standard input) cannot be combined with other paths");
         }
+        let mut input = Counted {
+            inner: std::io::stdin().lock(),
+            bytes: 0,
+        };
         let findings = scanner
-            .scan_reader(std::io::stdin().lock())
+            .scan_reader(&mut input)
             .context("cannot read standard input")?;
         let findings = findings
             .into_iter()
@@ -218,6 +222,7 @@ fn scan(scanner: &Scanner, args: &Args, progress: &Arc<Progress>) -> anyhow::Res
         return Ok(Report {
             findings,
             files: 1,
+            bytes: input.bytes,
             ..Report::default()
         });
     }
@@ -234,6 +239,20 @@ fn scan(scanner: &Scanner, args: &Args, progress: &Arc<Progress>) -> anyhow::Res
         progress: Some(progress.clone()),
     };
     Ok(scanner.scan_paths(&paths, &options)?)
+}
+
+/// A reader that counts what passed through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
 
 /// Fingerprints accepted by a baseline file: a `--json` report, or a list of fingerprints.

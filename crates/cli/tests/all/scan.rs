@@ -184,6 +184,11 @@ fn errors_exit_2_on_one_line_naming_the_path() {
         let stderr = text(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(&format!("`{path}`")), "{args:?}: {stderr}");
+        // The reason once, not repeated by its cause.
+        assert!(
+            stderr.matches("(os error").count() <= 1,
+            "{args:?}: {stderr}"
+        );
     }
 }
 
@@ -248,6 +253,7 @@ fn standard_input() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["findings"][0]["path"], "<stdin>");
     assert_eq!(report["findings"][0]["line"], 3);
+    assert!(report["bytes"].as_u64().unwrap_or(0) > 0, "{report}");
 }
 
 #[test]
