@@ -306,55 +306,10 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt as _;
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
-    let up = async {
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match tokio::time::timeout(idle, ar.read(&mut buf)).await {
-                Err(_) => return (total, Some(format!("idle for {idle:?}"))),
-                Ok(Err(e)) => return (total, Some(e.to_string())),
-                Ok(Ok(0)) => {
-                    let _ = bw.shutdown().await;
-                    return (total, None);
-                }
-                Ok(Ok(n)) => n,
-            };
-            let n64 = u64::try_from(n).unwrap_or(u64::MAX);
-            if let Err(reason) = meter.charge(n64) {
-                return (total, Some(reason));
-            }
-            if let Err(e) = bw.write_all(&buf[..n]).await {
-                return (total, Some(e.to_string()));
-            }
-            total += n64;
-        }
-    };
-    let down = async {
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match tokio::time::timeout(idle, br.read(&mut buf)).await {
-                Err(_) => return (total, Some(format!("idle for {idle:?}"))),
-                Ok(Err(e)) => return (total, Some(e.to_string())),
-                Ok(Ok(0)) => {
-                    let _ = aw.shutdown().await;
-                    return (total, None);
-                }
-                Ok(Ok(n)) => n,
-            };
-            let n64 = u64::try_from(n).unwrap_or(u64::MAX);
-            if let Err(reason) = meter.charge(n64) {
-                return (total, Some(reason));
-            }
-            if let Err(e) = aw.write_all(&buf[..n]).await {
-                return (total, Some(e.to_string()));
-            }
-            total += n64;
-        }
-    };
+    let up = copy_one_way(&mut ar, &mut bw, meter, idle);
+    let down = copy_one_way(&mut br, &mut aw, meter, idle);
     // Either direction failing ends the tunnel; a clean close waits for the other side.
     tokio::pin!(up, down);
     let mut up_result = None;
@@ -376,6 +331,42 @@ where
     let (u, ue) = up_result.unwrap_or((0, None));
     let (d, de) = down_result.unwrap_or((0, None));
     (u, d, ue.or(de))
+}
+
+/// Copy `from` to `to`, charging the meter, until `from` closes (then close `to`), either
+/// side fails, or `from` is idle too long: the bytes copied and why it stopped early.
+async fn copy_one_way<R, W>(
+    from: &mut R,
+    to: &mut W,
+    meter: &crate::budget::Meter,
+    idle: std::time::Duration,
+) -> (u64, Option<String>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
+            Err(_) => return (total, Some(format!("idle for {idle:?}"))),
+            Ok(Err(e)) => return (total, Some(e.to_string())),
+            Ok(Ok(0)) => {
+                let _ = to.shutdown().await;
+                return (total, None);
+            }
+            Ok(Ok(n)) => n,
+        };
+        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+        if let Err(reason) = meter.charge(n64) {
+            return (total, Some(reason));
+        }
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            return (total, Some(e.to_string()));
+        }
+        total += n64;
+    }
 }
 
 /// Inside a `CONNECT` tunnel that is not passed through: TLS (intercepted with a minted

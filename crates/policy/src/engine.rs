@@ -1873,37 +1873,46 @@ fn error_at_draft(draft: &Draft, offset: usize, message: &str) -> PolicyError {
     }
 }
 
+/// If a string literal or a `//` comment starts at `i`, the index just past it.
+fn skip_literal(bytes: &[u8], mut i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        b'"' => {
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                if bytes[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            Some(i + 1)
+        }
+        b'/' if bytes.get(i + 1) == Some(&b'/') => {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+            Some(i + 1)
+        }
+        _ => None,
+    }
+}
+
 /// Where annotation `@name` starts in one policy's text, skipping strings and comments.
 fn annotation_offset(policy: &str, name: &str) -> Option<usize> {
     let bytes = policy.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
+        if let Some(next) = skip_literal(bytes, i) {
+            i = next;
+            continue;
+        }
+        if bytes[i] == b'@' {
+            let ident = policy[i + 1..].trim_start();
+            let len = ident
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(ident.len());
+            if &ident[..len] == name {
+                return Some(i);
             }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'@' => {
-                let rest = &policy[i + 1..];
-                let ident = rest.trim_start();
-                let len = ident
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(ident.len());
-                if &ident[..len] == name {
-                    return Some(i);
-                }
-            }
-            _ => {}
         }
         i += 1;
     }
@@ -1918,26 +1927,13 @@ pub fn split_policies(source: &str) -> Vec<(usize, &str)> {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b';' => {
-                out.push((start, &source[start..=i]));
-                start = i + 1;
-            }
-            _ => {}
+        if let Some(next) = skip_literal(bytes, i) {
+            i = next;
+            continue;
+        }
+        if bytes[i] == b';' {
+            out.push((start, &source[start..=i]));
+            start = i + 1;
         }
         i += 1;
     }

@@ -257,35 +257,9 @@ impl GithubAppGrant {
     }
 }
 
-/// A problem in `[credentials]`: where to point (strings to find in order) and the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialIssue {
-    /// Strings to find, in order, to locate the problem.
-    pub locate: Vec<String>,
-    /// What is wrong, one line.
-    pub message: String,
-}
-
-impl CredentialIssue {
-    fn new(locate: &[&str], message: String) -> CredentialIssue {
-        CredentialIssue {
-            locate: locate.iter().map(|s| (*s).to_owned()).collect(),
-            message,
-        }
-    }
-
-    /// The byte offset in `text` the issue points at.
-    pub fn offset_in(&self, text: &str) -> usize {
-        let mut from = 0;
-        for needle in &self.locate {
-            match text.get(from..).and_then(|rest| rest.find(needle.as_str())) {
-                Some(at) => from += at,
-                None => break,
-            }
-        }
-        from
-    }
-}
+/// A problem in `[credentials]`: where to point (strings to find in order) and the message;
+/// located the same way as a `[network]` problem.
+pub type CredentialIssue = crate::network::NetworkIssue;
 
 fn valid_env(name: &str) -> bool {
     !name.is_empty()

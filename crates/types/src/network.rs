@@ -673,7 +673,7 @@ pub struct NetworkIssue {
 }
 
 impl NetworkIssue {
-    fn new(locate: &[&str], message: String) -> NetworkIssue {
+    pub(crate) fn new(locate: &[&str], message: String) -> NetworkIssue {
         NetworkIssue {
             locate: locate.iter().map(|s| (*s).to_owned()).collect(),
             message,
