@@ -178,6 +178,26 @@ where
                         Ok(data) => data,
                         Err(frame) => {
                             if let Ok(trailers) = frame.into_trailers() {
+                                // Trailers are searched like the body: a secret in one is
+                                // refused the same way.
+                                if let Some(scan) = &this.scan
+                                    && let Some(hit) = trailers.iter().find_map(|(name, value)| {
+                                        let mut field = name.as_str().as_bytes().to_vec();
+                                        field.extend_from_slice(b": ");
+                                        field.extend_from_slice(value.as_bytes());
+                                        scan.matcher.scan(
+                                            &field,
+                                            &scan.host,
+                                            scan.port,
+                                            scan.outbound,
+                                        )
+                                    })
+                                {
+                                    if let Ok(mut slot) = scan.hit.lock() {
+                                        *slot = Some(hit);
+                                    }
+                                    return Poll::Ready(Some(Err(Box::new(BodyError::Secret))));
+                                }
                                 this.trailers = Some(trailers);
                             }
                             this.ended = true;

@@ -335,7 +335,7 @@ pub(crate) async fn handle<G: EgressGate>(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    let shown_path = shared.matcher.redact(&clip(&raw));
+    let shown_path = clip(&shared.matcher.redact(&raw));
     let request_bytes = Arc::new(AtomicU64::new(0));
     let response_bytes = Arc::new(AtomicU64::new(0));
     let hit_slot = Arc::new(Mutex::new(None));

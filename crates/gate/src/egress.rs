@@ -120,9 +120,12 @@ impl EgressGate for EgressAdapter {
                 match request_key {
                     // The request's outcome arrives later, as an observation.
                     Some(k) => {
-                        if let Ok(mut open) = self.open.lock() {
-                            open.entry(k).or_default().push(authorized);
-                        }
+                        self.open
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(k)
+                            .or_default()
+                            .push(authorized);
                     }
                     // Pushes, publishes and secret uses are part of a request: done now.
                     None => gate.performed(authorized, "allowed at the egress gate"),
@@ -173,22 +176,31 @@ impl EgressGate for EgressAdapter {
         let Some(gate) = self.gate.get() else { return };
         match event {
             EgressEvent::Request(r) => {
-                if r.denied.is_some() {
-                    return;
-                }
                 let k = key(&r.host, r.port, &r.method, &r.path);
-                let authorized = self.open.lock().ok().and_then(|mut open| {
-                    let list = open.get_mut(&k)?;
-                    let first = if list.is_empty() {
-                        None
-                    } else {
-                        Some(list.remove(0))
-                    };
-                    if list.is_empty() {
+                let authorized = {
+                    let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                    let taken = open
+                        .get_mut(&k)
+                        .and_then(|list| (!list.is_empty()).then(|| list.remove(0)));
+                    if open.get(&k).is_some_and(Vec::is_empty) {
                         open.remove(&k);
                     }
-                    first
-                });
+                    taken
+                };
+                // Refused after the gate allowed it (a budget, a secret in the body, a git
+                // token, a push ref): it was not sent.
+                if let Some(denial) = &r.denied {
+                    if let Some(authorized) = authorized {
+                        gate.failed(
+                            authorized,
+                            &format!(
+                                "refused by `{}` before it was sent: {}",
+                                denial.policy, denial.reason
+                            ),
+                        );
+                    }
+                    return;
+                }
                 if let Some(authorized) = authorized {
                     let outcome = match &r.error {
                         Some(e) => format!("status {} ({e})", r.status),

@@ -558,14 +558,13 @@ impl Gate {
                 reason: format!("the task was killed ({reason})"),
             };
         }
-        let effect = Effect::Exec {
-            argv: facts.argv.clone(),
-            cwd: cwd.to_owned(),
-        };
-        let digest = effect.digest(&self.principal.task);
-        let situation = {
-            let state = self.lock();
-            self.situation(&state, &effect, &digest)
+        // No approval counts on this path: an approved program start must go through
+        // `request_exec`, which uses the approval up (once) under the gate's lock. Counted
+        // here, an approval would let every identical `execve` through until then.
+        let situation = Situation {
+            unix: unix(self.clock.now()),
+            approvals: BTreeSet::new(),
+            quota_used: self.lock().quota_used("exec"),
         };
         self.engine
             .decide_exec(&self.principal, facts, cwd, &situation)
@@ -611,6 +610,10 @@ impl Gate {
     ) -> Outcome {
         let digest = effect.digest(&self.principal.task);
         let deadline = tokio::time::Instant::now() + wait;
+        // An approval granted for this effect is decided again once; if that still asks for
+        // an approval (the policy now wants more, say at another time of day), the request
+        // is refused rather than looped on.
+        let mut approved_retries = 0u8;
         loop {
             // Decide and, when allowed, reserve in one critical section: the quota slot, the
             // approval consumed and the kill switch are all read and changed under the lock
@@ -673,7 +676,20 @@ impl Gate {
                         self.open_approval(&effect, &digest, requirements, policies);
                     match state {
                         ApprovalState::Pending => {}
-                        ApprovalState::Approved => continue,
+                        ApprovalState::Approved if approved_retries == 0 => {
+                            approved_retries += 1;
+                            continue;
+                        }
+                        ApprovalState::Approved => {
+                            return self.deny(
+                                &effect,
+                                &digest,
+                                "approval",
+                                &format!(
+                                    "approval `{id}` does not cover what the policy asks for now; ask again"
+                                ),
+                            );
+                        }
                         ApprovalState::Denied { by, reason } => {
                             return self.deny(
                                 &effect,
@@ -767,7 +783,12 @@ impl Gate {
             return answer;
         }
         state.next += 1;
-        let id = random_id("ap-");
+        // Unique among this task's approvals even if randomness failed: a human must never
+        // approve one effect under another's id.
+        let mut id = random_id("ap-");
+        if state.approvals.iter().any(|a| a.id == id) {
+            id = format!("{id}-{}", state.next);
+        }
         let now = self.clock.now();
         let expires = now + self.approval_timeout;
         let notify = Arc::new(Notify::new());

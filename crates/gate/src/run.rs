@@ -1118,18 +1118,21 @@ fn repository_host(url: &str) -> Option<HostPattern> {
 
 /// Copy what the task writes into a new pipe to `out` through the redactor, on a thread.
 /// `None` when `out` is neither a pipe nor a file (a terminal, `/dev/null`).
+/// `Ok(None)` for a terminal or a device (passed as it is); an error when the relay that
+/// output to a pipe, file or socket needs cannot be set up (the task must not start then:
+/// its output would go out unredacted).
 fn relay(
     out: std::os::fd::BorrowedFd<'_>,
     redactor: crate::secrets::LazyScanner,
-) -> Option<(std::os::fd::OwnedFd, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<Option<(std::os::fd::OwnedFd, std::thread::JoinHandle<()>)>> {
     use std::io::{Read, Write};
     use std::os::unix::fs::FileTypeExt;
-    let target = std::fs::File::from(out.try_clone_to_owned().ok()?);
-    let kind = target.metadata().ok()?.file_type();
+    let target = std::fs::File::from(out.try_clone_to_owned()?);
+    let kind = target.metadata()?.file_type();
     if !(kind.is_fifo() || kind.is_file() || kind.is_socket()) {
-        return None;
+        return Ok(None);
     }
-    let (mut reader, writer) = std::io::pipe().ok()?;
+    let (mut reader, writer) = std::io::pipe()?;
     let handle = std::thread::Builder::new()
         .name("remit-output".into())
         .spawn(move || {
@@ -1153,9 +1156,8 @@ fn relay(
                 }
             }
             let _ = sink.finish();
-        })
-        .ok()?;
-    Some((std::os::fd::OwnedFd::from(writer), handle))
+        })?;
+    Ok(Some((std::os::fd::OwnedFd::from(writer), handle)))
 }
 
 /// What a [`TaskClient`] asks the supervisor.
@@ -1440,7 +1442,9 @@ impl Supervision {
             let mut relayed: Vec<std::os::fd::OwnedFd> = Vec::new();
             if let Some(redactor) = &self.redactor {
                 for fd in [stdout.as_fd(), stderr.as_fd()] {
-                    match relay(fd, redactor.clone()) {
+                    match relay(fd, redactor.clone())
+                        .map_err(|e| host_err("cannot redact the command's output", e))?
+                    {
                         Some((write, handle)) => {
                             relayed.push(write);
                             self.relays.push(handle);
@@ -1725,13 +1729,23 @@ impl Supervision {
                     };
                     match outcome {
                         GateOutcome::Authorized(authorized) => {
-                            let _ = watch.respond(&attempt, Verdict::Allow);
-                            gate.journal().observe(exec_event(
-                                &attempt,
-                                EventVerdict::Allow,
-                                Some("approved".into()),
-                            ));
-                            gate.performed(authorized, "started");
+                            // Durable before the program may start; refused if it cannot be.
+                            if let Err(e) = gate.begin(&authorized).await {
+                                let _ = watch.respond(&attempt, Verdict::Deny(EACCES));
+                                gate.failed(authorized, &format!("not recorded: {e}"));
+                                return;
+                            }
+                            match watch.respond(&attempt, Verdict::Allow) {
+                                Ok(()) => {
+                                    gate.journal().observe(exec_event(
+                                        &attempt,
+                                        EventVerdict::Allow,
+                                        Some("approved".into()),
+                                    ));
+                                    gate.performed(authorized, "started");
+                                }
+                                Err(e) => gate.failed(authorized, &format!("not started: {e}")),
+                            }
                         }
                         GateOutcome::Denied { policy, reason } => {
                             watch.tell(&attempt, &denial_message(&line, &reason));

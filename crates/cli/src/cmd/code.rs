@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use remit_codemode::isolate::{ErrorKind, Limits, Report, StopHandle};
@@ -12,7 +12,6 @@ use remit_codemode::task::{HELPER, HostOptions, TaskHost, approval_timeout};
 use remit_gate::prepare::{RunRequest, prepare};
 use remit_gate::record::remit_home;
 use remit_gate::run::{Outcome, RunOptions, RunReport, Task};
-use remit_types::id::TaskId;
 use remit_types::size::{ByteSize, Span};
 
 use crate::exit::Outcome as Exit;
@@ -118,18 +117,6 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Exit> {
     }
 }
 
-fn new_task_id() -> anyhow::Result<TaskId> {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let mut random = [0u8; 10];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut random))
-        .context("cannot read random bytes for the task id")?;
-    Ok(TaskId::new(millis, random))
-}
-
 /// A task started for code mode or MCP: no command of its own.
 pub(crate) struct Started {
     pub(crate) request: RunRequest,
@@ -162,7 +149,7 @@ pub(crate) fn start_task(
         allow_degraded,
         cwd,
         host_env: host_env.clone(),
-        task: new_task_id()?,
+        task: crate::cmd::run::new_task_id()?,
     };
     let prepared = prepare(&request)?;
     request.command = label;

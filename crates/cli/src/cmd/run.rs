@@ -40,7 +40,7 @@ pub(crate) struct Args {
     command: Vec<String>,
 }
 
-fn new_task_id() -> anyhow::Result<TaskId> {
+pub(crate) fn new_task_id() -> anyhow::Result<TaskId> {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

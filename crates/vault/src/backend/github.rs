@@ -84,8 +84,10 @@ impl Drop for GhHandle {
 #[derive(Deserialize)]
 struct TokenAnswer {
     token: String,
+    /// Absent: the token's permissions are unknown, and it is refused.
     #[serde(default)]
-    permissions: BTreeMap<String, String>,
+    permissions: Option<BTreeMap<String, String>>,
+    /// Absent: the token may reach every repository of the installation; refused.
     #[serde(default)]
     repositories: Option<Vec<RepoAnswer>>,
 }
@@ -222,7 +224,14 @@ impl Backend for GithubBackend {
             api: scope.api.clone(),
             token: Some(answer.token.clone()),
         })?;
-        let wider = answer.permissions.iter().find(|(k, v)| {
+        // An answer that does not say what the token can do is not trusted to be narrow.
+        let (Some(permissions), Some(_)) = (&answer.permissions, &answer.repositories) else {
+            let _ = self.delete(&scope.api, &answer.token);
+            return Err(BackendError::Refused(
+                "GitHub's answer did not list the token's permissions and repositories, so it may be wider than the remit grants; it was deleted".into(),
+            ));
+        };
+        let wider = permissions.iter().find(|(k, v)| {
             scope
                 .permissions
                 .get(*k)

@@ -429,8 +429,9 @@ impl Backend for PostgresBackend {
                             results[*i] = Some(Ok(()));
                         }
                     }
-                    Err(_) if chunk.len() > 1 => {
-                        // Find out which ones fail.
+                    // The server refused the batch: find out which roles fail. (When it
+                    // cannot be reached, trying each role alone would only wait longer.)
+                    Err(BackendError::Refused(_)) if chunk.len() > 1 => {
                         for (i, role) in chunk {
                             results[*i] = Some(self.revoke_group(
                                 &admin,
