@@ -137,7 +137,7 @@ fn https_to_an_origin_with_a_private_ca() {
         port = origin.port
     );
     let script = format!(
-        "curl -sS -o /dev/null -w '%{{http_code}}\\n' https://127.0.0.2:{}/",
+        "curl -sS -D headers.txt -o body.txt -w '%{{http_code}}\\n' https://127.0.0.2:{}/",
         origin.port
     );
     let run = |roots: Option<&Path>| {
@@ -158,7 +158,17 @@ fn https_to_an_origin_with_a_private_ca() {
     // Without the CA, the proxy cannot verify the origin and says so; nothing is fetched.
     let out = run(None);
     let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_ne!(code, "200", "{}", show(&out));
+    let headers = std::fs::read_to_string(w.ws.join("headers.txt")).unwrap_or_default();
+    let body = std::fs::read_to_string(w.ws.join("body.txt")).unwrap_or_default();
+    assert_eq!(code, "502", "{}", show(&out));
+    assert!(
+        headers.contains("invalid peer certificate"),
+        "{headers}{body}"
+    );
+    assert!(
+        !body.contains("s_server"),
+        "the origin's page came through: {body}"
+    );
 
     // A roots file that holds no certificate: exit 2, one line, the task never starts.
     std::fs::write(pki.join("empty.pem"), "not a certificate\n").unwrap();

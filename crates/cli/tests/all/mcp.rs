@@ -346,7 +346,14 @@ fn malformed_messages_get_clear_errors_and_the_server_keeps_serving() {
     raw.line(&"x".repeat(100_000));
     raw.line("\u{0}\u{1}\u{2}");
     raw.line("{\"jsonrpc\": \"2.0\", \"id\": 9, \"method\": \"tools/li");
-    let said = raw.drain(Duration::from_millis(500));
+    // Wait (up to a minute) for the five answers expected, then a little longer for any
+    // answer too many.
+    let mut said = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while said.len() < 5 && Instant::now() < deadline {
+        said.extend(raw.drain(Duration::from_millis(200)));
+    }
+    said.extend(raw.drain(Duration::from_millis(300)));
     assert!(
         said.iter().any(|v| v["error"]["code"] == -32600),
         "no invalid-request error: {said:?}"
@@ -650,7 +657,7 @@ fn nothing_a_script_holds_outlives_it() {
     let r = raw.call(
         1,
         "run_code",
-        json!({"code": "globalThis.kept = remit.exec(['sh', '-c', 'sleep 3; touch late.txt']); (globalThis as any).fs = remit.fs; return 'left';"}),
+        json!({"code": "globalThis.kept = remit.exec(['sh', '-c', 'sleep 3.14159; touch late.txt']); (globalThis as any).fs = remit.fs; return 'left';"}),
     );
     assert_eq!(r["result"]["structuredContent"]["result"], "left", "{r}");
     let r = raw.call(
@@ -662,6 +669,16 @@ fn nothing_a_script_holds_outlives_it() {
         r["result"]["structuredContent"]["result"],
         json!(["undefined", "undefined"]),
         "{r}"
+    );
+    // Nothing of the abandoned program is running once the next script has answered.
+    let running = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 3.14159"])
+        .output()
+        .unwrap();
+    assert!(
+        running.stdout.is_empty(),
+        "the abandoned program ran on after its script: {}",
+        String::from_utf8_lossy(&running.stdout)
     );
     std::thread::sleep(Duration::from_secs(4));
     assert!(
@@ -684,7 +701,9 @@ fn nothing_a_script_holds_outlives_it() {
         let id = started["body"]["effect"]["id"].as_str().unwrap();
         let found = outcomes(&events, id);
         assert_eq!(found.len(), 1, "{started}: {found:?}");
-        if started["body"]["effect"]["attributes"]["arg.argv"] == "sh -c sleep 3; touch late.txt" {
+        if started["body"]["effect"]["attributes"]["arg.argv"]
+            == "sh -c sleep 3.14159; touch late.txt"
+        {
             assert_eq!(found[0]["body"]["kind"], "effect_failed", "{found:?}");
         }
     }

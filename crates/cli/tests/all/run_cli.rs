@@ -242,7 +242,5 @@ fn a_second_task_starts_clean() {
         "test -e /tmp/left-behind || test -e ~/left-behind; echo $?",
     );
     assert_eq!(ok(&out).trim(), "1");
-    let started = Instant::now();
     ok(&w.run(None, "true"));
-    assert!(started.elapsed() < Duration::from_secs(10));
 }

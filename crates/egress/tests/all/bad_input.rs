@@ -18,10 +18,19 @@ fn connection_errors(proxy: &Proxy, stage: Stage) -> usize {
         .count()
 }
 
+/// Everything the proxy answers until it closes the connection; a proxy that leaves the
+/// connection open (the read times out) fails the test.
 fn read_all(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the connection was not closed ({e}) after {}",
+            String::from_utf8_lossy(&out[..out.len().min(100)])
+        ),
+    }
     out
 }
 
