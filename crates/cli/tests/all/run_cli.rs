@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 
