@@ -8,6 +8,9 @@
 # CONNECT tunnel (a `dangerously_tunnel` host), and with TLS interception; through tinyproxy
 # as a plain HTTP forward proxy and a CONNECT tunnel. remit decides every request with the
 # real policy engine and scans every intercepted request for the task's identity token.
+# Last, the whole path of a real task: the load client runs inside `remit run` and goes
+# through the task's own proxy, which decides each request and records it in the task's
+# ledger (written durably before the request leaves) as `remit run` always does.
 #
 # Usage: bench/egress.sh [REQUESTS] [SECONDS] [BULK_BYTES]   (default 5000, 5, 1 GiB)
 # Needs: tinyproxy (installed from Debian if missing).
@@ -25,7 +28,9 @@ report="$out/egress-$(date -u +%Y%m%dT%H%M%SZ).txt"
 command -v tinyproxy >/dev/null || apt-get install -y -qq tinyproxy >/dev/null
 
 cargo build --release -q -p remit-egress --example egress_bench --manifest-path "$root/Cargo.toml"
+cargo build --release -q -p remit --manifest-path "$root/Cargo.toml"
 bin="$root/target/release/examples/egress_bench"
+remit_bin="$root/target/release/remit"
 dir="$(mktemp -d /tmp/remit-egress-bench.XXXXXX)"
 pids=()
 cleanup() {
@@ -69,6 +74,20 @@ for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$tiny") 2>/dev/null && break;
 (echo >"/dev/tcp/127.0.0.1/$tiny") 2>/dev/null || { echo "tinyproxy did not start:" >&2; cat "$dir/tinyproxy.log" >&2; exit 2; }
 
 export BENCH_DIR="$dir" BENCH_PORTS="$http,$tls,$tls2"
+mkdir -p "$dir/ws" "$dir/home"
+cat >"$dir/task.remit.toml" <<REMIT
+[filesystem]
+read_only = ["$(dirname "$bin")"]
+
+[environment]
+set = { BENCH_DIR = "/tmp", BENCH_PORTS = "$http,$tls,$tls2" }
+
+[network]
+allow = ["127.0.0.1:$http"]
+private = ["127.0.0.1"]
+REMIT
+# Inside a task the proxy is on the task's own loopback, port 3128.
+in_task=(env REMIT_HOME="$dir/home" "$remit_bin" run --quiet --remit "$dir/task.remit.toml" --workspace "$dir/ws" --)
 modes=(
     "direct-http|direct HTTP"
     "proxy-http:$remit|remit, HTTP forward"
@@ -77,6 +96,7 @@ modes=(
     "connect:$remit|remit, CONNECT tunnel"
     "connect:$tiny|tinyproxy, CONNECT tunnel"
     "intercept:$remit|remit, TLS intercepted"
+    "task:proxy-http:3128|remit run, HTTP, ledger"
 )
 
 {
@@ -89,9 +109,14 @@ declare -A p50
 for entry in "${modes[@]}"; do
     mode="${entry%%|*}"
     name="${entry#*|}"
-    lat="$("$bin" load latency "$mode" "$requests")"
-    rps="$("$bin" load rps "$mode" 16 "$seconds")"
-    mbs="$("$bin" load bulk "$mode" "$bulk")"
+    run=()
+    if [ "${mode#task:}" != "$mode" ]; then
+        mode="${mode#task:}"
+        run=("${in_task[@]}")
+    fi
+    lat="$("${run[@]}" "$bin" load latency "$mode" "$requests")"
+    rps="$("${run[@]}" "$bin" load rps "$mode" 16 "$seconds")"
+    mbs="$("${run[@]}" "$bin" load bulk "$mode" "$bulk")"
     p="$(sed -E 's/p50_us=([0-9.]+).*/\1/' <<<"$lat")"
     q="$(sed -E 's/.*p99_us=([0-9.]+)/\1/' <<<"$lat")"
     r="${rps#rps=}"

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::BoxBody;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::budget::Meter;
@@ -49,6 +50,80 @@ pub(crate) enum BodyError {
     Secret,
     #[error("the body is larger than the {0} bytes remit inspects")]
     TooLarge(usize),
+    #[error("remit already holds {0} bytes of request bodies for inspection; retry shortly")]
+    Busy(usize),
+}
+
+/// Memory taken from a task-wide allowance of bytes held for inspection, returned when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    allowance: Arc<Semaphore>,
+    total: usize,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Held {
+    pub(crate) fn new(allowance: &Arc<Semaphore>, total: usize) -> Held {
+        Held {
+            allowance: Arc::clone(allowance),
+            total,
+            permit: None,
+        }
+    }
+
+    /// Take `n` more bytes, or fail at once if the allowance has not that many left.
+    pub(crate) fn take(&mut self, n: usize) -> Result<(), BodyError> {
+        let Ok(n) = u32::try_from(n) else {
+            return Err(BodyError::Busy(self.total));
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let permit = Arc::clone(&self.allowance)
+            .try_acquire_many_owned(n)
+            .map_err(|_| BodyError::Busy(self.total))?;
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// A body from bytes that keeps their memory counted (`held`) until it has been sent.
+pub(crate) fn full_held(bytes: Bytes, held: Held) -> ProxyBody {
+    HeldBody {
+        inner: http_body_util::Full::new(bytes),
+        _held: held,
+    }
+    .map_err(|never| match never {})
+    .boxed()
+}
+
+struct HeldBody {
+    inner: http_body_util::Full<Bytes>,
+    _held: Held,
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// What a scanner looks for and what it reports.
@@ -248,12 +323,14 @@ where
     }
 }
 
-/// Read a whole body, up to `limit` bytes, each frame within `idle`.
+/// Read a whole body, up to `limit` bytes, each frame within `idle`, counting what it holds
+/// in `held`.
 pub(crate) async fn collect_limited<B>(
     mut body: B,
     limit: usize,
     idle: Duration,
     meter: Option<&Meter>,
+    held: &mut Held,
 ) -> Result<Bytes, BoxError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -270,6 +347,7 @@ where
             if out.len() + data.len() > limit {
                 return Err(Box::new(BodyError::TooLarge(limit)));
             }
+            held.take(data.len()).map_err(|e| Box::new(e) as BoxError)?;
             if let Some(meter) = meter {
                 meter
                     .charge(u64::try_from(data.len()).unwrap_or(u64::MAX))

@@ -15,7 +15,9 @@ use hyper::body::Incoming;
 use remit_types::effect::Effect;
 use remit_types::network::Placement;
 
-use crate::body::{BodyError, Metered, ProxyBody, Scan, body_error, collect_limited, full};
+use crate::body::{
+    BodyError, Held, Metered, ProxyBody, Scan, body_error, collect_limited, full, full_held,
+};
 use crate::credentials::{query_has, swap_basic, swap_header, swap_query};
 use crate::deny::{refusal, wants_json};
 use crate::events::{Denial, EgressEvent, RequestRecord, Violation, ViolationKind};
@@ -703,11 +705,12 @@ async fn pipeline<G: EgressGate>(
     };
     let outgoing: ProxyBody = if read_whole {
         let limit = shared.limits.max_inspected_body;
-        let bytes =
-            match collect_limited(body, limit, shared.limits.idle_timeout, meter.as_ref()).await {
-                Ok(b) => b,
-                Err(error) => return Err(body_refusal(ctx, &*error)),
-            };
+        let mut held = Held::new(&shared.inspecting, shared.limits.max_inspected_total);
+        let idle = shared.limits.idle_timeout;
+        let bytes = match collect_limited(body, limit, idle, meter.as_ref(), &mut held).await {
+            Ok(b) => b,
+            Err(error) => return Err(body_refusal(ctx, &*error)),
+        };
         let inspected: Bytes = match encoding.as_deref() {
             Some("gzip" | "x-gzip") => git::gunzip(&bytes, limit)
                 .map(Bytes::from)
@@ -717,6 +720,10 @@ async fn pipeline<G: EgressGate>(
                 .map_err(|why| ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why))?,
             None => bytes.clone(),
         };
+        if encoding.is_some() {
+            held.take(inspected.len())
+                .map_err(|error| body_refusal(ctx, &error))?;
+        }
         if let Some(hit) = matcher.scan(&inspected, host, port, true) {
             return Err(hit_refusal(ctx, &hit, host));
         }
@@ -743,7 +750,8 @@ async fn pipeline<G: EgressGate>(
             u64::try_from(bytes.len()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        full(bytes)
+        drop(inspected);
+        full_held(bytes, held)
     } else {
         for candidate in candidates.iter().take(1) {
             decide_publish(ctx, candidate, &[]).await?;
@@ -894,6 +902,7 @@ fn body_refusal<G: EgressGate>(
             &format!("remit reads request bodies of this kind (git pushes, registry uploads, compressed bodies) whole before deciding, up to {limit} bytes; send less at once"),
         ),
         Some(BodyError::Budget(reason)) => ctx.violation(ViolationKind::Budget, "egress.budget", reason),
+        Some(busy @ BodyError::Busy(_)) => ctx.deny(StatusCode::SERVICE_UNAVAILABLE, "egress.memory", &busy.to_string()),
         Some(other) => ctx.deny(StatusCode::REQUEST_TIMEOUT, "egress.request", &other.to_string()),
         None => ctx.deny(StatusCode::BAD_REQUEST, "egress.request", &format!("the request body could not be read: {error}")),
     }

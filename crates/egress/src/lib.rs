@@ -81,6 +81,7 @@ mod matcher;
 mod proxy;
 mod publish;
 mod ssrf;
+mod tunnel;
 mod upstream;
 
 use std::future::Future;
@@ -225,6 +226,11 @@ pub struct Limits {
     /// Largest request body read whole for inspection (git pushes, registry uploads,
     /// compressed bodies); larger ones are refused. Default: 256 MiB.
     pub max_inspected_body: usize,
+    /// Bytes of request bodies held for inspection at once, across every connection of the
+    /// task (each counted as read, and again once inflated); a request that would pass it
+    /// gets `503` and may be retried. Bounds the proxy's memory however many bodies arrive
+    /// together. Default: 512 MiB.
+    pub max_inspected_total: usize,
     /// Idle connections kept per origin for reuse. Default: 8.
     pub max_idle_per_origin: usize,
 }
@@ -240,6 +246,7 @@ impl Default for Limits {
             response_timeout: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(300),
             max_inspected_body: 256 << 20,
+            max_inspected_total: 512 << 20,
             max_idle_per_origin: 8,
         }
     }
@@ -333,6 +340,8 @@ pub(crate) struct Shared<G> {
     pub(crate) budgets: budget::Budgets,
     pub(crate) pool: upstream::Pool,
     pub(crate) connections: Arc<Semaphore>,
+    /// Bytes of request bodies held for inspection: [`Limits::max_inspected_total`].
+    pub(crate) inspecting: Arc<Semaphore>,
     pub(crate) next_id: AtomicU64,
     /// Commits seen in this task's pushes (id → parents), to prove fast-forwards.
     pub(crate) commits: Mutex<git::PackCommits>,
@@ -391,6 +400,12 @@ impl<G: EgressGate> Egress<G> {
                 publish_args: config.publish_args,
                 resolver: config.resolver,
                 connections: Arc::new(Semaphore::new(config.limits.max_connections.max(1))),
+                inspecting: Arc::new(Semaphore::new(
+                    config
+                        .limits
+                        .max_inspected_total
+                        .clamp(1, Semaphore::MAX_PERMITS),
+                )),
                 pool: upstream::Pool::new(config.limits.max_idle_per_origin),
                 limits: config.limits,
                 tls,

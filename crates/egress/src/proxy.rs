@@ -207,13 +207,15 @@ async fn connect<G: EgressGate>(
                 return report_client_error(&task_shared, peer, Some(&host), Stage::Tunnel, &error);
             }
         };
-        let (up, down, error) = splice(
-            TokioIo::new(upgraded),
-            upstream,
-            &meter,
-            task_shared.limits.idle_timeout,
-        )
-        .await;
+        let idle = task_shared.limits.idle_timeout;
+        // The task's own TCP connection, as the listener gave it: copied in the kernel.
+        let (up, down, error) = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => {
+                let client = parts.io.into_inner();
+                crate::tunnel::splice_tunnel(client, &parts.read_buf, upstream, &meter, idle).await
+            }
+            Err(upgraded) => relay(TokioIo::new(upgraded), upstream, &meter, idle).await,
+        };
         task_shared.gate.observe(EgressEvent::Tunnel(TunnelRecord {
             peer,
             host,
@@ -295,8 +297,9 @@ pub(crate) fn violation<G: EgressGate>(
     }));
 }
 
-/// Copy both ways, charging the meter, until both sides close or one is idle too long.
-async fn splice<A, B>(
+/// Copy both ways through user space, charging the meter, until both sides close or one is
+/// idle too long.
+async fn relay<A, B>(
     a: A,
     b: B,
     meter: &crate::budget::Meter,
@@ -310,27 +313,7 @@ where
     let (mut br, mut bw) = tokio::io::split(b);
     let up = copy_one_way(&mut ar, &mut bw, meter, idle);
     let down = copy_one_way(&mut br, &mut aw, meter, idle);
-    // Either direction failing ends the tunnel; a clean close waits for the other side.
-    tokio::pin!(up, down);
-    let mut up_result = None;
-    let mut down_result = None;
-    while up_result.is_none() || down_result.is_none() {
-        tokio::select! {
-            r = &mut up, if up_result.is_none() => {
-                let failed = r.1.is_some();
-                up_result = Some(r);
-                if failed { break; }
-            }
-            r = &mut down, if down_result.is_none() => {
-                let failed = r.1.is_some();
-                down_result = Some(r);
-                if failed { break; }
-            }
-        }
-    }
-    let (u, ue) = up_result.unwrap_or((0, None));
-    let (d, de) = down_result.unwrap_or((0, None));
-    (u, d, ue.or(de))
+    crate::tunnel::both_ways(up, down).await
 }
 
 /// Copy `from` to `to`, charging the meter, until `from` closes (then close `to`), either

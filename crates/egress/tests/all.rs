@@ -34,3 +34,6 @@ mod budget;
 
 #[path = "all/netns.rs"]
 mod netns;
+
+#[path = "all/tunnel.rs"]
+mod tunnel;

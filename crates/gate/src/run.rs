@@ -437,6 +437,7 @@ impl Task {
             };
             crate::secrets::prescan(
                 &roots,
+                &prepared.spec.hidden,
                 &home.join("cache").join("scan").join(format!("{key}.json")),
             )
         } else {

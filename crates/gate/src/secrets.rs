@@ -79,9 +79,11 @@ fn severity_name(s: Severity) -> String {
 }
 
 /// Scan `roots` for secrets, reading only files that changed since the cache at `cache`
-/// was written (by path, device, inode, size and modification time). Single-threaded: it
-/// may run before the sandbox is created. The scanner is built only if a file must be read.
-pub fn prescan(roots: &[PathBuf], cache: &Path) -> Prescan {
+/// was written (by path, device, inode, size and modification time). Paths in `hidden` are
+/// masked in the task, so they are neither entered nor reported. Single-threaded: it may
+/// run before the sandbox is created. The scanner is built only if a file must be read.
+pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
+    let hidden: std::collections::HashSet<&Path> = hidden.iter().map(PathBuf::as_path).collect();
     let mut old: Cache = std::fs::read(cache)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -90,7 +92,11 @@ pub fn prescan(roots: &[PathBuf], cache: &Path) -> Prescan {
     let mut out = Prescan::default();
     let mut scanner: Option<Scanner> = None;
     let mut seen = 0usize;
-    let mut stack: Vec<PathBuf> = roots.to_vec();
+    let mut stack: Vec<PathBuf> = roots
+        .iter()
+        .filter(|r| !hidden.contains(r.as_path()))
+        .cloned()
+        .collect();
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             out.notes.push(format!("cannot read `{}`", dir.display()));
@@ -106,6 +112,9 @@ pub fn prescan(roots: &[PathBuf], cache: &Path) -> Prescan {
                 break;
             }
             let path = entry.path();
+            if hidden.contains(path.as_path()) {
+                continue;
+            }
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 // A git directory holds history (compressed, scanned by `remit scan --git`),

@@ -267,9 +267,9 @@ pub(crate) fn digest_of(path: &Path) -> String {
     format!("sha256:{}", text.split_whitespace().next().unwrap())
 }
 
-/// A Python with the MCP SDK (`mcp` from PyPI): `$REMIT_TEST_PYTHON`, or a virtual
-/// environment under the target directory, created (and `mcp==2.3.0` installed from
-/// PyPI) the first time.
+/// A Python with the MCP SDK and Anthropic's SDK (`mcp` and `anthropic` from PyPI):
+/// `$REMIT_TEST_PYTHON`, or a virtual environment under the target directory, created (and
+/// both installed from PyPI) the first time.
 pub(crate) fn mcp_python() -> PathBuf {
     if let Ok(p) = std::env::var("REMIT_TEST_PYTHON") {
         return PathBuf::from(p);
@@ -286,7 +286,7 @@ pub(crate) fn mcp_python() -> PathBuf {
     let python = venv.join("bin/python");
     let ok = |p: &Path| {
         Command::new(p)
-            .args(["-c", "import mcp, httpx2"])
+            .args(["-c", "import mcp, httpx2, anthropic"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -313,13 +313,13 @@ pub(crate) fn mcp_python() -> PathBuf {
         .status()
         .is_ok_and(|s| s.success())
         && Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "mcp==2.3.0"])
+            .args(["install", "--quiet", "mcp==2.3.0", "anthropic==2.17.0"])
             .status()
             .is_ok_and(|s| s.success());
     let _ = std::fs::remove_dir(&lock);
     assert!(
         made && ok(&python),
-        "cannot set up a Python with the MCP SDK in {} (python3 -m venv; pip install mcp==2.3.0); set REMIT_TEST_PYTHON to one that has it",
+        "cannot set up a Python with the MCP and Anthropic SDKs in {} (python3 -m venv; pip install mcp==2.3.0 anthropic==2.17.0); set REMIT_TEST_PYTHON to one that has them",
         venv.display()
     );
     python

@@ -195,6 +195,67 @@ fn default_deny_allows_only_what_is_listed() {
     assert!(!stdout(&out).contains("RAN"), "{}", show(&out));
 }
 
+/// A secret under a hidden path is not reachable: the task cannot read it, the record does
+/// not list it, and `refuse_at` does not count it; its visible twin is listed.
+#[test]
+fn hidden_secrets_are_not_reachable() {
+    let w = World::new();
+    let grant = w.outside.join("grant");
+    std::fs::create_dir_all(grant.join("vault")).unwrap();
+    std::fs::write(
+        grant.join("vault/key.txt"),
+        "token = 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\n",
+    )
+    .unwrap();
+    std::fs::write(grant.join("notes.txt"), "DB_PASSWORD=\"Zq8!mK2#vR7pLx\"\n").unwrap();
+    let remit = format!(
+        "[filesystem]\nread_only = [\"{g}\"]\nhidden = [\"{g}/vault\"]\n",
+        g = grant.display()
+    );
+    let log = w.dir.path().join("t.jsonl");
+    let out = w
+        .command()
+        .args(["run", "--quiet", "--log"])
+        .arg(&log)
+        .arg("--remit")
+        .arg(w.remit(&remit))
+        .args(["--", "bash", "-c"])
+        .arg(format!(
+            "cat {g}/vault/key.txt || echo hidden; test -r {g}/notes.txt && echo visible",
+            g = grant.display()
+        ))
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(
+        text.contains("hidden\n") && text.contains("visible\n"),
+        "{text}"
+    );
+    let records = std::fs::read_to_string(&log).unwrap();
+    let first: serde_json::Value = serde_json::from_str(records.lines().next().unwrap()).unwrap();
+    let locations: Vec<&str> = first["body"]["secrets_reachable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["location"].as_str().unwrap())
+        .collect();
+    assert!(
+        locations.iter().any(|l| l.ends_with("grant/notes.txt:1")),
+        "{locations:?}"
+    );
+    assert!(
+        !locations.iter().any(|l| l.contains("vault")),
+        "{locations:?}"
+    );
+    // The hidden token (high) does not stop a task that refuses high secrets; the visible
+    // password (medium) stops one that refuses medium.
+    let with = |level: &str| format!("{remit}[secrets]\nrefuse_at = \"{level}\"\n");
+    let out = w.run(Some(&with("high")), "echo started");
+    assert!(stdout(&out).contains("started"), "{}", show(&out));
+    let out = w.run(Some(&with("medium")), "echo started");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+}
+
 #[test]
 fn secrets_are_found_refused_and_redacted() {
     let w = World::new();

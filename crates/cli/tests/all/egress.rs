@@ -181,3 +181,173 @@ fn https_to_an_origin_with_a_private_ca() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// An official agent SDK, unchanged, inside a task: Anthropic's Python SDK (`anthropic` from
+/// PyPI) reads its usual variables (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) and the
+/// proxy variables and CA bundle remit sets, and talks to a Messages API origin, plain and
+/// streamed, through TLS interception. The task holds only a phantom key; the proxy puts the
+/// real one in the SDK's `Authorization` header on the way out, the origin sees only the real one, and the ledger
+/// records each request and each use of the secret.
+#[test]
+fn an_official_agent_sdk_works_unchanged() {
+    let python = crate::code_support::mcp_python();
+    // The task sees the virtual environment and the Python it was made from. That Python
+    // may live outside the system directories (a version manager's, under the home
+    // directory): then its interpreter and standard library are granted, its own packages
+    // and test suite (hundreds of MB the task does not need) hidden.
+    let venv = python
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let paths = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, sysconfig; print(sys.base_prefix); print(sysconfig.get_paths()['stdlib'])",
+        ])
+        .output()
+        .unwrap();
+    let paths = String::from_utf8(paths.stdout).unwrap();
+    let (base, stdlib) = paths.trim().split_once('\n').unwrap();
+    let (mut read_only, mut hidden) = (vec![venv.display().to_string()], Vec::new());
+    if !base.starts_with("/usr") {
+        read_only.extend([format!("{base}/bin"), format!("{base}/lib")]);
+        hidden.extend([format!("{stdlib}/site-packages"), format!("{stdlib}/test")]);
+    }
+    let list = |v: &[String]| serde_json::to_string(v).unwrap();
+    let w = World::new();
+    let pki = w.dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    test_ca(&pki);
+    let real_key = "sk-ant-api03-remitTESTrealKEY0123456789abcdefghijklmnopqrstuvwxyzABCDEF";
+    let port_file = pki.join("port");
+    let log = pki.join("requests.log");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/messages_origin.py");
+    let mut origin = Command::new("python3")
+        .arg(&script)
+        .args(["origin.pem", "origin.key", "127.0.0.2"])
+        .arg(&port_file)
+        .arg(real_key)
+        .arg(&log)
+        .current_dir(&pki)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.trim().parse::<u16>().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the origin did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let remit = format!(
+        r#"[filesystem]
+read_only = {read_only}
+hidden = {hidden}
+
+[environment]
+set = {{ ANTHROPIC_BASE_URL = "https://127.0.0.2:{port}" }}
+
+[network]
+allow = ["127.0.0.2:{port}"]
+private = ["127.0.0.2"]
+
+[[network.credential]]
+name = "anthropic"
+env = "ANTHROPIC_API_KEY"
+from = {{ env = "REMIT_TEST_ANTHROPIC_KEY" }}
+inject = {{ hosts = ["127.0.0.2:{port}"], header = "authorization" }}
+"#,
+        read_only = list(&read_only),
+        hidden = list(&hidden),
+    );
+    std::fs::write(
+        w.ws.join("agent.py"),
+        r#"import os
+import anthropic
+
+client = anthropic.Anthropic()
+message = client.messages.create(
+    model="claude-test",
+    max_tokens=32,
+    messages=[{"role": "user", "content": "hello"}],
+)
+print("create:", message.content[0].text)
+with client.messages.stream(
+    model="claude-test",
+    max_tokens=32,
+    messages=[{"role": "user", "content": "stream me"}],
+) as stream:
+    print("stream:", stream.get_final_text())
+print("key:", os.environ["ANTHROPIC_API_KEY"])
+"#,
+    )
+    .unwrap();
+    let out = w
+        .command()
+        .env("REMIT_EGRESS_ROOTS", pki.join("ca.pem"))
+        .env("REMIT_TEST_ANTHROPIC_KEY", real_key)
+        .args(["run", "--quiet", "--remit"])
+        .arg(w.remit(&remit))
+        .arg("--")
+        .arg(&python)
+        .arg("agent.py")
+        .output()
+        .unwrap();
+    let _ = origin.kill();
+    let _ = origin.wait();
+    let text = ok(&out);
+    assert!(text.contains("create: echo: hello\n"), "{}", show(&out));
+    assert!(text.contains("stream: echo: stream me\n"), "{}", show(&out));
+    // The task held a phantom of the key's shape, never the key.
+    let phantom = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .unwrap()
+        .to_owned();
+    assert_ne!(phantom, real_key);
+    assert!(!text.contains(real_key), "{}", show(&out));
+    // The origin saw the real key on both requests, and nothing else.
+    let requests = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        requests,
+        "POST /v1/messages key=real stream=False\nPOST /v1/messages key=real stream=True\n"
+    );
+    // The ledger has both requests, decided, and the key's use, and never the key itself.
+    let events = crate::code_support::ledger(&w);
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains(real_key), "the key reached the ledger");
+    let started = |kind: &str, target: Option<&str>| {
+        events
+            .iter()
+            .filter(|e| {
+                e["body"]["kind"] == "effect_started"
+                    && e["body"]["effect"]["kind"] == kind
+                    && target.is_none_or(|t| e["body"]["effect"]["target"] == t)
+            })
+            .map(|e| e["body"]["effect"].clone())
+            .collect::<Vec<_>>()
+    };
+    let posts = started("http.request", None);
+    assert_eq!(posts.len(), 2, "{all}");
+    for post in &posts {
+        assert_eq!(post["attributes"]["method"], "POST", "{post}");
+        assert_eq!(post["attributes"]["path"], "/v1/messages", "{post}");
+    }
+    let uses = started("secret.use", Some("anthropic")).len();
+    let answered = events
+        .iter()
+        .filter(|e| {
+            e["body"]["kind"] == "effect_performed"
+                && e["body"]["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("status 200"))
+        })
+        .count();
+    assert_eq!(answered, 2, "{all}");
+    assert_eq!(uses, 2, "{all}");
+}

@@ -158,3 +158,73 @@ fn bad_connections_are_closed_and_others_served() {
     assert!(connection_errors(&proxy, Stage::ClientHttp) >= 1);
     assert_eq!(proxy.curl(&[&ok]).0, 200);
 }
+
+/// Bodies read whole for inspection share one task-wide allowance of memory: one that would
+/// pass it is refused (`503`, `egress.memory`) before the origin sees anything, its bytes are
+/// given back, and bodies within it still pass.
+#[test]
+fn inspected_bodies_share_a_memory_allowance() {
+    let rt = runtime();
+    let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
+    let remit = format!(
+        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
+        good.port()
+    );
+    let mut setup = Setup::new(&remit);
+    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
+    setup.limits = Some(remit_egress::Limits {
+        max_inspected_body: 1 << 20,
+        max_inspected_total: 64 * 1024,
+        ..remit_egress::Limits::default()
+    });
+    let proxy = rt.block_on(setup.start());
+    let url = format!("http://origin.test:{}/upload", good.port());
+    // Compressed bodies are read whole and inflated before they are searched: each is held
+    // twice, as sent and as inflated. Bytes that do not compress keep both sizes alike.
+    let gzip = |size: usize, name: &str| {
+        use std::io::Write as _;
+        let mut x = 0x2545_f491_u32;
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&data).unwrap();
+        let path = proxy.dir.path().join(name);
+        std::fs::write(&path, e.finish().unwrap()).unwrap();
+        format!("@{}", path.display())
+    };
+    let small = gzip(20 * 1024, "small.gz");
+    let large = gzip(100 * 1024, "large.gz");
+    let send =
+        |file: &str| proxy.curl(&["-H", "content-encoding: gzip", "--data-binary", file, &url]);
+
+    let (status, headers, body) = send(&small);
+    assert_eq!(status, 200, "{headers}{body}");
+
+    let before = good.requests().len();
+    let (status, headers, body) = send(&large);
+    assert_eq!(status, 503, "{headers}{body}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("x-remit-policy: egress.memory"),
+        "{headers}"
+    );
+    assert!(body.contains("bytes of request bodies"), "{body}");
+    assert_eq!(
+        good.requests().len(),
+        before,
+        "the origin saw the refused body"
+    );
+
+    // What the refused body held was given back: the allowance is whole again.
+    for _ in 0..3 {
+        let (status, headers, body) = send(&small);
+        assert_eq!(status, 200, "{headers}{body}");
+    }
+}

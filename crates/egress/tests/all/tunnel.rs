@@ -1,0 +1,131 @@
+//! Pass-through tunnels (`dangerously_tunnel`): the task's TLS reaches the origin untouched,
+//! both directions arrive whole, the bytes are counted and charged to the budget, and a
+//! budget that runs out cuts the tunnel.
+
+use std::sync::Arc;
+
+use remit_egress::{EgressEvent, TunnelRecord};
+
+use crate::support::*;
+
+const UP: usize = 2 << 20;
+const DOWN: usize = 3 << 20;
+
+/// An HTTPS origin with its own CA: `/echo` answers how many bytes it was sent followed by
+/// `DOWN` bytes of `z`; anything else answers `hello`.
+fn tls_origin(rt: &tokio::runtime::Runtime, ca: &OriginCa) -> Origin {
+    let handler: Handler = Arc::new(|seen: &Seen| {
+        if seen.uri.ends_with("/echo") {
+            let mut body = format!("{}\n", seen.body.len()).into_bytes();
+            body.resize(body.len() + DOWN, b'z');
+            (200, vec![], body)
+        } else {
+            (200, vec![], b"hello".to_vec())
+        }
+    });
+    rt.block_on(origin(
+        "127.0.0.1:0",
+        Some(ca.server_config(&["tunnel.test"])),
+        handler,
+    ))
+}
+
+fn tunnels(proxy: &Proxy) -> Vec<TunnelRecord> {
+    proxy
+        .gate
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EgressEvent::Tunnel(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn start(rt: &tokio::runtime::Runtime, port: u16, extra: &str) -> (Proxy, std::path::PathBuf) {
+    let remit = format!(
+        "[network]\nallow = [\"tunnel.test:{port}\"]\ndangerously_tunnel = [\"tunnel.test:{port}\"]\nprivate = [\"127.0.0.1\"]\n{extra}"
+    );
+    let mut setup = Setup::new(&remit);
+    setup.resolver = TableResolver::with(&[("tunnel.test", "127.0.0.1")]);
+    let proxy = rt.block_on(setup.start());
+    let ca = proxy.dir.path().join("origin-ca.pem");
+    (proxy, ca)
+}
+
+/// The origin's own certificate reaches the task (only the origin's CA is trusted here,
+/// not the task CA), a 2 MiB upload and a 3 MiB answer arrive whole, and the tunnel's
+/// record counts them.
+#[test]
+fn a_pass_through_tunnel_carries_tls_untouched_both_ways() {
+    let rt = runtime();
+    let ca = OriginCa::new();
+    let origin = tls_origin(&rt, &ca);
+    let (proxy, ca_file) = start(&rt, origin.port(), "");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let upload = proxy.dir.path().join("upload");
+    std::fs::write(&upload, vec![b'u'; UP]).unwrap();
+    let url = format!("https://tunnel.test:{}/echo", origin.port());
+    let (status, headers, body) = proxy.curl(&[
+        "--cacert",
+        ca_file.to_str().unwrap(),
+        "--data-binary",
+        &format!("@{}", upload.display()),
+        &url,
+    ]);
+    assert_eq!(status, 200, "{headers}");
+    assert!(
+        body.starts_with(&format!("{UP}\n")),
+        "{}",
+        &body[..body.len().min(40)]
+    );
+    assert_eq!(body.len(), format!("{UP}\n").len() + DOWN);
+    assert_eq!(origin.requests().len(), 1);
+    assert_eq!(origin.requests()[0].body.len(), UP);
+
+    assert!(eventually(|| tunnels(&proxy).len() == 1));
+    let record = &tunnels(&proxy)[0];
+    assert_eq!(record.host, "tunnel.test");
+    assert_eq!(record.error, None, "{record:?}");
+    assert!(record.bytes_up >= UP as u64, "{record:?}");
+    assert!(record.bytes_down >= DOWN as u64, "{record:?}");
+    // Decided once, as a CONNECT.
+    let connects = proxy.gate.effects_of("http_request");
+    assert_eq!(connects.len(), 1, "{connects:?}");
+}
+
+/// A budget smaller than the answer cuts the tunnel and says why; a small request before
+/// it, within the budget, passes.
+#[test]
+fn a_pass_through_tunnel_is_cut_at_the_budget() {
+    let rt = runtime();
+    let ca = OriginCa::new();
+    let origin = tls_origin(&rt, &ca);
+    let (proxy, ca_file) = start(&rt, origin.port(), "[network.budget]\ntotal = \"1MiB\"\n");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let cafile = ca_file.to_str().unwrap();
+
+    let small = format!("https://tunnel.test:{}/", origin.port());
+    let (status, headers, body) = proxy.curl(&["--cacert", cafile, &small]);
+    assert_eq!((status, body.as_str()), (200, "hello"), "{headers}");
+
+    let big = format!("https://tunnel.test:{}/echo", origin.port());
+    let (status, _, body) = proxy.curl(&["--cacert", cafile, &big]);
+    assert!(
+        body.len() < DOWN,
+        "the whole answer came through ({status})"
+    );
+    assert!(eventually(|| tunnels(&proxy).len() == 2));
+    let cut = tunnels(&proxy)
+        .into_iter()
+        .find(|t| t.error.is_some())
+        .expect("a tunnel cut by the budget");
+    assert!(
+        cut.error
+            .as_deref()
+            .unwrap()
+            .contains("network.budget.total"),
+        "{cut:?}"
+    );
+    assert!(cut.bytes_down <= 1 << 20, "{cut:?}");
+}
