@@ -3,7 +3,7 @@
 # plain forwarding:
 #   - small requests (64-byte answers, keep-alive): p50/p99 latency on one connection, and
 #     requests/s over 16 connections;
-#   - bulk: one 1 GiB download.
+#   - bulk: a 1 GiB download.
 # Modes: direct HTTP and HTTPS; through remit as a plain HTTP forward proxy, as a plain
 # CONNECT tunnel (a `dangerously_tunnel` host), and with TLS interception; through tinyproxy
 # as a plain HTTP forward proxy and a CONNECT tunnel. remit decides every request with the
@@ -12,11 +12,12 @@
 # through the task's own proxy, which decides each request and records it in the task's
 # ledger (written durably before the request leaves) as `remit run` always does.
 #
-# Usage: bench/egress.sh [REQUESTS] [SECONDS] [BULK_BYTES]   (default 5000, 5, 1 GiB)
+# Usage: [ROUNDS=5] bench/egress.sh [REQUESTS] [SECONDS] [BULK_BYTES]   (default 2000, 5,
+#        1 GiB per round)
 # Needs: tinyproxy (installed from Debian if missing).
 set -euo pipefail
 
-requests="${1:-5000}"
+requests="${1:-2000}"
 seconds="${2:-5}"
 bulk="${3:-1073741824}"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -99,40 +100,66 @@ modes=(
     "task:proxy-http:3128|remit run, HTTP, ledger"
 )
 
+rounds="${ROUNDS:-5}"
 {
     echo "# egress benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $(tinyproxy -v 2>&1 | head -1)"
-    echo "# small: $requests sequential requests after 200 warm-up (one connection); rps: 16 connections for ${seconds}s; bulk: $bulk bytes"
-    printf '%-26s %10s %10s %12s %10s %10s %9s\n' mode p50_us p99_us added_p50_us rps bulk_MB/s of_direct
+    echo "# small: $rounds rounds of $requests sequential requests after 200 warm-up (one connection); rps: 16 connections for ${seconds}s; bulk: $rounds rounds of $bulk bytes"
+    echo "# every mode runs once per round, in turn, so each is compared with direct in the same moment; medians over the rounds"
 } | tee "$report"
 
-declare -A p50
-for entry in "${modes[@]}"; do
-    mode="${entry%%|*}"
-    name="${entry#*|}"
-    run=()
+# One measurement: load KIND ENTRY ARGS… — prints the value.
+measure() {
+    local kind="$1" entry="$2"
+    shift 2
+    local mode="${entry%%|*}" run=()
     if [ "${mode#task:}" != "$mode" ]; then
         mode="${mode#task:}"
         run=("${in_task[@]}")
     fi
-    lat="$("${run[@]}" "$bin" load latency "$mode" "$requests")"
-    rps="$("${run[@]}" "$bin" load rps "$mode" 16 "$seconds")"
-    mbs="$("${run[@]}" "$bin" load bulk "$mode" "$bulk")"
-    p="$(sed -E 's/p50_us=([0-9.]+).*/\1/' <<<"$lat")"
-    q="$(sed -E 's/.*p99_us=([0-9.]+)/\1/' <<<"$lat")"
-    r="${rps#rps=}"
-    m="${mbs#mb_per_s=}"
-    p50[$name]="$p"
-    case "$mode" in
-        direct-http | proxy-http:*) base="direct HTTP" ;;
-        *) base="direct HTTPS" ;;
-    esac
-    added="$(awk -v a="$p" -v b="${p50[$base]}" 'BEGIN { printf "%.1f", a - b }')"
-    if [ "$name" = "$base" ]; then added="-"; fi
-    case "$base" in
-        "direct HTTP") direct_bulk="${direct_http_bulk:-$m}"; direct_http_bulk="$direct_bulk" ;;
-        *) direct_bulk="${direct_https_bulk:-$m}"; direct_https_bulk="$direct_bulk" ;;
-    esac
-    share="$(awk -v a="$m" -v b="$direct_bulk" 'BEGIN { printf "%.0f%%", 100 * a / b }')"
-    printf '%-26s %10s %10s %12s %10s %10s %9s\n' "$name" "$p" "$q" "$added" "$r" "$m" "$share" | tee -a "$report"
+    "${run[@]}" "$bin" load "$kind" "$mode" "$@"
+}
+
+raw="$dir/raw.tsv"
+: >"$raw"
+for entry in "${modes[@]}"; do
+    name="${entry#*|}"
+    r="$(measure rps "$entry" 16 "$seconds")"
+    printf '0\t%s\trps\t%s\n' "$name" "${r#rps=}" >>"$raw"
 done
-echo "report: $report"
+for round in $(seq "$rounds"); do
+    for entry in "${modes[@]}"; do
+        name="${entry#*|}"
+        lat="$(measure latency "$entry" "$requests")"
+        printf '%s\t%s\tp50\t%s\n' "$round" "$name" "$(sed -E 's/p50_us=([0-9.]+).*/\1/' <<<"$lat")" >>"$raw"
+        printf '%s\t%s\tp99\t%s\n' "$round" "$name" "$(sed -E 's/.*p99_us=([0-9.]+)/\1/' <<<"$lat")" >>"$raw"
+        m="$(measure bulk "$entry" "$bulk")"
+        printf '%s\t%s\tbulk\t%s\n' "$round" "$name" "${m#mb_per_s=}" >>"$raw"
+    done
+done
+
+modes_list="$(printf '%s\n' "${modes[@]}")"
+python3 - "$raw" "$modes_list" <<'PY' | tee -a "$report"
+import statistics, sys
+from collections import defaultdict
+raw, modes = sys.argv[1], [m for m in sys.argv[2].splitlines() if m]
+data = defaultdict(dict)  # (name, metric) -> {round: value}
+for line in open(raw):
+    rnd, name, metric, value = line.rstrip("\n").split("\t")
+    data[(name, metric)][int(rnd)] = float(value)
+def base(mode):
+    kind = mode.split("|")[0].removeprefix("task:")
+    return "direct HTTP" if kind == "direct-http" or kind.startswith("proxy-http") else "direct HTTPS"
+print(f"{'mode':26} {'p50_us':>9} {'p99_us':>9} {'added_p50_us':>13} {'rps':>8} {'bulk_MB/s':>10} {'of_direct':>10}")
+for entry in modes:
+    name = entry.split("|", 1)[1]
+    b = base(entry)
+    med = lambda metric: statistics.median(data[(name, metric)].values())
+    p50s, bulks = data[(name, "p50")], data[(name, "bulk")]
+    added = [p50s[r] - data[(b, "p50")][r] for r in p50s]
+    share = [bulks[r] / data[(b, "bulk")][r] for r in bulks]
+    added_s = "-" if name == b else f"{statistics.median(added):.1f}"
+    share_s = "-" if name == b else f"{100 * statistics.median(share):.0f}% ({100 * min(share):.0f}-{100 * max(share):.0f})"
+    print(f"{name:26} {med('p50'):9.1f} {med('p99'):9.1f} {added_s:>13} {data[(name, 'rps')][0]:8.0f} {med('bulk'):10.0f} {share_s:>10}")
+PY
+cp "$raw" "${report%.txt}.tsv"
+echo "report: $report (raw measurements: ${report%.txt}.tsv)"

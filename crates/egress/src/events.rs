@@ -74,17 +74,20 @@ pub struct RequestRecord {
     pub error: Option<String>,
 }
 
-/// A tunnel that was passed through uninspected.
+/// A tunnel that was passed through uninspected, or refused after its `CONNECT` was allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TunnelRecord {
+    /// The id its `CONNECT` was decided under ([`crate::EgressGate::decide_request`]).
+    pub id: u64,
     /// The task-side address.
     pub peer: SocketAddr,
     /// Destination host.
     pub host: String,
     /// Destination port.
     pub port: u16,
-    /// The address connected to.
-    pub upstream: SocketAddr,
+    /// The address connected to; `None` if the tunnel was refused before (a budget used up,
+    /// an origin that could not or must not be reached).
+    pub upstream: Option<SocketAddr>,
     /// Bytes from the task to the origin.
     pub bytes_up: u64,
     /// Bytes from the origin to the task.

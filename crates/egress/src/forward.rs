@@ -169,10 +169,28 @@ impl<G: EgressGate> Ctx<G> {
     }
 
     async fn decide(&self, effect: Effect) -> Result<(), Response<ProxyBody>> {
-        match self.shared.gate.decide(effect).await {
-            GateDecision::Allow => Ok(()),
+        let decision = self.shared.gate.decide(effect).await;
+        self.refusal_for(decision).map_or(Ok(()), Err)
+    }
+
+    /// Decide the request itself, under the id its record will carry.
+    async fn decide_request(&self, effect: Effect) -> Result<(), Response<ProxyBody>> {
+        let id = self
+            .guard
+            .record
+            .lock()
+            .map(|r| r.id)
+            .unwrap_or_else(|p| p.into_inner().id);
+        let decision = self.shared.gate.decide_request(id, effect).await;
+        self.refusal_for(decision).map_or(Ok(()), Err)
+    }
+
+    /// The refusal a decision calls for, if any.
+    fn refusal_for(&self, decision: GateDecision) -> Option<Response<ProxyBody>> {
+        match decision {
+            GateDecision::Allow => None,
             GateDecision::Deny { policy, reason } => {
-                Err(self.deny(StatusCode::FORBIDDEN, &policy, &reason))
+                Some(self.deny(StatusCode::FORBIDDEN, &policy, &reason))
             }
         }
     }
@@ -570,7 +588,7 @@ async fn pipeline<G: EgressGate>(
     }
 
     // The request itself.
-    ctx.decide(Effect::HttpRequest {
+    ctx.decide_request(Effect::HttpRequest {
         host: host.to_owned(),
         port,
         method: method.clone(),

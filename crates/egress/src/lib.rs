@@ -134,6 +134,13 @@ pub enum GateDecision {
 pub trait EgressGate: Send + Sync + 'static {
     /// Decide one effect.
     fn decide(&self, effect: Effect) -> impl Future<Output = GateDecision> + Send;
+    /// Decide one request or tunnel (an [`Effect::HttpRequest`]) whose outcome is reported
+    /// later, once, by the [`RequestRecord`] or [`TunnelRecord`] carrying the same `id`:
+    /// every allowed one is reported, sent or not. Default: [`EgressGate::decide`].
+    fn decide_request(&self, id: u64, effect: Effect) -> impl Future<Output = GateDecision> + Send {
+        let _ = id;
+        self.decide(effect)
+    }
     /// Record an event. Called on the proxy's tasks: keep it quick (queue, don't block).
     fn observe(&self, event: EgressEvent);
     /// A remit git token (`rgt_…`, a git lease's) presented on a git request to
@@ -485,11 +492,20 @@ impl<G: EgressGate> Egress<G> {
     }
 
     /// Stop accepting and end every connection, tunnel and origin connection of this proxy.
-    pub fn shutdown(&self) {
+    pub async fn shutdown(&self) {
         let _ = self.shared.stop.send(true);
-        if let Ok(mut tasks) = self.shared.tasks.lock() {
-            tasks.abort_all();
-        }
+        let mut tasks = match self.shared.tasks.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(_) => return,
+        };
+        tasks.abort_all();
+        // Wait for the aborted work to be dropped, so that every request and tunnel still
+        // open has reported how it ended (to the task's end) before this returns. Bounded:
+        // an abort takes effect at the next poll.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
     }
 
     /// The task's environment and CA bundle for a proxy reached at `proxy` (an address on

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -15,9 +15,10 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 
 use crate::body::{ProxyBody, empty};
 use crate::deny::{refusal, wants_json};
-use crate::events::{ConnectionError, EgressEvent, Stage, TunnelRecord, Violation, ViolationKind};
+use crate::events::{ConnectionError, EgressEvent, Stage, Violation, ViolationKind};
 use crate::forward::{self, Target};
 use crate::io::Prefixed;
+use crate::tunnel::Tunnel;
 use crate::upstream::{UpstreamError, connect_checked};
 use crate::{EgressGate, GateDecision, Shared};
 
@@ -147,13 +148,13 @@ async fn connect<G: EgressGate>(
         );
     };
     let what = format!("CONNECT {host}:{port}");
-    let tunnel = shared
+    let passed_through = shared
         .network
         .dangerously_tunnel
         .iter()
         .any(|t| t.matches(&host, port, &[remit_types::network::DEFAULT_PORT]));
     let upgrade = hyper::upgrade::on(&mut request);
-    if !tunnel {
+    if !passed_through {
         // Intercepted: every request inside is decided on its own.
         let task_shared = Arc::clone(&shared);
         shared.spawn(async move {
@@ -176,9 +177,12 @@ async fn connect<G: EgressGate>(
         method: "CONNECT".into(),
         path: String::new(),
     };
-    if let GateDecision::Deny { policy, reason } = shared.gate.decide(effect).await {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    if let GateDecision::Deny { policy, reason } = shared.gate.decide_request(id, effect).await {
         return refusal(StatusCode::FORBIDDEN, &policy, &reason, &what, json);
     }
+    // Allowed: from here on the tunnel is reported under its id, whichever way it ends.
+    let mut tunnel = Tunnel::new(Arc::clone(&shared), id, peer, host.clone(), port);
     let meter = match shared.budgets.meter(&host) {
         Ok(m) => m,
         Err(reason) => {
@@ -191,41 +195,43 @@ async fn connect<G: EgressGate>(
                 "egress.budget",
                 &reason,
             );
+            tunnel.fail(format!("refused by `egress.budget`: {reason}"));
             return refusal(StatusCode::FORBIDDEN, "egress.budget", &reason, &what, json);
         }
     };
     let (upstream, addr) = match connect_checked(&shared, &host, port).await {
         Ok(pair) => pair,
-        Err(error) => return upstream_refusal(&shared, peer, &host, port, &what, json, &error),
+        Err(error) => {
+            tunnel.fail(format!("not connected: {error}"));
+            return upstream_refusal(&shared, peer, &host, port, &what, json, &error);
+        }
     };
+    tunnel.connected(addr);
     let task_shared = Arc::clone(&shared);
     shared.spawn(async move {
-        let started = Instant::now();
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(error) => {
-                return report_client_error(&task_shared, peer, Some(&host), Stage::Tunnel, &error);
+                report_client_error(&task_shared, peer, Some(&host), Stage::Tunnel, &error);
+                tunnel.fail(format!("the task's side of the tunnel failed: {error}"));
+                return;
             }
         };
         let idle = task_shared.limits.idle_timeout;
-        // The task's own TCP connection, as the listener gave it: copied in the kernel.
-        let (up, down, error) = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        // The task's own TCP connection, as the listener gave it, with what hyper read of it.
+        match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
             Ok(parts) => {
                 let client = parts.io.into_inner();
-                crate::tunnel::splice_tunnel(client, &parts.read_buf, upstream, &meter, idle).await
+                tunnel
+                    .carry(client, &parts.read_buf, upstream, &meter, idle)
+                    .await;
             }
-            Err(upgraded) => relay(TokioIo::new(upgraded), upstream, &meter, idle).await,
-        };
-        task_shared.gate.observe(EgressEvent::Tunnel(TunnelRecord {
-            peer,
-            host,
-            port,
-            upstream: addr,
-            bytes_up: up,
-            bytes_down: down,
-            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            error,
-        }));
+            Err(upgraded) => {
+                tunnel
+                    .carry(TokioIo::new(upgraded), &[], upstream, &meter, idle)
+                    .await;
+            }
+        }
     });
     Response::new(empty())
 }
@@ -295,61 +301,6 @@ pub(crate) fn violation<G: EgressGate>(
         policy: policy.to_owned(),
         reason: reason.to_owned(),
     }));
-}
-
-/// Copy both ways through user space, charging the meter, until both sides close or one is
-/// idle too long.
-async fn relay<A, B>(
-    a: A,
-    b: B,
-    meter: &crate::budget::Meter,
-    idle: std::time::Duration,
-) -> (u64, u64, Option<String>)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut ar, mut aw) = tokio::io::split(a);
-    let (mut br, mut bw) = tokio::io::split(b);
-    let up = copy_one_way(&mut ar, &mut bw, meter, idle);
-    let down = copy_one_way(&mut br, &mut aw, meter, idle);
-    crate::tunnel::both_ways(up, down).await
-}
-
-/// Copy `from` to `to`, charging the meter, until `from` closes (then close `to`), either
-/// side fails, or `from` is idle too long: the bytes copied and why it stopped early.
-async fn copy_one_way<R, W>(
-    from: &mut R,
-    to: &mut W,
-    meter: &crate::budget::Meter,
-    idle: std::time::Duration,
-) -> (u64, Option<String>)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    use tokio::io::AsyncWriteExt as _;
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
-            Err(_) => return (total, Some(format!("idle for {idle:?}"))),
-            Ok(Err(e)) => return (total, Some(e.to_string())),
-            Ok(Ok(0)) => {
-                let _ = to.shutdown().await;
-                return (total, None);
-            }
-            Ok(Ok(n)) => n,
-        };
-        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
-        if let Err(reason) = meter.charge(n64) {
-            return (total, Some(reason));
-        }
-        if let Err(e) = to.write_all(&buf[..n]).await {
-            return (total, Some(e.to_string()));
-        }
-        total += n64;
-    }
 }
 
 /// Inside a `CONNECT` tunnel that is not passed through: TLS (intercepted with a minted

@@ -1,81 +1,184 @@
-//! Pass-through tunnels between two TCP sockets, copied in the kernel: `splice(2)` moves
-//! each direction's bytes from one socket into a pipe and from the pipe into the other
-//! socket, so they never enter the proxy's memory. Every byte is still charged to the
-//! budget meter before it is passed on, and an idle side still ends the tunnel.
+//! Pass-through tunnels (`dangerously_tunnel`). Between two TCP sockets the bytes are
+//! copied in the kernel: `splice(2)` moves each direction's bytes from one socket into a pipe
+//! and from the pipe into the other socket, so they never enter the proxy's memory. Every
+//! chunk is still charged to the budget meter before it is passed on, and an idle side still
+//! ends the tunnel. Whatever way a tunnel ends (closed, cut, refused after its `CONNECT` was
+//! allowed, or dropped when the task ends), it is reported once, with the bytes it moved.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rustix::pipe::{PipeFlags, SpliceFlags};
-use tokio::io::{AsyncWriteExt as _, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
 use crate::budget::Meter;
+use crate::events::{EgressEvent, TunnelRecord};
+use crate::{EgressGate, Shared};
 
-/// Bytes asked of one `splice` call, and the pipe size asked for to hold them.
-const CHUNK: usize = 256 * 1024;
+/// Bytes asked of one `splice` call, and the pipe size asked for to hold them. Larger pipes
+/// (256 KiB) cut the proxy's own CPU a little more but hand the task bigger bursts, which it
+/// then spends more on receiving: no faster end to end on loopback.
+const CHUNK: usize = 64 * 1024;
 
-/// Copy both ways between `client` and `upstream` until both sides close, either fails,
-/// or one is idle for `idle`. `early` holds bytes the client sent that were already read
-/// (they go upstream first). Returns the bytes sent up, the bytes sent down, and why the
-/// tunnel ended early.
-pub(crate) async fn splice_tunnel(
-    client: TcpStream,
-    early: &[u8],
-    mut upstream: TcpStream,
-    meter: &Meter,
-    idle: Duration,
-) -> (u64, u64, Option<String>) {
-    let mut sent_early = 0u64;
-    if !early.is_empty() {
-        let n = u64::try_from(early.len()).unwrap_or(u64::MAX);
-        if let Err(reason) = meter.charge(n) {
-            return (0, 0, Some(reason));
-        }
-        if let Err(e) = upstream.write_all(early).await {
-            return (0, 0, Some(e.to_string()));
-        }
-        sent_early = n;
-    }
-    let pipes = match (pipe(), pipe()) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return (sent_early, 0, Some(format!("pipe: {e}"))),
-    };
-    let up = one_way(&client, &upstream, &pipes.0, meter, idle);
-    let down = one_way(&upstream, &client, &pipes.1, meter, idle);
-    let (u, d, error) = both_ways(up, down).await;
-    (sent_early + u, d, error)
+/// A tunnel whose `CONNECT` was allowed under `id`: reported to the gate when dropped.
+pub(crate) struct Tunnel<G: EgressGate> {
+    shared: Arc<Shared<G>>,
+    id: u64,
+    peer: SocketAddr,
+    host: String,
+    port: u16,
+    started: Instant,
+    /// The address connected to, once connected.
+    upstream: Option<SocketAddr>,
+    /// Bytes passed on from the task, and to it.
+    up: AtomicU64,
+    down: AtomicU64,
+    /// Why it ended early; until it ends by itself, that the task ended first.
+    error: Option<String>,
 }
 
-/// Run a tunnel's two directions (each giving the bytes it moved and why it stopped early)
-/// until both close cleanly or either fails: the bytes up, the bytes down, the first failure.
-pub(crate) async fn both_ways<U, D>(up: U, down: D) -> (u64, u64, Option<String>)
-where
-    U: Future<Output = (u64, Option<String>)>,
-    D: Future<Output = (u64, Option<String>)>,
-{
-    tokio::pin!(up, down);
-    let mut up_result = None;
-    let mut down_result = None;
-    while up_result.is_none() || down_result.is_none() {
-        tokio::select! {
-            r = &mut up, if up_result.is_none() => {
-                let failed = r.1.is_some();
-                up_result = Some(r);
-                if failed { break; }
-            }
-            r = &mut down, if down_result.is_none() => {
-                let failed = r.1.is_some();
-                down_result = Some(r);
-                if failed { break; }
-            }
+impl<G: EgressGate> Tunnel<G> {
+    /// The tunnel allowed under `id` (from `shared.next_id`).
+    pub(crate) fn new(
+        shared: Arc<Shared<G>>,
+        id: u64,
+        peer: SocketAddr,
+        host: String,
+        port: u16,
+    ) -> Self {
+        Tunnel {
+            id,
+            shared,
+            peer,
+            host,
+            port,
+            started: Instant::now(),
+            upstream: None,
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            error: Some("the task ended while the tunnel was open".into()),
         }
     }
-    let (u, ue) = up_result.unwrap_or((0, None));
-    let (d, de) = down_result.unwrap_or((0, None));
-    (u, d, ue.or(de))
+
+    /// It ended, or will, without carrying anything further: why.
+    pub(crate) fn fail(&mut self, why: String) {
+        self.error = Some(why);
+    }
+
+    /// Connected to `addr`.
+    pub(crate) fn connected(&mut self, addr: SocketAddr) {
+        self.upstream = Some(addr);
+    }
+
+    /// Copy both ways between the task's side and `upstream` until both close, either side
+    /// fails, or one is idle for `idle`; `early` holds bytes of the task's already read (they
+    /// go upstream first). Between two TCP sockets the copy is done in the kernel.
+    pub(crate) async fn carry<C>(
+        &mut self,
+        client: C,
+        early: &[u8],
+        mut upstream: TcpStream,
+        meter: &Meter,
+        idle: Duration,
+    ) where
+        C: Client,
+    {
+        if !early.is_empty() {
+            let n = u64::try_from(early.len()).unwrap_or(u64::MAX);
+            if let Err(reason) = meter.charge(n) {
+                self.error = Some(reason);
+                return;
+            }
+            if let Err(e) = upstream.write_all(early).await {
+                self.error = Some(e.to_string());
+                return;
+            }
+            self.up.fetch_add(n, Ordering::Relaxed);
+        }
+        let (up, down) = (&self.up, &self.down);
+        self.error = match client.into_tcp() {
+            Ok(client) => match (pipe(), pipe()) {
+                (Ok(a), Ok(b)) => {
+                    both_ways(
+                        one_way(&client, &upstream, &a, meter, idle, up),
+                        one_way(&upstream, &client, &b, meter, idle, down),
+                    )
+                    .await
+                }
+                (Err(e), _) | (_, Err(e)) => Some(format!("pipe: {e}")),
+            },
+            Err(client) => {
+                let (mut ar, mut aw) = tokio::io::split(client);
+                let (mut br, mut bw) = tokio::io::split(upstream);
+                both_ways(
+                    copy_one_way(&mut ar, &mut bw, meter, idle, up),
+                    copy_one_way(&mut br, &mut aw, meter, idle, down),
+                )
+                .await
+            }
+        };
+    }
+}
+
+impl<G: EgressGate> Drop for Tunnel<G> {
+    fn drop(&mut self) {
+        self.shared.gate.observe(EgressEvent::Tunnel(TunnelRecord {
+            id: self.id,
+            peer: self.peer,
+            host: std::mem::take(&mut self.host),
+            port: self.port,
+            upstream: self.upstream,
+            bytes_up: self.up.load(Ordering::Relaxed),
+            bytes_down: self.down.load(Ordering::Relaxed),
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            error: self.error.take(),
+        }));
+    }
+}
+
+/// The task's side of a tunnel: a TCP socket the kernel can splice, or any other stream.
+pub(crate) trait Client: AsyncRead + AsyncWrite + Unpin + Sized {
+    /// The TCP socket itself, if that is what this is.
+    fn into_tcp(self) -> Result<TcpStream, Self>;
+}
+
+impl Client for TcpStream {
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Ok(self)
+    }
+}
+
+impl Client for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Err(self)
+    }
+}
+
+/// Run a tunnel's two directions (each giving why it stopped early) until both close cleanly
+/// or either fails: the first failure.
+async fn both_ways<U, D>(up: U, down: D) -> Option<String>
+where
+    U: Future<Output = Option<String>>,
+    D: Future<Output = Option<String>>,
+{
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        let failed = tokio::select! {
+            r = &mut up, if !up_done => { up_done = true; r }
+            r = &mut down, if !down_done => { down_done = true; r }
+        };
+        if failed.is_some() {
+            return failed;
+        }
+    }
+    None
 }
 
 /// A non-blocking pipe, made as large as the kernel allows up to [`CHUNK`].
@@ -87,16 +190,16 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Move `from`'s bytes to `to` through `pipe` until `from` closes (then shut down `to`'s
-/// writing side), either side fails, or `from` is idle too long.
+/// writing side), either side fails, or `from` is idle too long; count them in `moved`.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     pipe: &(OwnedFd, OwnedFd),
     meter: &Meter,
     idle: Duration,
-) -> (u64, Option<String>) {
+    moved: &AtomicU64,
+) -> Option<String> {
     let (pipe_read, pipe_write) = pipe;
-    let mut total = 0u64;
     loop {
         // In: socket → pipe. The pipe is empty here, so "would block" means the socket is.
         let read = async {
@@ -120,17 +223,16 @@ async fn one_way(
             }
         };
         let mut held = match tokio::time::timeout(idle, read).await {
-            Err(_) => return (total, Some(format!("idle for {idle:?}"))),
-            Ok(Err(e)) => return (total, Some(e.to_string())),
+            Err(_) => return Some(format!("idle for {idle:?}")),
+            Ok(Err(e)) => return Some(e.to_string()),
             Ok(Ok(0)) => {
-                let _ = socket_shutdown_write(to);
-                return (total, None);
+                let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
+                return None;
             }
             Ok(Ok(n)) => n,
         };
-        let n64 = u64::try_from(held).unwrap_or(u64::MAX);
-        if let Err(reason) = meter.charge(n64) {
-            return (total, Some(reason));
+        if let Err(reason) = meter.charge(u64::try_from(held).unwrap_or(u64::MAX)) {
+            return Some(reason);
         }
         // Out: pipe → socket, until the pipe is empty. "Would block" means the socket is full.
         while held > 0 {
@@ -155,18 +257,49 @@ async fn one_way(
                 }
             };
             match tokio::time::timeout(idle, wrote).await {
-                Err(_) => return (total, Some(format!("idle for {idle:?}"))),
-                Ok(Err(e)) => return (total, Some(e.to_string())),
-                Ok(Ok(0)) => return (total, Some("the other side stopped reading".into())),
+                Err(_) => return Some(format!("idle for {idle:?}")),
+                Ok(Err(e)) => return Some(e.to_string()),
+                Ok(Ok(0)) => return Some("the other side stopped reading".into()),
                 Ok(Ok(n)) => {
                     held -= n.min(held);
-                    total += u64::try_from(n).unwrap_or(u64::MAX);
+                    moved.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
                 }
             }
         }
     }
 }
 
-fn socket_shutdown_write(socket: &TcpStream) -> io::Result<()> {
-    rustix::net::shutdown(socket, rustix::net::Shutdown::Write).map_err(io::Error::from)
+/// Copy `from` to `to` through user space, charging the meter and counting in `moved`, until
+/// `from` closes (then close `to`), either side fails, or `from` is idle too long.
+async fn copy_one_way<R, W>(
+    from: &mut R,
+    to: &mut W,
+    meter: &Meter,
+    idle: Duration,
+    moved: &AtomicU64,
+) -> Option<String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
+            Err(_) => return Some(format!("idle for {idle:?}")),
+            Ok(Err(e)) => return Some(e.to_string()),
+            Ok(Ok(0)) => {
+                let _ = to.shutdown().await;
+                return None;
+            }
+            Ok(Ok(n)) => n,
+        };
+        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+        if let Err(reason) = meter.charge(n64) {
+            return Some(reason);
+        }
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            return Some(e.to_string());
+        }
+        moved.fetch_add(n64, Ordering::Relaxed);
+    }
 }

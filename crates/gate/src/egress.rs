@@ -19,8 +19,8 @@ pub struct EgressAdapter {
     gate: OnceLock<Arc<Gate>>,
     /// How long a request may wait for a human's approval.
     wait: OnceLock<Duration>,
-    /// Authorized requests not yet reported done, by (host, port, method, path).
-    open: Mutex<HashMap<String, Vec<Authorized>>>,
+    /// Authorized requests and tunnels not yet reported done, by the proxy's id for them.
+    open: Mutex<HashMap<u64, Authorized>>,
     /// The task's leases: a credential is injected only while its lease is open.
     leases: OnceLock<Arc<remit_vault::TaskCredentials>>,
     /// Checks the git tokens the task presents (its git leases), for this task.
@@ -31,10 +31,6 @@ impl std::fmt::Debug for EgressAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EgressAdapter").finish_non_exhaustive()
     }
-}
-
-fn key(host: &str, port: u16, method: &str, path: &str) -> String {
-    format!("{method} {host}:{port}{path}")
 }
 
 impl EgressAdapter {
@@ -63,7 +59,7 @@ impl EgressAdapter {
         let open: Vec<Authorized> = self
             .open
             .lock()
-            .map(|mut m| m.drain().flat_map(|(_, v)| v).collect())
+            .map(|mut m| m.drain().map(|(_, a)| a).collect())
             .unwrap_or_default();
         for authorized in open {
             gate.performed(authorized, "outcome unknown: the task ended");
@@ -71,8 +67,10 @@ impl EgressAdapter {
     }
 }
 
-impl EgressGate for EgressAdapter {
-    async fn decide(&self, effect: Effect) -> GateDecision {
+impl EgressAdapter {
+    /// The gate's decision on `effect`; an allowed request or tunnel (`request`: the proxy's
+    /// id for it) stays open until the proxy reports how it ended.
+    async fn decide_as(&self, request: Option<u64>, effect: Effect) -> GateDecision {
         let Some(gate) = self.gate.get() else {
             return GateDecision::Deny {
                 policy: "remit".into(),
@@ -97,15 +95,6 @@ impl EgressGate for EgressAdapter {
                 };
             }
         }
-        let request_key = match &effect {
-            Effect::HttpRequest {
-                host,
-                port,
-                method,
-                path,
-            } => Some(key(host, *port, method, path)),
-            _ => None,
-        };
         match gate.request(effect, wait).await {
             Outcome::Authorized(authorized) => {
                 if let Err(e) = gate.begin(&authorized).await {
@@ -117,15 +106,13 @@ impl EgressGate for EgressAdapter {
                         ),
                     };
                 }
-                match request_key {
+                match request {
                     // The request's outcome arrives later, as an observation.
-                    Some(k) => {
+                    Some(id) => {
                         self.open
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .entry(k)
-                            .or_default()
-                            .push(authorized);
+                            .insert(id, authorized);
                     }
                     // Pushes, publishes and secret uses are part of a request: done now.
                     None => gate.performed(authorized, "allowed at the egress gate"),
@@ -138,6 +125,24 @@ impl EgressGate for EgressAdapter {
                 reason: format!("approval {approval} was not given in time"),
             },
         }
+    }
+
+    /// The open request or tunnel the proxy reports under `id`.
+    fn take(&self, id: u64) -> Option<Authorized> {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+}
+
+impl EgressGate for EgressAdapter {
+    async fn decide(&self, effect: Effect) -> GateDecision {
+        self.decide_as(None, effect).await
+    }
+
+    async fn decide_request(&self, id: u64, effect: Effect) -> GateDecision {
+        self.decide_as(Some(id), effect).await
     }
 
     fn git_token(
@@ -176,17 +181,7 @@ impl EgressGate for EgressAdapter {
         let Some(gate) = self.gate.get() else { return };
         match event {
             EgressEvent::Request(r) => {
-                let k = key(&r.host, r.port, &r.method, &r.path);
-                let authorized = {
-                    let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-                    let taken = open
-                        .get_mut(&k)
-                        .and_then(|list| (!list.is_empty()).then(|| list.remove(0)));
-                    if open.get(&k).is_some_and(Vec::is_empty) {
-                        open.remove(&k);
-                    }
-                    taken
-                };
+                let authorized = self.take(r.id);
                 // Refused after the gate allowed it (a budget, a secret in the body, a git
                 // token, a push ref): it was not sent.
                 if let Some(denial) = &r.denied {
@@ -244,7 +239,29 @@ impl EgressGate for EgressAdapter {
                         },
                     ));
             }
-            EgressEvent::Tunnel(_) => {}
+            EgressEvent::Tunnel(t) => {
+                let Some(authorized) = self.take(t.id) else {
+                    return;
+                };
+                match (&t.upstream, &t.error) {
+                    // Refused or failed before anything was connected: nothing was sent.
+                    (None, error) => gate.failed(
+                        authorized,
+                        error.as_deref().unwrap_or("the tunnel was not opened"),
+                    ),
+                    (Some(addr), error) => gate.performed_with(
+                        authorized,
+                        &match error {
+                            Some(e) => {
+                                format!("tunnel to {addr} cut after {} µs: {e}", t.duration_us)
+                            }
+                            None => format!("tunnel to {addr} closed after {} µs", t.duration_us),
+                        },
+                        Some(t.bytes_up),
+                        Some(t.bytes_down),
+                    ),
+                }
+            }
             _ => {}
         }
     }

@@ -905,7 +905,7 @@ impl Task {
             )
             .await;
         if let Some((proxy, adapter)) = &self.egress {
-            proxy.shutdown();
+            proxy.shutdown().await;
             adapter.close();
         }
         outcome

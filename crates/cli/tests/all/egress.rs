@@ -182,6 +182,76 @@ fn https_to_an_origin_with_a_private_ca() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// Every request and tunnel the gate allowed is recorded with how it ended: an intercepted
+/// request whose path is longer than a record shows, and a pass-through tunnel with the bytes
+/// it moved. Nothing is left "outcome unknown".
+#[test]
+fn requests_and_tunnels_are_recorded_with_their_outcomes() {
+    let w = World::new();
+    let pki = w.dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    test_ca(&pki);
+    let seen = Origin::start(&pki);
+    let tunneled = Origin::start(&pki);
+    std::fs::copy(pki.join("ca.pem"), w.ws.join("origin-ca.pem")).unwrap();
+    let remit = format!(
+        "[network]\nallow = [\"127.0.0.2:{a}\", \"127.0.0.2:{b}\"]\nprivate = [\"127.0.0.2\"]\ndangerously_tunnel = [\"127.0.0.2:{b}\"]\n",
+        a = seen.port,
+        b = tunneled.port
+    );
+    let long = format!("/{}", "a".repeat(400));
+    let script = format!(
+        "curl -sS -o /dev/null -w '%{{http_code}}\\n' https://127.0.0.2:{a}{long} && \
+         curl -sS -o /dev/null -w '%{{http_code}}\\n' --cacert origin-ca.pem https://127.0.0.2:{b}/",
+        a = seen.port,
+        b = tunneled.port
+    );
+    let out = w
+        .command()
+        .env("REMIT_EGRESS_ROOTS", pki.join("ca.pem"))
+        .args(["run", "--quiet", "--remit"])
+        .arg(w.remit(&remit))
+        .args(["--", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "200\n200\n", "{}", show(&out));
+
+    let events = crate::code_support::ledger(&w);
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains("outcome unknown"), "{all}");
+    let outcome = |method: &str| {
+        let started = events
+            .iter()
+            .find(|e| {
+                e["body"]["kind"] == "effect_started"
+                    && e["body"]["effect"]["kind"] == "http.request"
+                    && e["body"]["effect"]["attributes"]["method"] == method
+            })
+            .unwrap_or_else(|| panic!("no {method} started: {all}"));
+        let id = &started["body"]["effect"]["id"];
+        events
+            .iter()
+            .find(|e| e["body"]["kind"] == "effect_performed" && e["body"]["effect_id"] == *id)
+            .unwrap_or_else(|| panic!("no outcome for {method}: {all}"))["body"]
+            .clone()
+    };
+    let get = outcome("GET");
+    assert!(
+        get["outcome"].as_str().unwrap().starts_with("status 200"),
+        "{get}"
+    );
+    let tunnel = outcome("CONNECT");
+    assert!(
+        tunnel["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("tunnel to 127.0.0.2:"),
+        "{tunnel}"
+    );
+    assert!(tunnel["bytes_in"].as_u64().unwrap() > 0, "{tunnel}");
+    assert!(tunnel["bytes_out"].as_u64().unwrap() > 0, "{tunnel}");
+}
+
 /// An official agent SDK, unchanged, inside a task: Anthropic's Python SDK (`anthropic` from
 /// PyPI) reads its usual variables (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) and the
 /// proxy variables and CA bundle remit sets, and talks to a Messages API origin, plain and

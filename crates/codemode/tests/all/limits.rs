@@ -24,6 +24,16 @@ fn limits() -> Limits {
     }
 }
 
+/// For the memory tests: CPU and wall limits far above what filling 32 MiB takes, so that
+/// the memory limit is the one that stops the script even in a debug build on a busy machine.
+fn memory_limits() -> Limits {
+    Limits {
+        cpu: Duration::from_secs(20),
+        wall: Duration::from_secs(60),
+        ..limits()
+    }
+}
+
 #[test]
 fn cpu_time_stops_an_infinite_loop_even_when_caught() {
     for code in [
@@ -69,7 +79,12 @@ fn memory() {
         "const a = []; while (true) a.push(new Array(100000).fill(1.5));",
         "const a = []; let i = 0; while (true) a.push('x'.repeat(1000) + i++);",
     ] {
-        let r = run_with(code, Language::Js, Arc::new(TestHost::default()), limits());
+        let r = run_with(
+            code,
+            Language::Js,
+            Arc::new(TestHost::default()),
+            memory_limits(),
+        );
         assert!(!r.ok, "{code}: {r:?}");
         assert_eq!(limit_of(&r), Some(Limit::Memory), "{code}: {:?}", r.error);
         assert!(
@@ -83,7 +98,7 @@ fn memory() {
         "const a = []; try { while (true) a.push(new Array(100000).fill(1.5)); } catch (e) { return 'caught'; }",
         Language::Js,
         Arc::new(TestHost::default()),
-        limits(),
+        memory_limits(),
     );
     assert_eq!(r.result, Some(serde_json::json!("caught")), "{r:?}");
     // One huge allocation: refused by the engine or by the limit, never granted.
@@ -92,7 +107,12 @@ fn memory() {
         "'x'.repeat(1 << 29);",
         "let s = 'x'; while (true) s = s + s;",
     ] {
-        let r = run_with(code, Language::Js, Arc::new(TestHost::default()), limits());
+        let r = run_with(
+            code,
+            Language::Js,
+            Arc::new(TestHost::default()),
+            memory_limits(),
+        );
         assert!(!r.ok, "{code}");
         let e = r.error.as_ref().unwrap();
         assert!(

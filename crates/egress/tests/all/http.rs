@@ -178,7 +178,7 @@ fn plain_and_intercepted_requests() {
     let denied = records.iter().find(|r| r.host == "elsewhere.test").unwrap();
     assert_eq!(denied.status, 403);
     assert_eq!(denied.denied.as_ref().unwrap().policy, "default");
-    proxy.egress.shutdown();
+    rt.block_on(proxy.egress.shutdown());
 }
 
 #[test]

@@ -249,7 +249,7 @@ fn npm_view_and_publish() {
     );
     let publishes = proxy.gate.effects_of("publish");
     assert_eq!(publishes.len(), 1, "{publishes:?}");
-    proxy.egress.shutdown();
+    rt.block_on(proxy.egress.shutdown());
 
     // Granted, with its arguments declared: the publish goes through, described.
     let remit = format!(

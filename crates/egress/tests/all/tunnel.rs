@@ -86,6 +86,7 @@ fn a_pass_through_tunnel_carries_tls_untouched_both_ways() {
     assert!(eventually(|| tunnels(&proxy).len() == 1));
     let record = &tunnels(&proxy)[0];
     assert_eq!(record.host, "tunnel.test");
+    assert!(record.upstream.is_some(), "{record:?}");
     assert_eq!(record.error, None, "{record:?}");
     assert!(record.bytes_up >= UP as u64, "{record:?}");
     assert!(record.bytes_down >= DOWN as u64, "{record:?}");
@@ -128,4 +129,54 @@ fn a_pass_through_tunnel_is_cut_at_the_budget() {
         "{cut:?}"
     );
     assert!(cut.bytes_down <= 1 << 20, "{cut:?}");
+    assert!(cut.upstream.is_some(), "{cut:?}");
+
+    // With the budget used up, the next tunnel is refused before anything is connected, and
+    // its record says so.
+    let _ = proxy.curl(&["--cacert", cafile, &small]);
+    assert!(eventually(|| tunnels(&proxy).len() == 3));
+    let refused = tunnels(&proxy)
+        .into_iter()
+        .find(|t| t.upstream.is_none())
+        .expect("a tunnel refused before it was connected");
+    assert!(
+        refused.error.as_deref().unwrap().contains("egress.budget"),
+        "{refused:?}"
+    );
+    assert_eq!((refused.bytes_up, refused.bytes_down), (0, 0));
+}
+
+/// A tunnel still open when the proxy shuts down (the task ended) is reported before the
+/// shutdown returns, with what it moved and why it ended.
+#[test]
+fn a_tunnel_open_at_shutdown_is_reported() {
+    use std::io::{Read, Write};
+    let rt = runtime();
+    let ca = OriginCa::new();
+    let origin = tls_origin(&rt, &ca);
+    let (proxy, _) = start(&rt, origin.port(), "");
+    let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+    write!(
+        s,
+        "CONNECT tunnel.test:{p} HTTP/1.1\r\nhost: tunnel.test:{p}\r\n\r\n",
+        p = origin.port()
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The start of a TLS handshake goes up; the tunnel stays open.
+    s.write_all(b"\x16\x03\x01\x00\x04").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(tunnels(&proxy).is_empty());
+
+    rt.block_on(proxy.egress.shutdown());
+    let all = tunnels(&proxy);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(
+        all[0].error.as_deref().unwrap().contains("task ended"),
+        "{all:?}"
+    );
+    assert!(all[0].upstream.is_some(), "{all:?}");
+    assert!(all[0].bytes_up >= 5, "{all:?}");
 }

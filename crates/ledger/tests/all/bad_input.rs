@@ -5,14 +5,18 @@ use std::path::Path;
 use remit_ledger::verify::{VerifyOptions, verify};
 use remit_ledger::{Error, InclusionBundle, LedgerKey, LedgerReader, Location, Query};
 
-use crate::common::{Backend, Env, fill};
+use crate::common::{Backend, Env, both_stores, fill, pg};
 
-fn closed_sqlite() -> Env {
-    let env = Env::new(Backend::Sqlite);
+fn closed(backend: Backend) -> Env {
+    let env = Env::new(backend);
     let ledger = env.open();
     fill(&ledger);
     ledger.close().unwrap();
     env
+}
+
+fn closed_sqlite() -> Env {
+    closed(Backend::Sqlite)
 }
 
 /// A closed ledger as one file: its write-ahead log folded in and removed, as after a
@@ -187,9 +191,8 @@ fn not_a_database_and_missing_file() {
     assert!(one_line(&err).contains("not a remit ledger"), "{err}");
 }
 
-#[test]
-fn wrong_key() {
-    let env = closed_sqlite();
+fn wrong_key(backend: Backend) {
+    let env = closed(backend);
     let mut reader = env.reader();
     let stranger = LedgerKey::from_seed("test.remit/ledger-a", [42; 32]).unwrap();
     let err = verify(
@@ -216,9 +219,8 @@ fn wrong_key() {
     );
 }
 
-#[test]
-fn proofs_verify_offline_and_detect_changes() {
-    let env = closed_sqlite();
+fn proofs_verify_offline_and_detect_changes(backend: Backend) {
+    let env = closed(backend);
     let mut reader = env.reader();
     let bundle = reader.prove(21, &env.key.public()).unwrap();
     let json = serde_json::to_string(&bundle).unwrap();
@@ -242,9 +244,8 @@ fn proofs_verify_offline_and_detect_changes() {
     assert!(reader.prove(42, &env.key.public()).is_err());
 }
 
-#[test]
-fn ledgers_of_an_older_layout_are_refused() {
-    let env = closed_sqlite();
+fn ledgers_of_an_older_layout_are_refused(backend: Backend) {
+    let env = closed(backend);
     env.sql("UPDATE {meta} SET value = '1' WHERE key = 'layout'");
     let expected = "layout version 1 is from an older remit; this build reads only layout 2";
     let err = LedgerReader::open(&env.location).unwrap_err();
@@ -257,4 +258,33 @@ fn ledgers_of_an_older_layout_are_refused() {
     )
     .unwrap_err();
     assert!(one_line(&err).contains(expected), "{err}");
+}
+
+both_stores! {
+    wrong_key_on => wrong_key;
+    proofs_on => proofs_verify_offline_and_detect_changes;
+    older_layouts_on => ledgers_of_an_older_layout_are_refused;
+}
+
+/// PostgreSQL: a database that holds no ledger, a database that does not exist and a server
+/// that does not answer are each one line, and reading creates nothing.
+#[test]
+fn postgres_without_a_ledger() {
+    let url = pg().create_database("bad_input_empty").unwrap();
+    let err = LedgerReader::open(&Location::Postgres(url.clone())).unwrap_err();
+    assert!(one_line(&err).contains("not a remit ledger"), "{err}");
+    // Still nothing there: the reader made no table.
+    let err = LedgerReader::open(&Location::Postgres(url.clone())).unwrap_err();
+    assert!(one_line(&err).contains("not a remit ledger"), "{err}");
+
+    let missing = url.replace("bad_input_empty", "bad_input_missing");
+    let err = LedgerReader::open(&Location::Postgres(missing)).unwrap_err();
+    assert!(one_line(&err).contains("bad_input_missing"), "{err}");
+
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = nobody.local_addr().unwrap().port();
+    drop(nobody);
+    let down = format!("postgresql://remit@127.0.0.1:{port}/ledger?connect_timeout=2");
+    let err = LedgerReader::open(&Location::Postgres(down)).unwrap_err();
+    one_line(&err);
 }
