@@ -51,10 +51,12 @@ wait_line() { # file pattern
 
 "$bin" origin "$dir" >"$dir/origin.out" &
 pids+=($!)
+origin_pid=$!
 wait_line "$dir/origin.out" http=
 read -r http tls tls2 < <(sed -E 's/http=([0-9]+) tls=([0-9]+) tls2=([0-9]+)/\1 \2 \3/' "$dir/origin.out")
 "$bin" proxy "$dir" "$http" "$tls" "$tls2" >"$dir/proxy.out" &
 pids+=($!)
+proxy_pid=$!
 wait_line "$dir/proxy.out" proxy=
 remit="$(sed -E 's/proxy=([0-9]+)/\1/' "$dir/proxy.out")"
 
@@ -71,6 +73,7 @@ LogLevel Critical
 CONF
 tinyproxy -d -c "$dir/tinyproxy.conf" >"$dir/tinyproxy.log" 2>&1 &
 pids+=($!)
+tiny_pid=$!
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$tiny") 2>/dev/null && break; sleep 0.05; done
 (echo >"/dev/tcp/127.0.0.1/$tiny") 2>/dev/null || { echo "tinyproxy did not start:" >&2; cat "$dir/tinyproxy.log" >&2; exit 2; }
 
@@ -107,6 +110,10 @@ rounds="${ROUNDS:-5}"
     echo "# every mode runs once per round, in turn, so each is compared with direct in the same moment; medians over the rounds"
 } | tee "$report"
 
+# CPU time (user + system, in clock ticks) a process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz="$(getconf CLK_TCK)"
+
 # One measurement: load KIND ENTRY ARGS… — prints the value.
 measure() {
     local kind="$1" entry="$2"
@@ -132,16 +139,31 @@ for round in $(seq "$rounds"); do
         lat="$(measure latency "$entry" "$requests")"
         printf '%s\t%s\tp50\t%s\n' "$round" "$name" "$(sed -E 's/p50_us=([0-9.]+).*/\1/' <<<"$lat")" >>"$raw"
         printf '%s\t%s\tp99\t%s\n' "$round" "$name" "$(sed -E 's/.*p99_us=([0-9.]+)/\1/' <<<"$lat")" >>"$raw"
-        m="$(measure bulk "$entry" "$bulk")"
+        # The bulk download, with the CPU each party spent on it: the client (the load
+        # process, and for a task everything remit ran), the proxy in between, the origin.
+        case "$entry" in
+            *":$remit|"*) middle="$proxy_pid" ;;
+            *":$tiny|"*) middle="$tiny_pid" ;;
+            *) middle="" ;;
+        esac
+        o0="$(ticks "$origin_pid")"
+        p0="${middle:+$(ticks "$middle")}"
+        m="$( { TIMEFORMAT='%U %S'; time measure bulk "$entry" "$bulk" 2>/dev/null; } 2>"$dir/time" )"
+        read -r cu cs <"$dir/time"
         printf '%s\t%s\tbulk\t%s\n' "$round" "$name" "${m#mb_per_s=}" >>"$raw"
+        printf '%s\t%s\tcpu_client\t%s\n' "$round" "$name" "$(awk -v u="$cu" -v s="$cs" 'BEGIN { print u + s }')" >>"$raw"
+        printf '%s\t%s\tcpu_origin\t%s\n' "$round" "$name" "$(awk -v a="$(ticks "$origin_pid")" -v b="$o0" -v hz="$hz" 'BEGIN { print (a - b) / hz }')" >>"$raw"
+        if [ -n "$middle" ]; then
+            printf '%s\t%s\tcpu_proxy\t%s\n' "$round" "$name" "$(awk -v a="$(ticks "$middle")" -v b="$p0" -v hz="$hz" 'BEGIN { print (a - b) / hz }')" >>"$raw"
+        fi
     done
 done
 
 modes_list="$(printf '%s\n' "${modes[@]}")"
-python3 - "$raw" "$modes_list" <<'PY' | tee -a "$report"
+python3 - "$raw" "$modes_list" "$bulk" <<'PY' | tee -a "$report"
 import statistics, sys
 from collections import defaultdict
-raw, modes = sys.argv[1], [m for m in sys.argv[2].splitlines() if m]
+raw, modes, bulk_bytes = sys.argv[1], [m for m in sys.argv[2].splitlines() if m], int(sys.argv[3])
 data = defaultdict(dict)  # (name, metric) -> {round: value}
 for line in open(raw):
     rnd, name, metric, value = line.rstrip("\n").split("\t")
@@ -149,7 +171,7 @@ for line in open(raw):
 def base(mode):
     kind = mode.split("|")[0].removeprefix("task:")
     return "direct HTTP" if kind == "direct-http" or kind.startswith("proxy-http") else "direct HTTPS"
-print(f"{'mode':26} {'p50_us':>9} {'p99_us':>9} {'added_p50_us':>13} {'rps':>8} {'bulk_MB/s':>10} {'of_direct':>10}")
+print(f"{'mode':26} {'p50_us':>9} {'p99_us':>9} {'added_p50_us':>13} {'rps':>8} {'bulk_MB/s':>10} {'of_direct':>14} {'CPU_s/GiB client+proxy+origin':>30}")
 for entry in modes:
     name = entry.split("|", 1)[1]
     b = base(entry)
@@ -159,7 +181,11 @@ for entry in modes:
     share = [bulks[r] / data[(b, "bulk")][r] for r in bulks]
     added_s = "-" if name == b else f"{statistics.median(added):.1f}"
     share_s = "-" if name == b else f"{100 * statistics.median(share):.0f}% ({100 * min(share):.0f}-{100 * max(share):.0f})"
-    print(f"{name:26} {med('p50'):9.1f} {med('p99'):9.1f} {added_s:>13} {data[(name, 'rps')][0]:8.0f} {med('bulk'):10.0f} {share_s:>10}")
+    gib = bulk_bytes / (1 << 30)
+    cpu = lambda metric: f"{med(metric) / gib:.2f}" if data.get((name, metric)) else "-"
+    cpus = f"{cpu('cpu_client')}+{cpu('cpu_proxy')}+{cpu('cpu_origin')}"
+    print(f"{name:26} {med('p50'):9.1f} {med('p99'):9.1f} {added_s:>13} {data[(name, 'rps')][0]:8.0f} {med('bulk'):10.0f} {share_s:>14} {cpus:>30}")
+print("CPU: seconds per GiB of the bulk download, medians; for `remit run` the client's share is everything remit ran for the task (proxy and ledger included).")
 PY
 cp "$raw" "${report%.txt}.tsv"
 echo "report: $report (raw measurements: ${report%.txt}.tsv)"
