@@ -5,6 +5,7 @@ mod code_support;
 mod codemode;
 mod commands;
 mod containment;
+mod docs;
 mod egress;
 mod gate;
 mod identity;
