@@ -50,7 +50,9 @@ pub(crate) enum BodyError {
     Secret,
     #[error("the body is larger than the {0} bytes remit inspects")]
     TooLarge(usize),
-    #[error("remit already holds {0} bytes of request bodies for inspection; retry shortly")]
+    #[error(
+        "the {0} bytes remit holds at once for inspecting request bodies are in use; retry shortly"
+    )]
     Busy(usize),
 }
 
@@ -69,6 +71,21 @@ impl Held {
             allowance: Arc::clone(allowance),
             total,
             permit: None,
+        }
+    }
+
+    /// Take as many more bytes as the allowance has left, up to `n`: how many were taken.
+    pub(crate) fn take_up_to(&mut self, n: usize) -> usize {
+        let room = n
+            .min(self.allowance.available_permits())
+            .min(u32::MAX as usize);
+        if self.take(room).is_ok() { room } else { 0 }
+    }
+
+    /// Give back `n` of the bytes taken.
+    pub(crate) fn give_back(&mut self, n: usize) {
+        if let Some(permit) = &mut self.permit {
+            drop(permit.split(n));
         }
     }
 

@@ -730,18 +730,30 @@ async fn pipeline<G: EgressGate>(
             Err(error) => return Err(body_refusal(ctx, &*error)),
         };
         let inspected: Bytes = match encoding.as_deref() {
-            Some("gzip" | "x-gzip") => git::gunzip(&bytes, limit)
-                .map(Bytes::from)
-                .map_err(|why| ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why))?,
-            Some(_) => inflate_zlib(&bytes, limit)
-                .map(Bytes::from)
-                .map_err(|why| ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why))?,
             None => bytes.clone(),
+            Some(kind) => {
+                // The inflated copy is counted before it is made: as much room as the
+                // allowance has left, up to the per-body limit; what it leaves is given back.
+                let room = held.take_up_to(limit);
+                let inflated = match kind {
+                    "gzip" | "x-gzip" => git::gunzip(&bytes, room),
+                    _ => inflate_zlib(&bytes, room),
+                };
+                match inflated {
+                    Ok(data) => {
+                        held.give_back(room - data.len().min(room));
+                        Bytes::from(data)
+                    }
+                    Err(why) if room < limit && why.starts_with(INFLATES_TO_MORE) => {
+                        let busy = BodyError::Busy(shared.limits.max_inspected_total);
+                        return Err(body_refusal(ctx, &busy));
+                    }
+                    Err(why) => {
+                        return Err(ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why));
+                    }
+                }
+            }
         };
-        if encoding.is_some() {
-            held.take(inspected.len())
-                .map_err(|error| body_refusal(ctx, &error))?;
-        }
         if let Some(hit) = matcher.scan(&inspected, host, port, true) {
             return Err(hit_refusal(ctx, &hit, host));
         }
@@ -926,6 +938,9 @@ fn body_refusal<G: EgressGate>(
     }
 }
 
+/// How an inflation past its limit is reported (`git::gunzip`, [`inflate_zlib`]).
+pub(crate) const INFLATES_TO_MORE: &str = "the body inflates to more than";
+
 fn inflate_zlib(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let mut out = Vec::new();
@@ -935,7 +950,7 @@ fn inflate_zlib(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
         .read_to_end(&mut out)
         .map_err(|e| format!("bad deflate body: {e}"))?;
     if out.len() > limit {
-        return Err(format!("the body inflates to more than {limit} bytes"));
+        return Err(format!("{INFLATES_TO_MORE} {limit} bytes"));
     }
     Ok(out)
 }

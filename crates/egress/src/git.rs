@@ -476,7 +476,10 @@ pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
         .read_to_end(&mut out)
         .map_err(|e| format!("bad gzip body: {e}"))?;
     if out.len() > limit {
-        return Err(format!("the body inflates to more than {limit} bytes"));
+        return Err(format!(
+            "{} {limit} bytes",
+            crate::forward::INFLATES_TO_MORE
+        ));
     }
     Ok(out)
 }

@@ -214,7 +214,9 @@ impl std::fmt::Debug for BoundSecret {
 /// Timeouts and sizes. The defaults suit agents talking to model APIs and registries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections from the task at once; more are closed at accept. Default: 1024.
+    /// Connections from the task at once, pass-through tunnels included (a tunnel holds its
+    /// place until it closes); more are closed at accept, or refused (`503`) for a tunnel.
+    /// Default: 1024.
     pub max_connections: usize,
     /// Time to send a request's headers (slow senders are cut). Default: 30 s.
     pub header_read_timeout: Duration,
@@ -357,12 +359,16 @@ pub(crate) struct Shared<G> {
 }
 
 impl<G: EgressGate> Shared<G> {
-    /// Run `future` as part of this proxy: [`Egress::shutdown`] ends it.
+    /// Run `future` as part of this proxy: [`Egress::shutdown`] ends it. Once the proxy is
+    /// shutting down, `future` is dropped instead (checked under the same lock as the
+    /// shutdown takes, so nothing slips in between).
     pub(crate) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            while tasks.try_join_next().is_some() {}
-            tasks.spawn(future);
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if *self.stop.borrow() {
+            return;
         }
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(future);
     }
 }
 
@@ -493,10 +499,10 @@ impl<G: EgressGate> Egress<G> {
 
     /// Stop accepting and end every connection, tunnel and origin connection of this proxy.
     pub async fn shutdown(&self) {
-        let _ = self.shared.stop.send(true);
-        let mut tasks = match self.shared.tasks.lock() {
-            Ok(mut tasks) => std::mem::take(&mut *tasks),
-            Err(_) => return,
+        let mut tasks = {
+            let mut tasks = self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.stop.send_replace(true);
+            std::mem::take(&mut *tasks)
         };
         tasks.abort_all();
         // Wait for the aborted work to be dropped, so that every request and tunnel still

@@ -183,6 +183,20 @@ async fn connect<G: EgressGate>(
     }
     // Allowed: from here on the tunnel is reported under its id, whichever way it ends.
     let mut tunnel = Tunnel::new(Arc::clone(&shared), id, peer, host.clone(), port);
+    if !tunnel.take_slot() {
+        let reason = format!(
+            "more than {} connections and tunnels at once; close some and retry",
+            shared.limits.max_connections
+        );
+        tunnel.fail(format!("refused by `egress.connections`: {reason}"));
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "egress.connections",
+            &reason,
+            &what,
+            json,
+        );
+    }
     let meter = match shared.budgets.meter(&host) {
         Ok(m) => m,
         Err(reason) => {

@@ -41,6 +41,9 @@ pub(crate) struct Tunnel<G: EgressGate> {
     down: AtomicU64,
     /// Why it ended early; until it ends by itself, that the task ended first.
     error: Option<String>,
+    /// Its place among the task's connections at once ([`crate::Limits::max_connections`]):
+    /// a tunnel outlives the proxy connection that opened it.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<G: EgressGate> Tunnel<G> {
@@ -63,7 +66,17 @@ impl<G: EgressGate> Tunnel<G> {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
             error: Some("the task ended while the tunnel was open".into()),
+            slot: None,
         }
+    }
+
+    /// Take a place among the task's connections for as long as the tunnel lives; `false`
+    /// when there is none left.
+    pub(crate) fn take_slot(&mut self) -> bool {
+        self.slot = Arc::clone(&self.shared.connections)
+            .try_acquire_owned()
+            .ok();
+        self.slot.is_some()
     }
 
     /// It ended, or will, without carrying anything further: why.

@@ -92,12 +92,16 @@ pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
     let mut out = Prescan::default();
     let mut scanner: Option<Scanner> = None;
     let mut seen = 0usize;
-    let mut stack: Vec<PathBuf> = roots
+    // Hidden paths are masked in the task: nothing under them is scanned or reported. Inside
+    // the workspace they are still listed, since the listing is the baseline the task's
+    // file changes are measured against, and that comparison sees the host's files.
+    let in_workspace = |p: &Path| roots.first().is_some_and(|w| p.starts_with(w));
+    let mut stack: Vec<(PathBuf, bool)> = roots
         .iter()
-        .filter(|r| !hidden.contains(r.as_path()))
-        .cloned()
+        .map(|r| (r.clone(), hidden.contains(r.as_path())))
+        .filter(|(r, masked)| !masked || in_workspace(r))
         .collect();
-    while let Some(dir) = stack.pop() {
+    while let Some((dir, dir_masked)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             out.notes.push(format!("cannot read `{}`", dir.display()));
             continue;
@@ -112,15 +116,13 @@ pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
                 break;
             }
             let path = entry.path();
-            if hidden.contains(path.as_path()) {
-                continue;
-            }
+            let masked = dir_masked || hidden.contains(path.as_path());
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 // A git directory holds history (compressed, scanned by `remit scan --git`),
                 // not files the task reads as text.
-                if entry.file_name() != ".git" {
-                    stack.push(path);
+                if entry.file_name() != ".git" && (!masked || in_workspace(&path)) {
+                    stack.push((path, masked));
                 }
                 continue;
             }
@@ -133,7 +135,7 @@ pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
                     (meta.ino(), meta.size(), mtime_ns),
                 );
             }
-            if !meta.is_file() {
+            if !meta.is_file() || masked {
                 continue;
             }
             let key = path.to_string_lossy().into_owned();

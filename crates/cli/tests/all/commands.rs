@@ -208,8 +208,15 @@ fn hidden_secrets_are_not_reachable() {
     )
     .unwrap();
     std::fs::write(grant.join("notes.txt"), "DB_PASSWORD=\"Zq8!mK2#vR7pLx\"\n").unwrap();
+    // A hidden directory in the workspace (not a git repository) too.
+    std::fs::create_dir_all(w.ws.join("private")).unwrap();
+    std::fs::write(
+        w.ws.join("private/key.txt"),
+        "token = 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\n",
+    )
+    .unwrap();
     let remit = format!(
-        "[filesystem]\nread_only = [\"{g}\"]\nhidden = [\"{g}/vault\"]\n",
+        "[filesystem]\nread_only = [\"{g}\"]\nhidden = [\"{g}/vault\", \"private\"]\n",
         g = grant.display()
     );
     let log = w.dir.path().join("t.jsonl");
@@ -244,9 +251,20 @@ fn hidden_secrets_are_not_reachable() {
         "{locations:?}"
     );
     assert!(
-        !locations.iter().any(|l| l.contains("vault")),
+        !locations
+            .iter()
+            .any(|l| l.contains("vault") || l.contains("private")),
         "{locations:?}"
     );
+    // What is hidden from the task is still the workspace's: the task changed nothing.
+    let changes: serde_json::Value = records
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["body"]["kind"] == "file_changes")
+        .expect("a file_changes record");
+    assert_eq!(changes["body"]["added"], 0, "{changes}");
+    assert_eq!(changes["body"]["modified"], 0, "{changes}");
+    assert_eq!(changes["body"]["deleted"], 0, "{changes}");
     // The hidden token (high) does not stop a task that refuses high secrets; the visible
     // password (medium) stops one that refuses medium.
     let with = |level: &str| format!("{remit}[secrets]\nrefuse_at = \"{level}\"\n");

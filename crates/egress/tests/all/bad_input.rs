@@ -215,14 +215,32 @@ fn inspected_bodies_share_a_memory_allowance() {
             .contains("x-remit-policy: egress.memory"),
         "{headers}"
     );
-    assert!(body.contains("bytes of request bodies"), "{body}");
+    assert!(body.contains("inspecting request bodies"), "{body}");
     assert_eq!(
         good.requests().len(),
         before,
         "the origin saw the refused body"
     );
 
-    // What the refused body held was given back: the allowance is whole again.
+    // A small body that would inflate past what is left of the allowance is refused before
+    // it is inflated whole: the inflated copy is counted as it is made.
+    let bomb = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 200 * 1024]).unwrap();
+        let path = proxy.dir.path().join("bomb.gz");
+        std::fs::write(&path, e.finish().unwrap()).unwrap();
+        format!("@{}", path.display())
+    };
+    let (status, headers, body) = send(&bomb);
+    assert_eq!(status, 503, "{headers}{body}");
+    assert_eq!(
+        good.requests().len(),
+        before,
+        "the origin saw the refused body"
+    );
+
+    // What the refused bodies held was given back: the allowance is whole again.
     for _ in 0..3 {
         let (status, headers, body) = send(&small);
         assert_eq!(status, 200, "{headers}{body}");
