@@ -135,6 +135,8 @@ fn micros(since: Instant) -> u64 {
 struct Ctx<G: EgressGate> {
     shared: Arc<Shared<G>>,
     guard: Arc<RecordGuard<G>>,
+    /// The id of the request's record.
+    id: u64,
     json: bool,
     what: String,
     peer: SocketAddr,
@@ -175,13 +177,7 @@ impl<G: EgressGate> Ctx<G> {
 
     /// Decide the request itself, under the id its record will carry.
     async fn decide_request(&self, effect: Effect) -> Result<(), Response<ProxyBody>> {
-        let id = self
-            .guard
-            .record
-            .lock()
-            .map(|r| r.id)
-            .unwrap_or_else(|p| p.into_inner().id);
-        let decision = self.shared.gate.decide_request(id, effect).await;
+        let decision = self.shared.gate.decide_request(self.id, effect).await;
         self.refusal_for(decision).map_or(Ok(()), Err)
     }
 
@@ -359,10 +355,11 @@ pub(crate) async fn handle<G: EgressGate>(
     let request_bytes = Arc::new(AtomicU64::new(0));
     let response_bytes = Arc::new(AtomicU64::new(0));
     let hit_slot = Arc::new(Mutex::new(None));
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let guard = Arc::new(RecordGuard {
         shared: Arc::clone(&shared),
         record: Mutex::new(RequestRecord {
-            id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
             peer,
             host: target.host.clone(),
             port: target.port,
@@ -389,6 +386,7 @@ pub(crate) async fn handle<G: EgressGate>(
     let ctx = Ctx {
         shared: Arc::clone(&shared),
         guard: Arc::clone(&guard),
+        id,
         json: wants_json(&parts.headers),
         what: format!(
             "{method} {}://{}{}",
@@ -735,20 +733,21 @@ async fn pipeline<G: EgressGate>(
                 // The inflated copy is counted before it is made: as much room as the
                 // allowance has left, up to the per-body limit; what it leaves is given back.
                 let room = held.take_up_to(limit);
-                let inflated = match kind {
-                    "gzip" | "x-gzip" => git::gunzip(&bytes, room),
-                    _ => inflate_zlib(&bytes, room),
-                };
-                match inflated {
+                match inflate(kind, &bytes, room) {
                     Ok(data) => {
                         held.give_back(room - data.len().min(room));
                         Bytes::from(data)
                     }
-                    Err(why) if room < limit && why.starts_with(INFLATES_TO_MORE) => {
+                    // Past the room but within the per-body limit: the allowance is short.
+                    Err(Inflate::TooLarge) if room < limit => {
                         let busy = BodyError::Busy(shared.limits.max_inspected_total);
                         return Err(body_refusal(ctx, &busy));
                     }
-                    Err(why) => {
+                    Err(Inflate::TooLarge) => {
+                        let why = format!("the body inflates to more than {limit} bytes");
+                        return Err(ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why));
+                    }
+                    Err(Inflate::Bad(why)) => {
                         return Err(ctx.deny(StatusCode::BAD_REQUEST, "egress.encoding", &why));
                     }
                 }
@@ -938,19 +937,31 @@ fn body_refusal<G: EgressGate>(
     }
 }
 
-/// How an inflation past its limit is reported (`git::gunzip`, [`inflate_zlib`]).
-pub(crate) const INFLATES_TO_MORE: &str = "the body inflates to more than";
+/// Why a compressed body could not be inflated.
+enum Inflate {
+    /// It inflates to more than the limit.
+    TooLarge,
+    /// It is not what its encoding says.
+    Bad(String),
+}
 
-fn inflate_zlib(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+/// Inflate a body sent with `Content-Encoding: encoding` (`gzip`, `x-gzip` or `deflate`, the
+/// encodings accepted), to at most `limit` bytes.
+fn inflate(encoding: &str, bytes: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
     use std::io::Read as _;
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     let mut out = Vec::new();
-    let mut reader = flate2::read::ZlibDecoder::new(bytes)
-        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1));
-    reader
-        .read_to_end(&mut out)
-        .map_err(|e| format!("bad deflate body: {e}"))?;
+    let read = match encoding {
+        "gzip" | "x-gzip" => flate2::read::GzDecoder::new(bytes)
+            .take(cap)
+            .read_to_end(&mut out),
+        _ => flate2::read::ZlibDecoder::new(bytes)
+            .take(cap)
+            .read_to_end(&mut out),
+    };
+    read.map_err(|e| Inflate::Bad(format!("bad {encoding} body: {e}")))?;
     if out.len() > limit {
-        return Err(format!("{INFLATES_TO_MORE} {limit} bytes"));
+        return Err(Inflate::TooLarge);
     }
     Ok(out)
 }

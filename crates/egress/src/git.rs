@@ -13,7 +13,6 @@
 //! objects outside the pack (thin packs do this for trees and blobs, rarely for commits).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Read as _;
 
 use flate2::{Decompress, FlushDecompress, Status};
 use sha1::Digest as _;
@@ -465,23 +464,6 @@ fn hex(bytes: &[u8]) -> String {
         out.push_str(&format!("{b:02x}"));
     }
     out
-}
-
-/// Gunzip a request body (git gzips large requests), up to `limit` bytes.
-pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut reader = flate2::read::GzDecoder::new(body)
-        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1));
-    reader
-        .read_to_end(&mut out)
-        .map_err(|e| format!("bad gzip body: {e}"))?;
-    if out.len() > limit {
-        return Err(format!(
-            "{} {limit} bytes",
-            crate::forward::INFLATES_TO_MORE
-        ));
-    }
-    Ok(out)
 }
 
 fn pkt(payload: &[u8]) -> Vec<u8> {

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -215,26 +215,13 @@ async fn one_way(
     let (pipe_read, pipe_write) = pipe;
     loop {
         // In: socket → pipe. The pipe is empty here, so "would block" means the socket is.
-        let read = async {
-            loop {
-                from.readable().await?;
-                match from.try_io(Interest::READABLE, || {
-                    rustix::pipe::splice(
-                        from,
-                        None,
-                        pipe_write,
-                        None,
-                        CHUNK,
-                        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-                    )
-                    .map_err(io::Error::from)
-                }) {
-                    Ok(n) => return Ok::<usize, io::Error>(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        let read = splice_when_ready(
+            from,
+            Interest::READABLE,
+            from.as_fd(),
+            pipe_write.as_fd(),
+            CHUNK,
+        );
         let mut held = match tokio::time::timeout(idle, read).await {
             Err(_) => return Some(format!("idle for {idle:?}")),
             Ok(Err(e)) => return Some(e.to_string()),
@@ -249,26 +236,8 @@ async fn one_way(
         }
         // Out: pipe → socket, until the pipe is empty. "Would block" means the socket is full.
         while held > 0 {
-            let wrote = async {
-                loop {
-                    to.writable().await?;
-                    match to.try_io(Interest::WRITABLE, || {
-                        rustix::pipe::splice(
-                            pipe_read,
-                            None,
-                            to,
-                            None,
-                            held,
-                            SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-                        )
-                        .map_err(io::Error::from)
-                    }) {
-                        Ok(n) => return Ok::<usize, io::Error>(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            };
+            let wrote =
+                splice_when_ready(to, Interest::WRITABLE, pipe_read.as_fd(), to.as_fd(), held);
             match tokio::time::timeout(idle, wrote).await {
                 Err(_) => return Some(format!("idle for {idle:?}")),
                 Ok(Err(e)) => return Some(e.to_string()),
@@ -278,6 +247,35 @@ async fn one_way(
                     moved.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
                 }
             }
+        }
+    }
+}
+
+/// One `splice(2)` of up to `len` bytes from `from` to `to`, once `socket` (one of them) is
+/// ready for `interest`. "Would block" clears that readiness and waits again.
+async fn splice_when_ready(
+    socket: &TcpStream,
+    interest: Interest,
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    len: usize,
+) -> io::Result<usize> {
+    loop {
+        socket.ready(interest).await?;
+        match socket.try_io(interest, || {
+            rustix::pipe::splice(
+                from,
+                None,
+                to,
+                None,
+                len,
+                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+            )
+            .map_err(io::Error::from)
+        }) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
 }

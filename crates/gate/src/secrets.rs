@@ -80,8 +80,9 @@ fn severity_name(s: Severity) -> String {
 
 /// Scan `roots` for secrets, reading only files that changed since the cache at `cache`
 /// was written (by path, device, inode, size and modification time). Paths in `hidden` are
-/// masked in the task, so they are neither entered nor reported. Single-threaded: it may
-/// run before the sandbox is created. The scanner is built only if a file must be read.
+/// masked in the task, so nothing under them is scanned or reported (inside the workspace
+/// they are still listed, for the file-changes baseline). Single-threaded: it may run before
+/// the sandbox is created. The scanner is built only if a file must be read.
 pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
     let hidden: std::collections::HashSet<&Path> = hidden.iter().map(PathBuf::as_path).collect();
     let mut old: Cache = std::fs::read(cache)
