@@ -19,8 +19,11 @@ pub trait Journal: Send + Sync {
         body: EventBody,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 
-    /// Everything recorded so far is durable when this returns.
-    fn flush(&self) -> Result<(), String>;
+    /// Record the task's last events, together, and end the journal: everything recorded is
+    /// durable when this returns. The ledger commits the last events with the checkpoint it
+    /// keeps for them, in one transaction (one `fsync`) unless an earlier commit is still
+    /// on its way; nothing can be recorded afterwards.
+    fn finish(&self, last: Vec<EventBody>) -> Result<(), String>;
 
     /// The first failure the journal had, if any (a gate fails closed on it).
     fn failure(&self) -> Option<String>;
@@ -95,8 +98,13 @@ impl Journal for LedgerJournal {
         })
     }
 
-    fn flush(&self) -> Result<(), String> {
-        self.ledger.flush().map_err(|e| self.fail(e.to_string()))
+    fn finish(&self, last: Vec<EventBody>) -> Result<(), String> {
+        let events: Vec<NewEvent> = last.into_iter().map(|body| self.event(body)).collect();
+        // Queued together, then the close: the writer takes them in one batch and keeps the
+        // checkpoint that covers them in the same commit.
+        let queued = self.ledger.append_batch(events).map(drop);
+        let closed = self.ledger.close().map(drop);
+        queued.and(closed).map_err(|e| self.fail(e.to_string()))
     }
 
     fn failure(&self) -> Option<String> {
@@ -134,7 +142,10 @@ impl Journal for MemoryJournal {
         Box::pin(async { Ok(()) })
     }
 
-    fn flush(&self) -> Result<(), String> {
+    fn finish(&self, last: Vec<EventBody>) -> Result<(), String> {
+        if let Ok(mut e) = self.events.lock() {
+            e.extend(last.into_iter().map(|body| (body, true)));
+        }
         Ok(())
     }
 
@@ -244,9 +255,10 @@ impl<J: Journal> Journal for RedactingJournal<J> {
         self.inner.durable(body)
     }
 
-    fn flush(&self) -> Result<(), String> {
+    fn finish(&self, last: Vec<EventBody>) -> Result<(), String> {
         self.drain(true);
-        self.inner.flush()
+        self.inner
+            .finish(last.into_iter().map(|body| self.clean(body)).collect())
     }
 
     fn failure(&self) -> Option<String> {

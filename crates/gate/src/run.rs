@@ -938,10 +938,12 @@ impl Task {
         }
         gate.close("the task ended");
         let duration = started.elapsed();
-        // What the task left in its workspace (it can change nothing more).
+        // What the task left in its workspace (it can change nothing more), recorded with
+        // the task's end below.
+        let mut last = Vec::with_capacity(2);
         let changes_unknown = match self.baseline.changes() {
             Ok(changes) => {
-                record.observe(EventBody::FileChanges(changes));
+                last.push(EventBody::FileChanges(changes));
                 None
             }
             Err(why) => Some(format!("the workspace changes are unknown: {why}")),
@@ -986,7 +988,7 @@ impl Task {
                 Some(format!("the command could not start (errno {e})")),
             ),
         };
-        record.observe(EventBody::TaskEnd(TaskEnd {
+        last.push(EventBody::TaskEnd(TaskEnd {
             exit_code,
             signal,
             reason,
@@ -1006,8 +1008,9 @@ impl Task {
                 violations: counters.violations,
             },
         }));
-        // The task ends only once all its events are durable.
-        let mut record_error = record.flush().err().or_else(|| journal.failure());
+        // The task ends only once all its events are durable: its last ones, and the
+        // checkpoint that covers them, in one commit; the ledger is closed with it.
+        let mut record_error = record.finish(last).err().or_else(|| journal.failure());
         if !revocation.is_empty() {
             let text = revocation.join("; ");
             record_error = Some(match record_error {
@@ -1034,10 +1037,6 @@ impl Task {
             }
         };
         crate::timing::mark("receipt written");
-        if let Err(e) = journal.ledger().close() {
-            record_error.get_or_insert(e.to_string());
-        }
-        crate::timing::mark("ledger closed");
         let log = match &options.log {
             Some(path) => match export_task(journal.ledger(), &task, path) {
                 Ok(()) => Some(path.clone()),

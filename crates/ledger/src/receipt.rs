@@ -57,6 +57,10 @@ impl Envelope {
     }
 
     /// Write the receipt to a new file (pretty JSON), refusing to overwrite one.
+    ///
+    /// The file is not `fsync`ed: a receipt is derived from the ledger, whose events and
+    /// checkpoint are durable before it is built, and `remit ledger receipt` signs it again
+    /// from them. A receipt cut short by a crash fails to parse; it never verifies.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
         use std::io::Write;
         let mut text = self.to_json()?;
@@ -67,7 +71,6 @@ impl Envelope {
             .open(path)
             .map_err(|e| Error::io("cannot create receipt", path, e))?;
         file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
             .map_err(|e| Error::io("cannot write receipt", path, e))
     }
 
