@@ -100,11 +100,10 @@ impl Journal for LedgerJournal {
 
     fn finish(&self, last: Vec<EventBody>) -> Result<(), String> {
         let events: Vec<NewEvent> = last.into_iter().map(|body| self.event(body)).collect();
-        // Queued together, then the close: the writer takes them in one batch and keeps the
-        // checkpoint that covers them in the same commit.
-        let queued = self.ledger.append_batch(events).map(drop);
-        let closed = self.ledger.close().map(drop);
-        queued.and(closed).map_err(|e| self.fail(e.to_string()))
+        self.ledger
+            .finish(events)
+            .map(drop)
+            .map_err(|e| self.fail(e.to_string()))
     }
 
     fn failure(&self) -> Option<String> {

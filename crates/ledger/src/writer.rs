@@ -79,6 +79,12 @@ pub struct Options {
     /// Queued events beyond which `append` waits for the writer (default 100,000): bounded
     /// memory instead of an unbounded queue when the disk cannot keep up.
     pub max_pending: usize,
+    /// Longest time an observation (an event nobody waits for) waits for company before
+    /// the writer commits it (default 5 ms): the events a short task observes then share one
+    /// commit, and one `fsync`, with its end. A durable event, a batch, [`Ledger::flush`],
+    /// [`Ledger::checkpoint`], [`Ledger::close`] or a full batch commits what is queued at
+    /// once. Zero commits every event as soon as the writer is free.
+    pub linger: Duration,
 }
 
 impl Default for Options {
@@ -87,12 +93,38 @@ impl Default for Options {
             max_batch: 1000,
             checkpoint_interval: Duration::from_secs(1),
             max_pending: 100_000,
+            linger: Duration::from_millis(5),
         }
     }
 }
 
 /// Where a durable event's sequence number lands once it is committed.
 type SeqSlot = Arc<AtomicU64>;
+
+/// An event encoded for the queue (outside the state lock).
+struct Encoded {
+    task: String,
+    agent: String,
+    kind: &'static str,
+    body: Vec<u8>,
+    task_end: bool,
+}
+
+impl Encoded {
+    fn new(event: NewEvent) -> Result<Self> {
+        Ok(Self {
+            task_end: matches!(event.body, EventBody::TaskEnd(_)),
+            kind: event.body.kind(),
+            body: canonical::body_json(&event.body)?,
+            task: event.task,
+            agent: event.agent,
+        })
+    }
+}
+
+fn encode_all(events: impl IntoIterator<Item = NewEvent>) -> Result<Vec<Encoded>> {
+    events.into_iter().map(Encoded::new).collect()
+}
 
 struct Pending {
     time: String,
@@ -126,6 +158,10 @@ struct State {
     /// The newest checkpoint this writer kept (or marked kept).
     retained: Option<SignedCheckpoint>,
     closing: bool,
+    /// Somebody waits for the first `urgent_through` accepted events: commit them at once.
+    urgent_through: u64,
+    /// When the oldest queued event was queued (`None` while the queue is empty).
+    first_queued: Option<Instant>,
     /// The first commit failure; set once, never cleared.
     failed: Option<String>,
     wakers: Vec<Waker>,
@@ -388,43 +424,66 @@ impl Ledger {
         &self,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<Option<Durable>> {
-        let mut encoded = Vec::new();
-        for event in events {
-            let task_end = matches!(event.body, EventBody::TaskEnd(_));
-            let kind = event.body.kind();
-            let body = canonical::body_json(&event.body)?;
-            encoded.push((event.task, event.agent, kind, body, task_end));
-        }
-        let Some(count) = u64::try_from(encoded.len()).ok().filter(|&n| n > 0) else {
+        let encoded = encode_all(events)?;
+        if encoded.is_empty() {
             return Ok(None);
-        };
+        }
         let seq = Arc::new(AtomicU64::new(u64::MAX));
-        let shared = &self.inner.shared;
         let mut state = self.wait_for_room()?;
+        let ticket = self.queue_group(&mut state, encoded, &seq);
+        Ok(Some(Durable {
+            ticket,
+            seq,
+            shared: Arc::clone(&self.inner.shared),
+        }))
+    }
+
+    /// Record a group of last events, as [`Ledger::append_batch`] does, and close: the
+    /// writer commits them, and keeps the checkpoint that covers them, in one transaction
+    /// (one `fsync`) when they fit in [`Options::max_batch`] and no earlier commit is still
+    /// to be made. Returns what [`Ledger::close`] returns.
+    pub fn finish(
+        &self,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<Option<SignedCheckpoint>> {
+        let queued = encode_all(events).and_then(|encoded| {
+            let seq = Arc::new(AtomicU64::new(u64::MAX));
+            let mut state = self.wait_for_room()?;
+            if !encoded.is_empty() {
+                self.queue_group(&mut state, encoded, &seq);
+            }
+            // Under the same lock as the queueing: the writer cannot take the events
+            // without seeing that they are the last.
+            state.closing = true;
+            Ok(())
+        });
+        let closed = self.inner.shutdown();
+        queued.and(closed)
+    }
+
+    /// Queue a group of encoded events with one time stamp, the last one carrying `seq`;
+    /// returns the last one's ticket. Somebody waits for them: the writer commits at once.
+    fn queue_group(&self, state: &mut State, encoded: Vec<Encoded>, seq: &SeqSlot) -> u64 {
+        let count = encoded.len() as u64;
         let first = state.appended;
         state.appended += count;
         let time = format_time(self.inner.clock.now());
-        let was_empty = state.queue.is_empty();
-        let last = encoded.len() - 1;
-        for (i, (task, agent, kind, body, task_end)) in encoded.into_iter().enumerate() {
+        let last = encoded.len().saturating_sub(1);
+        for (i, e) in encoded.into_iter().enumerate() {
             state.queue.push_back(Pending {
                 time: time.clone(),
-                task,
-                agent,
-                kind,
-                body,
-                task_end,
-                seq: (i == last).then(|| Arc::clone(&seq)),
+                task: e.task,
+                agent: e.agent,
+                kind: e.kind,
+                body: e.body,
+                task_end: e.task_end,
+                seq: (i == last).then(|| Arc::clone(seq)),
             });
         }
-        if was_empty {
-            shared.work.notify_one();
-        }
-        Ok(Some(Durable {
-            ticket: first + count - 1,
-            seq,
-            shared: Arc::clone(shared),
-        }))
+        state.first_queued.get_or_insert_with(Instant::now);
+        state.urgent_through = state.appended;
+        self.inner.shared.work.notify_one();
+        first + count - 1
     }
 
     /// The state lock, once the queue has room (or the error that stops appends).
@@ -445,11 +504,11 @@ impl Ledger {
         }
     }
 
-    /// Queue an event; returns its ticket (its position among this handle's events).
+    /// Queue an event; returns its ticket (its position among this handle's events). With
+    /// `seq` (a durable event) the writer commits at once; an observation may linger for
+    /// company ([`Options::linger`]).
     fn enqueue(&self, event: NewEvent, seq: Option<SeqSlot>) -> Result<u64> {
-        let task_end = matches!(event.body, EventBody::TaskEnd(_));
-        let kind = event.body.kind();
-        let body = canonical::body_json(&event.body)?;
+        let e = Encoded::new(event)?;
         let shared = &self.inner.shared;
         let mut state = self.wait_for_room()?;
         let ticket = state.appended;
@@ -457,16 +516,23 @@ impl Ledger {
         // Read the clock under the lock so times never go backwards along this handle's events.
         let time = format_time(self.inner.clock.now());
         let was_empty = state.queue.is_empty();
+        let urgent = seq.is_some();
         state.queue.push_back(Pending {
             time,
-            task: event.task,
-            agent: event.agent,
-            kind,
-            body,
-            task_end,
+            task: e.task,
+            agent: e.agent,
+            kind: e.kind,
+            body: e.body,
+            task_end: e.task_end,
             seq,
         });
         if was_empty {
+            state.first_queued = Some(Instant::now());
+        }
+        if urgent {
+            state.urgent_through = state.appended;
+        }
+        if was_empty || urgent {
             shared.work.notify_one();
         }
         Ok(ticket)
@@ -477,6 +543,10 @@ impl Ledger {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
         let target = state.appended;
+        if state.urgent_through < target {
+            state.urgent_through = target;
+            shared.work.notify_one();
+        }
         loop {
             if state.committed >= target {
                 return Ok(());
@@ -867,6 +937,7 @@ impl Writer {
 
     fn next_work(&mut self) -> Work {
         let max_batch = self.core.options.max_batch.max(1);
+        let linger = self.core.options.linger;
         let committed = self.core.committed;
         let mut state = self.shared.lock();
         loop {
@@ -879,8 +950,27 @@ impl Writer {
                 return Work::Retain;
             }
             if !state.queue.is_empty() {
+                let urgent = state.closing
+                    || wanted.is_some()
+                    || state.urgent_through > committed
+                    || state.queue.len() >= max_batch;
+                let waited = state.first_queued.map_or(linger, |t| t.elapsed());
+                if !urgent && waited < linger {
+                    // Observations only: wait a little for company (or for somebody to
+                    // wait for them).
+                    state = self
+                        .shared
+                        .work
+                        .wait_timeout(state, linger - waited)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    continue;
+                }
                 let n = state.queue.len().min(max_batch);
                 let batch: Vec<Pending> = state.queue.drain(..n).collect();
+                if state.queue.is_empty() {
+                    state.first_queued = None;
+                }
                 let end = committed + n as u64;
                 let retain =
                     wanted.is_some_and(|w| w <= end) || (state.closing && state.queue.is_empty());

@@ -344,4 +344,73 @@ both_stores! {
         assert!(ledger.flush().is_err());
         assert!(ledger.close().is_err());
     };
+
+    observations_wait_for_company_and_waiters_commit_at_once => |backend: Backend| {
+        let env = Env::new(backend);
+        // A linger no test outlasts: only a waiter can get these committed.
+        let ledger = env.open_with(Options { linger: Duration::from_secs(3600), ..Options::default() });
+        ledger.append(exec("t", 0)).unwrap();
+        ledger.append(exec("t", 1)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ledger.pending(), 2, "observations linger");
+        // A durable event takes them along.
+        assert_eq!(ledger.append_durable(exec("t", 2)).unwrap().wait().unwrap(), 2);
+        assert_eq!(ledger.pending(), 0);
+        // So does a flush, and an async durable event.
+        ledger.append(exec("t", 3)).unwrap();
+        ledger.flush().unwrap();
+        assert_eq!(ledger.size(), 4);
+        ledger.append(exec("t", 4)).unwrap();
+        assert_eq!(block_on(ledger.append_durable(exec("t", 5)).unwrap()).unwrap(), 5);
+        // And a checkpoint.
+        ledger.append(exec("t", 6)).unwrap();
+        assert_eq!(ledger.checkpoint().unwrap().checkpoint.size, 7);
+        ledger.close().unwrap();
+        assert_eq!(verify_ok(&env).events, 7);
+    };
+
+    lingering_observations_commit_by_themselves => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open_with(Options { linger: Duration::from_millis(1), ..Options::default() });
+        ledger.append(exec("t", 0)).unwrap();
+        // Nobody waits: the linger ends and the writer commits (polled, the disk may be slow).
+        for _ in 0..3000 {
+            if ledger.pending() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ledger.pending(), 0);
+        assert_eq!(env.reader().size().unwrap(), 1);
+    };
+
+    a_tasks_last_events_and_its_kept_checkpoint_share_one_commit => |backend: Backend| {
+        // Every commit keeps its checkpoint here, so the kept checkpoints count the commits.
+        let commits = |linger: Duration, flush_each: bool| {
+            let env = Env::new(backend);
+            let ledger = env.open_with(Options {
+                linger,
+                checkpoint_interval: Duration::ZERO,
+                ..Options::default()
+            });
+            let mut events = task_events("t", "ci-fixer");
+            let end = events.pop().unwrap();
+            for event in events {
+                ledger.append(event).unwrap();
+                if flush_each {
+                    ledger.flush().unwrap();
+                }
+            }
+            let checkpoint = ledger.finish([end]).unwrap().unwrap();
+            assert_eq!(checkpoint.checkpoint.size, 14);
+            assert!(matches!(ledger.append(exec("t", 99)), Err(Error::Closed)));
+            assert_eq!(verify_ok(&env).events, 14);
+            let rows = env.reader().checkpoint_rows().unwrap();
+            rows.iter().filter(|r| r.kept && r.size > 0).map(|r| r.size).collect::<Vec<_>>()
+        };
+        // The task's observations wait for its end: one commit, one kept checkpoint.
+        assert_eq!(commits(Duration::from_secs(3600), false), vec![14]);
+        // Its twin, made durable one by one: a commit each.
+        assert_eq!(commits(Duration::ZERO, true), (1..=14).collect::<Vec<_>>());
+    };
 }
