@@ -89,10 +89,27 @@ impl Held {
         }
     }
 
-    /// Take `n` more bytes, or fail at once if the allowance has not that many left.
+    /// Bytes this body holds.
+    fn holding(&self) -> usize {
+        self.permit
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// The most this body could take more if no other body held anything.
+    pub(crate) fn ceiling(&self) -> usize {
+        self.total.saturating_sub(self.holding())
+    }
+
+    /// Take `n` more bytes, or fail at once if the allowance has not that many left: `Busy`
+    /// when other bodies hold the rest (retrying may succeed), `TooLarge` when the whole
+    /// allowance could not hold this body (retrying never will).
     pub(crate) fn take(&mut self, n: usize) -> Result<(), BodyError> {
+        if n > self.ceiling() {
+            return Err(BodyError::TooLarge(self.total));
+        }
         let Ok(n) = u32::try_from(n) else {
-            return Err(BodyError::Busy(self.total));
+            return Err(BodyError::TooLarge(self.total));
         };
         if n == 0 {
             return Ok(());

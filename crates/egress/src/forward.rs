@@ -732,16 +732,27 @@ async fn pipeline<G: EgressGate>(
             Some(kind) => {
                 // The inflated copy is counted before it is made: as much room as the
                 // allowance has left, up to the per-body limit; what it leaves is given back.
+                let ceiling = held.ceiling().min(limit);
                 let room = held.take_up_to(limit);
-                match inflate(kind, &bytes, room) {
+                let (kind, compressed) = (kind.to_owned(), bytes.clone());
+                // The work is in what it inflates to, up to the room: a small bomb is large work.
+                let inflated = off_the_workers(room, move || inflate(&kind, &compressed, room))
+                    .await
+                    .unwrap_or_else(|why| Err(Inflate::Bad(why)));
+                match inflated {
                     Ok(data) => {
                         held.give_back(room - data.len().min(room));
                         Bytes::from(data)
                     }
-                    // Past the room but within the per-body limit: the allowance is short.
-                    Err(Inflate::TooLarge) if room < limit => {
+                    // Past the room, which other bodies made short: retrying may succeed.
+                    Err(Inflate::TooLarge) if room < ceiling => {
                         let busy = BodyError::Busy(shared.limits.max_inspected_total);
                         return Err(body_refusal(ctx, &busy));
+                    }
+                    // Past all the allowance could ever give it, within the per-body limit.
+                    Err(Inflate::TooLarge) if room < limit => {
+                        let total = BodyError::TooLarge(shared.limits.max_inspected_total);
+                        return Err(body_refusal(ctx, &total));
                     }
                     Err(Inflate::TooLarge) => {
                         let why = format!("the body inflates to more than {limit} bytes");
@@ -753,8 +764,20 @@ async fn pipeline<G: EgressGate>(
                 }
             }
         };
-        if let Some(hit) = matcher.scan(&inspected, host, port, true) {
-            return Err(hit_refusal(ctx, &hit, host));
+        let scanned = {
+            let (matcher, body, at) = (Arc::clone(matcher), inspected.clone(), host.to_owned());
+            off_the_workers(inspected.len(), move || {
+                matcher.scan(&body, &at, port, true)
+            })
+            .await
+        };
+        match scanned {
+            Ok(None) => {}
+            Ok(Some(hit)) => return Err(hit_refusal(ctx, &hit, host)),
+            // A scan that did not finish is a refusal.
+            Err(why) => {
+                return Err(ctx.deny(StatusCode::INTERNAL_SERVER_ERROR, "egress.inspect", &why));
+            }
         }
         if is_push {
             let remote = format!(
@@ -763,7 +786,8 @@ async fn pipeline<G: EgressGate>(
                 target.authority(),
                 bare_path.trim_end_matches("/git-receive-pack")
             );
-            if let Some(answer) = decide_push(ctx, &remote, &inspected, git_token.as_deref()).await
+            if let Some(answer) =
+                decide_push(ctx, &remote, inspected.clone(), git_token.as_deref()).await
             {
                 return Err(answer);
             }
@@ -937,6 +961,27 @@ fn body_refusal<G: EgressGate>(
     }
 }
 
+/// Bodies up to this size are inflated, scanned and parsed where they are: moving them to
+/// another thread would cost more than the work.
+const INLINE_WORK: usize = 64 << 10;
+
+/// Run `work` over a body of `len` bytes without holding up the proxy's other connections:
+/// on the blocking pool when the body is large (inflating or scanning hundreds of MiB takes
+/// long enough to stall every connection sharing its worker thread). `Err` if it could not
+/// finish (the pool is shutting down, or the work panicked).
+async fn off_the_workers<T, F>(len: usize, work: F) -> Result<T, String>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if len <= INLINE_WORK {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("the inspection of the body did not finish: {e}"))
+}
+
 /// Why a compressed body could not be inflated.
 enum Inflate {
     /// It inflates to more than the limit.
@@ -970,10 +1015,10 @@ fn inflate(encoding: &str, bytes: &[u8], limit: usize) -> Result<Vec<u8>, Inflat
 async fn decide_push<G: EgressGate>(
     ctx: &Ctx<G>,
     remote: &str,
-    body: &[u8],
+    body: Bytes,
     git_token: Option<&str>,
 ) -> Option<Response<ProxyBody>> {
-    let push = match git::parse_push(body) {
+    let push = match git::parse_push(&body) {
         Ok(p) => p,
         Err(error) => {
             return Some(ctx.deny(StatusCode::BAD_REQUEST, "egress.git", &error.to_string()));
@@ -997,10 +1042,17 @@ async fn decide_push<G: EgressGate>(
         .capabilities
         .iter()
         .any(|c| c == "object-format=sha256");
-    if let (Some(at), Ok(mut graph)) = (push.pack_offset, ctx.shared.commits.lock())
-        && let Ok(commits) = git::pack_commits(body.get(at..).unwrap_or(&[]), sha256, 16 << 20)
-    {
-        graph.absorb(commits, COMMIT_CACHE);
+    if let Some(at) = push.pack_offset {
+        // The pack's commits tell a fast-forward from a force push; a pack that cannot be
+        // read leaves every update that needs it counted as forced.
+        let pack = body.slice(at.min(body.len())..);
+        let commits = off_the_workers(pack.len(), move || {
+            git::pack_commits(&pack, sha256, 16 << 20).ok()
+        })
+        .await;
+        if let (Ok(Some(commits)), Ok(mut graph)) = (commits, ctx.shared.commits.lock()) {
+            graph.absorb(commits, COMMIT_CACHE);
+        }
     }
     let forced: Vec<bool> = match ctx.shared.commits.lock() {
         Ok(graph) => push
