@@ -9,6 +9,7 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
+use std::sync::Arc;
 
 use crate::ScanError;
 
@@ -43,16 +44,17 @@ pub struct KnownMatch {
     pub end: usize,
 }
 
-/// A set of exact secret values to find.
+/// A set of exact secret values to find. Cheap to clone: the automaton and its tables are
+/// shared, so every field a redactor checks does not copy the secrets' encoded forms.
 #[derive(Clone)]
 pub struct KnownSecrets {
     matcher: Option<AhoCorasick>,
     /// The automaton's patterns, to tell whether a stream's tail may begin one.
-    patterns: Vec<Vec<u8>>,
+    patterns: Arc<[Vec<u8>]>,
     /// Per automaton pattern: which secret and which encoding.
-    variants: Vec<(usize, Encoding)>,
+    variants: Arc<[(usize, Encoding)]>,
     longest: usize,
-    ignored: Vec<usize>,
+    ignored: Arc<[usize]>,
     count: usize,
 }
 
@@ -115,10 +117,10 @@ impl KnownSecrets {
         };
         Ok(Self {
             matcher,
-            patterns,
-            variants,
+            patterns: patterns.into(),
+            variants: variants.into(),
             longest,
-            ignored,
+            ignored: ignored.into(),
             count,
         })
     }
@@ -156,7 +158,7 @@ impl KnownSecrets {
         let window = self.longest.saturating_sub(1).min(data.len());
         let tail = &data[data.len() - window..];
         let mut best = 0;
-        for pattern in &self.patterns {
+        for pattern in self.patterns.iter() {
             let Some(&first) = pattern.first() else {
                 continue;
             };
