@@ -12,8 +12,11 @@
 # through the task's own proxy, which decides each request and records it in the task's
 # ledger (written durably before the request leaves) as `remit run` always does.
 #
-# Usage: [ROUNDS=5] bench/egress.sh [REQUESTS] [SECONDS] [BULK_BYTES]   (default 2000, 5,
-#        1 GiB per round)
+# The stand-alone proxy serves on one thread, as `remit run`'s supervisor serves a task's
+# proxy (BENCH_PROXY_THREADS=2 gives it a two-thread runtime instead).
+#
+# Usage: [ROUNDS=5] [BENCH_PROXY_THREADS=1] bench/egress.sh [REQUESTS] [SECONDS] [BULK_BYTES]
+#        (default 2000, 5, 1 GiB per round)
 # Needs: tinyproxy (installed from Debian if missing).
 set -euo pipefail
 

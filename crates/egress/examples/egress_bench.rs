@@ -92,11 +92,21 @@ impl hyper::body::Body for Zeros {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = if args.first().map(String::as_str) == Some("proxy")
+        && std::env::var_os("BENCH_PROXY_THREADS").is_none_or(|v| v == "1")
+    {
+        // As in `remit run`, whose supervisor serves the task's proxy on one thread.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     match args.first().map(String::as_str) {
         Some("origin") => rt.block_on(origin(Path::new(&args[1]))),
         Some("proxy") => rt.block_on(proxy(
