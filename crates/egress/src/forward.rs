@@ -727,6 +727,8 @@ async fn pipeline<G: EgressGate>(
             Ok(b) => b,
             Err(error) => return Err(body_refusal(ctx, &*error)),
         };
+        // Bytes of the allowance held for the inflated copy, given back once it is dropped.
+        let mut inflated_held = 0;
         let inspected: Bytes = match encoding.as_deref() {
             None => bytes.clone(),
             Some(kind) => {
@@ -741,7 +743,8 @@ async fn pipeline<G: EgressGate>(
                     .unwrap_or_else(|why| Err(Inflate::Bad(why)));
                 match inflated {
                     Ok(data) => {
-                        held.give_back(room - data.len().min(room));
+                        inflated_held = data.len().min(room);
+                        held.give_back(room - inflated_held);
                         Bytes::from(data)
                     }
                     // Past the room, which other bodies made short: retrying may succeed.
@@ -803,7 +806,9 @@ async fn pipeline<G: EgressGate>(
             u64::try_from(bytes.len()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        // Only the body as sent stays in memory until it has been sent.
         drop(inspected);
+        held.give_back(inflated_held);
         full_held(bytes, held)
     } else {
         for candidate in candidates.iter().take(1) {

@@ -99,7 +99,7 @@ pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
     let in_workspace = |p: &Path| roots.first().is_some_and(|w| p.starts_with(w));
     let mut stack: Vec<(PathBuf, bool)> = roots
         .iter()
-        .map(|r| (r.clone(), hidden.contains(r.as_path())))
+        .map(|r| (r.clone(), hidden.iter().any(|h| r.starts_with(h))))
         .filter(|(r, masked)| !masked || in_workspace(r))
         .collect();
     while let Some((dir, dir_masked)) = stack.pop() {

@@ -228,16 +228,18 @@ fn hidden_secrets_are_not_reachable() {
         .arg(w.remit(&remit))
         .args(["--", "bash", "-c"])
         .arg(format!(
-            "cat {g}/vault/key.txt || echo hidden; test -r {g}/notes.txt && echo visible",
+            "cat {g}/vault/key.txt || echo hidden; cat private/key.txt || echo ws-hidden; \
+             test -r {g}/notes.txt && echo visible",
             g = grant.display()
         ))
         .output()
         .unwrap();
     let text = ok(&out);
     assert!(
-        text.contains("hidden\n") && text.contains("visible\n"),
+        text.contains("hidden\n") && text.contains("ws-hidden\n") && text.contains("visible\n"),
         "{text}"
     );
+    assert!(!text.contains("ghp_"), "{text}");
     let records = std::fs::read_to_string(&log).unwrap();
     let first: serde_json::Value = serde_json::from_str(records.lines().next().unwrap()).unwrap();
     let locations: Vec<&str> = first["body"]["secrets_reachable"]
@@ -272,6 +274,18 @@ fn hidden_secrets_are_not_reachable() {
     assert!(stdout(&out).contains("started"), "{}", show(&out));
     let out = w.run(Some(&with("medium")), "echo started");
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(!stdout(&out).contains("started"), "{}", show(&out));
+    let refusal = stderr(&out);
+    assert!(
+        refusal.contains("secrets.refuse_at") && refusal.contains("notes.txt:1"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !refusal.contains("vault") && !refusal.contains("private"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]

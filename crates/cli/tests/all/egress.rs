@@ -1,7 +1,7 @@
 //! The egress proxy through the real binary: HTTPS to an origin with its own CA, trusted by
 //! the host operator's `REMIT_EGRESS_ROOTS`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,14 @@ fn test_ca(dir: &Path) {
 }
 
 /// `openssl s_server -www` on 127.0.0.2: an HTTPS origin answering `GET /` with a page.
+/// A test CA and an origin certificate it signed, in a `pki` directory of `w`'s.
+fn pki(w: &World) -> PathBuf {
+    let pki = w.dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    test_ca(&pki);
+    pki
+}
+
 struct Origin {
     child: Child,
     port: u16,
@@ -128,9 +136,7 @@ impl Drop for Origin {
 #[test]
 fn https_to_an_origin_with_a_private_ca() {
     let w = World::new();
-    let pki = w.dir.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    test_ca(&pki);
+    let pki = pki(&w);
     let origin = Origin::start(&pki);
     let remit = format!(
         "[network]\nallow = [\"127.0.0.2:{port}\"]\nprivate = [\"127.0.0.2\"]\n",
@@ -188,9 +194,7 @@ fn https_to_an_origin_with_a_private_ca() {
 #[test]
 fn requests_and_tunnels_are_recorded_with_their_outcomes() {
     let w = World::new();
-    let pki = w.dir.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    test_ca(&pki);
+    let pki = pki(&w);
     let seen = Origin::start(&pki);
     let tunneled = Origin::start(&pki);
     std::fs::copy(pki.join("ca.pem"), w.ws.join("origin-ca.pem")).unwrap();
@@ -286,14 +290,12 @@ fn an_official_agent_sdk_works_unchanged() {
     }
     let list = |v: &[String]| serde_json::to_string(v).unwrap();
     let w = World::new();
-    let pki = w.dir.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    test_ca(&pki);
+    let pki = pki(&w);
     let real_key = "sk-ant-api03-remitTESTrealKEY0123456789abcdefghijklmnopqrstuvwxyzABCDEF";
     let port_file = pki.join("port");
     let log = pki.join("requests.log");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/messages_origin.py");
-    let mut origin = Command::new("python3")
+    let child = Command::new("python3")
         .arg(&script)
         .args(["origin.pem", "origin.key", "127.0.0.2"])
         .arg(&port_file)
@@ -314,6 +316,8 @@ fn an_official_agent_sdk_works_unchanged() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    // Killed when dropped, however the test ends.
+    let origin = Origin { child, port };
     let remit = format!(
         r#"[filesystem]
 read_only = {read_only}
@@ -368,8 +372,7 @@ print("key:", os.environ["ANTHROPIC_API_KEY"])
         .arg("agent.py")
         .output()
         .unwrap();
-    let _ = origin.kill();
-    let _ = origin.wait();
+    drop(origin);
     let text = ok(&out);
     assert!(text.contains("create: echo: hello\n"), "{}", show(&out));
     assert!(text.contains("stream: echo: stream me\n"), "{}", show(&out));
@@ -379,6 +382,15 @@ print("key:", os.environ["ANTHROPIC_API_KEY"])
         .find_map(|l| l.strip_prefix("key: "))
         .unwrap()
         .to_owned();
+    // A key that reached the task would show redacted; a phantom shows as itself.
+    assert!(
+        phantom.starts_with("sk-ant-api03-")
+            && phantom.len() == real_key.len()
+            && phantom
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "not a phantom of the key: {phantom}"
+    );
     assert_ne!(phantom, real_key);
     assert!(!text.contains(real_key), "{}", show(&out));
     // The origin saw the real key on both requests, and nothing else.

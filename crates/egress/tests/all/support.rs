@@ -474,6 +474,17 @@ pub fn records(gate: &PolicyGate) -> Vec<remit_egress::RequestRecord> {
         .collect()
 }
 
+/// Pass-through tunnels the gate saw end.
+pub fn tunnels(gate: &PolicyGate) -> Vec<remit_egress::TunnelRecord> {
+    gate.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EgressEvent::Tunnel(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Violations the gate saw.
 pub fn violations(gate: &PolicyGate) -> Vec<remit_egress::Violation> {
     gate.events()

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use remit_egress::{EgressEvent, TunnelRecord};
-
 use crate::support::*;
 
 const UP: usize = 2 << 20;
@@ -30,27 +28,21 @@ fn tls_origin(rt: &tokio::runtime::Runtime, ca: &OriginCa) -> Origin {
     ))
 }
 
-fn tunnels(proxy: &Proxy) -> Vec<TunnelRecord> {
-    proxy
-        .gate
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            EgressEvent::Tunnel(t) => Some(t),
-            _ => None,
-        })
-        .collect()
-}
-
-fn start(rt: &tokio::runtime::Runtime, port: u16, extra: &str) -> (Proxy, std::path::PathBuf) {
+/// The origin, and a proxy that passes its host through (with `extra` in its remit); the
+/// origin's CA, the only one the task trusts here, is written to the returned file.
+fn start(rt: &tokio::runtime::Runtime, extra: &str) -> (Origin, Proxy, std::path::PathBuf) {
+    let ca = OriginCa::new();
+    let origin = tls_origin(rt, &ca);
+    let port = origin.port();
     let remit = format!(
         "[network]\nallow = [\"tunnel.test:{port}\"]\ndangerously_tunnel = [\"tunnel.test:{port}\"]\nprivate = [\"127.0.0.1\"]\n{extra}"
     );
     let mut setup = Setup::new(&remit);
     setup.resolver = TableResolver::with(&[("tunnel.test", "127.0.0.1")]);
     let proxy = rt.block_on(setup.start());
-    let ca = proxy.dir.path().join("origin-ca.pem");
-    (proxy, ca)
+    let ca_file = proxy.dir.path().join("origin-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    (origin, proxy, ca_file)
 }
 
 /// The origin's own certificate reaches the task (only the origin's CA is trusted here,
@@ -59,10 +51,7 @@ fn start(rt: &tokio::runtime::Runtime, port: u16, extra: &str) -> (Proxy, std::p
 #[test]
 fn a_pass_through_tunnel_carries_tls_untouched_both_ways() {
     let rt = runtime();
-    let ca = OriginCa::new();
-    let origin = tls_origin(&rt, &ca);
-    let (proxy, ca_file) = start(&rt, origin.port(), "");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (origin, proxy, ca_file) = start(&rt, "");
     let upload = proxy.dir.path().join("upload");
     std::fs::write(&upload, vec![b'u'; UP]).unwrap();
     let url = format!("https://tunnel.test:{}/echo", origin.port());
@@ -83,8 +72,8 @@ fn a_pass_through_tunnel_carries_tls_untouched_both_ways() {
     assert_eq!(origin.requests().len(), 1);
     assert_eq!(origin.requests()[0].body.len(), UP);
 
-    assert!(eventually(|| tunnels(&proxy).len() == 1));
-    let record = &tunnels(&proxy)[0];
+    assert!(eventually(|| tunnels(&proxy.gate).len() == 1));
+    let record = &tunnels(&proxy.gate)[0];
     assert_eq!(record.host, "tunnel.test");
     assert!(record.upstream.is_some(), "{record:?}");
     assert_eq!(record.error, None, "{record:?}");
@@ -100,10 +89,7 @@ fn a_pass_through_tunnel_carries_tls_untouched_both_ways() {
 #[test]
 fn a_pass_through_tunnel_is_cut_at_the_budget() {
     let rt = runtime();
-    let ca = OriginCa::new();
-    let origin = tls_origin(&rt, &ca);
-    let (proxy, ca_file) = start(&rt, origin.port(), "[network.budget]\ntotal = \"1MiB\"\n");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (origin, proxy, ca_file) = start(&rt, "[network.budget]\ntotal = \"1MiB\"\n");
     let cafile = ca_file.to_str().unwrap();
 
     let small = format!("https://tunnel.test:{}/", origin.port());
@@ -116,8 +102,8 @@ fn a_pass_through_tunnel_is_cut_at_the_budget() {
         body.len() < DOWN,
         "the whole answer came through ({status})"
     );
-    assert!(eventually(|| tunnels(&proxy).len() == 2));
-    let cut = tunnels(&proxy)
+    assert!(eventually(|| tunnels(&proxy.gate).len() == 2));
+    let cut = tunnels(&proxy.gate)
         .into_iter()
         .find(|t| t.error.is_some())
         .expect("a tunnel cut by the budget");
@@ -134,8 +120,8 @@ fn a_pass_through_tunnel_is_cut_at_the_budget() {
     // With the budget used up, the next tunnel is refused before anything is connected, and
     // its record says so.
     let _ = proxy.curl(&["--cacert", cafile, &small]);
-    assert!(eventually(|| tunnels(&proxy).len() == 3));
-    let refused = tunnels(&proxy)
+    assert!(eventually(|| tunnels(&proxy.gate).len() == 3));
+    let refused = tunnels(&proxy.gate)
         .into_iter()
         .find(|t| t.upstream.is_none())
         .expect("a tunnel refused before it was connected");
@@ -152,9 +138,7 @@ fn a_pass_through_tunnel_is_cut_at_the_budget() {
 fn a_tunnel_open_at_shutdown_is_reported() {
     use std::io::{Read, Write};
     let rt = runtime();
-    let ca = OriginCa::new();
-    let origin = tls_origin(&rt, &ca);
-    let (proxy, _) = start(&rt, origin.port(), "");
+    let (origin, proxy, _) = start(&rt, "");
     let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
     write!(
         s,
@@ -168,10 +152,10 @@ fn a_tunnel_open_at_shutdown_is_reported() {
     // The start of a TLS handshake goes up; the tunnel stays open.
     s.write_all(b"\x16\x03\x01\x00\x04").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(tunnels(&proxy).is_empty());
+    assert!(tunnels(&proxy.gate).is_empty());
 
     rt.block_on(proxy.egress.shutdown());
-    let all = tunnels(&proxy);
+    let all = tunnels(&proxy.gate);
     assert_eq!(all.len(), 1, "{all:?}");
     assert!(
         all[0].error.as_deref().unwrap().contains("task ended"),

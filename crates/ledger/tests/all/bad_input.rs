@@ -5,7 +5,7 @@ use std::path::Path;
 use remit_ledger::verify::{VerifyOptions, verify};
 use remit_ledger::{Error, InclusionBundle, LedgerKey, LedgerReader, Location, Query};
 
-use crate::common::{Backend, Env, both_stores, fill, pg};
+use crate::common::{Backend, Env, both_stores, fill};
 
 fn closed(backend: Backend) -> Env {
     let env = Env::new(backend);
@@ -270,14 +270,18 @@ both_stores! {
 /// that does not answer are each one line, and reading creates nothing.
 #[test]
 fn postgres_without_a_ledger() {
-    let url = pg().create_database("bad_input_empty").unwrap();
-    let err = LedgerReader::open(&Location::Postgres(url.clone())).unwrap_err();
+    // A fresh, empty database of its own.
+    let env = Env::new(Backend::Postgres);
+    let (Location::Postgres(url), Some(db)) = (&env.location, &env.db) else {
+        unreachable!("a PostgreSQL environment");
+    };
+    let err = LedgerReader::open(&env.location).unwrap_err();
     assert!(one_line(&err).contains("not a remit ledger"), "{err}");
     // Still nothing there: the reader made no table.
-    let err = LedgerReader::open(&Location::Postgres(url.clone())).unwrap_err();
+    let err = LedgerReader::open(&env.location).unwrap_err();
     assert!(one_line(&err).contains("not a remit ledger"), "{err}");
 
-    let missing = url.replace("bad_input_empty", "bad_input_missing");
+    let missing = url.replace(db.as_str(), "bad_input_missing");
     let err = LedgerReader::open(&Location::Postgres(missing)).unwrap_err();
     assert!(one_line(&err).contains("bad_input_missing"), "{err}");
 
@@ -286,5 +290,8 @@ fn postgres_without_a_ledger() {
     drop(nobody);
     let down = format!("postgresql://remit@127.0.0.1:{port}/ledger?connect_timeout=2");
     let err = LedgerReader::open(&Location::Postgres(down)).unwrap_err();
-    one_line(&err);
+    assert!(
+        one_line(&err).contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
 }
