@@ -277,6 +277,8 @@ struct Core {
 pub struct Engine {
     loaded: LoadedRemit,
     commands: crate::commands::CommandRules,
+    /// `[network]`'s policies on `http_request`, decided directly.
+    requests: crate::network::RequestRules,
     /// Whether raw Cedar files join the remit (then exec decisions go through Cedar too).
     raw_cedar: bool,
     schema: Option<Schema>,
@@ -346,6 +348,7 @@ impl Engine {
         Engine {
             loaded: loaded.clone(),
             commands: crate::commands::CommandRules::new(&loaded.remit.commands),
+            requests: crate::network::RequestRules::new(&loaded.remit.network),
             raw_cedar: !loaded.remit.policy.cedar.is_empty(),
             schema: None,
             requirements,
@@ -1052,14 +1055,24 @@ impl Engine {
         full: bool,
     ) -> Decision {
         let words = facts.map(command_words);
-        // Without raw Cedar, exec decisions come from `[commands]` alone: decide them from
-        // the rules directly, exactly as their compiled Cedar policies would (the property
-        // tests hold the two equal), without loading Cedar at all.
-        if !full
-            && !self.raw_cedar
-            && let (Effect::Exec { .. }, Some(w)) = (effect, words.as_ref())
-        {
-            return self.commands_decision(w, situation);
+        // Without raw Cedar, exec decisions come from `[commands]` alone and requests from
+        // `[network]` alone: decide them from the rules directly, exactly as their compiled
+        // Cedar policies would (the property tests hold the two equal), without loading
+        // Cedar at all.
+        if !full && !self.raw_cedar {
+            match (effect, words.as_ref()) {
+                (Effect::Exec { .. }, Some(w)) => return self.commands_decision(w, situation),
+                (
+                    Effect::HttpRequest {
+                        host,
+                        port,
+                        method,
+                        path,
+                    },
+                    _,
+                ) => return self.request_decision(effect, host, *port, method, path),
+                _ => {}
+            }
         }
         let core = match self.core() {
             Ok(c) => c,
@@ -1614,6 +1627,25 @@ impl Engine {
         Decision::Deny {
             policy: first,
             reason,
+        }
+    }
+
+    fn request_decision(
+        &self,
+        effect: &Effect,
+        host: &str,
+        port: u16,
+        method: &str,
+        path: &str,
+    ) -> Decision {
+        use crate::network::RequestVerdict;
+        match self.requests.decide(host, port, method, path) {
+            RequestVerdict::Allow(policies) => Decision::Allow { policies },
+            RequestVerdict::Forbid { policy, reason } => Decision::Deny { policy, reason },
+            RequestVerdict::Default => Decision::Deny {
+                policy: "default".into(),
+                reason: default_reason(effect, None),
+            },
         }
     }
 
