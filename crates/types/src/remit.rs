@@ -689,7 +689,7 @@ fn validate(remit: &Remit, text: &str, origin: &str) -> Result<(), RemitError> {
             return Err(invalid(
                 &format!("actions.{kind}"),
                 format!(
-                    "`{kind}` cannot be an action kind (letters, digits, `-`, `_`; not exec, http_request, git_push, secret_use or action)"
+                    "`{kind}` cannot be an action kind (letters, digits, `-`, `_`; not exec, http_request, git_push, secret_use, tool_call or action)"
                 ),
             ));
         }
