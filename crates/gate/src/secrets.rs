@@ -213,11 +213,35 @@ pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
     out
 }
 
-/// A scanner built on another thread, ready later; redaction waits for it.
+/// Build the known-secret matcher for `values` into `known` and wake whoever waits for it.
+fn build_known(values: Vec<Vec<u8>>, known: &(Mutex<KnownSlot>, Condvar)) {
+    let built = KnownSecrets::new(&values).ok();
+    let (lock, ready) = known;
+    if let Ok(mut slot) = lock.lock() {
+        *slot = KnownSlot::Ready(built);
+    }
+    ready.notify_all();
+}
+
+/// A scanner built on another thread, ready later; redaction waits for it. The task's known
+/// secrets are matched the same way: built on another thread once they are set, and waited
+/// for by whoever asks for them meanwhile.
 #[derive(Clone, Default)]
 pub struct LazyScanner {
     inner: Arc<(Mutex<Option<Option<Scanner>>>, Condvar)>,
-    known: Arc<Mutex<Option<KnownSecrets>>>,
+    known: Arc<(Mutex<KnownSlot>, Condvar)>,
+}
+
+/// Where the known-secret matcher stands.
+#[derive(Default)]
+enum KnownSlot {
+    /// No values were set.
+    #[default]
+    Unset,
+    /// Values were set; the matcher is being built.
+    Building,
+    /// Built (`None`: it could not be built).
+    Ready(Option<KnownSecrets>),
 }
 
 impl std::fmt::Debug for LazyScanner {
@@ -250,18 +274,31 @@ impl LazyScanner {
         lazy
     }
 
-    /// Values that must never appear in output (the task's real credentials).
+    /// Values that must never appear in output (the task's real credentials). Called once;
+    /// the matcher is built on another thread (about a millisecond for an identity token,
+    /// off the task's start), and [`LazyScanner::known`] waits for it from now on.
     pub fn set_known(&self, values: &[Vec<u8>]) {
-        let values: Vec<&[u8]> = values
+        let values: Vec<Vec<u8>> = values
             .iter()
-            .map(Vec::as_slice)
             .filter(|v| v.len() >= KnownSecrets::MIN_LEN)
+            .cloned()
             .collect();
         if values.is_empty() {
             return;
         }
-        if let (Ok(known), Ok(mut slot)) = (KnownSecrets::new(values), self.known.lock()) {
-            *slot = Some(known);
+        let (lock, _) = &*self.known;
+        match lock.lock() {
+            Ok(mut slot) => *slot = KnownSlot::Building,
+            Err(_) => return,
+        }
+        let known = Arc::clone(&self.known);
+        // If no thread can start, the matcher is built here instead.
+        let spare = values.clone();
+        let spawned = std::thread::Builder::new()
+            .name("remit-known".into())
+            .spawn(move || build_known(values, &known));
+        if spawned.is_err() {
+            build_known(spare, &self.known);
         }
     }
 
@@ -281,9 +318,18 @@ impl LazyScanner {
         lock.lock().ok().and_then(|slot| slot.clone())
     }
 
-    /// The known secrets.
+    /// The known secrets, waiting for their matcher if it is being built (`None` if none
+    /// were set, or the matcher could not be built).
     pub fn known(&self) -> Option<KnownSecrets> {
-        self.known.lock().ok().and_then(|k| k.clone())
+        let (lock, ready) = &*self.known;
+        let mut slot = lock.lock().ok()?;
+        loop {
+            match &*slot {
+                KnownSlot::Unset => return None,
+                KnownSlot::Ready(known) => return known.clone(),
+                KnownSlot::Building => slot = ready.wait(slot).ok()?,
+            }
+        }
     }
 
     /// `text` with every detected and known secret replaced.
@@ -297,5 +343,36 @@ impl LazyScanner {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(_) => "[REDACTED: output could not be checked]".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn known_secrets_set_are_waited_for_and_redacted() {
+        let token = b"eyJhbGciOiJFUzI1NiJ9.a-task-identity-token-0123456789".to_vec();
+        let lazy = LazyScanner::start();
+        // Twin: nothing set, nothing known (and no waiting).
+        assert!(lazy.known().is_none());
+        // Too short to match safely: ignored, as before.
+        lazy.set_known(&[b"short".to_vec()]);
+        assert!(lazy.known().is_none());
+        lazy.set_known(std::slice::from_ref(&token));
+        // Asked for at once, while the matcher may still be building: it is waited for.
+        let known = lazy.known().expect("the known secrets are built");
+        let text = format!("leak: {} end", String::from_utf8_lossy(&token));
+        assert!(known.find(text.as_bytes()).is_some());
+        let redacted = lazy.redact(&text);
+        assert!(
+            !redacted.contains("a-task-identity-token"),
+            "not redacted: {redacted}"
+        );
+        assert!(redacted.starts_with("leak: ") && redacted.ends_with(" end"));
+        // Clones share the matcher.
+        assert!(lazy.clone().known().is_some());
     }
 }
