@@ -217,9 +217,15 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// The writer thread; it hands back its connection when it stopped cleanly.
+type WriterThread = JoinHandle<Option<Box<dyn Store>>>;
+
 struct Inner {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<WriterThread>>,
+    /// The writer's connection, once it stopped cleanly: the first reader after close uses
+    /// it instead of opening another (a task's receipt is built right after its close).
+    spare: Mutex<Option<Box<dyn Store>>>,
     clock: Arc<dyn Clock>,
     location: Location,
     key: LedgerKey,
@@ -242,13 +248,15 @@ impl Inner {
             self.shared.room.notify_all();
         }
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle
-            && handle.join().is_err()
-        {
-            let mut state = self.shared.lock();
-            state
-                .failed
-                .get_or_insert_with(|| "the writer thread panicked".to_owned());
+        match handle.map(JoinHandle::join) {
+            Some(Ok(store)) => *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = store,
+            Some(Err(_)) => {
+                let mut state = self.shared.lock();
+                state
+                    .failed
+                    .get_or_insert_with(|| "the writer thread panicked".to_owned());
+            }
+            None => {}
         }
         let state = self.shared.lock();
         if let Some(err) = Shared::failure(&state) {
@@ -359,6 +367,7 @@ impl Ledger {
             inner: Arc::new(Inner {
                 shared,
                 thread: Mutex::new(Some(thread)),
+                spare: Mutex::new(None),
                 clock,
                 location,
                 key,
@@ -621,9 +630,19 @@ impl Ledger {
         &self.inner.location
     }
 
-    /// A read-only view on a separate connection (for proofs, `show`, receipts).
+    /// A read-only view on a separate connection (for proofs, `show`, receipts). Once this
+    /// handle is closed, the first reader gets the writer's own connection, already open.
     pub fn reader(&self) -> Result<LedgerReader> {
-        LedgerReader::open(&self.inner.location)
+        let spare = self
+            .inner
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match spare {
+            Some(store) => LedgerReader::from_store(store),
+            None => LedgerReader::open(&self.inner.location),
+        }
     }
 
     /// Build and sign the receipt of `task`, whose `task_end` event must be durable (it is,
@@ -905,7 +924,9 @@ impl Drop for PanicGuard {
 }
 
 impl Writer {
-    fn run(mut self) {
+    /// Commit until closed; return the connection if everything was committed (for a reader
+    /// to reuse), `None` after a failure.
+    fn run(mut self) -> Option<Box<dyn Store>> {
         let _guard = PanicGuard(Arc::clone(&self.shared));
         loop {
             let result = match self.next_work() {
@@ -914,12 +935,12 @@ impl Writer {
                 Work::Stop => {
                     // Tidying up only; the ledger is complete without it.
                     let _ = self.store.close();
-                    return;
+                    return Some(self.store);
                 }
-                Work::Abort => return,
+                Work::Abort => return None,
             };
             if !self.publish(result) {
-                return;
+                return None;
             }
             if !self.store.lock_is_fair()
                 && self

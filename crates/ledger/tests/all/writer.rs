@@ -413,4 +413,29 @@ both_stores! {
         // Its twin, made durable one by one: a commit each.
         assert_eq!(commits(Duration::ZERO, true), (1..=14).collect::<Vec<_>>());
     };
+
+    readers_after_close_reuse_the_writers_connection_then_open_their_own => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        let mut events = task_events("t", "ci-fixer");
+        let end = events.pop().unwrap();
+        for event in events {
+            ledger.append(event).unwrap();
+        }
+        // Before close, a reader is a connection of its own (the writer is still using its).
+        assert!(ledger.reader().unwrap().size().unwrap() <= 13);
+        ledger.finish([end]).unwrap();
+        // The receipt, right after: the writer's connection, which sees everything committed.
+        let envelope = ledger.receipt("t").unwrap();
+        let verified =
+            remit_ledger::receipt::verify_receipt(&envelope, &env.key.public(), None).unwrap();
+        assert_eq!(verified.statement.predicate.summary.task, "t");
+        // It was handed out once; later readers open their own, and read the same ledger.
+        for _ in 0..2 {
+            let mut reader = ledger.reader().unwrap();
+            assert_eq!(reader.size().unwrap(), 14);
+            assert_eq!(reader.event(13).unwrap().event.seq, 13);
+        }
+        assert_eq!(verify_ok(&env).events, 14);
+    };
 }
