@@ -96,7 +96,30 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError
         true,
     )
     .map_err(sqlite)?;
+    fold_long_log(&mut conn, path).map_err(sqlite)?;
     Ok(conn)
+}
+
+/// The log's size past which [`open`] folds it into the database and truncates it.
+pub const FOLD_LOG_BYTES: u64 = 512 << 10;
+
+/// A process that opens the database while no other has it open rebuilds the log's index by
+/// reading and checksumming the whole log. And SQLite starts the log over only inside a
+/// connection that saw it folded, which short-lived connections that never fold at close do
+/// not: the log grows to SQLite's 1,000 pages (4 MiB, about 2 ms of every task's start).
+/// So once it passes [`FOLD_LOG_BYTES`] (every few dozen tasks, at about ten pages each),
+/// fold it and truncate it now; if another process is using it, leave it for a later open
+/// rather than wait.
+fn fold_long_log(conn: &mut Connection, path: &Path) -> rusqlite::Result<()> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > FOLD_LOG_BYTES) {
+        conn.busy_handler(None::<fn(i32) -> bool>)?;
+        // Busy is an answer here, not a failure: the log stays as it is.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        poll_when_busy(conn)?;
+    }
+    Ok(())
 }
 
 /// Wait for another process's lock by polling every 100 µs (1 ms after the first second)
@@ -118,4 +141,79 @@ fn poll_when_busy(conn: &mut Connection) -> rusqlite::Result<()> {
         });
         true
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn the_log_stays_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut conn = open(&path, Durability::Normal).unwrap();
+        conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+            .unwrap();
+        // Short-lived processes, each writing a few pages, as tasks do.
+        for i in 0..400 {
+            drop(conn);
+            conn = open(&path, Durability::Normal).unwrap();
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute("INSERT INTO t (k, v) VALUES (?1, zeroblob(6000))", [i])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("state.db-wal"))
+            .unwrap()
+            .len();
+        // 400 commits of two to three pages each would be over 3 MiB of log unfolded.
+        let limit = FOLD_LOG_BYTES + 8 * (4096 + 24);
+        assert!(wal <= limit, "log of {wal} bytes, more than {limit}");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 400);
+    }
+
+    #[test]
+    fn a_log_in_use_is_left_for_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = open(&path, Durability::Normal).unwrap();
+        conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+            .unwrap();
+        for i in 0..120 {
+            conn.execute("INSERT INTO t (k, v) VALUES (?1, zeroblob(6000))", [i])
+                .unwrap();
+        }
+        let wal = dir.path().join("state.db-wal");
+        let long = std::fs::metadata(&wal).unwrap().len();
+        assert!(long > FOLD_LOG_BYTES, "{long}");
+        // Another process reads from the log: folding it would have to wait for that reader.
+        let mut reader = Connection::open(&path).unwrap();
+        let snapshot = reader.transaction().unwrap();
+        let seen: i64 = snapshot
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 120);
+        // Opening does not wait for it (the lock timeout is 30 s) and leaves the log whole.
+        let started = Instant::now();
+        let other = open(&path, Durability::Normal).unwrap();
+        assert!(started.elapsed() < LOCK_TIMEOUT / 3);
+        assert!(std::fs::metadata(&wal).unwrap().len() >= long);
+        drop(snapshot);
+        drop(other);
+        drop(conn);
+        // Twin: with the reader gone, the next open folds and truncates it.
+        let conn = open(&path, Durability::Normal).unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() <= FOLD_LOG_BYTES);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 120);
+    }
 }
