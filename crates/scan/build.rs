@@ -11,6 +11,9 @@ use std::path::Path;
 #[allow(dead_code, unreachable_pub)]
 mod rulefile;
 
+#[path = "src/absorb.rs"]
+mod absorb;
+
 fn check_pattern(pattern: &str) -> Result<(), String> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
@@ -24,6 +27,7 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
 fn main() {
     println!("cargo::rerun-if-changed=rules");
     println!("cargo::rerun-if-changed=src/rulefile.rs");
+    println!("cargo::rerun-if-changed=src/absorb.rs");
     let dir = Path::new("rules");
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -36,6 +40,9 @@ fn main() {
     files.sort();
     let mut out = String::from("pub(crate) static BUILTIN: &[BuiltinRule] = &[\n");
     let mut seen: Vec<(String, String)> = Vec::new();
+    // Each lowercased keyword with the indexes (in `BUILTIN`'s order) of the rules naming it.
+    let mut by_keyword: std::collections::HashMap<String, Vec<u32>> =
+        std::collections::HashMap::new();
     for path in &files {
         println!("cargo::rerun-if-changed={}", path.display());
         let name = path
@@ -59,6 +66,15 @@ fn main() {
                 ));
             }
             seen.push((r.id.clone(), name.clone()));
+            let Ok(index) = u32::try_from(seen.len() - 1) else {
+                fail("too many rules");
+            };
+            for keyword in &r.keywords {
+                let entry = by_keyword.entry(keyword.to_ascii_lowercase()).or_default();
+                if !entry.contains(&index) {
+                    entry.push(index);
+                }
+            }
             let _ = writeln!(
                 out,
                 "    BuiltinRule {{ id: {:?}, file: {:?}, line: {}, description: {:?}, \
@@ -77,6 +93,12 @@ fn main() {
                 r.multiline,
             );
         }
+    }
+    out.push_str("];\n");
+    // The keyword automaton's input for the built-in rules, as the engine would choose it.
+    out.push_str("pub(crate) static BUILTIN_KEYWORDS: &[(&str, &[u32])] = &[\n");
+    for (keyword, ids) in absorb::absorb(by_keyword) {
+        let _ = writeln!(out, "    ({keyword:?}, &{ids:?}),");
     }
     out.push_str("];\n");
     let Some(out_dir) = std::env::var_os("OUT_DIR") else {

@@ -223,7 +223,12 @@ pub(crate) enum StreamOutcome {
 impl Scanner {
     /// Build a scanner for `rules`. Regexes are compiled lazily, on first use.
     pub fn new(rules: Rules) -> Result<Self, ScanError> {
-        let (keywords, keyword_rules, longest_keyword) = build_keywords(&rules)?;
+        let kept = kept_keywords(&rules)?;
+        Self::with_keywords(rules, kept)
+    }
+
+    fn with_keywords(rules: Rules, kept: Vec<(String, Vec<u32>)>) -> Result<Self, ScanError> {
+        let (keywords, keyword_rules, longest_keyword) = build_keywords(kept)?;
         let regexes = (0..rules.len()).map(|_| OnceLock::new()).collect();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -236,9 +241,13 @@ impl Scanner {
         })
     }
 
-    /// A scanner with the built-in rules.
+    /// A scanner with the built-in rules (their keywords were chosen when remit was built).
     pub fn builtin() -> Result<Self, ScanError> {
-        Self::new(Rules::builtin())
+        let kept = crate::rules::BUILTIN_KEYWORDS
+            .iter()
+            .map(|(keyword, ids)| ((*keyword).to_owned(), ids.to_vec()))
+            .collect();
+        Self::with_keywords(Rules::builtin(), kept)
     }
 
     /// The rules this scanner runs.
@@ -608,12 +617,9 @@ impl Locator {
     }
 }
 
-/// Build the keyword automaton. Keywords are lowercased and deduplicated, and a keyword that
-/// contains another is dropped in favour of the shorter one (whose hits then also run the
-/// longer one's rules): any occurrence of the longer is an occurrence of the shorter on the
-/// same line, and no two keywords can then match at the same position.
-#[allow(clippy::type_complexity)]
-fn build_keywords(rules: &Rules) -> Result<(Option<Keywords>, Vec<Box<[u32]>>, usize), ScanError> {
+/// The keyword automaton's input for `rules`: each kept keyword with its rules (see
+/// [`crate::absorb`]).
+fn kept_keywords(rules: &Rules) -> Result<Vec<(String, Vec<u32>)>, ScanError> {
     let mut by_keyword: HashMap<String, Vec<u32>> = HashMap::new();
     for (i, rule) in rules.rules.iter().enumerate() {
         let index = u32::try_from(i).map_err(|_| ScanError::TooManyRules)?;
@@ -624,38 +630,14 @@ fn build_keywords(rules: &Rules) -> Result<(Option<Keywords>, Vec<Box<[u32]>>, u
             }
         }
     }
-    let mut ordered: Vec<(String, Vec<u32>)> = by_keyword.into_iter().collect();
-    ordered.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(&b.0)));
-    let mut kept: Vec<(String, Vec<u32>)> = Vec::with_capacity(ordered.len());
-    let mut index_of: HashMap<String, usize> = HashMap::new();
-    for (keyword, rule_ids) in ordered {
-        let bytes = keyword.as_bytes();
-        let mut absorbed = None;
-        'search: for len in 1..bytes.len() {
-            for start in 0..=bytes.len() - len {
-                if let Ok(sub) = std::str::from_utf8(&bytes[start..start + len])
-                    && let Some(&k) = index_of.get(sub)
-                {
-                    absorbed = Some(k);
-                    break 'search;
-                }
-            }
-        }
-        match absorbed {
-            Some(k) => {
-                let target = &mut kept[k].1;
-                for id in rule_ids {
-                    if !target.contains(&id) {
-                        target.push(id);
-                    }
-                }
-            }
-            None => {
-                index_of.insert(keyword.clone(), kept.len());
-                kept.push((keyword, rule_ids));
-            }
-        }
-    }
+    Ok(crate::absorb::absorb(by_keyword))
+}
+
+/// Build the keyword automaton from the kept keywords.
+#[allow(clippy::type_complexity)]
+fn build_keywords(
+    kept: Vec<(String, Vec<u32>)>,
+) -> Result<(Option<Keywords>, Vec<Box<[u32]>>, usize), ScanError> {
     if kept.is_empty() {
         return Ok((None, Vec::new(), 0));
     }
@@ -669,10 +651,54 @@ fn build_keywords(rules: &Rules) -> Result<(Option<Keywords>, Vec<Box<[u32]>>, u
         patterns,
         scanned: std::sync::atomic::AtomicU64::new(0),
     };
-    let mut lists: Vec<Box<[u32]>> = Vec::with_capacity(kept.len());
-    for (_, mut ids) in kept {
-        ids.sort_unstable();
-        lists.push(ids.into_boxed_slice());
-    }
+    let lists = kept
+        .into_iter()
+        .map(|(_, ids)| ids.into_boxed_slice())
+        .collect();
     Ok((Some(keywords), lists, longest))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn keywords(scanner: &Scanner) -> (Vec<String>, Vec<Box<[u32]>>, usize) {
+        let inner = &scanner.inner;
+        (
+            inner
+                .keywords
+                .as_ref()
+                .map(|k| k.patterns.clone())
+                .unwrap_or_default(),
+            inner.keyword_rules.clone(),
+            inner.longest_keyword,
+        )
+    }
+
+    #[test]
+    fn the_builtin_keywords_chosen_at_build_time_are_the_engines_choice() {
+        let built = keywords(&Scanner::builtin().unwrap());
+        let chosen = keywords(&Scanner::new(Rules::builtin()).unwrap());
+        assert!(!built.0.is_empty());
+        assert_eq!(built, chosen);
+        // Absorption happened: fewer keywords than the rules name, none inside another.
+        let named: std::collections::HashSet<String> = Rules::builtin()
+            .rules
+            .iter()
+            .flat_map(|r| r.keywords.iter().map(|k| k.to_ascii_lowercase()))
+            .collect();
+        assert!(
+            built.0.len() < named.len(),
+            "{} of {}",
+            built.0.len(),
+            named.len()
+        );
+        for (i, a) in built.0.iter().enumerate() {
+            for (j, b) in built.0.iter().enumerate() {
+                assert!(i == j || !b.contains(a.as_str()), "`{b}` contains `{a}`");
+            }
+        }
+    }
 }

@@ -57,6 +57,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod absorb;
 mod engine;
 mod finding;
 mod git;
