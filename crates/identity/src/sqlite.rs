@@ -107,7 +107,7 @@ pub const FOLD_LOG_BYTES: u64 = 512 << 10;
 /// reading and checksumming the whole log. And SQLite starts the log over only inside a
 /// connection that saw it folded, which short-lived connections that never fold at close do
 /// not: the log grows to SQLite's 1,000 pages (4 MiB, about 2 ms of every task's start).
-/// So once it passes [`FOLD_LOG_BYTES`] (every few dozen tasks, at about ten pages each),
+/// So once it passes [`FOLD_LOG_BYTES`] (about every dozen tasks, at 7 to 10 pages each),
 /// fold it and truncate it now; if another process is using it, leave it for a later open
 /// rather than wait.
 fn fold_long_log(conn: &mut Connection, path: &Path) -> rusqlite::Result<()> {
