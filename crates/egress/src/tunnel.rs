@@ -215,21 +215,43 @@ async fn one_way(
     let (pipe_read, pipe_write) = pipe;
     loop {
         // In: socket → pipe. The pipe is empty here, so "would block" means the socket is.
-        let read = splice_when_ready(
-            from,
-            Interest::READABLE,
-            from.as_fd(),
-            pipe_write.as_fd(),
-            CHUNK,
-        );
-        let mut held = match tokio::time::timeout(idle, read).await {
+        let read = splice_in(from, pipe_write.as_fd(), CHUNK);
+        let step = match tokio::time::timeout(idle, read).await {
             Err(_) => return Some(format!("idle for {idle:?}")),
             Ok(Err(e)) => return Some(e.to_string()),
-            Ok(Ok(0)) => {
+            Ok(Ok(step)) => step,
+        };
+        let mut held = match step {
+            In::End => {
                 let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
                 return None;
             }
-            Ok(Ok(n)) => n,
+            In::Spliced(n) => n,
+            In::Urgent { byte, after } => {
+                let n = after.len() + usize::from(byte.is_some());
+                if let Err(reason) = meter.charge(u64::try_from(n).unwrap_or(u64::MAX)) {
+                    return Some(reason);
+                }
+                // Passed on as it came: the urgent byte as urgent, then what followed it.
+                let sent = async {
+                    if let Some(byte) = byte {
+                        send_when_ready(to, &[byte], rustix::net::SendFlags::OOB).await?;
+                    }
+                    let mut rest = &after[..];
+                    while !rest.is_empty() {
+                        let n = send_when_ready(to, rest, rustix::net::SendFlags::empty()).await?;
+                        rest = &rest[n.min(rest.len())..];
+                    }
+                    io::Result::Ok(())
+                };
+                match tokio::time::timeout(idle, sent).await {
+                    Err(_) => return Some(format!("idle for {idle:?}")),
+                    Ok(Err(e)) => return Some(e.to_string()),
+                    Ok(Ok(())) => {}
+                }
+                moved.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+                continue;
+            }
         };
         if let Err(reason) = meter.charge(u64::try_from(held).unwrap_or(u64::MAX)) {
             return Some(reason);
@@ -247,6 +269,89 @@ async fn one_way(
                     moved.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
                 }
             }
+        }
+    }
+}
+
+/// What one read from a tunnel's socket gave.
+enum In {
+    /// The socket's sender closed its side.
+    End,
+    /// Bytes spliced into the pipe.
+    Spliced(usize),
+    /// The socket stood at TCP's urgent mark, which `splice(2)` does not cross: the urgent
+    /// byte (if it was still to be read) and the ordinary bytes after it, read through user
+    /// space, which crosses the mark.
+    Urgent { byte: Option<u8>, after: Vec<u8> },
+}
+
+/// Splice up to `len` bytes from socket `from` into `pipe`, once `from` is readable.
+///
+/// At TCP's urgent mark `splice(2)` moves nothing, and since nothing new arrives the socket
+/// never becomes readable again: the direction would stall until the idle timeout. So when
+/// a readable socket splices nothing, a peek tells whether ordinary bytes wait past the
+/// mark; if so, the urgent byte and those bytes are read through user space (an ordinary
+/// read steps over the mark), and splicing resumes after them.
+async fn splice_in(from: &TcpStream, pipe: BorrowedFd<'_>, len: usize) -> io::Result<In> {
+    use rustix::net::RecvFlags;
+    loop {
+        from.ready(Interest::READABLE).await?;
+        let spliced = from.try_io(Interest::READABLE, || {
+            rustix::pipe::splice(
+                from.as_fd(),
+                None,
+                pipe,
+                None,
+                len,
+                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+            )
+            .map_err(io::Error::from)
+        });
+        match spliced {
+            Ok(0) => return Ok(In::End),
+            Ok(n) => return Ok(In::Spliced(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let mut peek = [0u8; 1];
+        match rustix::net::recv(from, &mut peek, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) | Err(rustix::io::Errno::AGAIN) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Ordinary bytes wait that splice would not move: the urgent mark.
+        let mut byte = [0u8; 1];
+        let byte = match rustix::net::recv(from, &mut byte, RecvFlags::OOB | RecvFlags::DONTWAIT) {
+            Ok((1, _)) => Some(byte[0]),
+            // Already read, or not there (EINVAL): nothing urgent to pass on.
+            _ => None,
+        };
+        let mut after = vec![0u8; len];
+        let n = match rustix::net::recv(from, &mut after, RecvFlags::DONTWAIT) {
+            Ok((n, _)) => n,
+            Err(rustix::io::Errno::AGAIN) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        after.truncate(n);
+        return Ok(In::Urgent { byte, after });
+    }
+}
+
+/// Send `bytes` (with `flags`) on `to` once it is writable; how many were sent.
+async fn send_when_ready(
+    to: &TcpStream,
+    bytes: &[u8],
+    flags: rustix::net::SendFlags,
+) -> io::Result<usize> {
+    loop {
+        to.ready(Interest::WRITABLE).await?;
+        match to.try_io(Interest::WRITABLE, || {
+            rustix::net::send(to, bytes, flags | rustix::net::SendFlags::DONTWAIT)
+                .map_err(io::Error::from)
+        }) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -164,3 +164,84 @@ fn a_tunnel_open_at_shutdown_is_reported() {
     assert!(all[0].upstream.is_some(), "{all:?}");
     assert!(all[0].bytes_up >= 5, "{all:?}");
 }
+
+/// TCP urgent data (a byte sent out of band) neither stalls a spliced tunnel nor gets lost:
+/// what follows it arrives at once, and the byte itself arrives as urgent. (`splice(2)`
+/// stops at the urgent mark, and the socket reports nothing new to wait for.)
+#[test]
+fn urgent_data_passes_through_a_tunnel() {
+    use std::io::{Read, Write};
+    let rt = runtime();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let remit = format!(
+        "[network]\nallow = [\"oob.test:{port}\"]\ndangerously_tunnel = [\"oob.test:{port}\"]\nprivate = [\"127.0.0.1\"]\n"
+    );
+    let mut setup = Setup::new(&remit);
+    setup.resolver = TableResolver::with(&[("oob.test", "127.0.0.1")]);
+    let proxy = rt.block_on(setup.start());
+    let mut task = std::net::TcpStream::connect(proxy.addr).unwrap();
+    write!(
+        task,
+        "CONNECT oob.test:{port} HTTP/1.1\r\nhost: oob.test:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        task.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let (mut origin, _) = listener.accept().unwrap();
+    // Long enough for any machine, far shorter than the proxy's idle timeout (300 s).
+    let wait = std::time::Duration::from_secs(20);
+    origin.set_read_timeout(Some(wait)).unwrap();
+    task.set_read_timeout(Some(wait)).unwrap();
+    let read = |s: &mut std::net::TcpStream, n: usize| {
+        let mut got = vec![0u8; n];
+        s.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("stalled: {e}"));
+        got
+    };
+    let urgent = |s: &std::net::TcpStream| {
+        let mut b = [0u8; 1];
+        for _ in 0..200 {
+            match rustix::net::recv(s, &mut b, rustix::net::RecvFlags::OOB) {
+                Ok((1, _)) => return Some(b[0]),
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+        None
+    };
+
+    // Up: ordinary bytes, an urgent one, and more ordinary bytes.
+    task.write_all(b"before").unwrap();
+    assert_eq!(read(&mut origin, 6), b"before");
+    rustix::net::send(&task, b"!", rustix::net::SendFlags::OOB).unwrap();
+    task.write_all(b"after").unwrap();
+    // The urgent byte is read before the ordinary bytes after it (reading past the mark
+    // discards it).
+    assert_eq!(urgent(&origin), Some(b'!'));
+    assert_eq!(read(&mut origin, 5), b"after");
+    // Twin, down: the tunnel's other direction, the same way.
+    origin.write_all(b"hello").unwrap();
+    assert_eq!(read(&mut task, 5), b"hello");
+    rustix::net::send(&origin, b"?", rustix::net::SendFlags::OOB).unwrap();
+    origin.write_all(b"world").unwrap();
+    assert_eq!(urgent(&task), Some(b'?'));
+    assert_eq!(read(&mut task, 5), b"world");
+    // And the tunnel still carries ordinary traffic both ways afterwards.
+    task.write_all(b"again").unwrap();
+    assert_eq!(read(&mut origin, 5), b"again");
+    drop(task);
+    drop(origin);
+    assert!(eventually(|| tunnels(&proxy.gate).len() == 1));
+    let record = &tunnels(&proxy.gate)[0];
+    assert_eq!(record.bytes_up, 6 + 1 + 5 + 5, "{record:?}");
+    assert_eq!(record.bytes_down, 5 + 1 + 5, "{record:?}");
+}
