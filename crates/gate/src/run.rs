@@ -1136,9 +1136,22 @@ fn relay(
     let handle = std::thread::Builder::new()
         .name("remit-output".into())
         .spawn(move || {
-            let mut sink =
-                remit_scan::RedactingWriter::new(target, redactor.get(), redactor.known());
             let mut buf = vec![0u8; 64 * 1024];
+            let known = match redactor.known() {
+                Ok(known) => known,
+                Err(why) => {
+                    // Nothing may pass unchecked: say so once, and drain the task's output
+                    // so that it does not block on a full pipe.
+                    let mut target = target;
+                    let _ = writeln!(
+                        target,
+                        "[REDACTED: output withheld, the task's secrets could not be checked: {why}]"
+                    );
+                    while !matches!(reader.read(&mut buf), Ok(0) | Err(_)) {}
+                    return;
+                }
+            };
+            let mut sink = remit_scan::RedactingWriter::new(target, redactor.get(), known);
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) => break,

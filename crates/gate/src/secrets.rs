@@ -215,11 +215,9 @@ pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
 
 /// Build the known-secret matcher for `values` into `known` and wake whoever waits for it.
 fn build_known(values: Vec<Vec<u8>>, known: &(Mutex<KnownSlot>, Condvar)) {
-    let built = KnownSecrets::new(&values).ok();
+    let built = KnownSecrets::new(&values).map_err(|e| e.to_string());
     let (lock, ready) = known;
-    if let Ok(mut slot) = lock.lock() {
-        *slot = KnownSlot::Ready(built);
-    }
+    *lock.lock().unwrap_or_else(|p| p.into_inner()) = KnownSlot::Ready(built);
     ready.notify_all();
 }
 
@@ -240,8 +238,8 @@ enum KnownSlot {
     Unset,
     /// Values were set; the matcher is being built.
     Building,
-    /// Built (`None`: it could not be built).
-    Ready(Option<KnownSecrets>),
+    /// Built, or why it could not be.
+    Ready(Result<KnownSecrets, String>),
 }
 
 impl std::fmt::Debug for LazyScanner {
@@ -287,10 +285,7 @@ impl LazyScanner {
             return;
         }
         let (lock, _) = &*self.known;
-        match lock.lock() {
-            Ok(mut slot) => *slot = KnownSlot::Building,
-            Err(_) => return,
-        }
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = KnownSlot::Building;
         let known = Arc::clone(&self.known);
         // If no thread can start, the matcher is built here instead.
         let spare = values.clone();
@@ -318,16 +313,19 @@ impl LazyScanner {
         lock.lock().ok().and_then(|slot| slot.clone())
     }
 
-    /// The known secrets, waiting for their matcher if it is being built (`None` if none
-    /// were set, or the matcher could not be built).
-    pub fn known(&self) -> Option<KnownSecrets> {
+    /// The known secrets, waiting for their matcher if it is being built: `Ok(None)` if
+    /// none were set, an error if values were set but cannot be matched (then nothing may
+    /// pass unchecked: output is withheld rather than let through).
+    pub fn known(&self) -> Result<Option<KnownSecrets>, String> {
         let (lock, ready) = &*self.known;
-        let mut slot = lock.lock().ok()?;
+        let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             match &*slot {
-                KnownSlot::Unset => return None,
-                KnownSlot::Ready(known) => return known.clone(),
-                KnownSlot::Building => slot = ready.wait(slot).ok()?,
+                KnownSlot::Unset => return Ok(None),
+                KnownSlot::Ready(known) => return known.clone().map(Some),
+                KnownSlot::Building => {
+                    slot = ready.wait(slot).unwrap_or_else(|p| p.into_inner());
+                }
             }
         }
     }
@@ -335,7 +333,10 @@ impl LazyScanner {
     /// `text` with every detected and known secret replaced.
     pub fn redact(&self, text: &str) -> String {
         use std::io::Write as _;
-        let mut writer = remit_scan::RedactingWriter::new(Vec::new(), self.get(), self.known());
+        let Ok(known) = self.known() else {
+            return "[REDACTED: output could not be checked]".into();
+        };
+        let mut writer = remit_scan::RedactingWriter::new(Vec::new(), self.get(), known);
         if writer.write_all(text.as_bytes()).is_err() {
             return "[REDACTED: output could not be checked]".into();
         }
@@ -357,13 +358,13 @@ mod tests {
         let token = b"eyJhbGciOiJFUzI1NiJ9.a-task-identity-token-0123456789".to_vec();
         let lazy = LazyScanner::start();
         // Twin: nothing set, nothing known (and no waiting).
-        assert!(lazy.known().is_none());
+        assert!(lazy.known().unwrap().is_none());
         // Too short to match safely: ignored, as before.
         lazy.set_known(&[b"short".to_vec()]);
-        assert!(lazy.known().is_none());
+        assert!(lazy.known().unwrap().is_none());
         lazy.set_known(std::slice::from_ref(&token));
         // Asked for at once, while the matcher may still be building: it is waited for.
-        let known = lazy.known().expect("the known secrets are built");
+        let known = lazy.known().unwrap().expect("the known secrets are built");
         let text = format!("leak: {} end", String::from_utf8_lossy(&token));
         assert!(known.find(text.as_bytes()).is_some());
         let redacted = lazy.redact(&text);
@@ -373,6 +374,19 @@ mod tests {
         );
         assert!(redacted.starts_with("leak: ") && redacted.ends_with(" end"));
         // Clones share the matcher.
-        assert!(lazy.clone().known().is_some());
+        assert!(lazy.clone().known().unwrap().is_some());
+    }
+
+    #[test]
+    fn known_secrets_that_cannot_be_matched_withhold_output() {
+        let lazy = LazyScanner::start();
+        // A matcher that could not be built: what it should have caught is withheld, never
+        // let through unchecked.
+        *lazy.known.0.lock().unwrap() = KnownSlot::Ready(Err("too large".into()));
+        assert!(lazy.known().is_err());
+        assert_eq!(
+            lazy.redact("the secret itself"),
+            "[REDACTED: output could not be checked]"
+        );
     }
 }
