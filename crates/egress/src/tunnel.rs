@@ -293,48 +293,41 @@ enum In {
 /// mark; if so, the urgent byte and those bytes are read through user space (an ordinary
 /// read steps over the mark), and splicing resumes after them.
 async fn splice_in(from: &TcpStream, pipe: BorrowedFd<'_>, len: usize) -> io::Result<In> {
+    when_ready(from, Interest::READABLE, || {
+        match splice(from.as_fd(), pipe, len) {
+            Ok(0) => Ok(In::End),
+            Ok(n) => Ok(In::Spliced(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => past_urgent_mark(from, len),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// After `splice(2)` moved nothing from a readable `from`: if ordinary bytes wait, `from`
+/// stands at the urgent mark; read the urgent byte (if it is still to be read) and up to
+/// `len` ordinary bytes after it. "Would block" if nothing waits.
+fn past_urgent_mark(from: &TcpStream, len: usize) -> io::Result<In> {
     use rustix::net::RecvFlags;
-    loop {
-        from.ready(Interest::READABLE).await?;
-        let spliced = from.try_io(Interest::READABLE, || {
-            rustix::pipe::splice(
-                from.as_fd(),
-                None,
-                pipe,
-                None,
-                len,
-                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-            )
-            .map_err(io::Error::from)
-        });
-        match spliced {
-            Ok(0) => return Ok(In::End),
-            Ok(n) => return Ok(In::Spliced(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-        let mut peek = [0u8; 1];
-        match rustix::net::recv(from, &mut peek, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Ok((0, _)) | Err(rustix::io::Errno::AGAIN) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // Ordinary bytes wait that splice would not move: the urgent mark.
-        let mut byte = [0u8; 1];
-        let byte = match rustix::net::recv(from, &mut byte, RecvFlags::OOB | RecvFlags::DONTWAIT) {
-            Ok((1, _)) => Some(byte[0]),
-            // Already read, or not there (EINVAL): nothing urgent to pass on.
-            _ => None,
-        };
-        let mut after = vec![0u8; len];
-        let n = match rustix::net::recv(from, &mut after, RecvFlags::DONTWAIT) {
-            Ok((n, _)) => n,
-            Err(rustix::io::Errno::AGAIN) => 0,
-            Err(e) => return Err(e.into()),
-        };
-        after.truncate(n);
-        return Ok(In::Urgent { byte, after });
+    let mut peek = [0u8; 1];
+    if rustix::net::recv(from, &mut peek, RecvFlags::PEEK | RecvFlags::DONTWAIT)?.0 == 0 {
+        // The sender closed meanwhile: the next splice says so.
+        return Err(io::ErrorKind::WouldBlock.into());
     }
+    let mut byte = [0u8; 1];
+    let byte = match rustix::net::recv(from, &mut byte, RecvFlags::OOB | RecvFlags::DONTWAIT) {
+        Ok((1, _)) => Some(byte[0]),
+        // Already read, or not there (EINVAL): nothing urgent to pass on.
+        _ => None,
+    };
+    let mut after = vec![0u8; len];
+    let n = match rustix::net::recv(from, &mut after, RecvFlags::DONTWAIT) {
+        Ok((n, _)) => n,
+        Err(rustix::io::Errno::AGAIN) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    after.truncate(n);
+    Ok(In::Urgent { byte, after })
 }
 
 /// Send `bytes` (with `flags`) on `to` once it is writable; how many were sent.
@@ -343,21 +336,15 @@ async fn send_when_ready(
     bytes: &[u8],
     flags: rustix::net::SendFlags,
 ) -> io::Result<usize> {
-    loop {
-        to.ready(Interest::WRITABLE).await?;
-        match to.try_io(Interest::WRITABLE, || {
-            rustix::net::send(to, bytes, flags | rustix::net::SendFlags::DONTWAIT)
-                .map_err(io::Error::from)
-        }) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
+    when_ready(to, Interest::WRITABLE, || {
+        rustix::net::send(to, bytes, flags | rustix::net::SendFlags::DONTWAIT)
+            .map_err(io::Error::from)
+    })
+    .await
 }
 
 /// One `splice(2)` of up to `len` bytes from `from` to `to`, once `socket` (one of them) is
-/// ready for `interest`. "Would block" clears that readiness and waits again.
+/// ready for `interest`.
 async fn splice_when_ready(
     socket: &TcpStream,
     interest: Interest,
@@ -365,22 +352,34 @@ async fn splice_when_ready(
     to: BorrowedFd<'_>,
     len: usize,
 ) -> io::Result<usize> {
+    when_ready(socket, interest, || splice(from, to, len)).await
+}
+
+/// A non-blocking `splice(2)` of up to `len` bytes.
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    rustix::pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+    )
+    .map_err(io::Error::from)
+}
+
+/// `op` on `socket` once it is ready for `interest`. "Would block" clears that readiness
+/// and waits again.
+async fn when_ready<T>(
+    socket: &TcpStream,
+    interest: Interest,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
     loop {
         socket.ready(interest).await?;
-        match socket.try_io(interest, || {
-            rustix::pipe::splice(
-                from,
-                None,
-                to,
-                None,
-                len,
-                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-            )
-            .map_err(io::Error::from)
-        }) {
-            Ok(n) => return Ok(n),
+        match socket.try_io(interest, &mut op) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            done => return done,
         }
     }
 }

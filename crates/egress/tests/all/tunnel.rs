@@ -219,22 +219,24 @@ fn urgent_data_passes_through_a_tunnel() {
         None
     };
 
-    // Up: ordinary bytes, an urgent one, and more ordinary bytes.
-    task.write_all(b"before").unwrap();
-    assert_eq!(read(&mut origin, 6), b"before");
-    rustix::net::send(&task, b"!", rustix::net::SendFlags::OOB).unwrap();
-    task.write_all(b"after").unwrap();
+    // Ordinary bytes, an urgent one, and more ordinary bytes, from one end to the other.
     // The urgent byte is read before the ordinary bytes after it (reading past the mark
     // discards it).
-    assert_eq!(urgent(&origin), Some(b'!'));
-    assert_eq!(read(&mut origin, 5), b"after");
+    let pass = |from: &mut std::net::TcpStream,
+                to: &mut std::net::TcpStream,
+                before: &[u8],
+                mark: u8,
+                after: &[u8]| {
+        from.write_all(before).unwrap();
+        assert_eq!(read(to, before.len()), before);
+        rustix::net::send(&*from, &[mark], rustix::net::SendFlags::OOB).unwrap();
+        from.write_all(after).unwrap();
+        assert_eq!(urgent(to), Some(mark));
+        assert_eq!(read(to, after.len()), after);
+    };
+    pass(&mut task, &mut origin, b"before", b'!', b"after");
     // Twin, down: the tunnel's other direction, the same way.
-    origin.write_all(b"hello").unwrap();
-    assert_eq!(read(&mut task, 5), b"hello");
-    rustix::net::send(&origin, b"?", rustix::net::SendFlags::OOB).unwrap();
-    origin.write_all(b"world").unwrap();
-    assert_eq!(urgent(&task), Some(b'?'));
-    assert_eq!(read(&mut task, 5), b"world");
+    pass(&mut origin, &mut task, b"hello", b'?', b"world");
     // And the tunnel still carries ordinary traffic both ways afterwards.
     task.write_all(b"again").unwrap();
     assert_eq!(read(&mut origin, 5), b"again");
