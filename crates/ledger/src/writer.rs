@@ -414,11 +414,16 @@ impl Ledger {
     pub fn append_durable(&self, event: NewEvent) -> Result<Durable> {
         let seq = Arc::new(AtomicU64::new(u64::MAX));
         let ticket = self.enqueue(event, Some(Arc::clone(&seq)))?;
-        Ok(Durable {
+        Ok(self.durable(ticket, seq))
+    }
+
+    /// The handle on the event queued as `ticket`, whose sequence number lands in `seq`.
+    fn durable(&self, ticket: u64, seq: SeqSlot) -> Durable {
+        Durable {
             ticket,
             seq,
             shared: Arc::clone(&self.inner.shared),
-        })
+        }
     }
 
     /// Record a group of events at once, in order, and return a handle that resolves, with
@@ -440,11 +445,7 @@ impl Ledger {
         let seq = Arc::new(AtomicU64::new(u64::MAX));
         let mut state = self.wait_for_room()?;
         let ticket = self.queue_group(&mut state, encoded, &seq);
-        Ok(Some(Durable {
-            ticket,
-            seq,
-            shared: Arc::clone(&self.inner.shared),
-        }))
+        Ok(Some(self.durable(ticket, seq)))
     }
 
     /// Record a group of last events, as [`Ledger::append_batch`] does, and close: the
