@@ -66,7 +66,21 @@ CREATE TABLE IF NOT EXISTS revoked_tasks (
     reason TEXT NOT NULL,
     at INTEGER NOT NULL
 );
+-- Tasks with tokens that no end or revocation has closed yet, each with the process that
+-- minted them: what crash recovery reads at every start, so its cost follows the tasks
+-- running now rather than every token minted in the last day.
+CREATE TABLE IF NOT EXISTS open_tasks (
+    task TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_start INTEGER NOT NULL,
+    owner_boot TEXT NOT NULL,
+    PRIMARY KEY (task, owner_pid, owner_start, owner_boot)
+) WITHOUT ROWID;
 "#;
+
+/// The layout version (`PRAGMA user_version`) this code writes. 1: `open_tasks`, filled from
+/// `tokens` once when a store made before it is opened.
+const LAYOUT_VERSION: i64 = 1;
 
 /// The home's identity settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -369,8 +383,7 @@ impl Identity {
             sqlite::OpenError::Sqlite(p, e) => IdentityError::Store(p, e),
         })?;
         let store = |e| IdentityError::Store(path.into(), e);
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))
-            .map_err(store)?;
+        upgrade(&conn, unix_seconds(clock.now())).map_err(store)?;
         let settings = load_settings(&conn, path)?;
         let identity = Identity {
             path: path.to_owned(),
@@ -567,6 +580,17 @@ impl Identity {
             ],
         )
         .map_err(|e| IdentityError::Store(self.path.clone(), e))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO open_tasks (task, owner_pid, owner_start, owner_boot)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                claims.task,
+                self.owner.pid,
+                self.owner.start as i64,
+                self.owner.boot
+            ],
+        )
+        .map_err(|e| IdentityError::Store(self.path.clone(), e))?;
         tx.commit()
             .map_err(|e| IdentityError::Store(self.path.clone(), e))?;
         Ok(true)
@@ -678,22 +702,27 @@ impl Identity {
 
     fn revoke_task_with(&self, task: &str, reason: &str, durable: bool) -> Result<u64> {
         let now = unix_seconds(self.clock.now());
-        let conn = self.db();
+        let mut conn = self.db();
         if durable {
             conn.execute_batch("PRAGMA synchronous = FULL")
                 .map_err(|e| self.store_err(e))?;
         }
         let result = (|| {
-            conn.execute(
+            // One transaction: one commit (and one `fsync` when durable).
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
                 "INSERT INTO revoked_tasks (task, reason, at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (task) DO NOTHING",
                 params![task, reason, now],
             )?;
-            conn.query_row(
+            tx.execute("DELETE FROM open_tasks WHERE task = ?1", [task])?;
+            let live = tx.query_row(
                 "SELECT COUNT(*) FROM tokens WHERE task = ?1 AND exp > ?2",
                 params![task, now],
                 |r| r.get::<_, i64>(0),
-            )
+            )?;
+            tx.commit()?;
+            Ok(live)
         })();
         let _ = conn.execute_batch("PRAGMA synchronous = NORMAL");
         result
@@ -729,12 +758,15 @@ impl Identity {
     /// recovery; call at supervisor start). Returns the tasks revoked.
     pub fn recover_orphans(&self) -> Result<Vec<String>> {
         let now = unix_seconds(self.clock.now());
-        let owners: Vec<(String, ProcessIdentity)> = {
+        // Only tasks not yet ended are read: a start costs the same after a million tasks.
+        let owners: Vec<(String, ProcessIdentity, bool)> = {
             let conn = self.db();
             let mut stmt = conn
                 .prepare(
-                    "SELECT DISTINCT task, owner_pid, owner_start, owner_boot FROM tokens
-                     WHERE exp > ?1 AND task NOT IN (SELECT task FROM revoked_tasks)",
+                    "SELECT task, owner_pid, owner_start, owner_boot,
+                        EXISTS (SELECT 1 FROM tokens WHERE tokens.task = open_tasks.task
+                                AND exp > ?1)
+                     FROM open_tasks",
                 )
                 .map_err(|e| self.store_err(e))?;
             let rows = stmt
@@ -746,6 +778,7 @@ impl Identity {
                             start: r.get::<_, i64>(2)?.max(0) as u64,
                             boot: r.get(3)?,
                         },
+                        r.get::<_, bool>(4)?,
                     ))
                 })
                 .map_err(|e| self.store_err(e))?;
@@ -753,10 +786,22 @@ impl Identity {
                 .map_err(|e| self.store_err(e))?
         };
         let mut revoked = Vec::new();
-        for (task, owner) in owners {
-            if !owner.is_alive() && !revoked.contains(&task) {
+        for (task, owner, unexpired) in owners {
+            if owner.is_alive() || revoked.contains(&task) {
+                continue;
+            }
+            if unexpired {
                 self.revoke_task(&task, "recovered_after_crash")?;
                 revoked.push(task);
+            } else {
+                // Its tokens have all expired: nothing to revoke, nothing left to watch.
+                self.db()
+                    .execute(
+                        "DELETE FROM open_tasks WHERE task = ?1 AND owner_pid = ?2
+                         AND owner_start = ?3 AND owner_boot = ?4",
+                        params![task, owner.pid, owner.start as i64, owner.boot],
+                    )
+                    .map_err(|e| self.store_err(e))?;
             }
         }
         Ok(revoked)
@@ -841,6 +886,11 @@ impl Identity {
                 [],
             )
             .map_err(store)?;
+            tx.execute(
+                "DELETE FROM open_tasks WHERE task NOT IN (SELECT task FROM tokens)",
+                [],
+            )
+            .map_err(store)?;
             tx.commit().map_err(store)?;
             Rotation {
                 active: signer.kid().to_owned(),
@@ -851,6 +901,32 @@ impl Identity {
         self.forget_signer();
         Ok(rotation)
     }
+}
+
+/// Create the tables a store lacks and bring a store made by an earlier version up to
+/// [`LAYOUT_VERSION`], in one transaction (concurrent openers wait for each other).
+fn upgrade(conn: &Connection, now: i64) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))?;
+    let result = (|| {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            // A store from before `open_tasks`: the tasks its tokens leave open.
+            conn.execute(
+                "INSERT OR IGNORE INTO open_tasks (task, owner_pid, owner_start, owner_boot)
+                 SELECT DISTINCT task, owner_pid, owner_start, owner_boot FROM tokens
+                 WHERE exp > ?1 AND task NOT IN (SELECT task FROM revoked_tasks)",
+                [now],
+            )?;
+        }
+        if version < LAYOUT_VERSION {
+            conn.execute_batch(&format!("PRAGMA user_version = {LAYOUT_VERSION}"))?;
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
 }
 
 fn new_key(

@@ -1,5 +1,6 @@
 //! Crash recovery: tokens of a supervisor that died are revoked by the next one.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -26,6 +27,34 @@ fn child_mints_and_exits() {
     std::fs::write(std::path::Path::new(&home).join("token"), token.expose()).unwrap();
 }
 
+/// The task `child_mints_and_exits` leaves orphaned.
+const ORPHAN: &str = "01JCZ8Q6F3V4X2M8N9P0R1S2T9";
+
+/// Run `child_mints_and_exits` on `home`: a supervisor that mints a token for [`ORPHAN`]
+/// and dies without ending the task. Returns the token.
+fn orphan_in(home: &Path) -> String {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "processes::child_mints_and_exits",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, home)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    std::fs::read_to_string(home.join("token")).unwrap()
+}
+
+/// The rows crash recovery reads.
+fn open_tasks(home: &Path) -> i64 {
+    rusqlite::Connection::open(home.join("identity/identity.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM open_tasks", [], |r| r.get(0))
+        .unwrap()
+}
+
 #[test]
 fn tokens_of_a_dead_supervisor_are_revoked() {
     let home = tempfile::tempdir().unwrap();
@@ -36,24 +65,10 @@ fn tokens_of_a_dead_supervisor_are_revoked() {
             Duration::from_secs(3600),
         ))
         .unwrap();
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "processes::child_mints_and_exits",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, home.path())
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{status:?}");
-    let orphan = std::fs::read_to_string(home.path().join("token")).unwrap();
+    let orphan = orphan_in(home.path());
     // The child is gone: its task's token is valid until someone recovers.
     identity.verify(&orphan, None).unwrap();
-    assert_eq!(
-        identity.recover_orphans().unwrap(),
-        vec!["01JCZ8Q6F3V4X2M8N9P0R1S2T9".to_owned()]
-    );
+    assert_eq!(identity.recover_orphans().unwrap(), vec![ORPHAN.to_owned()]);
     assert!(matches!(
         identity.verify(&orphan, None),
         Err(TokenError::Revoked { reason, .. }) if reason == "recovered_after_crash"
@@ -61,4 +76,54 @@ fn tokens_of_a_dead_supervisor_are_revoked() {
     // Ours (this process is alive) is untouched.
     identity.verify(mine.expose(), None).unwrap();
     assert!(identity.recover_orphans().unwrap().is_empty());
+}
+
+#[test]
+fn a_store_made_before_open_tasks_still_recovers_its_orphans() {
+    let home = tempfile::tempdir().unwrap();
+    let orphan = orphan_in(home.path());
+    // Back to the layout of earlier versions: no list of open tasks, version 0.
+    let db = rusqlite::Connection::open(home.path().join("identity/identity.db")).unwrap();
+    db.execute_batch("DROP TABLE open_tasks; PRAGMA user_version = 0;")
+        .unwrap();
+    drop(db);
+    let (upgraded, _) = identity(home.path());
+    assert_eq!(upgraded.recover_orphans().unwrap(), vec![ORPHAN.to_owned()]);
+    assert!(matches!(
+        upgraded.verify(&orphan, None),
+        Err(TokenError::Revoked { reason, .. }) if reason == "recovered_after_crash"
+    ));
+    // Upgraded once: opening again does not refill the list.
+    drop(upgraded);
+    let (again, _) = identity(home.path());
+    assert_eq!(open_tasks(home.path()), 0);
+    assert!(again.recover_orphans().unwrap().is_empty());
+}
+
+#[test]
+fn ended_and_expired_tasks_leave_nothing_for_recovery_to_read() {
+    let home = tempfile::tempdir().unwrap();
+    let (identity, clock) = identity(home.path());
+    let task = "01JCZ8Q6F3V4X2M8N9P0R1S2T1";
+    let token = identity
+        .mint(&request(task, Duration::from_secs(3600)))
+        .unwrap();
+    assert_eq!(open_tasks(home.path()), 1);
+    assert_eq!(identity.end_task(task).unwrap(), 1);
+    assert_eq!(open_tasks(home.path()), 0);
+    assert!(matches!(
+        identity.verify(token.expose(), None),
+        Err(TokenError::Revoked { .. })
+    ));
+    // A dead supervisor's task whose tokens have all expired: nothing to revoke, and it is
+    // no longer read.
+    let orphan = orphan_in(home.path());
+    assert_eq!(open_tasks(home.path()), 1);
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert!(identity.recover_orphans().unwrap().is_empty());
+    assert_eq!(open_tasks(home.path()), 0);
+    assert!(matches!(
+        identity.verify(&orphan, None),
+        Err(TokenError::Expired(_))
+    ));
 }
