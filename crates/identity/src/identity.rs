@@ -904,11 +904,18 @@ impl Identity {
 }
 
 /// Create the tables a store lacks and bring a store made by an earlier version up to
-/// [`LAYOUT_VERSION`], in one transaction (concurrent openers wait for each other).
+/// [`LAYOUT_VERSION`], in one transaction (concurrent openers wait for each other). A store
+/// already at that version is left alone: no write lock, no statements to compile.
 fn upgrade(conn: &Connection, now: i64) -> rusqlite::Result<()> {
+    let version = |conn: &Connection| -> rusqlite::Result<i64> {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+    };
+    if version(conn)? == LAYOUT_VERSION {
+        return Ok(());
+    }
     conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))?;
     let result = (|| {
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version = version(conn)?;
         if version < 1 {
             // A store from before `open_tasks`: the tasks its tokens leave open.
             conn.execute(
