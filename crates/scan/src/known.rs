@@ -4,14 +4,23 @@
 //! Each value is expanded into the byte strings it becomes when encoded — base64 at each of
 //! the three byte alignments it can have inside a longer encoded text (standard and
 //! URL-safe alphabets), percent-encoding (upper and lower case escapes, `+` for spaces),
-//! hex (both cases) and JSON string escaping — and all of them go into one Aho-Corasick
-//! automaton, so a body is searched once whatever the number of secrets.
+//! hex (both cases) and JSON string escaping. The first [`ANCHOR`] bytes of every form go
+//! into one Aho-Corasick automaton, so a body is searched once whatever the number of
+//! secrets; where one of them starts, the whole forms are compared there. An automaton of
+//! the whole forms would find the same, but a task's identity token in its thirteen forms
+//! makes one of some ten thousand states, a millisecond to build at every task's start; the
+//! anchors make one of a few hundred.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use base64::Engine as _;
 use std::sync::Arc;
 
 use crate::ScanError;
+
+/// How many leading bytes of each encoded form the automaton looks for. Long enough that
+/// ordinary text almost never holds one (a secret's first 32 characters), short enough that
+/// the automaton stays small.
+const ANCHOR: usize = 32;
 
 /// How a known secret appeared in the searched bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -48,8 +57,10 @@ pub struct KnownMatch {
 /// shared, so every field a redactor checks does not copy the secrets' encoded forms.
 #[derive(Clone)]
 pub struct KnownSecrets {
+    /// Finds where any form may start: its first [`ANCHOR`] bytes.
     matcher: Option<AhoCorasick>,
-    /// The automaton's patterns, to tell whether a stream's tail may begin one.
+    /// Every encoded form, longest first (so the first that matches at a place is the
+    /// longest there); also tells whether a stream's tail may begin one.
     patterns: Arc<[Vec<u8>]>,
     /// Per automaton pattern: which secret and which encoding.
     variants: Arc<[(usize, Encoding)]>,
@@ -100,18 +111,24 @@ impl KnownSecrets {
                 }
             }
         }
-        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
-        let matcher = if patterns.is_empty() {
+        // Longest first: at one place, the first form that matches is the longest there.
+        let mut order: Vec<usize> = (0..patterns.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(patterns[i].len()));
+        let patterns: Vec<Vec<u8>> = order.iter().map(|&i| patterns[i].clone()).collect();
+        let variants: Vec<(usize, Encoding)> = order.iter().map(|&i| variants[i]).collect();
+        let longest = patterns.first().map_or(0, Vec::len);
+        let mut anchors: Vec<&[u8]> = patterns.iter().map(|p| &p[..p.len().min(ANCHOR)]).collect();
+        anchors.sort_unstable();
+        anchors.dedup();
+        let matcher = if anchors.is_empty() {
             None
         } else {
             Some(
                 AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    // A contiguous NFA builds in microseconds where a DFA over long values
-                    // (a task's identity token in seven encodings) takes milliseconds, on the
-                    // path of every task's start; it searches nearly as fast.
+                    // Leftmost: the search reports the first place any anchor starts.
+                    .match_kind(MatchKind::LeftmostFirst)
                     .kind(Some(AhoCorasickKind::ContiguousNFA))
-                    .build(&patterns)
+                    .build(&anchors)
                     .map_err(|err| ScanError::Known(err.to_string()))?,
             )
         };
@@ -125,6 +142,19 @@ impl KnownSecrets {
         })
     }
 
+    /// The longest form that starts at `at` in `haystack`, as a match.
+    fn longest_at(&self, haystack: &[u8], at: usize) -> Option<KnownMatch> {
+        let rest = &haystack[at..];
+        let found = self.patterns.iter().position(|p| rest.starts_with(p))?;
+        let (secret, encoding) = self.variants[found];
+        Some(KnownMatch {
+            secret,
+            encoding,
+            start: at,
+            end: at + self.patterns[found].len(),
+        })
+    }
+
     /// The first known secret in `haystack`, in any encoding.
     pub fn find(&self, haystack: &[u8]) -> Option<KnownMatch> {
         self.find_iter(haystack).next()
@@ -132,16 +162,20 @@ impl KnownSecrets {
 
     /// Every non-overlapping known secret in `haystack`, leftmost-longest.
     pub fn find_iter<'a>(&'a self, haystack: &'a [u8]) -> impl Iterator<Item = KnownMatch> + 'a {
-        self.matcher.iter().flat_map(move |ac| {
-            ac.find_iter(haystack).map(move |m| {
-                let (secret, encoding) = self.variants[m.pattern().as_usize()];
-                KnownMatch {
-                    secret,
-                    encoding,
-                    start: m.start(),
-                    end: m.end(),
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let ac = self.matcher.as_ref()?;
+            // The leftmost place an anchor starts; no form can start before it. Where no
+            // whole form follows, look again one byte further.
+            while from < haystack.len() {
+                let at = ac.find(Input::new(haystack).range(from..))?.start();
+                if let Some(found) = self.longest_at(haystack, at) {
+                    from = found.end;
+                    return Some(found);
                 }
-            })
+                from = at + 1;
+            }
+            None
         })
     }
 
@@ -287,6 +321,90 @@ fn encodings(value: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What the anchored search must equal: one automaton over every whole form,
+    /// leftmost-longest.
+    fn every_form(known: &KnownSecrets, haystack: &[u8]) -> Vec<KnownMatch> {
+        if known.patterns.is_empty() {
+            return Vec::new();
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(known.patterns.iter())
+            .expect("build");
+        ac.find_iter(haystack)
+            .map(|m| {
+                let (secret, encoding) = known.variants[m.pattern().as_usize()];
+                KnownMatch {
+                    secret,
+                    encoding,
+                    start: m.start(),
+                    end: m.end(),
+                }
+            })
+            .collect()
+    }
+
+    /// Haystack pieces: noise, a whole secret in some form, or the start of one that stops
+    /// short (its anchor without the rest).
+    fn piece(secrets: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+        let noise =
+            proptest::collection::vec(prop::sample::select(b"ab/+=\\\" \n%2F".to_vec()), 0..40);
+        (
+            noise,
+            any::<prop::sample::Index>(),
+            any::<prop::sample::Index>(),
+            0..4u8,
+            1..200usize,
+        )
+            .prop_map(move |(noise, which, form, how, cut)| {
+                let secret = which.get(&secrets);
+                let forms = encodings(secret);
+                let (_, form) = form.get(&forms);
+                match how {
+                    0 => noise,
+                    1 | 2 => form.clone(),
+                    _ => form[..cut.min(form.len())].to_vec(),
+                }
+            })
+    }
+
+    /// One to four secrets over a narrow alphabet, some of them a prefix or an extension of
+    /// the first or a long run of one byte: forms that start alike, escapes.
+    fn related_secrets() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let bytes = |len: std::ops::Range<usize>| {
+            proptest::collection::vec(prop::sample::select(b"aaab/\" \\".to_vec()), len)
+        };
+        let derived = (0..4u8, 8..80usize, bytes(1..40), bytes(8..80));
+        (bytes(8..80), proptest::collection::vec(derived, 0..4)).prop_map(|(first, more)| {
+            let mut secrets = vec![first.clone()];
+            for (how, cut, tail, other) in more {
+                secrets.push(match how {
+                    0 => first[..cut.min(first.len())].to_vec(),
+                    1 => [first.clone(), tail].concat(),
+                    // A run longer than an anchor: anchors that start one byte apart.
+                    2 => [vec![b'a'; 30 + cut % 8], tail].concat(),
+                    _ => other,
+                });
+            }
+            secrets
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn anchored_search_finds_what_a_search_of_every_form_finds(
+            (secrets, haystack) in related_secrets().prop_flat_map(|secrets| {
+                let pieces = proptest::collection::vec(piece(secrets.clone()), 0..12);
+                (Just(secrets), pieces.prop_map(|p| p.concat()))
+            })
+        ) {
+            let known = KnownSecrets::new(&secrets).expect("build");
+            let found: Vec<KnownMatch> = known.find_iter(&haystack).collect();
+            prop_assert_eq!(found, every_form(&known, &haystack));
+        }
+    }
 
     #[test]
     fn base64_every_alignment() {
