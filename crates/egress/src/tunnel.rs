@@ -223,6 +223,22 @@ async fn one_way(
         };
         let mut held = match step {
             In::End => {
+                // An urgent byte sent just before the close sits out of band, where no
+                // splice or ordinary read reaches it: pass it on before the close.
+                if let Some(byte) = urgent_byte(from) {
+                    if let Err(reason) = meter.charge(1) {
+                        return Some(reason);
+                    }
+                    let byte = [byte];
+                    let sent = send_when_ready(to, &byte, rustix::net::SendFlags::OOB);
+                    match tokio::time::timeout(idle, sent).await {
+                        Err(_) => return Some(format!("idle for {idle:?}")),
+                        Ok(Err(e)) => return Some(e.to_string()),
+                        Ok(Ok(_)) => {
+                            moved.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
                 return None;
             }
@@ -314,12 +330,7 @@ fn past_urgent_mark(from: &TcpStream, len: usize) -> io::Result<In> {
         // The sender closed meanwhile: the next splice says so.
         return Err(io::ErrorKind::WouldBlock.into());
     }
-    let mut byte = [0u8; 1];
-    let byte = match rustix::net::recv(from, &mut byte, RecvFlags::OOB | RecvFlags::DONTWAIT) {
-        Ok((1, _)) => Some(byte[0]),
-        // Already read, or not there (EINVAL): nothing urgent to pass on.
-        _ => None,
-    };
+    let byte = urgent_byte(from);
     let mut after = vec![0u8; len];
     let n = match rustix::net::recv(from, &mut after, RecvFlags::DONTWAIT) {
         Ok((n, _)) => n,
@@ -328,6 +339,17 @@ fn past_urgent_mark(from: &TcpStream, len: usize) -> io::Result<In> {
     };
     after.truncate(n);
     Ok(In::Urgent { byte, after })
+}
+
+/// The urgent byte `from` holds out of band, if one is there still unread.
+fn urgent_byte(from: &TcpStream) -> Option<u8> {
+    use rustix::net::RecvFlags;
+    let mut byte = [0u8; 1];
+    match rustix::net::recv(from, &mut byte, RecvFlags::OOB | RecvFlags::DONTWAIT) {
+        Ok((1, _)) => Some(byte[0]),
+        // Already read, or none (EINVAL): nothing urgent to pass on.
+        _ => None,
+    }
 }
 
 /// Send `bytes` (with `flags`) on `to` once it is writable; how many were sent.

@@ -166,7 +166,8 @@ fn a_tunnel_open_at_shutdown_is_reported() {
 }
 
 /// TCP urgent data (a byte sent out of band) neither stalls a spliced tunnel nor gets lost:
-/// what follows it arrives at once, and the byte itself arrives as urgent. (`splice(2)`
+/// what follows it arrives at once, and the byte itself arrives as urgent, also when it is
+/// the last thing sent before a close. (`splice(2)`
 /// stops at the urgent mark, and the socket reports nothing new to wait for.)
 #[test]
 fn urgent_data_passes_through_a_tunnel() {
@@ -240,10 +241,15 @@ fn urgent_data_passes_through_a_tunnel() {
     // And the tunnel still carries ordinary traffic both ways afterwards.
     task.write_all(b"again").unwrap();
     assert_eq!(read(&mut origin, 5), b"again");
+    // An urgent byte sent just before closing arrives too, then the close.
+    rustix::net::send(&origin, b"#", rustix::net::SendFlags::OOB).unwrap();
+    origin.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(urgent(&task), Some(b'#'));
+    assert_eq!(task.read(&mut [0u8; 8]).unwrap(), 0, "the close follows");
     drop(task);
     drop(origin);
     assert!(eventually(|| tunnels(&proxy.gate).len() == 1));
     let record = &tunnels(&proxy.gate)[0];
     assert_eq!(record.bytes_up, 6 + 1 + 5 + 5, "{record:?}");
-    assert_eq!(record.bytes_down, 5 + 1 + 5, "{record:?}");
+    assert_eq!(record.bytes_down, 5 + 1 + 5 + 1, "{record:?}");
 }
