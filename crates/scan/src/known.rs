@@ -13,7 +13,7 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use base64::Engine as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::ScanError;
 
@@ -21,6 +21,13 @@ use crate::ScanError;
 /// ordinary text almost never holds one (a secret's first 32 characters), short enough that
 /// the automaton stays small.
 const ANCHOR: usize = 32;
+
+/// Bytes a search may compare at anchors, per byte searched (plus [`WORK_FLOOR`]), before it
+/// switches to an automaton of the whole forms. Only a secret that repeats itself, in input
+/// made to match its anchor over and over, comes near: then each step may compare a whole
+/// form, and the switch keeps the search linear.
+const WORK_PER_BYTE: usize = 16;
+const WORK_FLOOR: usize = 1 << 20;
 
 /// How a known secret appeared in the searched bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -62,8 +69,11 @@ pub struct KnownSecrets {
     /// Every encoded form, longest first (so the first that matches at a place is the
     /// longest there); also tells whether a stream's tail may begin one.
     patterns: Arc<[Vec<u8>]>,
-    /// Per automaton pattern: which secret and which encoding.
+    /// Per pattern: which secret and which encoding.
     variants: Arc<[(usize, Encoding)]>,
+    /// An automaton of the whole forms, built the first time a search compares too much at
+    /// anchors (`None` if it cannot be built: the search then goes on comparing).
+    whole: Arc<OnceLock<Option<AhoCorasick>>>,
     longest: usize,
     ignored: Arc<[usize]>,
     count: usize,
@@ -136,23 +146,51 @@ impl KnownSecrets {
             matcher,
             patterns: patterns.into(),
             variants: variants.into(),
+            whole: Arc::default(),
             longest,
             ignored: ignored.into(),
             count,
         })
     }
 
-    /// The longest form that starts at `at` in `haystack`, as a match.
-    fn longest_at(&self, haystack: &[u8], at: usize) -> Option<KnownMatch> {
+    /// The longest form that starts at `at` in `haystack`, as a match; and how many bytes
+    /// finding out compared, at most.
+    fn longest_at(&self, haystack: &[u8], at: usize) -> (Option<KnownMatch>, usize) {
         let rest = &haystack[at..];
-        let found = self.patterns.iter().position(|p| rest.starts_with(p))?;
-        let (secret, encoding) = self.variants[found];
-        Some(KnownMatch {
+        let mut work = 0;
+        for (i, p) in self.patterns.iter().enumerate() {
+            if rest.len() < p.len() || rest.first() != p.first() {
+                continue;
+            }
+            work += p.len();
+            if rest.starts_with(p) {
+                return (Some(self.found(i, at, at + p.len())), work);
+            }
+        }
+        (None, work)
+    }
+
+    fn found(&self, pattern: usize, start: usize, end: usize) -> KnownMatch {
+        let (secret, encoding) = self.variants[pattern];
+        KnownMatch {
             secret,
             encoding,
-            start: at,
-            end: at + self.patterns[found].len(),
-        })
+            start,
+            end,
+        }
+    }
+
+    /// The automaton of the whole forms, leftmost-longest, built on first use.
+    fn whole(&self) -> Option<&AhoCorasick> {
+        self.whole
+            .get_or_init(|| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    .build(self.patterns.iter())
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// The first known secret in `haystack`, in any encoding.
@@ -162,14 +200,38 @@ impl KnownSecrets {
 
     /// Every non-overlapping known secret in `haystack`, leftmost-longest.
     pub fn find_iter<'a>(&'a self, haystack: &'a [u8]) -> impl Iterator<Item = KnownMatch> + 'a {
+        let budget = haystack
+            .len()
+            .saturating_mul(WORK_PER_BYTE)
+            .saturating_add(WORK_FLOOR);
+        self.find_iter_comparing(haystack, budget)
+    }
+
+    /// [`KnownSecrets::find_iter`], comparing at most about `budget` bytes at anchors before
+    /// going on with the automaton of whole forms.
+    fn find_iter_comparing<'a>(
+        &'a self,
+        haystack: &'a [u8],
+        mut budget: usize,
+    ) -> impl Iterator<Item = KnownMatch> + 'a {
         let mut from = 0;
         std::iter::from_fn(move || {
             let ac = self.matcher.as_ref()?;
-            // The leftmost place an anchor starts; no form can start before it. Where no
-            // whole form follows, look again one byte further.
             while from < haystack.len() {
+                if budget == 0
+                    && let Some(whole) = self.whole()
+                {
+                    // Compared too much already: the rest in one linear pass.
+                    let m = whole.find(Input::new(haystack).range(from..))?;
+                    from = m.end();
+                    return Some(self.found(m.pattern().as_usize(), m.start(), m.end()));
+                }
+                // The leftmost place an anchor starts; no form can start before it. Where no
+                // whole form follows, look again one byte further.
                 let at = ac.find(Input::new(haystack).range(from..))?.start();
-                if let Some(found) = self.longest_at(haystack, at) {
+                let (found, work) = self.longest_at(haystack, at);
+                budget = budget.saturating_sub(work);
+                if let Some(found) = found {
                     from = found.end;
                     return Some(found);
                 }
@@ -392,6 +454,28 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_secret_that_repeats_itself_is_still_searched_in_linear_time() {
+        // Every byte of the input starts the secret's anchor, and its first 999 bytes; none
+        // holds the whole secret but the last.
+        let secret = [vec![b'a'; 1000], b"b".to_vec()].concat();
+        let known = KnownSecrets::new([&secret]).expect("build");
+        let haystack = [vec![b'a'; 200_000], secret.clone()].concat();
+        let found: Vec<KnownMatch> = known.find_iter(&haystack).collect();
+        assert_eq!(found, every_form(&known, &haystack));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].start, 200_000);
+        assert!(
+            known.whole.get().is_some(),
+            "the search switched to the automaton of whole forms"
+        );
+        // Ordinary input never needs it.
+        let plain = KnownSecrets::new([&secret]).expect("build");
+        let text = b"nothing secret here, aaaa and b".repeat(1000);
+        assert_eq!(plain.find_iter(&text).count(), 0);
+        assert!(plain.whole.get().is_none());
+    }
+
     proptest! {
         #[test]
         fn anchored_search_finds_what_a_search_of_every_form_finds(
@@ -401,8 +485,14 @@ mod tests {
             })
         ) {
             let known = KnownSecrets::new(&secrets).expect("build");
+            let expected = every_form(&known, &haystack);
             let found: Vec<KnownMatch> = known.find_iter(&haystack).collect();
-            prop_assert_eq!(found, every_form(&known, &haystack));
+            prop_assert_eq!(&found, &expected);
+            // Switching to the automaton of whole forms at once, or part way, changes nothing.
+            for budget in [0, 40, 400] {
+                let found: Vec<KnownMatch> = known.find_iter_comparing(&haystack, budget).collect();
+                prop_assert_eq!(&found, &expected, "budget {}", budget);
+            }
         }
     }
 
