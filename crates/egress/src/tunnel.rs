@@ -225,18 +225,16 @@ async fn one_way(
             In::End => {
                 // An urgent byte sent just before the close sits out of band, where no
                 // splice or ordinary read reaches it: pass it on before the close.
+                // Best effort, as the close itself: a receiver already gone does not make
+                // the tunnel's end an error.
                 if let Some(byte) = urgent_byte(from) {
                     if let Err(reason) = meter.charge(1) {
                         return Some(reason);
                     }
                     let byte = [byte];
                     let sent = send_when_ready(to, &byte, rustix::net::SendFlags::OOB);
-                    match tokio::time::timeout(idle, sent).await {
-                        Err(_) => return Some(format!("idle for {idle:?}")),
-                        Ok(Err(e)) => return Some(e.to_string()),
-                        Ok(Ok(_)) => {
-                            moved.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if let Ok(Ok(_)) = tokio::time::timeout(idle, sent).await {
+                        moved.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
@@ -303,15 +301,21 @@ enum In {
 
 /// Splice up to `len` bytes from socket `from` into `pipe`, once `from` is readable.
 ///
-/// At TCP's urgent mark `splice(2)` moves nothing, and since nothing new arrives the socket
-/// never becomes readable again: the direction would stall until the idle timeout. So when
-/// a readable socket splices nothing, a peek tells whether ordinary bytes wait past the
-/// mark; if so, the urgent byte and those bytes are read through user space (an ordinary
-/// read steps over the mark), and splicing resumes after them.
+/// At TCP's urgent mark `splice(2)` moves nothing ("would block", or 0 once the sender's
+/// close has arrived), and since nothing new arrives the socket never becomes readable
+/// again: the direction would stall until the idle timeout, or end early. So when a readable
+/// socket splices nothing, a peek tells whether ordinary bytes wait past the mark; if so,
+/// the urgent byte and those bytes are read through user space (an ordinary read steps over
+/// the mark), and splicing resumes after them.
 async fn splice_in(from: &TcpStream, pipe: BorrowedFd<'_>, len: usize) -> io::Result<In> {
     when_ready(from, Interest::READABLE, || {
         match splice(from.as_fd(), pipe, len) {
-            Ok(0) => Ok(In::End),
+            // Also what `splice(2)` says at the urgent mark once the sender's close has
+            // arrived: it is the end only if no ordinary bytes wait past the mark.
+            Ok(0) => match past_urgent_mark(from, len) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(In::End),
+                other => other,
+            },
             Ok(n) => Ok(In::Spliced(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => past_urgent_mark(from, len),
             Err(e) => Err(e),

@@ -241,7 +241,14 @@ fn urgent_data_passes_through_a_tunnel() {
     // And the tunnel still carries ordinary traffic both ways afterwards.
     task.write_all(b"again").unwrap();
     assert_eq!(read(&mut origin, 5), b"again");
-    // An urgent byte sent just before closing arrives too, then the close.
+    // Urgent data right before a close: what follows the urgent byte, and the byte itself
+    // when it is the last thing sent, arrive before the close.
+    rustix::net::send(&task, b"%", rustix::net::SendFlags::OOB).unwrap();
+    task.write_all(b"tail").unwrap();
+    task.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(urgent(&origin), Some(b'%'));
+    assert_eq!(read(&mut origin, 4), b"tail");
+    assert_eq!(origin.read(&mut [0u8; 8]).unwrap(), 0, "the close follows");
     rustix::net::send(&origin, b"#", rustix::net::SendFlags::OOB).unwrap();
     origin.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(urgent(&task), Some(b'#'));
@@ -250,6 +257,6 @@ fn urgent_data_passes_through_a_tunnel() {
     drop(origin);
     assert!(eventually(|| tunnels(&proxy.gate).len() == 1));
     let record = &tunnels(&proxy.gate)[0];
-    assert_eq!(record.bytes_up, 6 + 1 + 5 + 5, "{record:?}");
+    assert_eq!(record.bytes_up, 6 + 1 + 5 + 5 + 1 + 4, "{record:?}");
     assert_eq!(record.bytes_down, 5 + 1 + 5 + 1, "{record:?}");
 }
