@@ -76,11 +76,22 @@ CREATE TABLE IF NOT EXISTS open_tasks (
     owner_boot TEXT NOT NULL,
     PRIMARY KEY (task, owner_pid, owner_start, owner_boot)
 ) WITHOUT ROWID;
+-- Kept by the database itself, so that every writer keeps it, an earlier version of remit
+-- sharing the home included: a token opens its task, a revocation closes it.
+CREATE TRIGGER IF NOT EXISTS tokens_open_task AFTER INSERT ON tokens
+BEGIN
+    INSERT OR IGNORE INTO open_tasks (task, owner_pid, owner_start, owner_boot)
+    VALUES (NEW.task, NEW.owner_pid, NEW.owner_start, NEW.owner_boot);
+END;
+CREATE TRIGGER IF NOT EXISTS revoked_tasks_close_task AFTER INSERT ON revoked_tasks
+BEGIN
+    DELETE FROM open_tasks WHERE task = NEW.task;
+END;
 "#;
 
-/// The layout version (`PRAGMA user_version`) this code writes. 1: `open_tasks`, filled from
-/// `tokens` once when a store made before it is opened.
-const LAYOUT_VERSION: i64 = 1;
+/// The layout version (`PRAGMA user_version`) this code writes. 2: `open_tasks` and the
+/// triggers that keep it, filled from `tokens` once when a store made before is opened.
+const LAYOUT_VERSION: i64 = 2;
 
 /// The home's identity settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -383,7 +394,7 @@ impl Identity {
             sqlite::OpenError::Sqlite(p, e) => IdentityError::Store(p, e),
         })?;
         let store = |e| IdentityError::Store(path.into(), e);
-        upgrade(&conn, unix_seconds(clock.now())).map_err(store)?;
+        upgrade(&conn).map_err(store)?;
         let settings = load_settings(&conn, path)?;
         let identity = Identity {
             path: path.to_owned(),
@@ -580,17 +591,6 @@ impl Identity {
             ],
         )
         .map_err(|e| IdentityError::Store(self.path.clone(), e))?;
-        tx.execute(
-            "INSERT OR IGNORE INTO open_tasks (task, owner_pid, owner_start, owner_boot)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
-                claims.task,
-                self.owner.pid,
-                self.owner.start as i64,
-                self.owner.boot
-            ],
-        )
-        .map_err(|e| IdentityError::Store(self.path.clone(), e))?;
         tx.commit()
             .map_err(|e| IdentityError::Store(self.path.clone(), e))?;
         Ok(true)
@@ -715,6 +715,8 @@ impl Identity {
                  ON CONFLICT (task) DO NOTHING",
                 params![task, reason, now],
             )?;
+            // The insert's trigger closes the task; a task revoked before and minted for
+            // again since is closed here.
             tx.execute("DELETE FROM open_tasks WHERE task = ?1", [task])?;
             let live = tx.query_row(
                 "SELECT COUNT(*) FROM tokens WHERE task = ?1 AND exp > ?2",
@@ -757,20 +759,16 @@ impl Identity {
     /// Revoke the tokens of tasks whose supervisor died without ending them (crash
     /// recovery; call at supervisor start). Returns the tasks revoked.
     pub fn recover_orphans(&self) -> Result<Vec<String>> {
-        let now = unix_seconds(self.clock.now());
         // Only tasks not yet ended are read: a start costs the same after a million tasks.
-        let owners: Vec<(String, ProcessIdentity, bool)> = {
+        // A task whose tokens look expired is revoked all the same rather than forgotten: a
+        // clock briefly ahead must not leave tokens that verify again once it is right.
+        let owners: Vec<(String, ProcessIdentity)> = {
             let conn = self.db();
             let mut stmt = conn
-                .prepare(
-                    "SELECT task, owner_pid, owner_start, owner_boot,
-                        EXISTS (SELECT 1 FROM tokens WHERE tokens.task = open_tasks.task
-                                AND exp > ?1)
-                     FROM open_tasks",
-                )
+                .prepare("SELECT task, owner_pid, owner_start, owner_boot FROM open_tasks")
                 .map_err(|e| self.store_err(e))?;
             let rows = stmt
-                .query_map([now], |r| {
+                .query_map([], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         ProcessIdentity {
@@ -778,7 +776,6 @@ impl Identity {
                             start: r.get::<_, i64>(2)?.max(0) as u64,
                             boot: r.get(3)?,
                         },
-                        r.get::<_, bool>(4)?,
                     ))
                 })
                 .map_err(|e| self.store_err(e))?;
@@ -786,22 +783,10 @@ impl Identity {
                 .map_err(|e| self.store_err(e))?
         };
         let mut revoked = Vec::new();
-        for (task, owner, unexpired) in owners {
-            if owner.is_alive() || revoked.contains(&task) {
-                continue;
-            }
-            if unexpired {
+        for (task, owner) in owners {
+            if !owner.is_alive() && !revoked.contains(&task) {
                 self.revoke_task(&task, "recovered_after_crash")?;
                 revoked.push(task);
-            } else {
-                // Its tokens have all expired: nothing to revoke, nothing left to watch.
-                self.db()
-                    .execute(
-                        "DELETE FROM open_tasks WHERE task = ?1 AND owner_pid = ?2
-                         AND owner_start = ?3 AND owner_boot = ?4",
-                        params![task, owner.pid, owner.start as i64, owner.boot],
-                    )
-                    .map_err(|e| self.store_err(e))?;
             }
         }
         Ok(revoked)
@@ -906,7 +891,7 @@ impl Identity {
 /// Create the tables a store lacks and bring a store made by an earlier version up to
 /// [`LAYOUT_VERSION`], in one transaction (concurrent openers wait for each other). A store
 /// already at that version is left alone: no write lock, no statements to compile.
-fn upgrade(conn: &Connection, now: i64) -> rusqlite::Result<()> {
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
     let version = |conn: &Connection| -> rusqlite::Result<i64> {
         conn.query_row("PRAGMA user_version", [], |r| r.get(0))
     };
@@ -916,13 +901,16 @@ fn upgrade(conn: &Connection, now: i64) -> rusqlite::Result<()> {
     conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))?;
     let result = (|| {
         let version = version(conn)?;
-        if version < 1 {
-            // A store from before `open_tasks`: the tasks its tokens leave open.
+        if version < 2 {
+            // A store from before `open_tasks` and its triggers: the tasks its tokens leave
+            // open (also those an earlier version minted for while the table had no
+            // triggers).
+            // Expired or not, as recovery treats them (the clock may be wrong today).
             conn.execute(
                 "INSERT OR IGNORE INTO open_tasks (task, owner_pid, owner_start, owner_boot)
                  SELECT DISTINCT task, owner_pid, owner_start, owner_boot FROM tokens
-                 WHERE exp > ?1 AND task NOT IN (SELECT task FROM revoked_tasks)",
-                [now],
+                 WHERE task NOT IN (SELECT task FROM revoked_tasks)",
+                [],
             )?;
         }
         if version < LAYOUT_VERSION {
