@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::pipe::{PipeFlags, SpliceFlags};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
@@ -213,9 +214,11 @@ async fn one_way(
     moved: &AtomicU64,
 ) -> Option<String> {
     let (pipe_read, pipe_write) = pipe;
+    // Without it a lone urgent byte waits for the next ordinary bytes; nothing else changes.
+    let urgent = UrgentWatch::new(from).ok();
     loop {
         // In: socket → pipe. The pipe is empty here, so "would block" means the socket is.
-        let read = splice_in(from, pipe_write.as_fd(), CHUNK);
+        let read = splice_in(from, pipe_write.as_fd(), CHUNK, urgent.as_ref());
         let step = match tokio::time::timeout(idle, read).await {
             Err(_) => return Some(format!("idle for {idle:?}")),
             Ok(Err(e)) => return Some(e.to_string()),
@@ -306,8 +309,27 @@ enum In {
 /// again: the direction would stall until the idle timeout, or end early. So when a readable
 /// socket splices nothing, a peek tells whether ordinary bytes wait past the mark; if so,
 /// the urgent byte and those bytes are read through user space (an ordinary read steps over
-/// the mark), and splicing resumes after them.
-async fn splice_in(from: &TcpStream, pipe: BorrowedFd<'_>, len: usize) -> io::Result<In> {
+/// the mark), and splicing resumes after them. An urgent byte with nothing after it does not
+/// make the socket readable at all: `urgent`, if given, reports it.
+async fn splice_in(
+    from: &TcpStream,
+    pipe: BorrowedFd<'_>,
+    len: usize,
+    urgent: Option<&UrgentWatch>,
+) -> io::Result<In> {
+    let spliced = spliced_in(from, pipe, len);
+    match urgent {
+        None => spliced.await,
+        Some(watch) => tokio::select! {
+            biased;
+            step = spliced => step,
+            step = watch.lone_byte(from) => step,
+        },
+    }
+}
+
+/// The readable half of [`splice_in`].
+async fn spliced_in(from: &TcpStream, pipe: BorrowedFd<'_>, len: usize) -> io::Result<In> {
     when_ready(from, Interest::READABLE, || {
         match splice(from.as_fd(), pipe, len) {
             // Also what `splice(2)` says at the urgent mark once the sender's close has
@@ -343,6 +365,40 @@ fn past_urgent_mark(from: &TcpStream, len: usize) -> io::Result<In> {
     };
     after.truncate(n);
     Ok(In::Urgent { byte, after })
+}
+
+/// Urgent data on a socket, which its own registration with the runtime (readable and
+/// writable) never reports: the kernel says "priority", not "readable", while the urgent byte
+/// is all there is to read. Watched through a duplicate of the socket's descriptor,
+/// registered for priority alone.
+struct UrgentWatch(AsyncFd<OwnedFd>);
+
+impl UrgentWatch {
+    fn new(socket: &TcpStream) -> io::Result<Self> {
+        let dup = socket.as_fd().try_clone_to_owned()?;
+        // Deprecated because an arbitrary `AsRawFd` may close or change its descriptor while
+        // registered; an `OwnedFd` owned by the `AsyncFd` can do neither, which is what the
+        // unsafe replacement asks its caller to promise (and this crate has no unsafe code).
+        #[allow(deprecated)]
+        let watch = AsyncFd::with_interest(dup, Interest::PRIORITY)?;
+        Ok(Self(watch))
+    }
+
+    /// Once `from` holds an urgent byte not yet read: that byte, with nothing after it (any
+    /// ordinary bytes after it make `from` readable, and are taken that way).
+    async fn lone_byte(&self, from: &TcpStream) -> io::Result<In> {
+        loop {
+            let mut ready = self.0.ready(Interest::PRIORITY).await?;
+            if let Some(byte) = urgent_byte(from) {
+                return Ok(In::Urgent {
+                    byte: Some(byte),
+                    after: Vec::new(),
+                });
+            }
+            // Read already by the readable path, or the socket closed: wait for the next.
+            ready.clear_ready();
+        }
+    }
 }
 
 /// The urgent byte `from` holds out of band, if one is there still unread.

@@ -241,6 +241,11 @@ fn urgent_data_passes_through_a_tunnel() {
     // And the tunnel still carries ordinary traffic both ways afterwards.
     task.write_all(b"again").unwrap();
     assert_eq!(read(&mut origin, 5), b"again");
+    // An urgent byte alone, nothing after it: it arrives without waiting for more.
+    rustix::net::send(&task, b"&", rustix::net::SendFlags::OOB).unwrap();
+    assert_eq!(urgent(&origin), Some(b'&'));
+    rustix::net::send(&origin, b"*", rustix::net::SendFlags::OOB).unwrap();
+    assert_eq!(urgent(&task), Some(b'*'));
     // Urgent data right before a close: what follows the urgent byte, and the byte itself
     // when it is the last thing sent, arrive before the close.
     rustix::net::send(&task, b"%", rustix::net::SendFlags::OOB).unwrap();
@@ -257,6 +262,6 @@ fn urgent_data_passes_through_a_tunnel() {
     drop(origin);
     assert!(eventually(|| tunnels(&proxy.gate).len() == 1));
     let record = &tunnels(&proxy.gate)[0];
-    assert_eq!(record.bytes_up, 6 + 1 + 5 + 5 + 1 + 4, "{record:?}");
-    assert_eq!(record.bytes_down, 5 + 1 + 5 + 1, "{record:?}");
+    assert_eq!(record.bytes_up, 6 + 1 + 5 + 5 + 1 + 1 + 4, "{record:?}");
+    assert_eq!(record.bytes_down, 5 + 1 + 5 + 1 + 1, "{record:?}");
 }
