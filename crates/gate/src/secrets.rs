@@ -213,33 +213,13 @@ pub fn prescan(roots: &[PathBuf], hidden: &[PathBuf], cache: &Path) -> Prescan {
     out
 }
 
-/// Build the known-secret matcher for `values` into `known` and wake whoever waits for it.
-fn build_known(values: Vec<Vec<u8>>, known: &(Mutex<KnownSlot>, Condvar)) {
-    let built = KnownSecrets::new(&values).map_err(|e| e.to_string());
-    let (lock, ready) = known;
-    *lock.lock().unwrap_or_else(|p| p.into_inner()) = KnownSlot::Ready(built);
-    ready.notify_all();
-}
-
 /// A scanner built on another thread, ready later; redaction waits for it. The task's known
-/// secrets are matched the same way: built on another thread once they are set, and waited
-/// for by whoever asks for them meanwhile.
+/// secrets, set once they exist, are matched alongside.
 #[derive(Clone, Default)]
 pub struct LazyScanner {
     inner: Arc<(Mutex<Option<Option<Scanner>>>, Condvar)>,
-    known: Arc<(Mutex<KnownSlot>, Condvar)>,
-}
-
-/// Where the known-secret matcher stands.
-#[derive(Default)]
-enum KnownSlot {
-    /// No values were set.
-    #[default]
-    Unset,
-    /// Values were set; the matcher is being built.
-    Building,
-    /// Built, or why it could not be.
-    Ready(Result<KnownSecrets, String>),
+    /// `None` until values are set; then the matcher, or why it could not be built.
+    known: Arc<Mutex<Option<Result<KnownSecrets, String>>>>,
 }
 
 impl std::fmt::Debug for LazyScanner {
@@ -273,28 +253,18 @@ impl LazyScanner {
     }
 
     /// Values that must never appear in output (the task's real credentials). Called once;
-    /// the matcher is built on another thread (about a millisecond for an identity token,
-    /// off the task's start), and [`LazyScanner::known`] waits for it from now on.
+    /// the matcher is built here (about 0.1 ms for a task's identity token).
     pub fn set_known(&self, values: &[Vec<u8>]) {
-        let values: Vec<Vec<u8>> = values
+        let values: Vec<&[u8]> = values
             .iter()
+            .map(Vec::as_slice)
             .filter(|v| v.len() >= KnownSecrets::MIN_LEN)
-            .cloned()
             .collect();
         if values.is_empty() {
             return;
         }
-        let (lock, _) = &*self.known;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = KnownSlot::Building;
-        let known = Arc::clone(&self.known);
-        // If no thread can start, the matcher is built here instead.
-        let spare = values.clone();
-        let spawned = std::thread::Builder::new()
-            .name("remit-known".into())
-            .spawn(move || build_known(values, &known));
-        if spawned.is_err() {
-            build_known(spare, &self.known);
-        }
+        let built = KnownSecrets::new(values).map_err(|e| e.to_string());
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(built);
     }
 
     /// The scanner, waiting for it if it is not built yet (`None` if it failed to build).
@@ -313,20 +283,13 @@ impl LazyScanner {
         lock.lock().ok().and_then(|slot| slot.clone())
     }
 
-    /// The known secrets, waiting for their matcher if it is being built: `Ok(None)` if
-    /// none were set, an error if values were set but cannot be matched (then nothing may
-    /// pass unchecked: output is withheld rather than let through).
+    /// The known secrets: `Ok(None)` if none were set, an error if values were set but
+    /// cannot be matched (then nothing may pass unchecked: output is withheld rather than
+    /// let through).
     pub fn known(&self) -> Result<Option<KnownSecrets>, String> {
-        let (lock, ready) = &*self.known;
-        let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            match &*slot {
-                KnownSlot::Unset => return Ok(None),
-                KnownSlot::Ready(known) => return known.clone().map(Some),
-                KnownSlot::Building => {
-                    slot = ready.wait(slot).unwrap_or_else(|p| p.into_inner());
-                }
-            }
+        match &*self.known.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(None),
+            Some(known) => known.clone().map(Some),
         }
     }
 
@@ -354,7 +317,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn known_secrets_set_are_waited_for_and_redacted() {
+    fn known_secrets_set_are_redacted() {
         let token = b"eyJhbGciOiJFUzI1NiJ9.a-task-identity-token-0123456789".to_vec();
         let lazy = LazyScanner::start();
         // Twin: nothing set, nothing known (and no waiting).
@@ -363,7 +326,6 @@ mod tests {
         lazy.set_known(&[b"short".to_vec()]);
         assert!(lazy.known().unwrap().is_none());
         lazy.set_known(std::slice::from_ref(&token));
-        // Asked for at once, while the matcher may still be building: it is waited for.
         let known = lazy.known().unwrap().expect("the known secrets are built");
         let text = format!("leak: {} end", String::from_utf8_lossy(&token));
         assert!(known.find(text.as_bytes()).is_some());
@@ -382,7 +344,7 @@ mod tests {
         let lazy = LazyScanner::start();
         // A matcher that could not be built: what it should have caught is withheld, never
         // let through unchecked.
-        *lazy.known.0.lock().unwrap() = KnownSlot::Ready(Err("too large".into()));
+        *lazy.known.lock().unwrap() = Some(Err("too large".into()));
         assert!(lazy.known().is_err());
         assert_eq!(
             lazy.redact("the secret itself"),
