@@ -102,8 +102,7 @@ impl KnownSecrets {
         I: IntoIterator<Item = V>,
         V: AsRef<[u8]>,
     {
-        let mut patterns: Vec<Vec<u8>> = Vec::new();
-        let mut variants: Vec<(usize, Encoding)> = Vec::new();
+        let mut forms: Vec<(Vec<u8>, (usize, Encoding))> = Vec::new();
         let mut ignored = Vec::new();
         let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         let mut count = 0;
@@ -116,16 +115,14 @@ impl KnownSecrets {
             }
             for (encoding, form) in encodings(value) {
                 if form.len() >= Self::MIN_LEN && seen.insert(form.clone()) {
-                    patterns.push(form);
-                    variants.push((index, encoding));
+                    forms.push((form, (index, encoding)));
                 }
             }
         }
         // Longest first: at one place, the first form that matches is the longest there.
-        let mut order: Vec<usize> = (0..patterns.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(patterns[i].len()));
-        let patterns: Vec<Vec<u8>> = order.iter().map(|&i| patterns[i].clone()).collect();
-        let variants: Vec<(usize, Encoding)> = order.iter().map(|&i| variants[i]).collect();
+        forms.sort_by_key(|(form, _)| std::cmp::Reverse(form.len()));
+        let (patterns, variants): (Vec<Vec<u8>>, Vec<(usize, Encoding)>) =
+            forms.into_iter().unzip();
         let longest = patterns.first().map_or(0, Vec::len);
         let mut anchors: Vec<&[u8]> = patterns.iter().map(|p| &p[..p.len().min(ANCHOR)]).collect();
         anchors.sort_unstable();
