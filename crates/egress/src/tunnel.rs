@@ -226,20 +226,6 @@ async fn one_way(
         };
         let mut held = match step {
             In::End => {
-                // An urgent byte sent just before the close sits out of band, where no
-                // splice or ordinary read reaches it: pass it on before the close.
-                // Best effort, as the close itself: a receiver already gone does not make
-                // the tunnel's end an error.
-                if let Some(byte) = urgent_byte(from) {
-                    if let Err(reason) = meter.charge(1) {
-                        return Some(reason);
-                    }
-                    let byte = [byte];
-                    let sent = send_when_ready(to, &byte, rustix::net::SendFlags::OOB);
-                    if let Ok(Ok(_)) = tokio::time::timeout(idle, sent).await {
-                        moved.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
                 let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
                 return None;
             }
@@ -335,7 +321,15 @@ async fn spliced_in(from: &TcpStream, pipe: BorrowedFd<'_>, len: usize) -> io::R
             // Also what `splice(2)` says at the urgent mark once the sender's close has
             // arrived: it is the end only if no ordinary bytes wait past the mark.
             Ok(0) => match past_urgent_mark(from, len) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(In::End),
+                // The end; but an urgent byte sent just before the close sits out of band,
+                // where no splice or ordinary read reaches it: pass it on first.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(match urgent_byte(from) {
+                    Some(byte) => In::Urgent {
+                        byte: Some(byte),
+                        after: Vec::new(),
+                    },
+                    None => In::End,
+                }),
                 other => other,
             },
             Ok(n) => Ok(In::Spliced(n)),
