@@ -164,7 +164,16 @@ pub async fn serve_agent(listener: UnixListener, api: Arc<Api>) {
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let api = Arc::clone(&api);
-                async move { Ok::<_, Infallible>(agent_route(&api, request).await) }
+                async move {
+                    let response = agent_route(&api, request).await;
+                    // A killed task hears nothing more until its processes are gone: an
+                    // answer (a cancelled approval, a refusal) would let the process that
+                    // waited for it run on for as long as the kill takes to land.
+                    if api.gate.killed().is_some() {
+                        api.gate.wait_closed().await;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = builder()
                 .serve_connection(TokioIo::new(stream), service)

@@ -351,6 +351,8 @@ pub struct Gate {
     state: Arc<Mutex<State>>,
     killed: AtomicBool,
     killed_notify: Notify,
+    closed: AtomicBool,
+    closed_notify: Notify,
 }
 
 impl std::fmt::Debug for Gate {
@@ -473,6 +475,8 @@ impl Gate {
             state: Arc::new(Mutex::new(State::default())),
             killed: AtomicBool::new(false),
             killed_notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            closed_notify: Notify::new(),
         }
     }
 
@@ -1234,6 +1238,21 @@ impl Gate {
                 };
                 approval.notify.notify_waiters();
             }
+        }
+        drop(state);
+        self.closed.store(true, Ordering::SeqCst);
+        self.closed_notify.notify_waiters();
+    }
+
+    /// Resolves once the task has ended and [`Gate::close`] ran: nothing of the task is
+    /// left running by then.
+    pub async fn wait_closed(&self) {
+        loop {
+            let notified = self.closed_notify.notified();
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
         }
     }
 }
