@@ -14,6 +14,10 @@ mod rulefile;
 #[path = "src/absorb.rs"]
 mod absorb;
 
+#[path = "src/keyword_dfa.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod keyword_dfa;
+
 fn check_pattern(pattern: &str) -> Result<(), String> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
@@ -28,6 +32,7 @@ fn main() {
     println!("cargo::rerun-if-changed=rules");
     println!("cargo::rerun-if-changed=src/rulefile.rs");
     println!("cargo::rerun-if-changed=src/absorb.rs");
+    println!("cargo::rerun-if-changed=src/keyword_dfa.rs");
     let dir = Path::new("rules");
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -97,13 +102,33 @@ fn main() {
     out.push_str("];\n");
     // The keyword automaton's input for the built-in rules, as the engine would choose it.
     out.push_str("pub(crate) static BUILTIN_KEYWORDS: &[(&str, &[u32])] = &[\n");
-    for (keyword, ids) in absorb::absorb(by_keyword) {
+    let kept = absorb::absorb(by_keyword);
+    for (keyword, ids) in &kept {
         let _ = writeln!(out, "    ({keyword:?}, &{ids:?}),");
     }
     out.push_str("];\n");
     let Some(out_dir) = std::env::var_os("OUT_DIR") else {
         fail("OUT_DIR is not set");
     };
+    // Their automaton, made now rather than at every start.
+    let words: Vec<&str> = kept.iter().map(|(k, _)| k.as_str()).collect();
+    let Some(dfa) = keyword_dfa::build(&words) else {
+        fail("the built-in keywords make no automaton (one is empty or inside another)");
+    };
+    if let Err(err) = std::fs::write(
+        Path::new(&out_dir).join("keyword_dfa.bin"),
+        dfa.next_bytes(),
+    ) {
+        fail(&format!("cannot write the keyword automaton: {err}"));
+    }
+    let _ = writeln!(
+        out,
+        "pub(crate) static BUILTIN_KEYWORD_DFA: crate::keyword_dfa::Static = \
+         crate::keyword_dfa::Static {{ classes: {:?}, stride: {}, \
+         next: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/keyword_dfa.bin\")), \
+         first_match: {}, matches: &{:?} }};",
+        dfa.classes, dfa.stride, dfa.first_match, dfa.matches
+    );
     if let Err(err) = std::fs::write(Path::new(&out_dir).join("builtin_rules.rs"), out) {
         fail(&format!("cannot write the compiled rules: {err}"));
     }

@@ -92,15 +92,40 @@ struct Inner {
     longest_keyword: usize,
 }
 
-/// The keyword automaton, in two forms with the same pattern ids: a contiguous NFA, cheap to
-/// build (well under a millisecond), and a DFA, about three times faster to run but a few
-/// milliseconds to build. Small inputs (every command's output) never pay for the DFA; it is
-/// built once a scanner has read [`DFA_AFTER`] bytes.
+/// The keyword automaton, in two forms with the same pattern ids: one for small inputs
+/// (every command's output), cheap to have, and an Aho-Corasick DFA, about three times faster
+/// to run but a few milliseconds to build, made once a scanner has read [`DFA_AFTER`] bytes.
+/// The small form of the built-in rules was made when remit was built
+/// ([`crate::keyword_dfa`]); other rules get a contiguous NFA (well under a millisecond).
 struct Keywords {
-    nfa: AhoCorasick,
+    small: Small,
     dfa: OnceLock<Option<AhoCorasick>>,
     patterns: Vec<String>,
+    lens: Vec<usize>,
     scanned: std::sync::atomic::AtomicU64,
+}
+
+enum Small {
+    Compiled(&'static crate::keyword_dfa::Static),
+    Nfa(AhoCorasick),
+}
+
+/// What [`Keywords::searcher`] chose for one region.
+enum Searcher<'a> {
+    Compiled(&'a crate::keyword_dfa::Static, &'a [usize]),
+    Automaton(&'a AhoCorasick),
+}
+
+impl Searcher<'_> {
+    /// The first keyword occurrence in `haystack[from..]`: its start and keyword index.
+    fn find(&self, haystack: &[u8], from: usize) -> Option<(usize, usize)> {
+        match self {
+            Searcher::Compiled(dfa, lens) => dfa.find(haystack, from, lens),
+            Searcher::Automaton(ac) => ac
+                .find(aho_corasick::Input::new(haystack).range(from..))
+                .map(|hit| (hit.start(), hit.pattern().as_usize())),
+        }
+    }
 }
 
 /// Bytes scanned before the keyword DFA is built.
@@ -119,7 +144,7 @@ impl Keywords {
     }
 
     /// The automaton to search `len` more bytes with.
-    fn automaton(&self, len: usize) -> &AhoCorasick {
+    fn searcher(&self, len: usize) -> Searcher<'_> {
         use std::sync::atomic::Ordering;
         let before = self.scanned.fetch_add(len as u64, Ordering::Relaxed);
         if before.saturating_add(len as u64) >= DFA_AFTER
@@ -127,9 +152,12 @@ impl Keywords {
                 .dfa
                 .get_or_init(|| Self::build(AhoCorasickKind::DFA, &self.patterns).ok())
         {
-            return dfa;
+            return Searcher::Automaton(dfa);
         }
-        &self.nfa
+        match &self.small {
+            Small::Compiled(dfa) => Searcher::Compiled(dfa, &self.lens),
+            Small::Nfa(nfa) => Searcher::Automaton(nfa),
+        }
     }
 }
 
@@ -224,11 +252,15 @@ impl Scanner {
     /// Build a scanner for `rules`. Regexes are compiled lazily, on first use.
     pub fn new(rules: Rules) -> Result<Self, ScanError> {
         let kept = kept_keywords(&rules)?;
-        Self::with_keywords(rules, kept)
+        Self::with_keywords(rules, kept, None)
     }
 
-    fn with_keywords(rules: Rules, kept: Vec<(String, Vec<u32>)>) -> Result<Self, ScanError> {
-        let (keywords, keyword_rules, longest_keyword) = build_keywords(kept)?;
+    fn with_keywords(
+        rules: Rules,
+        kept: Vec<(String, Vec<u32>)>,
+        compiled: Option<&'static crate::keyword_dfa::Static>,
+    ) -> Result<Self, ScanError> {
+        let (keywords, keyword_rules, longest_keyword) = build_keywords(kept, compiled)?;
         let regexes = (0..rules.len()).map(|_| OnceLock::new()).collect();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -247,7 +279,11 @@ impl Scanner {
             .iter()
             .map(|(keyword, ids)| ((*keyword).to_owned(), ids.to_vec()))
             .collect();
-        Self::with_keywords(Rules::builtin(), kept)
+        Self::with_keywords(
+            Rules::builtin(),
+            kept,
+            Some(&crate::rules::BUILTIN_KEYWORD_DFA),
+        )
     }
 
     /// The rules this scanner runs.
@@ -429,15 +465,13 @@ impl Scanner {
         let Some(keywords) = &self.inner.keywords else {
             return;
         };
-        let ac = keywords.automaton(to.saturating_sub(from));
+        let searcher = keywords.searcher(to.saturating_sub(from));
         let limit = (to + self.inner.longest_keyword).min(data.len());
         let mut pos = from;
         while pos < to {
-            let input = aho_corasick::Input::new(&data[..limit]).range(pos..limit);
-            let Some(hit) = ac.find(input) else {
+            let Some((start, keyword)) = searcher.find(&data[..limit], pos) else {
                 break;
             };
-            let start = hit.start();
             if start >= to {
                 break;
             }
@@ -445,7 +479,7 @@ impl Scanner {
             // one byte later finds every occurrence of every keyword.
             pos = start + 1;
             let absolute = base + start as u64;
-            for &rule in self.inner.keyword_rules[hit.pattern().as_usize()].iter() {
+            for &rule in self.inner.keyword_rules[keyword].iter() {
                 let r = rule as usize;
                 if absolute < state.scanned_until[r] {
                     continue;
@@ -633,21 +667,29 @@ fn kept_keywords(rules: &Rules) -> Result<Vec<(String, Vec<u32>)>, ScanError> {
     Ok(crate::absorb::absorb(by_keyword))
 }
 
-/// Build the keyword automaton from the kept keywords.
+/// Build the keyword automaton from the kept keywords, or take the one made for them when
+/// remit was built.
 #[allow(clippy::type_complexity)]
 fn build_keywords(
     kept: Vec<(String, Vec<u32>)>,
+    compiled: Option<&'static crate::keyword_dfa::Static>,
 ) -> Result<(Option<Keywords>, Vec<Box<[u32]>>, usize), ScanError> {
     if kept.is_empty() {
         return Ok((None, Vec::new(), 0));
     }
     let longest = kept.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let patterns: Vec<String> = kept.iter().map(|(k, _)| k.clone()).collect();
-    let nfa = Keywords::build(AhoCorasickKind::ContiguousNFA, &patterns)
-        .map_err(|err| ScanError::Keywords(err.to_string()))?;
+    let small = match compiled {
+        Some(dfa) => Small::Compiled(dfa),
+        None => Small::Nfa(
+            Keywords::build(AhoCorasickKind::ContiguousNFA, &patterns)
+                .map_err(|err| ScanError::Keywords(err.to_string()))?,
+        ),
+    };
     let keywords = Keywords {
-        nfa,
+        small,
         dfa: OnceLock::new(),
+        lens: patterns.iter().map(String::len).collect(),
         patterns,
         scanned: std::sync::atomic::AtomicU64::new(0),
     };

@@ -61,6 +61,7 @@ mod absorb;
 mod engine;
 mod finding;
 mod git;
+mod keyword_dfa;
 mod known;
 mod redact;
 mod rulefile;
