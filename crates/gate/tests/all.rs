@@ -506,3 +506,104 @@ async fn an_abandoned_effect_is_recorded_as_failed() {
         .collect();
     assert!(after.is_empty(), "{after:?}");
 }
+
+/// Send one request on the agent socket; the answer is read on a task of its own. The
+/// writing half is returned so that the connection stays open.
+async fn agent_request(
+    socket: &std::path::Path,
+    request: &str,
+) -> (
+    tokio::net::unix::OwnedWriteHalf,
+    tokio::task::JoinHandle<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(request.as_bytes()).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = read.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    (write, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_task_hears_nothing_until_its_processes_are_gone() {
+    use remit_gate::api::{Api, serve_agent};
+    let (gate, _, _) = gate();
+    let loaded = remit_types::remit::parse(REMIT, "t.remit.toml", ".".into()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (kill, _kills) = tokio::sync::mpsc::unbounded_channel();
+    let api = Arc::new(Api {
+        gate: Arc::clone(&gate),
+        info: remit_gate::registry::TaskInfo {
+            task: "01TASK".into(),
+            agent: "ci-fixer".into(),
+            owner: "alice".into(),
+            requester: "alice".into(),
+            remit: "t.remit.toml".into(),
+            remit_hash: "sha256:00".into(),
+            workspace: dir.path().display().to_string(),
+            command: vec!["sh".into()],
+            supervisor_pid: std::process::id(),
+            init_pid: 0,
+            started: "2026-12-07T00:00:00Z".into(),
+        },
+        remit: loaded.remit,
+        workspace: dir.path().to_owned(),
+        kill,
+        owner_uid: 0,
+        task_uid: None,
+        task_pidns: None,
+        redactor: None,
+        code: std::sync::OnceLock::new(),
+    });
+    let socket = dir.path().join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(serve_agent(listener, api));
+    let body = r#"{"kind":"publish","args":{"tag":"v1"},"wait":60}"#;
+    let post = format!(
+        "POST /v1/actions HTTP/1.1\r\nHost: remit\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let status = "GET /v1/status HTTP/1.1\r\nHost: remit\r\nConnection: close\r\n\r\n";
+
+    // The harmless twin: a live task is answered at once.
+    let (_open, answer) = agent_request(&socket, status).await;
+    let text = tokio::time::timeout(Duration::from_secs(30), answer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // A request waits for an approval; the task is killed meanwhile.
+    let (_open, waiting) = agent_request(&socket, &post).await;
+    for _ in 0..3000 {
+        if !gate.approvals().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gate.approvals().len(), 1);
+    gate.kill("killed by alice: runaway");
+    // The gate refused the effect at once, and a new request is refused too, but neither
+    // answer leaves while the task's processes may still be running.
+    let (_open2, refused) = agent_request(&socket, &post).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished() && !refused.is_finished());
+    // Its processes are gone: the answers go out, saying why.
+    gate.close("the task ended");
+    for answer in [waiting, refused] {
+        let text = tokio::time::timeout(Duration::from_secs(30), answer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+        assert!(
+            text.contains("kill-switch") || text.contains("killed"),
+            "{text}"
+        );
+    }
+}
