@@ -110,18 +110,22 @@ async fn outer<G: EgressGate>(
 }
 
 /// A host as it appears in an authority, lower case, without brackets or a trailing dot;
-/// `None` if it has characters no host name has.
+/// `None` if it has characters no host name has, or an empty label (`.a.com`, `a..com`):
+/// no name resolves so, and a name the proxy and the remit's host patterns might read two
+/// ways is refused before either decides on it.
 pub(crate) fn normalize_host(host: &str) -> Option<String> {
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let host = bracketed.unwrap_or(host);
+    let host = match bracketed {
+        Some(address) => address.to_ascii_lowercase(),
+        None => host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
+    };
     let ok = !host.is_empty()
         && host.len() <= 253
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b':');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b':')
+        && (host.contains(':') || !host.split('.').any(str::is_empty));
     ok.then_some(host)
 }
 
@@ -468,5 +472,32 @@ async fn serve_inner<G, S>(
     };
     if let Err(error) = result {
         report_client_error(&shared, peer, Some(&target.host), Stage::ClientHttp, &error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_host;
+
+    #[test]
+    fn hosts_are_normalized_and_malformed_ones_refused() {
+        for (given, want) in [
+            ("Example.COM", Some("example.com")),
+            ("example.com.", Some("example.com")),
+            ("a-b_c.example", Some("a-b_c.example")),
+            ("10.0.0.1", Some("10.0.0.1")),
+            ("[::1]", Some("::1")),
+            ("[FE80::1]", Some("fe80::1")),
+            (".example.com", None),
+            ("a..example.com", None),
+            ("example.com..", None),
+            (".", None),
+            ("", None),
+            ("exa mple.com", None),
+            ("example.com/x", None),
+        ] {
+            assert_eq!(normalize_host(given).as_deref(), want, "{given:?}");
+        }
+        assert_eq!(normalize_host(&"a".repeat(254)), None);
     }
 }

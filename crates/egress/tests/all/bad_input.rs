@@ -108,6 +108,27 @@ fn bad_connections_are_closed_and_others_served() {
     );
     assert_eq!(proxy.curl(&[&ok]).0, 200);
 
+    // Host names with an empty label: refused before any decision, like any name that is
+    // not one.
+    for host in [".origin.test", "a..origin.test"] {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        write!(
+            s,
+            "CONNECT {host}:{} HTTP/1.1\r\nhost: {host}\r\n\r\n",
+            good.port()
+        )
+        .unwrap();
+        let answer = read_all(&mut s);
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let (status, headers, body) = proxy.curl(&[&format!("http://a..origin.test:{}/", good.port())]);
+    assert_eq!(status, 400, "{headers}{body}");
+    assert_eq!(proxy.curl(&[&ok]).0, 200);
+
     // Invalid TLS from the task after CONNECT.
     let mut s = TcpStream::connect(proxy.addr).unwrap();
     write!(
