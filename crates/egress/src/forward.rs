@@ -280,6 +280,18 @@ pub(crate) fn canonical_path(path_and_query: &str) -> Result<String, String> {
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/').skip(1) {
+        // `..;x` or `a%2F..`: a dot segment to servers that drop path parameters or decode
+        // separators before resolving (Tomcat, Jetty, some proxies), a name to the policy.
+        let hidden_dots = !matches!(segment, "." | "..")
+            && segment
+                .split("%2F")
+                .flat_map(|part| part.split("%5C"))
+                .any(|part| matches!(part.split(';').next(), Some("." | "..")));
+        if hidden_dots {
+            return Err(format!(
+                "the path segment `{segment}` hides a `.` or `..` behind parameters or an escaped separator, which servers resolve differently"
+            ));
+        }
         match segment {
             "." => {}
             ".." => {
@@ -636,6 +648,21 @@ async fn pipeline<G: EgressGate>(
         .unwrap_or("")
         .to_owned();
     let candidates = shared.publish.candidates(&method, &path, &content_type);
+    // One coding at most: with two headers (`identity` then `gzip`) or a list, what is
+    // inspected here and what the origin decodes could differ.
+    if parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .count()
+        > 1
+    {
+        return Err(ctx.deny(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "egress.encoding",
+            "remit cannot inspect a request body with more than one Content-Encoding header; send one coding",
+        ));
+    }
     let encoding = parts
         .headers
         .get(header::CONTENT_ENCODING)
@@ -706,6 +733,14 @@ async fn pipeline<G: EgressGate>(
             }
         }
         injected.push(c.name.clone());
+    }
+    if !injected.is_empty() {
+        // The answer to a request carrying a real credential is searched for it: it must
+        // come uncompressed, or the search would look at compressed bytes the task unpacks.
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
     }
     if let Ok(mut record) = ctx.guard.record.lock() {
         record.credentials = injected.clone();
@@ -915,6 +950,40 @@ async fn pipeline<G: EgressGate>(
         record.upstream = Some(addr);
         record.protocol = Some(protocol.to_owned());
         record.response_after_us = Some(micros(started));
+    }
+    if !injected.is_empty() {
+        // A real credential reflected in the answer's headers (a redirect repeating the
+        // query, an echoed header) is withheld like one in its body; so is an answer whose
+        // body cannot be searched.
+        for (name, value) in &parts.headers {
+            if let Some(hit) = matcher.scan(value.as_bytes(), host, port, false) {
+                let what = shared.matcher.describe(hit.label);
+                return Err(ctx.violation(
+                    ViolationKind::KnownSecret,
+                    "egress.dlp",
+                    &format!(
+                        "the answer from `{host}` carries {what} in its `{name}` header; it was withheld from the task"
+                    ),
+                ));
+            }
+        }
+        let coding = parts
+            .headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+        if let Some(coding) = coding {
+            return Err(ctx.deny(
+                StatusCode::BAD_GATEWAY,
+                "egress.encoding",
+                &format!(
+                    "`{host}` answered a request carrying an injected credential with a `{coding}`-encoded body, which remit cannot search for the credential; it was withheld"
+                ),
+            ));
+        }
     }
     // A real credential reflected back by an origin that received it is cut off too.
     let scan = (!injected.is_empty()).then(|| {
@@ -1232,6 +1301,29 @@ mod tests {
         assert!(canonical_path("/a%zz").is_err());
         assert!(canonical_path("/a%2").is_err());
         assert!(canonical_path("a").is_err());
+        // Dot segments hidden behind parameters or escaped separators are refused…
+        for hidden in [
+            "/repos/acme/..;/other/admin",
+            "/repos/acme/..;x=1/admin",
+            "/a/.;/b",
+            "/a/%2e%2e;/b",
+            "/repos/acme/x%2F..%2F..%2Fadmin",
+            "/repos/acme/x%2f..%2fadmin",
+            "/a/..%5Cadmin",
+            "/a/%2F..",
+        ] {
+            let refused = canonical_path(hidden).unwrap_err();
+            assert!(
+                refused.contains("hides a `.` or `..`"),
+                "{hidden}: {refused}"
+            );
+        }
+        // …while their harmless twins pass.
+        assert_eq!(canonical_path("/a/x;v=1").unwrap(), "/a/x;v=1");
+        assert_eq!(canonical_path("/a/...").unwrap(), "/a/...");
+        assert_eq!(canonical_path("/a/..b;c").unwrap(), "/a/..b;c");
+        assert_eq!(canonical_path("/a/x%2Fy").unwrap(), "/a/x%2Fy");
+        assert_eq!(canonical_path("/a/.well-known").unwrap(), "/a/.well-known");
         assert_eq!(canonical_path("*").unwrap(), "*");
     }
 

@@ -445,15 +445,27 @@ fn object_id(kind: &str, content: &[u8], sha256: bool) -> Vec<u8> {
     }
 }
 
+/// A commit's parents as git reads them: the `parent` lines right after its `tree` line and
+/// nothing else. A `parent` line anywhere later in the header (after `author`, say) is no
+/// parent to git, so it must be none here: counting it would let a commit that replaces a
+/// branch's history pass for a fast-forward. A commit git could not parse has no parents,
+/// and an update to it is a rewrite.
 fn commit_parents(content: &[u8]) -> Vec<String> {
+    let mut lines = content.split(|b| *b == b'\n');
+    let is_id = |id: &[u8]| matches!(id.len(), 40 | 64) && id.iter().all(u8::is_ascii_hexdigit);
+    match lines.next().and_then(|l| l.strip_prefix(b"tree ")) {
+        Some(tree) if is_id(tree) => {}
+        _ => return Vec::new(),
+    }
     let mut parents = Vec::new();
-    for line in content.split(|b| *b == b'\n') {
-        if line.is_empty() {
+    for line in lines {
+        let Some(id) = line.strip_prefix(b"parent ") else {
             break;
+        };
+        if !is_id(id) {
+            return Vec::new();
         }
-        if let Some(id) = line.strip_prefix(b"parent ") {
-            parents.push(String::from_utf8_lossy(id).to_ascii_lowercase());
-        }
+        parents.push(String::from_utf8_lossy(id).to_ascii_lowercase());
     }
     parents
 }
@@ -516,6 +528,51 @@ pub(crate) fn refusal(push: &Push, reasons: &[Option<String>], summary: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parents_are_read_where_git_reads_them() {
+        let (tree, a, b) = ("1".repeat(40), "a".repeat(40), "B".repeat(40));
+        let who = "author x <x@y> 0 +0000\ncommitter x <x@y> 0 +0000";
+        let commit = |header: String| {
+            commit_parents(format!("{header}\n\nmessage\nparent {a}\n").as_bytes())
+        };
+        assert_eq!(
+            commit(format!("tree {tree}\nparent {a}\n{who}")),
+            vec![a.clone()]
+        );
+        assert_eq!(
+            commit(format!("tree {tree}\nparent {a}\nparent {b}\n{who}")),
+            [a.clone(), b.to_ascii_lowercase()]
+        );
+        assert_eq!(commit(format!("tree {tree}\n{who}")), Vec::<String>::new());
+        // A `parent` line out of place is no parent (git ignores it), nor one in the message.
+        assert_eq!(
+            commit(format!("tree {tree}\n{who}\nparent {a}")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            commit(format!("tree {tree}\nparent {a}\n{who}\nparent {b}")),
+            vec![a.clone()]
+        );
+        // Not a commit git parses: no parents.
+        assert_eq!(
+            commit(format!("parent {a}\ntree {tree}\n{who}")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            commit(format!("tree {tree}\nparent xyz\n{who}")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            commit(format!("tree {tree}\nparent {a} \n{who}")),
+            Vec::<String>::new()
+        );
+        let long = "c".repeat(64);
+        assert_eq!(
+            commit(format!("tree {long}\nparent {long}\n{who}")),
+            vec![long.clone()]
+        );
+    }
 
     #[test]
     fn commands() {

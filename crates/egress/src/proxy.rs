@@ -110,22 +110,24 @@ async fn outer<G: EgressGate>(
 }
 
 /// A host as it appears in an authority, lower case, without brackets or a trailing dot;
-/// `None` if it has characters no host name has, or an empty label (`.a.com`, `a..com`):
-/// no name resolves so, and a name the proxy and the remit's host patterns might read two
-/// ways is refused before either decides on it.
+/// `None` if it has characters no host name has, an empty label (`.a.com`, `a..com`), or
+/// brackets around anything but an IPv6 address (and a colon outside them): no name resolves
+/// so, and a name the proxy and the remit's host patterns might read two ways is refused
+/// before either decides on it.
 pub(crate) fn normalize_host(host: &str) -> Option<String> {
-    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-    let host = bracketed.unwrap_or(host);
-    let host = match bracketed {
-        Some(address) => address.to_ascii_lowercase(),
-        None => host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
-    };
+    if let Some(address) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return address
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+            .then(|| address.to_ascii_lowercase());
+    }
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     let ok = !host.is_empty()
         && host.len() <= 253
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b':')
-        && (host.contains(':') || !host.split('.').any(str::is_empty));
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && !host.split('.').any(str::is_empty);
     ok.then_some(host)
 }
 
@@ -488,6 +490,12 @@ mod tests {
             ("10.0.0.1", Some("10.0.0.1")),
             ("[::1]", Some("::1")),
             ("[FE80::1]", Some("fe80::1")),
+            ("[::ffff:10.0.0.1]", Some("::ffff:10.0.0.1")),
+            ("[example.com]", None),
+            ("[10.0.0.1]", None),
+            ("[fe80::1%eth0]", None),
+            ("::1", None),
+            ("a:b", None),
             (".example.com", None),
             ("a..example.com", None),
             ("example.com..", None),

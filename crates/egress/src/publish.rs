@@ -88,11 +88,25 @@ impl Candidate {
     }
 
     /// Whether the body (if needed) confirms the endpoint.
+    ///
+    /// A JSON body is also read as JSON: a registry decodes `"vers\u0069ons"` as
+    /// `"versions"`, so a key spelled with escapes must confirm as well as a plain one.
     pub(crate) fn confirmed_by(&self, body: &[u8]) -> bool {
-        match &self.endpoint.body {
-            Some(marker) => memchr_find(body, marker.as_bytes()),
-            None => true,
-        }
+        let Some(marker) = &self.endpoint.body else {
+            return true;
+        };
+        memchr_find(body, marker.as_bytes())
+            || (self.endpoint.package.as_deref() == Some("npm-json")
+                && serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .as_ref()
+                    .and_then(serde_json::Value::as_object)
+                    .is_some_and(|object| {
+                        marker
+                            .strip_prefix('"')
+                            .and_then(|m| m.strip_suffix('"'))
+                            .is_some_and(|key| object.contains_key(key))
+                    }))
     }
 
     /// The effect's arguments: `registry`, `operation`, `package`, `version`.
@@ -275,5 +289,26 @@ mod tests {
         assert!(c.confirmed_by(form));
         assert_eq!(c.args(form)["package"], "demo");
         assert_eq!(c.args(form)["version"], "1.2");
+        // A field name without quotes, as lenient form parsers take it.
+        assert!(c.confirmed_by(
+            b"--x\r\nContent-Disposition: form-data; name=:action\r\n\r\nfile_upload\r\n--x--"
+        ));
+    }
+
+    #[test]
+    fn a_packument_is_recognised_however_its_keys_are_spelled() {
+        let c = &Endpoints::builtin()
+            .unwrap()
+            .candidates("PUT", "/demo", "application/json")[0];
+        assert!(c.confirmed_by(br#"{"name":"demo","versions":{"1.0.0":{}}}"#));
+        // Escapes a registry decodes: still a publish, with its version read.
+        let escaped = br#"{"name":"demo","vers\u0069ons":{"1.0.1":{}}}"#;
+        assert!(c.confirmed_by(escaped));
+        assert_eq!(c.args(escaped)["version"], "1.0.1");
+        assert!(c.confirmed_by(br#"{"name":"demo","\u0076ersions":{}}"#));
+        // Harmless twins: other documents stay ordinary requests.
+        assert!(!c.confirmed_by(br#"{"name":"demo","description":"v"}"#));
+        assert!(!c.confirmed_by(br#"{"name":"demo","nested":{"vers\u0069ons":{}}}"#));
+        assert!(!c.confirmed_by(b"not json"));
     }
 }

@@ -3,6 +3,8 @@
 
 use base64::Engine as _;
 
+use std::sync::Arc;
+
 use crate::support::*;
 
 /// A token the task holds in the clear, for `api.test` only (a git lease's).
@@ -49,10 +51,15 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(hello())
+}
+
+/// The world with `handler` answering on the bound host.
+fn world_with(handler: Handler) -> World {
     let rt = runtime();
     let ca = OriginCa::new();
     let config = ca.server_config(&["api.test", "other.test"]);
-    let bound = rt.block_on(origin("127.0.0.1:0", Some(config.clone()), hello()));
+    let bound = rt.block_on(origin("127.0.0.1:0", Some(config.clone()), handler));
     let other = rt.block_on(origin("127.0.0.1:0", Some(config), hello()));
     let mut setup = Setup::new(&remit(bound.port(), other.port()));
     setup.resolver = TableResolver::with(&[("api.test", "127.0.0.1"), ("other.test", "127.0.0.1")]);
@@ -293,6 +300,25 @@ fn real_secrets_never_leave() {
             "the answer must not echo the secret"
         );
     }
+    // Two codings in two headers (`identity` read first, `gzip` decoded by the origin):
+    // refused, not inspected as the wrong thing; one `gzip` header is what is inspected above.
+    let gz_arg = format!("@{}", gz.display());
+    let (status, headers, body) = w.curl(&[
+        "-H",
+        "content-encoding: identity",
+        "-H",
+        "content-encoding: gzip",
+        "--data-binary",
+        &gz_arg,
+        &w.other_url("/gz2"),
+    ]);
+    assert_eq!(status, 415, "{headers}{body}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("x-remit-policy: egress.encoding"),
+        "{headers}"
+    );
     w.nothing_real_arrived();
     // The streamed body never delivered the secret's bytes, and records are redacted.
     for seen in w.other.requests() {
@@ -375,4 +401,107 @@ fn a_bound_token_goes_to_its_host_only() {
         w.other.requests().is_empty(),
         "nothing reached the other host"
     );
+}
+
+/// An origin that hands back what it received: a real credential it was sent comes back in
+/// a header, a redirect or a compressed body, and the task gets none of them.
+#[test]
+fn a_credential_reflected_in_an_answer_is_withheld() {
+    let gzip = |bytes: &[u8]| {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    };
+    let handler: Handler = Arc::new(move |seen: &Seen| {
+        let key = seen.header("x-api-key").unwrap_or("none").to_owned();
+        let query = seen.uri.split_once('?').map_or("", |(_, q)| q).to_owned();
+        let plain = vec![("content-type".to_owned(), "text/plain".to_owned())];
+        let gzipped = vec![("content-encoding".to_owned(), "gzip".to_owned())];
+        let path = seen.uri.split('?').next().unwrap_or("").to_owned();
+        match path.rsplit('/').next().unwrap_or("") {
+            "echo-header" => (200, vec![("x-echo".into(), key)], b"ok".to_vec()),
+            "other-header" => (200, vec![("x-other".into(), "fine".into())], b"ok".to_vec()),
+            "redirect" => (
+                301,
+                vec![("location".into(), format!("https://api.test/moved?{query}"))],
+                Vec::new(),
+            ),
+            "gzip" => (200, gzipped, gzip(format!("you sent {key}").as_bytes())),
+            "accept" => (
+                200,
+                plain,
+                seen.header("accept-encoding")
+                    .unwrap_or("none")
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            _ => (200, plain, b"hello".to_vec()),
+        }
+    });
+    let w = world_with(handler);
+    let phantom = w.proxy.var("MODEL_API_KEY");
+    let maps = w.proxy.var("MAPS_KEY");
+    let key_header = format!("x-api-key: {phantom}");
+    let withheld = |args: &[&str], policy: &str, status: u16| {
+        let (got, headers, body) = w.curl(args);
+        assert_eq!(got, status, "{args:?}: {headers}{body}");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains(&format!("x-remit-policy: {policy}")),
+            "{args:?}: {headers}"
+        );
+        for real in [REAL, QUERY_REAL] {
+            assert!(
+                !headers.contains(real) && !body.contains(real),
+                "{headers}{body}"
+            );
+        }
+    };
+    // The origin echoes the injected header back.
+    withheld(
+        &["-H", &key_header, &w.bound_url("/echo-header")],
+        "egress.dlp",
+        403,
+    );
+    // A redirect that repeats the query, injected key and all.
+    withheld(
+        &[&w.bound_url(&format!("/redirect?q=1&key={maps}"))],
+        "egress.dlp",
+        403,
+    );
+    // A compressed body the search could not read, though the task asked for none.
+    withheld(
+        &["--compressed", "-H", &key_header, &w.bound_url("/gzip")],
+        "egress.encoding",
+        502,
+    );
+    assert!(
+        violations(&w.proxy.gate)
+            .iter()
+            .filter(|v| v.kind == remit_egress::ViolationKind::KnownSecret)
+            .count()
+            >= 2
+    );
+
+    // Harmless twins: answers without the credential pass as they came.
+    let (status, headers, _) = w.curl(&["-H", &key_header, &w.bound_url("/other-header")]);
+    assert_eq!(status, 200, "{headers}");
+    assert!(
+        headers.to_ascii_lowercase().contains("x-other: fine"),
+        "{headers}"
+    );
+    let (status, headers, _) = w.curl(&[&w.bound_url("/redirect?q=1")]);
+    assert_eq!(status, 301, "{headers}");
+    assert!(headers.contains("/moved?q=1"), "{headers}");
+    // A request carrying a credential asks for an uncompressed answer; one without keeps
+    // what the task asked for, and its compressed answer passes.
+    let (status, _, body) = w.curl(&["--compressed", "-H", &key_header, &w.bound_url("/accept")]);
+    assert_eq!((status, body.as_str()), (200, "identity"));
+    let (status, _, body) = w.curl(&["-H", "accept-encoding: gzip", &w.bound_url("/accept")]);
+    assert_eq!((status, body.as_str()), (200, "gzip"));
+    let (status, headers, body) = w.curl(&["--compressed", &w.bound_url("/gzip")]);
+    assert_eq!(status, 200, "{headers}");
+    assert_eq!(body, "you sent none");
 }

@@ -208,6 +208,43 @@ fn pushes_are_decided_per_ref() {
     );
     assert_eq!(plain_git(&bare, &["rev-parse", "refs/heads/remit/t1"]), b);
 
+    // A commit that names the old head on a `parent` line git does not read (after the
+    // committer): to git it has no parent, so moving the branch to it rewrites history.
+    let tree = plain_git(&work, &["rev-parse", "HEAD^{tree}"]);
+    std::fs::write(
+        home.join("forged-commit"),
+        format!(
+            "tree {tree}\nauthor a <a@x> 1700000000 +0000\ncommitter a <a@x> 1700000000 +0000\nparent {b}\n\nforged\n"
+        ),
+    )
+    .unwrap();
+    let forged_file = home.join("forged-commit");
+    let forged = plain_git(
+        &work,
+        &[
+            "hash-object",
+            "-t",
+            "commit",
+            "--literally",
+            "-w",
+            forged_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(plain_git(&work, &["rev-list", "--count", &forged]), "1");
+    let (ok, out) = git(
+        &proxy,
+        &work,
+        &[
+            "push",
+            "--force",
+            "origin",
+            &format!("{forged}:refs/heads/remit/t1"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("may not rewrite history"), "{out}");
+    assert_eq!(plain_git(&bare, &["rev-parse", "refs/heads/remit/t1"]), b);
+
     // main is not the task's: refused.
     let (ok, out) = git(&proxy, &work, &["push", "origin", "HEAD:main"]);
     assert!(!ok, "{out}");
@@ -264,10 +301,12 @@ fn pushes_are_decided_per_ref() {
         })
         .collect();
     assert_eq!(
-        summary[..5],
+        summary[..6],
         [
             ("refs/heads/remit/t1".to_owned(), false, true, true),
             ("refs/heads/remit/t1".to_owned(), false, false, true),
+            ("refs/heads/remit/t1".to_owned(), true, false, false),
+            // The forged commit: a rewrite, refused.
             ("refs/heads/remit/t1".to_owned(), true, false, false),
             ("refs/heads/main".to_owned(), false, false, false),
             ("refs/heads/remit/t1".to_owned(), false, false, false),
