@@ -40,6 +40,13 @@ use crate::registry::{TaskInfo, user_name};
 pub const MAX_BODY: usize = 64 * 1024;
 /// Longest a request may wait for an approval.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Longest a request's body may take to arrive once its headers have (the headers have
+/// their own limit): a client that stalls mid-body is answered `408` and let go.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the agent socket serves at once. A task that opens more is answered `503`
+/// on the extra ones, which are closed: whatever the task does, the supervisor's descriptors
+/// and memory stay bounded.
+pub const MAX_AGENT_CONNECTIONS: usize = 64;
 
 /// What both sockets serve from.
 pub struct Api {
@@ -120,12 +127,21 @@ async fn read_json_limited<T: for<'de> Deserialize<'de>>(
     limit: usize,
 ) -> Result<T, Response<Body>> {
     let limited = Limited::new(request.into_body(), limit);
-    let bytes = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body is larger than {limit} bytes"),
+            ));
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
             ));
         }
     };
@@ -156,12 +172,34 @@ fn wait_param(request: &Request<Incoming>) -> Result<Duration, String> {
 
 /// Serve the agent socket until the listener fails.
 pub async fn serve_agent(listener: UnixListener, api: Arc<Api>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_AGENT_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((mut stream, _)) = listener.accept().await else {
             return;
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let body = json!({
+                    "status": "error",
+                    "error": format!("the task already has {MAX_AGENT_CONNECTIONS} connections open to remit's agent socket; close some"),
+                })
+                .to_string();
+                let answer = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tokio::time::timeout(BODY_READ_TIMEOUT, async {
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
         };
         let api = Arc::clone(&api);
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| {
                 let api = Arc::clone(&api);
                 async move {

@@ -607,3 +607,116 @@ async fn a_killed_task_hears_nothing_until_its_processes_are_gone() {
         );
     }
 }
+
+/// The agent API of a task, on a socket in `dir`.
+fn serve_test_agent(gate: &Arc<Gate>, dir: &std::path::Path) -> std::path::PathBuf {
+    use remit_gate::api::{Api, serve_agent};
+    let loaded = remit_types::remit::parse(REMIT, "t.remit.toml", ".".into()).unwrap();
+    let (kill, kills) = tokio::sync::mpsc::unbounded_channel();
+    std::mem::forget(kills);
+    let api = Arc::new(Api {
+        gate: Arc::clone(gate),
+        info: remit_gate::registry::TaskInfo {
+            task: "01TASK".into(),
+            agent: "ci-fixer".into(),
+            owner: "alice".into(),
+            requester: "alice".into(),
+            remit: "t.remit.toml".into(),
+            remit_hash: "sha256:00".into(),
+            workspace: dir.display().to_string(),
+            command: vec!["sh".into()],
+            supervisor_pid: std::process::id(),
+            init_pid: 0,
+            started: "2026-12-07T00:00:00Z".into(),
+        },
+        remit: loaded.remit,
+        workspace: dir.to_owned(),
+        kill,
+        owner_uid: 0,
+        task_uid: None,
+        task_pidns: None,
+        redactor: None,
+        code: std::sync::OnceLock::new(),
+    });
+    let socket = dir.join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(serve_agent(listener, api));
+    socket
+}
+
+/// Read one HTTP answer (headers and a `content-length` body) from `stream`.
+async fn read_answer(stream: &mut tokio::net::UnixStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_or_flooding_task_cannot_hold_the_agent_socket() {
+    use tokio::io::AsyncWriteExt as _;
+    let (gate, _, _) = gate();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = serve_test_agent(&gate, dir.path());
+    let status = "GET /v1/status HTTP/1.1\r\nHost: remit\r\nConnection: close\r\n\r\n";
+    let ask = |request: &'static str| {
+        let socket = socket.clone();
+        async move {
+            let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            // A refused connection may be closed before the request is written.
+            let _ = stream.write_all(request.as_bytes()).await;
+            let answer = tokio::time::timeout(Duration::from_secs(60), read_answer(&mut stream));
+            (answer.await.unwrap(), stream)
+        }
+    };
+    assert!(ask(status).await.0.starts_with("HTTP/1.1 200"));
+
+    // A body announced and never sent: answered 408 once the body's time is up, the
+    // connection let go.
+    let (answer, _stalled) = ask(
+        "POST /v1/actions HTTP/1.1\r\nHost: remit\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within"), "{answer}");
+    assert!(gate.approvals().is_empty());
+
+    // As many idle connections as the socket serves: one more is refused with a reason…
+    let mut idle = Vec::new();
+    for _ in 0..remit_gate::api::MAX_AGENT_CONNECTIONS {
+        idle.push(tokio::net::UnixStream::connect(&socket).await.unwrap());
+    }
+    let (answer, _) = ask(status).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("connections open"), "{answer}");
+    // …and once they close, the task is served again.
+    drop(idle);
+    let mut served = false;
+    for _ in 0..600 {
+        if ask(status).await.0.starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served);
+}
