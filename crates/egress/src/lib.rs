@@ -492,8 +492,7 @@ impl<G: EgressGate> Egress<G> {
             };
             let shared = Arc::clone(&self.shared);
             self.shared.spawn(async move {
-                proxy::client(shared, stream, peer).await;
-                drop(permit);
+                proxy::client(shared, stream, peer, permit).await;
             });
         }
     }

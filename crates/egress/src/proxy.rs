@@ -22,17 +22,36 @@ use crate::tunnel::Tunnel;
 use crate::upstream::{UpstreamError, connect_checked};
 use crate::{EgressGate, GateDecision, Shared};
 
-/// Serve one connection from the task.
+/// A connection's place among the task's connections ([`crate::Limits::max_connections`]),
+/// held while it serves requests and handed on to the tunnel or intercepted connection a
+/// `CONNECT` on it opens, which outlives it.
+pub(crate) type Slot = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
+
+/// Take `slot`'s place, or another one if it was handed on already; `None` when there is
+/// none left.
+pub(crate) fn take_place<G: EgressGate>(
+    shared: &Shared<G>,
+    slot: &Slot,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let held = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    held.or_else(|| Arc::clone(&shared.connections).try_acquire_owned().ok())
+}
+
+/// Serve one connection from the task, which holds `permit` (its place among the task's
+/// connections) until it ends or hands it on.
 pub(crate) async fn client<G: EgressGate>(
     shared: Arc<Shared<G>>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let service_shared = Arc::clone(&shared);
+    let slot: Slot = Arc::new(std::sync::Mutex::new(Some(permit)));
     let service = service_fn(move |request: Request<Incoming>| {
         let shared = Arc::clone(&service_shared);
-        async move { Ok::<_, Infallible>(outer(shared, peer, request).await) }
+        let slot = Arc::clone(&slot);
+        async move { Ok::<_, Infallible>(outer(shared, peer, request, slot).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -73,9 +92,10 @@ async fn outer<G: EgressGate>(
     shared: Arc<Shared<G>>,
     peer: SocketAddr,
     request: Request<Incoming>,
+    slot: Slot,
 ) -> Response<ProxyBody> {
     if request.method() == Method::CONNECT {
-        return connect(shared, peer, request).await;
+        return connect(shared, peer, request, slot).await;
     }
     let uri = request.uri();
     let target = match (uri.scheme_str(), uri.authority()) {
@@ -135,6 +155,7 @@ async fn connect<G: EgressGate>(
     shared: Arc<Shared<G>>,
     peer: SocketAddr,
     mut request: Request<Incoming>,
+    slot: Slot,
 ) -> Response<ProxyBody> {
     let json = wants_json(request.headers());
     let Some((host, port)) = request
@@ -161,9 +182,24 @@ async fn connect<G: EgressGate>(
         .any(|t| t.matches(&host, port, &[remit_types::network::DEFAULT_PORT]));
     let upgrade = hyper::upgrade::on(&mut request);
     if !passed_through {
-        // Intercepted: every request inside is decided on its own.
+        // Intercepted: every request inside is decided on its own. The connection keeps its
+        // place among the task's connections for as long as it lives (the place of the
+        // connection it arrived on, which ends at the upgrade).
+        let Some(place) = take_place(&shared, &slot) else {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "egress.connections",
+                &format!(
+                    "more than {} connections and tunnels at once; close some and retry",
+                    shared.limits.max_connections
+                ),
+                &what,
+                json,
+            );
+        };
         let task_shared = Arc::clone(&shared);
         shared.spawn(async move {
+            let _place = place;
             match upgrade.await {
                 Ok(upgraded) => {
                     intercept(task_shared, peer, TokioIo::new(upgraded), host, port).await
@@ -189,7 +225,7 @@ async fn connect<G: EgressGate>(
     }
     // Allowed: from here on the tunnel is reported under its id, whichever way it ends.
     let mut tunnel = Tunnel::new(Arc::clone(&shared), id, peer, host.clone(), port);
-    if !tunnel.take_slot() {
+    if !tunnel.take_slot(&slot) {
         let reason = format!(
             "more than {} connections and tunnels at once; close some and retry",
             shared.limits.max_connections
@@ -216,6 +252,8 @@ async fn connect<G: EgressGate>(
                 &reason,
             );
             tunnel.fail(format!("refused by `egress.budget`: {reason}"));
+            // Refused: the connection goes on serving requests, in its place.
+            tunnel.give_back(&slot);
             return refusal(StatusCode::FORBIDDEN, "egress.budget", &reason, &what, json);
         }
     };
@@ -223,6 +261,8 @@ async fn connect<G: EgressGate>(
         Ok(pair) => pair,
         Err(error) => {
             tunnel.fail(format!("not connected: {error}"));
+            // Refused: the connection goes on serving requests, in its place.
+            tunnel.give_back(&slot);
             return upstream_refusal(&shared, peer, &host, port, &what, json, &error);
         }
     };

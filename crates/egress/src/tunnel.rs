@@ -71,13 +71,23 @@ impl<G: EgressGate> Tunnel<G> {
         }
     }
 
-    /// Take a place among the task's connections for as long as the tunnel lives; `false`
-    /// when there is none left.
-    pub(crate) fn take_slot(&mut self) -> bool {
-        self.slot = Arc::clone(&self.shared.connections)
-            .try_acquire_owned()
-            .ok();
+    /// Take a place among the task's connections for as long as the tunnel lives (that of
+    /// the connection the `CONNECT` came on, `slot`, if it is still there); `false` when
+    /// there is none left.
+    pub(crate) fn take_slot(&mut self, slot: &crate::proxy::Slot) -> bool {
+        self.slot = crate::proxy::take_place(&self.shared, slot);
         self.slot.is_some()
+    }
+
+    /// Hand its place back to the connection the `CONNECT` came on, which goes on serving
+    /// requests after a refusal.
+    pub(crate) fn give_back(&mut self, slot: &crate::proxy::Slot) {
+        if let Some(place) = self.slot.take() {
+            let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if held.is_none() {
+                *held = Some(place);
+            }
+        }
     }
 
     /// It ended, or will, without carrying anything further: why.

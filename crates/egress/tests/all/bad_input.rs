@@ -302,3 +302,66 @@ fn inspected_bodies_share_a_memory_allowance() {
         assert_eq!(status, 200, "{headers}{body}");
     }
 }
+
+/// Read one answer's head (up to its blank line).
+fn read_head(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => out.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An intercepted `CONNECT` keeps its place among the task's connections for as long as it
+/// is open, not only until its upgrade: a task cannot hold more than the limit that way.
+#[test]
+fn intercepted_connections_count_against_the_limit() {
+    let rt = runtime();
+    let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
+    let remit = format!(
+        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
+        good.port()
+    );
+    let mut setup = Setup::new(&remit);
+    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
+    setup.limits = Some(remit_egress::Limits {
+        handshake_timeout: Duration::from_secs(60),
+        max_connections: 4,
+        ..remit_egress::Limits::default()
+    });
+    let proxy = rt.block_on(setup.start());
+    let ok = format!("http://origin.test:{}/", good.port());
+    let connect = |port: u16| {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        write!(
+            s,
+            "CONNECT origin.test:{port} HTTP/1.1\r\nhost: origin.test:{port}\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut s);
+        (s, head)
+    };
+
+    // As many intercepted connections as the limit, each waiting for its TLS handshake.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (s, head) = connect(443);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        open.push(s);
+    }
+    // None is left: a fifth connection is not served (closed at accept, or refused).
+    let (_, head) = connect(443);
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 503"),
+        "a fifth connection was served: {head}"
+    );
+    assert_eq!(proxy.curl(&[&ok]).0, 0, "a plain request was served");
+    // The harmless twin: once they close, the task is served again.
+    drop(open);
+    assert!(eventually(|| proxy.curl(&[&ok]).0 == 200));
+}
