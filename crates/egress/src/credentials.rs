@@ -108,6 +108,19 @@ impl CredentialValue {
             .iter()
             .any(|p| p.matches(host, port, &[remit_types::network::DEFAULT_PORT]))
     }
+
+    /// Whether the real value may be injected into a request to `host:port`, sent over TLS
+    /// or not. A host pattern without a port means HTTPS on 443: over plain HTTP (`GET
+    /// http://api.example:443/`) it binds nothing, so the value never travels in the clear
+    /// unless the remit names a plain endpoint's port itself (`127.0.0.2:8080`).
+    pub fn injects_into(&self, host: &str, port: u16, tls: bool) -> bool {
+        self.hosts.iter().any(|p| {
+            p.matches(host, port, &[remit_types::network::DEFAULT_PORT])
+                && (tls
+                    || p.port
+                        .is_some_and(|q| q != remit_types::network::DEFAULT_PORT))
+        })
+    }
 }
 
 /// Read every credential of a `[network]` section: environment variables from `env`
@@ -375,6 +388,28 @@ mod tests {
             placement,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_credential_is_injected_in_the_clear_only_where_the_remit_names_the_port() {
+        let at = |pattern: &str| {
+            CredentialValue::new(
+                "k",
+                None,
+                Secret::new("sk-live-Z3kq9PmW2xR7tY4uV8nB6cD1eF5gH0jA"),
+                vec![HostPattern::parse(pattern).unwrap()],
+                Placement::Header("x-api-key".into()),
+            )
+            .unwrap()
+        };
+        let https_only = at("api.test");
+        assert!(https_only.injects_into("api.test", 443, true));
+        assert!(!https_only.injects_into("api.test", 443, false));
+        assert!(!at("api.test:443").injects_into("api.test", 443, false));
+        let plain = at("127.0.0.2:8080");
+        assert!(plain.injects_into("127.0.0.2", 8080, false));
+        assert!(plain.injects_into("127.0.0.2", 8080, true));
+        assert!(!plain.injects_into("127.0.0.2", 8081, false));
     }
 
     #[test]

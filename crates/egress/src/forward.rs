@@ -213,7 +213,7 @@ fn hit_reason<G: EgressGate>(shared: &Shared<G>, hit: &Hit, host: &str, in_body:
                 .map(|e| format!(" (`${e}`)"))
                 .unwrap_or_default();
             format!(
-                "the {place} carries the placeholder of {what}{env} ({}) to `{host}`; remit swaps it for the real value only on requests to {hosts}, and sends it nowhere else",
+                "the {place} carries the placeholder of {what}{env} ({}) to `{host}`; remit swaps it for the real value only on requests to {hosts} (over HTTPS, unless the remit names a plain port), and sends it nowhere else",
                 encoding_name(hit.encoding)
             )
         }
@@ -510,7 +510,7 @@ async fn pipeline<G: EgressGate>(
                 let Some(c) = matcher.credentials.get(i) else {
                     continue;
                 };
-                if !c.bound_to(host, port) {
+                if !c.injects_into(host, port, target.tls) {
                     let reason = hit_reason(
                         shared,
                         &Hit {
@@ -555,7 +555,7 @@ async fn pipeline<G: EgressGate>(
                     let Some(c) = matcher.credentials.get(i) else {
                         continue;
                     };
-                    if !c.bound_to(host, port) {
+                    if !c.injects_into(host, port, target.tls) {
                         let reason = hit_reason(
                             shared,
                             &Hit {
