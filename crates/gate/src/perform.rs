@@ -47,14 +47,34 @@ pub fn check_argument(name: &str, value: &str) -> Result<(), String> {
 
 /// The host command with `{name}` replaced by argument values (each word stays one argv
 /// entry: no shell ever sees it).
+///
+/// Each placeholder is replaced once, from the template only: a value that itself contains
+/// `{other}` stays as it was given, so the command runs with exactly the values the policy
+/// and the approver saw.
 pub fn command_line(run: &CommandRule, args: &BTreeMap<String, String>) -> Vec<String> {
     run.0
         .iter()
         .map(|word| {
-            let mut out = word.clone();
-            for (name, value) in args {
-                out = out.replace(&format!("{{{name}}}"), value);
+            let mut out = String::with_capacity(word.len());
+            let mut rest = word.as_str();
+            while let Some(open) = rest.find('{') {
+                out.push_str(&rest[..open]);
+                let after = &rest[open + 1..];
+                let value = after
+                    .find('}')
+                    .and_then(|close| Some((args.get(&after[..close])?, close)));
+                match value {
+                    Some((value, close)) => {
+                        out.push_str(value);
+                        rest = &after[close + 1..];
+                    }
+                    None => {
+                        out.push('{');
+                        rest = after;
+                    }
+                }
             }
+            out.push_str(rest);
             out
         })
         .collect()
@@ -157,5 +177,53 @@ fn humantime_short(d: Duration) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_replaced_once_from_the_template() {
+        let run = CommandRule(vec![
+            "deploy".into(),
+            "{env}".into(),
+            "{ref}".into(),
+            "--tag={env}-{ref}".into(),
+            "{unknown}".into(),
+            "{".into(),
+        ]);
+        let args = |env: &str, git_ref: &str| {
+            BTreeMap::from([
+                ("env".to_owned(), env.to_owned()),
+                ("ref".to_owned(), git_ref.to_owned()),
+            ])
+        };
+        // A value naming another placeholder is passed as given: the policy saw `pr{ref}`,
+        // and `prod` must not be what runs.
+        assert_eq!(
+            command_line(&run, &args("pr{ref}", "od")),
+            [
+                "deploy",
+                "pr{ref}",
+                "od",
+                "--tag=pr{ref}-od",
+                "{unknown}",
+                "{"
+            ]
+        );
+        // The harmless twin.
+        assert_eq!(
+            command_line(&run, &args("staging", "v1")),
+            [
+                "deploy",
+                "staging",
+                "v1",
+                "--tag=staging-v1",
+                "{unknown}",
+                "{"
+            ]
+        );
     }
 }

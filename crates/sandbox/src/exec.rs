@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use crate::sys;
 
@@ -119,22 +119,42 @@ impl ExecWatch {
     }
 
     /// Open the program file of an attempt (for hashing), resolved inside the task.
+    /// Only a regular file is opened: the task may have swapped in a FIFO, whose opening
+    /// would block the supervisor until somebody writes to it.
     pub fn open_program(&self, attempt: &ExecAttempt) -> io::Result<File> {
-        let root = File::open(format!("/proc/{}/root", attempt.host_pid))?;
-        let path = CString::new(attempt.absolute.as_bytes())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let fd = sys::open_in_root(root.as_fd(), &path, libc::O_RDONLY)?;
-        Ok(File::from(fd))
+        let file = open_inside(attempt.host_pid, &attempt.absolute)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        Ok(file)
     }
 
     /// Write a one-line message to the standard error of the process behind an attempt, so
     /// a denial explains itself where the agent reads it.
+    ///
+    /// The supervisor reopens that descriptor with its own rights, which may be more than the
+    /// task's (root may write where the task may only read): it writes only when, after
+    /// opening, the task's descriptor is still open for writing and still the same file as
+    /// the one opened. A task that points its standard error at a file it may only read
+    /// (`2</proc/sys/kernel/hostname`) gets no message, and that file is left alone.
     pub fn tell(&self, attempt: &ExecAttempt, message: &str) {
-        let Ok(path) = CString::new(format!("/proc/{}/fd/2", attempt.host_pid)) else {
+        let pid = attempt.host_pid;
+        let Ok(path) = CString::new(format!("/proc/{pid}/fd/2")) else {
             return;
         };
-        if let Ok(fd) = sys::open_nonblocking_write(&path) {
-            let _ = sys::write_all(fd.as_fd(), message.as_bytes());
+        let Ok(fd) = sys::open_nonblocking_write(&path) else {
+            return;
+        };
+        let opened = File::from(fd);
+        let same_file = match (
+            opened.metadata(),
+            std::fs::metadata(format!("/proc/{pid}/fd/2")),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same_file && task_may_write(pid, 2) {
+            let _ = sys::write_all(opened.as_fd(), message.as_bytes());
         }
     }
 }
@@ -192,7 +212,11 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
         format!("{}/{}", base.trim_end_matches('/'), path)
     };
     let program = if execveat && path.is_empty() {
-        File::open(format!("/proc/{host_pid}/fd/{dirfd}"))
+        // Without blocking: the descriptor may be a FIFO nobody will ever write to.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("/proc/{host_pid}/fd/{dirfd}"))
             .ok()
             .and_then(|f| describe(f).ok())
     } else {
@@ -212,6 +236,18 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
         cwd,
         program,
     })
+}
+
+/// Whether descriptor `fd` of process `pid` is open for writing (its `fdinfo` flags).
+fn task_may_write(pid: i32, fd: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+        })
+        .is_some_and(|flags| matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR))
 }
 
 fn open_inside(host_pid: i32, absolute: &str) -> io::Result<File> {

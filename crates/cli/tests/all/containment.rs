@@ -715,3 +715,64 @@ fn cgroups_of_dead_supervisors_are_collected() {
         assert!(!p.exists(), "`{}` was left behind", p.display());
     }
 }
+
+/// `execveat` of a descriptor on a FIFO nobody writes to: the supervisor looks at the program
+/// without blocking on it, so the task, its wall clock and its end go on. Next to the twin, a
+/// program run from a descriptor on a regular file.
+#[test]
+fn exec_of_a_fifo_descriptor_does_not_stall_the_supervisor() {
+    let w = World::new();
+    let script = "python3 -c \"import os; os.mkfifo('f'); fd = os.open('f', os.O_PATH); os.execve(fd, ['x'], {})\"; \
+         echo survived; \
+         python3 -c \"import os; fd = os.open('/bin/echo', os.O_RDONLY); os.execve(fd, ['echo', 'twin-ran'], {})\"";
+    let mut child = w
+        .command()
+        .arg("run")
+        .arg("--quiet")
+        .arg("--remit")
+        .arg(w.remit("[limits]\nwall = \"30s\"\n"))
+        .arg("--")
+        .arg("bash")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("the supervisor stalled on the FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("survived") && text.contains("twin-ran"),
+        "{}",
+        show(&out)
+    );
+}
+
+/// A denial explains itself on the task's standard error, but never through a file the task
+/// may only read: the supervisor's own rights are not lent to it.
+#[test]
+fn a_denial_message_is_not_written_into_a_file_the_task_only_reads() {
+    let w = World::new();
+    let target = w.ws.join("read-only-for-the-task.txt");
+    std::fs::write(&target, "original\n").unwrap();
+    let remit = "[commands]\nforbid = [\"curl\"]\n";
+    // The attack: standard error pointed at a file opened for reading only.
+    let out = w.run(
+        Some(remit),
+        "curl --version 2<read-only-for-the-task.txt; echo done",
+    );
+    assert!(stdout(&out).contains("done"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "original\n");
+    // The twin: a writable standard error gets the explanation.
+    let out = w.run(Some(remit), "curl --version; echo done");
+    assert!(stderr(&out).contains("forbids `curl`"), "{}", show(&out));
+}
