@@ -37,6 +37,8 @@ pub enum Baseline {
         workspace: PathBuf,
         /// The commit `HEAD` named.
         head: Option<String>,
+        /// Where its git directory was, and the files that point git elsewhere.
+        layout: GitLayout,
     },
     /// Any other directory: each regular file's identity, by path relative to the workspace.
     Files {
@@ -66,9 +68,11 @@ impl Baseline {
     /// The baseline of a git work tree, if `workspace` is the top of one.
     pub fn git(workspace: &Path) -> Option<Baseline> {
         let git_dir = git_dir(workspace)?;
+        let layout = GitLayout::capture(workspace, &git_dir)?;
         Some(Baseline::Git {
             workspace: workspace.to_path_buf(),
             head: head_commit(workspace, &git_dir),
+            layout,
         })
     }
 
@@ -88,8 +92,28 @@ impl Baseline {
 
     /// What changed since. `Err` says why it could not be told (one line).
     pub fn changes(&self) -> Result<FileChanges, String> {
+        self.changes_guarded().0
+    }
+
+    /// What changed since, and what the task had done to the repository's layout that was
+    /// undone first (one line each). A git directory the task replaced is not run git on.
+    pub fn changes_guarded(&self) -> (Result<FileChanges, String>, Vec<String>) {
         match self {
-            Baseline::Git { workspace, head } => git_changes(workspace, head.as_deref()),
+            Baseline::Git {
+                workspace,
+                head,
+                layout,
+            } => match layout.restore() {
+                Ok(notes) => (git_changes(workspace, head.as_deref(), layout), notes),
+                Err(why) => (Err(why), Vec::new()),
+            },
+            files @ Baseline::Files { .. } => (files.file_changes(), Vec::new()),
+        }
+    }
+
+    fn file_changes(&self) -> Result<FileChanges, String> {
+        match self {
+            Baseline::Git { .. } => Err("not a listing".into()),
             Baseline::Files {
                 workspace,
                 files,
@@ -169,6 +193,142 @@ fn git_head(workspace: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// What of a repository git follows to its configuration, as the task found it. The git
+/// directory is writable where git needs it, so a task can write `commondir` (or rewrite a
+/// linked work tree's `.git` file, or add `config.worktree`) to send git to a configuration
+/// of its own — whose filters and `core.fsmonitor` would run on the host, in remit's own git
+/// after the task and in the user's next `git status`. After the task the pointers are put
+/// back (what the task wrote is kept beside them as `*.remit-quarantine`), and remit's git
+/// is told the directories explicitly.
+#[derive(Debug, Clone)]
+pub struct GitLayout {
+    /// `<workspace>/.git` and its identity (device, inode).
+    dot: PathBuf,
+    dot_id: (u64, u64),
+    /// Its content when it is a file (`gitdir: …`).
+    dot_text: Option<Vec<u8>>,
+    /// The git directory and the common directory, absolute.
+    git_dir: PathBuf,
+    common_dir: PathBuf,
+    /// Files that redirect git, with their content (`None`: absent).
+    pointers: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+/// Largest pointer file kept (they hold a path or a few settings).
+const MAX_POINTER: u64 = 64 << 10;
+
+fn read_pointer(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot look at `{}`: {e}", path.display())),
+        Ok(m) if !m.is_file() || m.len() > MAX_POINTER => Ok(Some(Vec::new())),
+        Ok(_) => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+    }
+}
+
+impl GitLayout {
+    fn capture(workspace: &Path, git_dir: &Path) -> Option<GitLayout> {
+        let dot = workspace.join(".git");
+        let meta = std::fs::symlink_metadata(&dot).ok()?;
+        let dot_text = if meta.is_file() {
+            Some(std::fs::read(&dot).ok()?)
+        } else {
+            None
+        };
+        let git_dir = std::fs::canonicalize(git_dir).ok()?;
+        let common_dir = match std::fs::read_to_string(git_dir.join("commondir")) {
+            Ok(c) => std::fs::canonicalize(git_dir.join(c.trim())).ok()?,
+            Err(_) => git_dir.clone(),
+        };
+        let mut pointers = Vec::new();
+        for path in [
+            git_dir.join("commondir"),
+            git_dir.join("config.worktree"),
+            common_dir.join("commondir"),
+            common_dir.join("config.worktree"),
+        ] {
+            if !pointers.iter().any(|(p, _)| *p == path) {
+                let before = read_pointer(&path).ok()?;
+                pointers.push((path, before));
+            }
+        }
+        Some(GitLayout {
+            dot,
+            dot_id: (meta.dev(), meta.ino()),
+            dot_text,
+            git_dir,
+            common_dir,
+            pointers,
+        })
+    }
+
+    /// Put the pointers back as the task found them; what was undone, one line each. `Err`
+    /// when `.git` itself was replaced: git is not run on it then.
+    fn restore(&self) -> Result<Vec<String>, String> {
+        let mut notes = Vec::new();
+        let meta = std::fs::symlink_metadata(&self.dot).ok();
+        if meta.is_none_or(|m| (m.dev(), m.ino()) != self.dot_id) {
+            return Err(format!(
+                "the task replaced or moved `{}`: git was not run on the workspace; look at the repository before using git in it",
+                self.dot.display()
+            ));
+        }
+        let quarantine = |path: &Path| -> Result<PathBuf, String> {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".remit-quarantine");
+            let to = PathBuf::from(name);
+            std::fs::rename(path, &to)
+                .map_err(|e| format!("cannot move `{}` aside: {e}", path.display()))?;
+            Ok(to)
+        };
+        if let Some(text) = &self.dot_text
+            && std::fs::read(&self.dot).ok().as_ref() != Some(text)
+        {
+            let aside = quarantine(&self.dot)?;
+            std::fs::write(&self.dot, text)
+                .map_err(|e| format!("cannot put `{}` back: {e}", self.dot.display()))?;
+            notes.push(format!(
+                "the task rewrote `{}` to point git elsewhere; put back (its version is `{}`)",
+                self.dot.display(),
+                aside.display()
+            ));
+        }
+        for (path, before) in &self.pointers {
+            let now = read_pointer(path)?;
+            if now == *before {
+                continue;
+            }
+            let aside = if now.is_some() {
+                Some(quarantine(path)?)
+            } else {
+                None
+            };
+            if let Some(text) = before {
+                std::fs::write(path, text)
+                    .map_err(|e| format!("cannot put `{}` back: {e}", path.display()))?;
+            }
+            notes.push(match (before, aside) {
+                (None, Some(aside)) => format!(
+                    "the task created `{}`, which points git at other configuration; moved to `{}`",
+                    path.display(),
+                    aside.display()
+                ),
+                (_, aside) => format!(
+                    "the task changed `{}`, which points git at other configuration; put back{}",
+                    path.display(),
+                    aside.map_or_else(String::new, |a| format!(
+                        " (its version is `{}`)",
+                        a.display()
+                    ))
+                ),
+            });
+        }
+        Ok(notes)
+    }
+}
+
 /// `git` on `workspace` with nothing but the repository's own configuration.
 fn git(workspace: &Path, index: Option<&Path>) -> Command {
     let mut command = Command::new("git");
@@ -204,21 +364,28 @@ fn git(workspace: &Path, index: Option<&Path>) -> Command {
     command
 }
 
-fn git_changes(workspace: &Path, head: Option<&str>) -> Result<FileChanges, String> {
+fn git_changes(
+    workspace: &Path,
+    head: Option<&str>,
+    layout: &GitLayout,
+) -> Result<FileChanges, String> {
     let scratch = tempfile::Builder::new()
         .prefix("remit-diff-")
         .tempdir()
         .map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     let index = scratch.path().join("index");
-    if let Some(dir) = git_dir(workspace)
-        && dir.join("index").is_file()
-    {
+    let dir = &layout.git_dir;
+    if std::fs::symlink_metadata(dir.join("index")).is_ok_and(|m| m.is_file()) {
         std::fs::copy(dir.join("index"), &index)
             .map_err(|e| format!("cannot copy the git index: {e}"))?;
     }
     let base = head.unwrap_or(EMPTY_TREE);
     let run = |args: &[&str]| -> Result<Vec<u8>, String> {
         let out = git(workspace, Some(&index))
+            // The directories found before the task, not whatever its pointers say now.
+            .env("GIT_DIR", &layout.git_dir)
+            .env("GIT_COMMON_DIR", &layout.common_dir)
+            .env("GIT_WORK_TREE", workspace)
             .args(args)
             .output()
             .map_err(|e| format!("cannot run git: {e}"))?;

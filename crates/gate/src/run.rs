@@ -941,12 +941,22 @@ impl Task {
         // What the task left in its workspace (it can change nothing more), recorded with
         // the task's end below.
         let mut last = Vec::with_capacity(2);
-        let changes_unknown = match self.baseline.changes() {
+        let (changes, repository_undone) = self.baseline.changes_guarded();
+        for note in &repository_undone {
+            eprintln!("remit: warning: {note}");
+        }
+        let changes_unknown = match changes {
             Ok(changes) => {
                 last.push(EventBody::FileChanges(changes));
                 None
             }
-            Err(why) => Some(format!("the workspace changes are unknown: {why}")),
+            Err(why) => {
+                if why.starts_with("the task ") {
+                    // What the task did to the repository: the user must hear of it now.
+                    eprintln!("remit: warning: {why}");
+                }
+                Some(format!("the workspace changes are unknown: {why}"))
+            }
         };
         crate::timing::mark("workspace changes taken");
         // Its credentials and identity die with it.
@@ -998,6 +1008,7 @@ impl Task {
                     parts.push("the memory limit killed a process".into());
                 }
                 parts.extend(changes_unknown);
+                parts.extend(repository_undone);
                 (!parts.is_empty()).then(|| parts.join("; "))
             },
             counts: TaskCounts {

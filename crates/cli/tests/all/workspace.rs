@@ -156,3 +156,68 @@ fn a_forged_git_file_cannot_grant_a_directory() {
     );
     assert_eq!(stderr(&out).lines().count(), 1, "{}", show(&out));
 }
+
+/// The git directory is writable where git needs it, so a task can write `.git/commondir`
+/// to send git to a configuration of its own, whose filters and `core.fsmonitor` would run
+/// on the host: in remit's own git after the task and in the user's next `git status`. The
+/// pointer is put back (the task's version kept aside) and nothing the task configured runs.
+#[test]
+fn a_repository_pointed_at_a_planted_configuration_runs_nothing_on_the_host() {
+    let w = World::new();
+    git(&w.ws, &["init", "-q"]);
+    std::fs::write(w.ws.join("file.txt"), "one\n").unwrap();
+    git(&w.ws, &["add", "file.txt"]);
+    git(&w.ws, &["commit", "-qm", "one"]);
+    let filtered = w.dir.path().join("filter-ran");
+    let monitored = w.dir.path().join("fsmonitor-ran");
+    let attack = format!(
+        "mkdir evil && printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfsmonitor = touch {monitored}\\n[filter \"x\"]\\n\\tclean = touch {filtered} && cat\\n' > evil/config && \
+         ln -s ../.git/objects evil/objects && ln -s ../.git/refs evil/refs && \
+         echo ../evil > .git/commondir && echo '* filter=x' > .gitattributes && echo two >> file.txt && \
+         git status --short >/dev/null 2>&1; test -f .git/commondir",
+        monitored = monitored.display(),
+        filtered = filtered.display(),
+    );
+    let out = w.run(None, &attack);
+    assert!(
+        out.status.success(),
+        "the attack could not be set up: {}",
+        show(&out)
+    );
+    assert!(
+        !w.exists(&filtered),
+        "remit's git ran the task's filter on the host"
+    );
+    assert!(
+        stderr(&out).contains("commondir") && stderr(&out).contains("remit-quarantine"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !w.exists(&w.ws.join(".git/commondir")),
+        "the pointer was left in place"
+    );
+    assert!(w.exists(&w.ws.join(".git/commondir.remit-quarantine")));
+    // The user's next git command on the host.
+    let status = Command::new("git")
+        .args(["status", "--short"])
+        .current_dir(&w.ws)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", &w.ws)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    assert!(!w.exists(&filtered), "the task's filter ran on the host");
+    assert!(
+        !w.exists(&monitored),
+        "the task's fsmonitor ran on the host"
+    );
+
+    // The harmless twin: attributes naming a filter nobody defined, and a commit.
+    let out = w.run(
+        None,
+        &format!("echo '*.txt filter=y' > .gitattributes && {COMMIT}"),
+    );
+    assert_eq!(ok(&out).trim(), "2", "{}", show(&out));
+    assert!(!stderr(&out).contains("remit-quarantine"), "{}", show(&out));
+}
