@@ -190,7 +190,8 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
             .filter(|g| g.outside_workspace)
             .map(|g| g.common_dir.as_path()),
     };
-    let hidden = hidden_paths(&fs.hidden, &host_home, base, &trees, HIDDEN_LIMITS)?;
+    let mut hidden = hidden_paths(&fs.hidden, &host_home, base, &trees, HIDDEN_LIMITS)?;
+    hidden.extend(remit_state_paths(&request.host_env, &workspace, &trees));
     let protected: Vec<PathBuf> = fs
         .protected
         .iter()
@@ -453,6 +454,38 @@ impl Trees<'_> {
         out.dedup();
         out
     }
+}
+
+/// remit's own state — its keys, ledger, vault, identity store and every task's sockets —
+/// masked wherever a grant makes it visible (`read_only = ["~"]`), whatever the remit says.
+/// When the workspace lies inside it, everything in it but the way to the workspace.
+fn remit_state_paths(
+    env: &[(String, String)],
+    workspace: &Path,
+    trees: &Trees<'_>,
+) -> Vec<PathBuf> {
+    let home = crate::record::remit_home(env);
+    let run = crate::registry::run_dir(env, &home);
+    let mut out = Vec::new();
+    for state in [home, run] {
+        let Ok(state) = std::fs::canonicalize(&state) else {
+            continue;
+        };
+        if workspace.starts_with(&state) {
+            for entry in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if !workspace.starts_with(&path) && trees.visible(&path) {
+                    out.push(path);
+                }
+            }
+        } else if trees.visible(&state) {
+            out.push(state);
+        }
+    }
+    // One mask covers what lies under it (the run directory is in the home by default).
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    out
 }
 
 /// Every host path to mask, from `filesystem.hidden` and the default for trees outside the

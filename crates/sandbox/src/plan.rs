@@ -540,13 +540,31 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
         ));
     }
     let mut hidden: Vec<PathBuf> = spec.hidden.clone();
-    hidden.extend(
-        always_hidden(&spec.user.home)
-            .into_iter()
-            .filter(|p| visible(spec, p) && std::fs::symlink_metadata(p).is_ok()),
-    );
+    for path in always_hidden(&spec.user.home) {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        // A link (`~/.ssh -> dotfiles/ssh`) is hidden at its target, wherever that is
+        // visible: a mask on the link itself would land there anyway.
+        let target = if meta.file_type().is_symlink() {
+            std::fs::canonicalize(&path).ok()
+        } else {
+            Some(path)
+        };
+        if let Some(target) = target.filter(|t| visible(spec, t)) {
+            hidden.push(target);
+        }
+    }
     hidden.sort();
     hidden.dedup();
+    // A mask covers everything under it: a path inside another masked one has nothing left
+    // to mount on.
+    let covering: Vec<PathBuf> = hidden
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_symlink()))
+        .cloned()
+        .collect();
+    hidden.retain(|p| !covering.iter().any(|q| q != p && p.starts_with(q)));
     // Forbidden programs are replaced by a stub that says so: the task's shell then calls
     // `execve` (which the supervisor refuses and records, with the reason on the caller's
     // standard error) instead of failing silently on an unreadable file, and nothing of the

@@ -776,3 +776,54 @@ fn a_denial_message_is_not_written_into_a_file_the_task_only_reads() {
     let out = w.run(Some(remit), "curl --version; echo done");
     assert!(stderr(&out).contains("forbids `curl`"), "{}", show(&out));
 }
+
+/// remit's own state (its signing keys, ledger, vault and every task's sockets) stays out of
+/// reach even when a remit grants the tree that holds it.
+#[test]
+fn remit_state_is_hidden_even_when_granted() {
+    let w = World::new();
+    // A first task fills the state directory.
+    ok(&w.run(None, "true"));
+    assert!(w.exists(&w.state.join("ledger.key")));
+    let state = w.state.display();
+    let remit = format!(
+        "[filesystem]\nread_only = [\"{state}\", \"{}\"]\n",
+        w.home.display()
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {state}/ledger.key >/dev/null 2>&1"),
+    );
+    blocked(&w, Some(&remit), &format!("ls {state}/run | grep -q ."));
+    // The twin: the rest of what was granted is readable.
+    std::fs::write(w.home.join("notes.txt"), "hello").unwrap();
+    works(
+        &w,
+        Some(&remit),
+        &format!("grep -q hello {}/notes.txt", w.home.display()),
+    );
+}
+
+/// A built-in secret path that is a symbolic link (dotfiles managers link `~/.ssh` into a
+/// repository) is hidden at its target too.
+#[test]
+fn a_linked_secret_directory_is_hidden_at_its_target() {
+    let w = World::new();
+    std::fs::rename(w.home.join(".ssh"), w.home.join("dotfiles-ssh")).unwrap();
+    std::os::unix::fs::symlink("dotfiles-ssh", w.home.join(".ssh")).unwrap();
+    let home = w.home.display();
+    let remit = format!("[filesystem]\nread_only = [\"{home}\"]\n");
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {home}/.ssh/id_ed25519 >/dev/null 2>&1"),
+    );
+    blocked(
+        &w,
+        Some(&remit),
+        &format!("cat {home}/dotfiles-ssh/id_ed25519 >/dev/null 2>&1"),
+    );
+    std::fs::write(w.home.join("notes.txt"), "hello").unwrap();
+    works(&w, Some(&remit), &format!("grep -q hello {home}/notes.txt"));
+}
