@@ -271,7 +271,8 @@ impl TaskHost {
         call: Call,
         wait: Option<Duration>,
     ) -> Result<Value, CallError> {
-        self.precheck(&call)?;
+        let mut call = call;
+        self.precheck(&mut call)?;
         let effect = Effect::ToolCall {
             via: self.via.to_owned(),
             tool: call.tool().to_owned(),
@@ -347,23 +348,48 @@ impl TaskHost {
     }
 
     /// Checks that need no decision: a bad path is bad input, not a refusal.
-    fn precheck(&self, call: &Call) -> Result<(), CallError> {
-        let path = |p: &str| {
-            helper::check_relative(p)
-                .map(drop)
-                .map_err(CallError::invalid)
+    /// Check a call and put its paths in the one spelling that is both decided and performed
+    /// (`./.github//x` is `.github/x`: a rule on `.github/*` must see what is written).
+    fn precheck(&self, call: &mut Call) -> Result<(), CallError> {
+        let path = |p: &mut String| -> Result<(), CallError> {
+            *p = helper::check_relative(p).map_err(CallError::invalid)?;
+            Ok(())
+        };
+        let optional = |p: &mut Option<String>| -> Result<(), CallError> {
+            match p {
+                Some(p) => path(p),
+                None => Ok(()),
+            }
         };
         match call {
-            Call::ReadFile(a) => path(&a.path),
-            Call::WriteFile(a) => path(&a.path),
-            Call::ListFiles(a) => path(a.path.as_deref().unwrap_or(".")),
-            Call::Search(a) => path(a.path.as_deref().unwrap_or(".")),
+            Call::ReadFile(a) => path(&mut a.path)?,
+            Call::WriteFile(a) => path(&mut a.path)?,
+            Call::ListFiles(a) => optional(&mut a.path)?,
+            Call::Search(a) => optional(&mut a.path)?,
             Call::Exec(a) => {
                 if a.argv.is_empty() || a.argv[0].is_empty() {
                     return Err(CallError::invalid("`exec` needs a program in `argv`"));
                 }
-                path(a.cwd.as_deref().unwrap_or("."))
+                optional(&mut a.cwd)?;
             }
+            Call::GitDiff(a) => a.paths.iter_mut().try_for_each(path)?,
+            Call::GitCommit(a) => a.paths.iter_mut().try_for_each(path)?,
+            _ => {}
+        }
+        for (name, value) in call.policy_args() {
+            if value.len() > crate::tools::MAX_POLICY_ARG {
+                return Err(CallError::invalid(format!(
+                    "`{name}` is {} bytes; remit decides on whole arguments of at most {} bytes",
+                    value.len(),
+                    crate::tools::MAX_POLICY_ARG
+                )));
+            }
+        }
+        self.precheck_rest(call)
+    }
+
+    fn precheck_rest(&self, call: &Call) -> Result<(), CallError> {
+        match call {
             Call::HttpFetch(a) => {
                 if url_host(&a.url).is_none() {
                     return Err(CallError::invalid(format!(

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -264,16 +266,8 @@ pub const TOOLS: [&str; 14] = [
     "task_status",
 ];
 
-fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
-}
+/// Longest argument value a call may give the policy (bytes); a longer one is refused.
+pub const MAX_POLICY_ARG: usize = 16 * 1024;
 
 impl Call {
     /// Parse a tool's arguments (a JSON object). The message names the tool and what is
@@ -352,19 +346,32 @@ impl Call {
 
     /// The arguments the policy sees (`context.call.args`) and the ledger records: short
     /// strings, never file contents or request bodies (their size and digest instead).
+    ///
+    /// Whole values, never cut: a call with a longer one is refused before it is decided
+    /// ([`MAX_POLICY_ARG`]), so two calls that differ only past a cut can never share a
+    /// decision or an approval, and no rule misses what lies past it. Lists are given both
+    /// joined with spaces (for rules) and exactly, as JSON (`argv_json`, `paths_json`).
     pub fn policy_args(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let mut put = |k: &str, v: String| {
-            out.insert(k.to_owned(), clip(&v, 1024));
+            out.insert(k.to_owned(), v);
         };
+        let json = |list: &[String]| serde_json::to_string(list).unwrap_or_default();
         match self {
             Call::ReadFile(a) => put("path", a.path.clone()),
             Call::WriteFile(a) => {
+                // What is written, not how it travelled: a base64 body is decoded first.
+                let bytes = match a.encoding {
+                    Some(Encoding::Base64) => base64::engine::general_purpose::STANDARD
+                        .decode(&a.content)
+                        .unwrap_or_else(|_| a.content.as_bytes().to_vec()),
+                    _ => a.content.as_bytes().to_vec(),
+                };
                 put("path", a.path.clone());
-                put("bytes", a.content.len().to_string());
+                put("bytes", bytes.len().to_string());
                 put(
                     "sha256",
-                    crate::source::digest(a.content.as_bytes())
+                    crate::source::digest(&bytes)
                         .trim_start_matches("sha256:")
                         .to_owned(),
                 );
@@ -380,6 +387,7 @@ impl Call {
             }
             Call::Exec(a) => {
                 put("argv", a.argv.join(" "));
+                put("argv_json", json(&a.argv));
                 put("program", a.argv.first().cloned().unwrap_or_default());
                 put("cwd", a.cwd.clone().unwrap_or_else(|| ".".into()));
             }
@@ -400,10 +408,12 @@ impl Call {
             Call::GitDiff(a) => {
                 put("staged", a.staged.unwrap_or(false).to_string());
                 put("paths", a.paths.join(" "));
+                put("paths_json", json(&a.paths));
             }
             Call::GitCommit(a) => {
                 put("message", a.message.clone());
                 put("paths", a.paths.join(" "));
+                put("paths_json", json(&a.paths));
             }
             Call::GitPush(a) => {
                 put(
@@ -463,6 +473,42 @@ mod tests {
         }
         for (k, _) in w.policy_args() {
             assert!(remit_types::effect::TOOL_ARGS.contains(&k.as_str()));
+        }
+    }
+
+    #[test]
+    fn calls_that_do_different_things_never_look_the_same() {
+        let args = |tool: &str, v: serde_json::Value| Call::parse(tool, v).unwrap().policy_args();
+        // What is written is what is hashed: base64 content is decoded first.
+        let text = args(
+            "write_file",
+            serde_json::json!({"path": "a", "content": "SGk="}),
+        );
+        let decoded = args(
+            "write_file",
+            serde_json::json!({"path": "a", "content": "SGk=", "encoding": "base64"}),
+        );
+        let plain = args(
+            "write_file",
+            serde_json::json!({"path": "a", "content": "Hi"}),
+        );
+        assert_ne!(text["sha256"], decoded["sha256"]);
+        assert_eq!(
+            (&decoded["sha256"], &decoded["bytes"]),
+            (&plain["sha256"], &plain["bytes"])
+        );
+        // An argument with a space and two arguments read alike joined, not exactly.
+        let one = args("exec", serde_json::json!({"argv": ["echo", "a b"]}));
+        let two = args("exec", serde_json::json!({"argv": ["echo", "a", "b"]}));
+        assert_eq!(one["argv"], two["argv"]);
+        assert_ne!(one["argv_json"], two["argv_json"]);
+        // Long values are whole: two that differ only at the end differ.
+        let pad = "a".repeat(2000);
+        let x = args("git_push", serde_json::json!({"branch": format!("{pad}x")}));
+        let y = args("git_push", serde_json::json!({"branch": format!("{pad}y")}));
+        assert_ne!(x["branch"], y["branch"]);
+        for k in one.keys().chain(x.keys()) {
+            assert!(remit_types::effect::TOOL_ARGS.contains(&k.as_str()), "{k}");
         }
     }
 }

@@ -33,11 +33,12 @@ pub const TOOL_SURFACES: [&str; 2] = ["mcp", "code"];
 
 /// The argument names a tool call may carry into the policy context
 /// (`context.call.args.<name>`, each optional). Tools put their arguments here flattened to
-/// strings: `path` (workspace-relative), `argv` (the command line), `url`, `sha256` (of
-/// content written), and so on. A name not listed here is still recorded but cannot be
+/// strings: `path` (workspace-relative), `argv` (the command line joined with spaces) and
+/// `argv_json` (exactly, as a JSON array), `url`, `sha256` (of the bytes written), and so on. A name not listed here is still recorded but cannot be
 /// named by a validated policy.
-pub const TOOL_ARGS: [&str; 20] = [
+pub const TOOL_ARGS: [&str; 22] = [
     "argv",
+    "argv_json",
     "branch",
     "bytes",
     "cwd",
@@ -49,6 +50,7 @@ pub const TOOL_ARGS: [&str; 20] = [
     "method",
     "path",
     "paths",
+    "paths_json",
     "pattern",
     "program",
     "recursive",

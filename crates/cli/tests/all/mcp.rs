@@ -472,6 +472,33 @@ approve = true
         "{text}"
     );
     assert!(!w.ws.join(".github").exists());
+    // The same path spelled otherwise is decided as what would be written.
+    for (id, path) in [
+        (101, "./.github/workflows/ci.yml"),
+        (102, ".github//workflows/./ci.yml"),
+    ] {
+        let r = raw.call(id, "write_file", json!({"path": path, "content": "x"}));
+        assert_eq!(r["result"]["isError"], true, "{path}: {r}");
+        assert!(
+            r["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("`tools.protect-ci`"),
+            "{path}: {r}"
+        );
+    }
+    assert!(!w.ws.join(".github").exists());
+    // An argument too long to be decided whole is refused, not cut.
+    let long = "x".repeat(20_000);
+    let r = raw.call(103, "exec", json!({"argv": ["echo", long]}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("decides on whole arguments"),
+        "{r}"
+    );
     let r = raw.call(
         2,
         "write_file",
