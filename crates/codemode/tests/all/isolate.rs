@@ -59,6 +59,35 @@ fn errors_point_into_the_script() {
 }
 
 #[test]
+fn deep_expressions_without_brackets_are_no_crash() {
+    // Prefix operators, arrows, conditionals and long operator chains nest as deeply as
+    // brackets do, in the parser and in the passes after it: each is refused or fails as a
+    // script, never overflowing the stack of the process that holds the task.
+    let n = 300_000;
+    for code in [
+        format!("return {}1;", "!".repeat(n)),
+        format!("return {}1;", "x=>".repeat(n / 3)),
+        format!("return {}1;", "1?1:".repeat(n / 4)),
+        format!("return 1{};", "+1".repeat(n / 2)),
+        format!("return 1{};", "**1".repeat(n / 3)),
+    ] {
+        for language in [Language::Ts, Language::Js] {
+            if let Ok(script) =
+                remit_codemode::source::Script::new("deep.ts", code.as_bytes(), language)
+            {
+                let host = Arc::new(TestHost::default());
+                let _ = crate::support::run_script(script, host, Limits::default());
+            }
+        }
+    }
+    // The harmless twin: the same forms at ordinary depth run.
+    let report = run(&format!("return {}1;", "!".repeat(100)));
+    assert_eq!(report.result, Some(serde_json::json!(true)));
+    let report = run(&format!("return 1{};", "+1".repeat(1000)));
+    assert_eq!(report.result, Some(serde_json::json!(1001)));
+}
+
+#[test]
 fn deeply_nested_source_is_refused_not_a_crash() {
     // Just under the limit, it parses and runs.
     let ok = format!("return {}1{};", "(".repeat(500), ")".repeat(500));
