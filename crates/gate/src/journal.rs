@@ -202,6 +202,7 @@ impl<J: Journal> RedactingJournal<J> {
                     .iter()
                     .map(|(k, v)| (k.clone(), redact(v)))
                     .collect();
+                a.effect.target = redact(&a.effect.target);
                 EventBody::ApprovalRequested(a)
             }
             EventBody::EffectStarted(mut e) => {
@@ -211,7 +212,26 @@ impl<J: Journal> RedactingJournal<J> {
                     .iter()
                     .map(|(k, v)| (k.clone(), redact(v)))
                     .collect();
+                e.effect.target = redact(&e.effect.target);
                 EventBody::EffectStarted(e)
+            }
+            // Free text that may repeat what failed (a spawn error repeats the argv, a
+            // helper its standard error): cleaned like the attributes.
+            EventBody::EffectFailed(mut f) => {
+                f.error = redact(&f.error);
+                EventBody::EffectFailed(f)
+            }
+            EventBody::EffectPerformed(mut p) => {
+                p.outcome = redact(&p.outcome);
+                EventBody::EffectPerformed(p)
+            }
+            EventBody::Violation(mut v) => {
+                v.detail = redact(&v.detail);
+                EventBody::Violation(v)
+            }
+            EventBody::ApprovalDenied(mut d) => {
+                d.reason = d.reason.map(|r| redact(&r));
+                EventBody::ApprovalDenied(d)
             }
             other => other,
         }
@@ -262,5 +282,56 @@ impl<J: Journal> Journal for RedactingJournal<J> {
 
     fn failure(&self) -> Option<String> {
         self.inner.failure()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use remit_types::event::{EffectFailed, Violation};
+
+    #[test]
+    fn free_text_is_redacted_too() {
+        let token = "tok-0123456789-abcdefghijklmnopqrstuvwxyz";
+        let lazy = crate::secrets::LazyScanner::start();
+        lazy.set_known(&[token.as_bytes().to_vec()]);
+        let inner = Arc::new(MemoryJournal::default());
+        let journal = RedactingJournal::new(Arc::clone(&inner), lazy);
+        journal
+            .finish(vec![
+                EventBody::EffectFailed(EffectFailed {
+                    effect_id: "e1".into(),
+                    error: format!("cannot run `nosuchprog {token}`: not found"),
+                }),
+                EventBody::Violation(Violation {
+                    category: "egress".into(),
+                    effect_id: None,
+                    rule: None,
+                    detail: format!("sent {token} to the wrong host"),
+                    blocked: true,
+                }),
+                // The harmless twin: text without a secret is kept as it was.
+                EventBody::EffectFailed(EffectFailed {
+                    effect_id: "e2".into(),
+                    error: "cannot run `nosuchprog`: not found".into(),
+                }),
+            ])
+            .unwrap();
+        let recorded = serde_json::to_string(
+            &inner
+                .events()
+                .into_iter()
+                .map(|(e, _)| e)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert!(!recorded.contains(token), "{recorded}");
+        assert!(
+            recorded.contains("cannot run `nosuchprog`: not found"),
+            "{recorded}"
+        );
+        assert!(recorded.contains("cannot run `nosuchprog "), "{recorded}");
     }
 }
