@@ -444,6 +444,27 @@ impl ServerHandler for Server {
     }
 }
 
+/// Longest message line read from a client (a code-mode script of 1 MiB, JSON-escaped, fits).
+pub const MAX_LINE: usize = 16 << 20;
+
+/// Read and drop the rest of a line; `false` at the end of the input.
+async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(input: &mut R) -> bool {
+    use tokio::io::AsyncBufReadExt as _;
+    loop {
+        let (found, used) = match input.fill_buf().await {
+            Ok([]) | Err(_) => return false,
+            Ok(buf) => match buf.iter().position(|b| *b == b'\n') {
+                Some(at) => (true, at + 1),
+                None => (false, buf.len()),
+            },
+        };
+        input.consume(used);
+        if found {
+            return true;
+        }
+    }
+}
+
 /// Serve MCP on standard input and output until the client closes its end.
 pub async fn serve_stdio(server: Server) -> Result<(), ServeError> {
     serve_lines(server, tokio::io::stdin(), tokio::io::stdout()).await
@@ -462,16 +483,38 @@ where
     const PIPE: usize = 1 << 20;
     let (mut to_service, service_in) = tokio::io::duplex(PIPE);
     let (service_out, from_service) = tokio::io::duplex(PIPE);
-    let (errors_tx, mut errors_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // Bounded: a client that sends garbage and never reads its answers stops being read.
+    let (errors_tx, mut errors_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
 
     let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
         let mut input = BufReader::new(input);
         let mut line = Vec::new();
         loop {
             line.clear();
-            match input.read_until(b'\n', &mut line).await {
+            let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
+            match (&mut input).take(limit).read_until(b'\n', &mut line).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
+            }
+            let too_long = line.len() > MAX_LINE && !line.ends_with(b"\n");
+            if too_long {
+                // The rest of the line is read and dropped, never held.
+                let ended = skip_line(&mut input).await;
+                let answer = json!({
+                    "jsonrpc": "2.0",
+                    "id": null,
+                    "error": {
+                        "code": -32700,
+                        "message": format!("Parse error: a message is at most {MAX_LINE} bytes; this one was longer and was dropped"),
+                    },
+                });
+                let mut bytes = answer.to_string().into_bytes();
+                bytes.push(b'\n');
+                if errors_tx.send(bytes).await.is_err() || !ended {
+                    break;
+                }
+                continue;
             }
             let text = line.trim_ascii();
             if text.is_empty() {
@@ -496,7 +539,9 @@ where
                     });
                     let mut bytes = answer.to_string().into_bytes();
                     bytes.push(b'\n');
-                    let _ = errors_tx.send(bytes);
+                    if errors_tx.send(bytes).await.is_err() {
+                        break;
+                    }
                 }
             }
         }

@@ -346,11 +346,13 @@ fn malformed_messages_get_clear_errors_and_the_server_keeps_serving() {
     raw.line(&"x".repeat(100_000));
     raw.line("\u{0}\u{1}\u{2}");
     raw.line("{\"jsonrpc\": \"2.0\", \"id\": 9, \"method\": \"tools/li");
-    // Wait (up to a minute) for the five answers expected, then a little longer for any
+    // Longer than any message may be: answered once, dropped as it is read, never held.
+    raw.line(&"y".repeat(remit_mcp::MAX_LINE + (1 << 20)));
+    // Wait (up to a minute) for the six answers expected, then a little longer for any
     // answer too many.
     let mut said = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while said.len() < 5 && Instant::now() < deadline {
+    while said.len() < 6 && Instant::now() < deadline {
         said.extend(raw.drain(Duration::from_millis(200)));
     }
     said.extend(raw.drain(Duration::from_millis(300)));
@@ -362,7 +364,13 @@ fn malformed_messages_get_clear_errors_and_the_server_keeps_serving() {
         .iter()
         .filter(|v| v["error"]["code"] == -32700)
         .collect();
-    assert_eq!(parse_errors.len(), 4, "{said:?}");
+    assert_eq!(parse_errors.len(), 5, "{said:?}");
+    assert!(
+        parse_errors
+            .iter()
+            .any(|e| e["error"]["message"].as_str().unwrap().contains("at most")),
+        "{said:?}"
+    );
     for e in parse_errors {
         assert!(e["id"].is_null(), "{e}");
         let message = e["error"]["message"].as_str().unwrap();
