@@ -554,7 +554,9 @@ fn hidden_paths(
             continue;
         }
         let enter = |dir: &Path| is_workspace || dir != trees.workspace;
-        let found = walk(root, &patterns, &enter, &mut budget).map_err(|()| {
+        // Outside the workspace, a Unix socket in a granted tree (a docker or agent socket
+        // under a granted home) is hidden too: a read-only mount does not stop `connect`.
+        let found = walk(root, &patterns, !is_workspace, &enter, &mut budget).map_err(|()| {
             PrepareError::HiddenScan(
                 root.display().to_string(),
                 describe(&patterns),
@@ -583,7 +585,7 @@ fn hidden_paths(
             continue;
         }
         let enter = |dir: &Path| trees.leads_somewhere(dir);
-        let found = walk(&root, &pattern, &enter, &mut budget).map_err(|()| {
+        let found = walk(&root, &pattern, false, &enter, &mut budget).map_err(|()| {
             PrepareError::HiddenScan(
                 root.display().to_string(),
                 describe(&pattern),
@@ -618,15 +620,17 @@ fn hidden_paths(
 
 /// Walk `root` for entries whose path relative to `root` matches one of `patterns`. Matched
 /// directories are not entered (they are hidden whole); symbolic links are not followed;
-/// directories `enter` refuses are skipped. Every entry read takes one from `budget`; `Err`
-/// when it runs out.
+/// directories `enter` refuses are skipped; with `sockets`, every Unix socket matches too.
+/// Every entry read takes one from `budget`; `Err` when it runs out.
 fn walk(
     root: &Path,
     patterns: &[String],
+    sockets: bool,
     enter: &dyn Fn(&Path) -> bool,
     budget: &mut usize,
 ) -> Result<Vec<PathBuf>, ()> {
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt as _;
     let patterns: Vec<glob::Pattern> = patterns.iter().map(|p| glob::Pattern::new(p)).collect();
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -639,7 +643,8 @@ fn walk(
             let path = entry.path();
             let name = entry.file_name();
             let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
-            if patterns.iter().any(|p| p.matches(&rel, name.as_bytes())) {
+            let socket = sockets && entry.file_type().is_ok_and(|t| t.is_socket());
+            if socket || patterns.iter().any(|p| p.matches(&rel, name.as_bytes())) {
                 out.push(path);
                 continue;
             }

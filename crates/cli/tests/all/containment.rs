@@ -237,6 +237,8 @@ fn host_unix_socket() {
     let path = w.outside.join("host.sock");
     let listener = UnixListener::bind(&path).unwrap();
     listener.set_nonblocking(true).unwrap();
+    // Anyone may connect, as to a desktop's docker socket: only remit stands in the way.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let p = path.display();
     blocked(
         &w,
@@ -249,6 +251,22 @@ fn host_unix_socket() {
         &w,
         None,
         "test -S /var/run/docker.sock || test -S /run/docker.sock || test -e /run/containerd/containerd.sock",
+    );
+    // Granted read-only with the tree that holds it: a read-only mount does not stop
+    // `connect`, so the socket is hidden; the tree's files stay readable.
+    std::fs::write(w.outside.join("notes.txt"), "hello").unwrap();
+    let granted = format!("[filesystem]\nread_only = [\"{}\"]\n", w.outside.display());
+    blocked(
+        &w,
+        Some(&granted),
+        &format!(
+            "python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"{p}\")' 2>/dev/null"
+        ),
+    );
+    works(
+        &w,
+        Some(&granted),
+        &format!("grep -q hello {}/notes.txt", w.outside.display()),
     );
     assert!(
         listener.accept().is_err(),
