@@ -380,12 +380,48 @@ fn git_changes(
             .map_err(|e| format!("cannot copy the git index: {e}"))?;
     }
     let base = head.unwrap_or(EMPTY_TREE);
-    let run = |args: &[&str]| -> Result<Vec<u8>, String> {
-        let out = git(workspace, Some(&index))
-            // The directories found before the task, not whatever its pointers say now.
+    let command = || {
+        let mut command = git(workspace, Some(&index));
+        // The directories found before the task, not whatever its pointers say now.
+        command
             .env("GIT_DIR", &layout.git_dir)
             .env("GIT_COMMON_DIR", &layout.common_dir)
-            .env("GIT_WORK_TREE", workspace)
+            .env("GIT_WORK_TREE", workspace);
+        command
+    };
+    // The repository's configuration may be the task's own (a repository a task made with
+    // `git init` is a git workspace for the next run): every filter driver it defines is
+    // switched off, so adding the work tree runs no program it names. Reading the
+    // configuration runs nothing.
+    let mut overrides: Vec<String> = Vec::new();
+    let listed = command()
+        .args(["config", "--get-regexp", "--name-only", r"^filter\."])
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let mut drivers: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|key| {
+            key.strip_prefix("filter.")?
+                .rsplit_once('.')
+                .map(|(n, _)| n.to_owned())
+        })
+        .collect();
+    drivers.sort();
+    drivers.dedup();
+    for name in drivers {
+        for (key, value) in [
+            ("clean", ""),
+            ("smudge", ""),
+            ("process", ""),
+            ("required", "false"),
+        ] {
+            overrides.push("-c".into());
+            overrides.push(format!("filter.{name}.{key}={value}"));
+        }
+    }
+    let run = |args: &[&str]| -> Result<Vec<u8>, String> {
+        let out = command()
+            .args(&overrides)
             .args(args)
             .output()
             .map_err(|e| format!("cannot run git: {e}"))?;

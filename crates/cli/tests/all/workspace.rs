@@ -221,3 +221,24 @@ fn a_repository_pointed_at_a_planted_configuration_runs_nothing_on_the_host() {
     assert_eq!(ok(&out).trim(), "2", "{}", show(&out));
     assert!(!stderr(&out).contains("remit-quarantine"), "{}", show(&out));
 }
+
+/// A repository an earlier task made (`git init` in a plain workspace) is a git workspace
+/// for the next run, with the task's own configuration: remit's git after the task runs no
+/// filter driver it defines.
+#[test]
+fn a_repository_a_task_made_runs_none_of_its_filters_on_the_host() {
+    let w = World::new();
+    let marker = w.dir.path().join("filter-ran");
+    let plant = format!(
+        "git init -q && git config filter.x.clean 'touch {m}; cat' && git config filter.x.process 'touch {m}' && echo '* filter=x' > .gitattributes && echo one > f",
+        m = marker.display()
+    );
+    ok(&w.run(None, &plant));
+    // The next task: a git workspace now, whose configuration the first task wrote.
+    let out = w.run(None, "echo two >> f");
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        !w.exists(&marker),
+        "remit's git ran the task's filter on the host"
+    );
+}
