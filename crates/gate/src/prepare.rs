@@ -88,6 +88,27 @@ pub enum PrepareError {
         "workspace `{0}` has a `.git` file pointing at `{1}`, which is not a git directory of this worktree"
     )]
     BadGitDir(String, String),
+    /// A path remit mounts read-only is a symbolic link (a task may have planted it).
+    #[error(
+        "`{0}` is a symbolic link; remit protects it only as a file or directory of its own (a link could carry another file into the task): replace the link"
+    )]
+    ProtectedLink(String),
+}
+
+/// The paths of `candidates` that exist, refusing any that is a symbolic link: a read-only
+/// bind of a link would mount its target, whatever a task pointed it at.
+fn protectable(candidates: Vec<PathBuf>) -> Result<Vec<PathBuf>, PrepareError> {
+    let mut out = Vec::new();
+    for path in candidates {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(PrepareError::ProtectedLink(path.display().to_string()));
+            }
+            Ok(_) => out.push(path),
+            Err(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 const SYSTEM_TREES: [&str; 7] = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
@@ -192,12 +213,7 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
     };
     let mut hidden = hidden_paths(&fs.hidden, &host_home, base, &trees, HIDDEN_LIMITS)?;
     hidden.extend(remit_state_paths(&request.host_env, &workspace, &trees));
-    let protected: Vec<PathBuf> = fs
-        .protected
-        .iter()
-        .map(|p| workspace.join(p))
-        .filter(|p| p.exists())
-        .collect();
+    let protected = protectable(fs.protected.iter().map(|p| workspace.join(p)).collect())?;
 
     // Command rules and the programs they name.
     let rules = CommandRules::new(&remit.commands);
@@ -717,7 +733,7 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
         // read-only instead. Git creates the same directory on `init`.
         let _ = std::fs::create_dir_all(dir);
     }
-    read_only.retain(|p| p.exists());
+    let read_only = protectable(read_only)?;
     Ok(Some(GitDirs {
         outside_workspace: !common_dir.starts_with(workspace),
         common_dir,

@@ -242,3 +242,39 @@ fn a_repository_a_task_made_runs_none_of_its_filters_on_the_host() {
         "remit's git ran the task's filter on the host"
     );
 }
+
+/// A path remit protects read-only that an earlier task replaced by a symbolic link (to a
+/// host secret) is refused, never mounted: a bind of the link would carry its target in.
+#[test]
+fn a_protected_path_made_a_link_is_refused_not_mounted() {
+    let w = World::new();
+    git(&w.ws, &["init", "-q"]);
+    std::fs::write(w.ws.join("file.txt"), "one\n").unwrap();
+    git(&w.ws, &["add", "file.txt"]);
+    git(&w.ws, &["commit", "-qm", "one"]);
+    // What a first task could leave: a submodule's config that is a link to a host key.
+    let module = w.ws.join(".git/modules/x");
+    std::fs::create_dir_all(&module).unwrap();
+    std::os::unix::fs::symlink(w.home.join(".ssh/id_ed25519"), module.join("config")).unwrap();
+    let key = std::fs::read_to_string(w.home.join(".ssh/id_ed25519")).unwrap();
+    let out = w.run(None, "cat .git/modules/x/config");
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(!stdout(&out).contains(key.trim()), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        show(&out)
+    );
+    // The twin: a real submodule configuration is readable and stays read-only.
+    std::fs::remove_file(module.join("config")).unwrap();
+    std::fs::write(module.join("config"), "[core]\n").unwrap();
+    let out = w.run(
+        None,
+        "cat .git/modules/x/config && ! echo x >> .git/modules/x/config 2>/dev/null",
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        std::fs::read_to_string(module.join("config")).unwrap(),
+        "[core]\n"
+    );
+}
