@@ -241,9 +241,12 @@ impl PostgresBackend {
                     .map(|r| ident(r))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // What the role made dies with it. Handing it to the admin instead (`REASSIGN
+                // OWNED`) would make a `SECURITY DEFINER` function a task planted in a schema
+                // open to `PUBLIC` run as the admin for whoever calls it next.
                 let mut tx = client.transaction()?;
                 tx.batch_execute(&format!(
-                    "REASSIGN OWNED BY {list} TO CURRENT_USER; DROP OWNED BY {list}; DROP ROLE IF EXISTS {list};"
+                    "DROP OWNED BY {list}; DROP ROLE IF EXISTS {list};"
                 ))?;
                 tx.commit()?;
             }

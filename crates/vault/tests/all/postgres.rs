@@ -216,3 +216,59 @@ fn postgres_down_during_revocation_keeps_the_lease_open_and_reported() {
         "credential_revoked analytics task_end"
     );
 }
+
+/// What a task's role creates dies with it: handed to the admin instead, a `SECURITY DEFINER`
+/// function planted in a schema open to `PUBLIC` would run as the admin for the next caller.
+#[test]
+fn what_a_role_created_is_dropped_with_it_never_handed_to_the_admin() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_plant");
+    let pg = crate::common::postgres();
+    // As on PostgreSQL 14 and older (or a cluster upgraded from one).
+    pg.psql_in("vault_pg_plant", "GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .unwrap();
+    let url = |id: &str| {
+        home.broker
+            .issue_for_task(
+                &task(id),
+                &remit(&grant(&admin, "")),
+                Duration::from_secs(600),
+            )
+            .unwrap()
+            .env[0]
+            .1
+            .expose_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The attack: a function that would read what the task may not, left for later.
+    let mut first = connect(&url("T1"));
+    first
+        .batch_execute(
+            "CREATE FUNCTION public.x() RETURNS SETOF text SECURITY DEFINER LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT x FROM private.notes'; END $$",
+        )
+        .unwrap();
+    drop(first);
+    home.broker
+        .revoke_task("T1", &RevokeReason::TaskEnd)
+        .unwrap();
+    let left = pg
+        .psql_in(
+            "vault_pg_plant",
+            "SELECT count(*) FROM pg_proc WHERE proname = 'x'",
+        )
+        .unwrap();
+    assert_eq!(left.trim(), "0", "the planted function outlived its role");
+    let mut second = connect(&url("T2"));
+    assert!(second.batch_execute("SELECT * FROM public.x()").is_err());
+    // The harmless twin: what the remit grants still works for the next task.
+    let total: i64 = second
+        .query_one("SELECT sum(amount)::bigint FROM reporting.orders", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 30);
+    drop(second);
+    home.broker
+        .revoke_task("T2", &RevokeReason::TaskEnd)
+        .unwrap();
+}
