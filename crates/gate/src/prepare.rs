@@ -213,7 +213,27 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
     };
     let mut hidden = hidden_paths(&fs.hidden, &host_home, base, &trees, HIDDEN_LIMITS)?;
     hidden.extend(remit_state_paths(&request.host_env, &workspace, &trees));
-    let protected = protectable(fs.protected.iter().map(|p| workspace.join(p)).collect())?;
+    let mut protected = protectable(fs.protected.iter().map(|p| workspace.join(p)).collect())?;
+    // The remit itself and the Cedar files it names, where the task could otherwise write
+    // them (the workspace, a writable grant): what governs the next run is not the task's to
+    // change.
+    let writable =
+        |p: &Path| p.starts_with(&workspace) || read_write.iter().any(|r| p.starts_with(r));
+    let governing = std::iter::once(PathBuf::from(&request.remit.origin)).chain(
+        remit
+            .policy
+            .cedar
+            .iter()
+            .map(|c| expand(c, &host_home, base)),
+    );
+    for path in governing {
+        if let Ok(path) = std::fs::canonicalize(&path)
+            && writable(&path)
+            && !protected.contains(&path)
+        {
+            protected.push(path);
+        }
+    }
 
     // Command rules and the programs they name.
     let rules = CommandRules::new(&remit.commands);

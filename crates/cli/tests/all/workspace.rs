@@ -278,3 +278,36 @@ fn a_protected_path_made_a_link_is_refused_not_mounted() {
         "[core]\n"
     );
 }
+
+/// A remit kept in the workspace it governs (and the Cedar files it names) is read-only to
+/// the task: what the next run is allowed is not the task's to change.
+#[test]
+fn the_remit_in_the_workspace_is_not_the_tasks_to_change() {
+    let w = World::new();
+    let remit = w.ws.join("ci.remit.toml");
+    std::fs::write(&remit, "[policy]\ncedar = [\"extra.cedar\"]\n").unwrap();
+    std::fs::write(w.ws.join("extra.cedar"), "// nothing\n").unwrap();
+    let before = std::fs::read_to_string(&remit).unwrap();
+    let out = w
+        .command()
+        .args(["run", "--quiet", "--remit"])
+        .arg(&remit)
+        .args([
+            "--",
+            "bash",
+            "-c",
+            "echo '[environment]' >> ci.remit.toml; echo 'permit(principal,action,resource);' >> extra.cedar; echo x > other.toml && echo wrote-other",
+        ])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("wrote-other"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&remit).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(w.ws.join("extra.cedar")).unwrap(),
+        "// nothing\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.ws.join("other.toml")).unwrap(),
+        "x\n"
+    );
+}
