@@ -388,6 +388,30 @@ const INHERITED: [&str; 14] = [
     "TERMINFO",
 ];
 
+/// Variables a `pass` pattern (`GIT_*`) does not match: their values carry credentials
+/// (`GIT_CONFIG_VALUE_0` can hold an `http.extraHeader` bearer token) or make trusted
+/// programs load other code. `pass` may still name one exactly.
+fn named_only(key: &str) -> bool {
+    key.starts_with("GIT_CONFIG")
+        || key.starts_with("LD_")
+        || matches!(
+            key,
+            "GIT_ASKPASS"
+                | "SSH_ASKPASS"
+                | "SSH_AUTH_SOCK"
+                | "BASH_ENV"
+                | "ENV"
+                | "GIT_SSH_COMMAND"
+                | "GIT_SSH"
+                | "GIT_PROXY_COMMAND"
+                | "GIT_EXEC_PATH"
+                | "NODE_OPTIONS"
+                | "PYTHONSTARTUP"
+                | "PERL5OPT"
+                | "RUBYOPT"
+        )
+}
+
 fn environment(request: &RunRequest, user: &UserSpec, path: &str) -> Vec<(String, String)> {
     let remit = &request.remit.remit;
     let mut env: Vec<(String, String)> = Vec::new();
@@ -402,7 +426,9 @@ fn environment(request: &RunRequest, user: &UserSpec, path: &str) -> Vec<(String
             .pass
             .iter()
             .any(|p| match p.strip_suffix('*') {
-                Some(prefix) => key.starts_with(prefix),
+                // A pattern never brings in what carries credentials or loads code into
+                // trusted programs; only its exact name can.
+                Some(prefix) => key.starts_with(prefix) && !named_only(key),
                 None => p == key,
             });
         if (inherited || passed) && !remit_types::remit::looks_like_secret_name(key) {

@@ -632,6 +632,17 @@ fn validate(remit: &Remit, text: &str, origin: &str) -> Result<(), RemitError> {
                 format!("environment.pass entry `{name}` is not a variable name"),
             ));
         }
+        if name
+            .strip_suffix('*')
+            .is_some_and(|prefix| prefix.len() < 2)
+        {
+            return Err(invalid(
+                name,
+                format!(
+                    "environment.pass entry `{name}` would pass nearly every variable; name the variables or a longer prefix (`RUST_*`)"
+                ),
+            ));
+        }
         if looks_like_secret_name(name.trim_end_matches('*')) {
             return Err(invalid(
                 name,
@@ -864,6 +875,8 @@ mod tests {
                 "[environment]\npass = [\"AWS_*\"]\n",
                 "looks like a credential",
             ),
+            ("[environment]\npass = [\"*\"]\n", "nearly every variable"),
+            ("[environment]\npass = [\"G*\"]\n", "nearly every variable"),
             ("[limits]\nmemory = \"1KiB\"\n", "below"),
             ("[limits]\ncpu = -1.0\n", "positive"),
             ("[limits]\nwall = \"soon\"\n", "not a duration"),

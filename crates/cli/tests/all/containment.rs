@@ -543,6 +543,27 @@ fn environment_is_scrubbed() {
         "echo $GREETING",
     );
     assert_eq!(ok(&out).trim(), "hi");
+    // A pattern passes what it names, never what carries credentials or loads code.
+    let out = w
+        .command()
+        .env("GIT_AUTHOR_NAME", "someone")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+        .env(
+            "GIT_CONFIG_VALUE_0",
+            "Authorization: Bearer fake-bearer-value",
+        )
+        .env("GIT_ASKPASS", "/tmp/askpass")
+        .args(["run", "--quiet", "--remit"])
+        .arg(w.remit("[environment]\npass = [\"GIT_*\"]\n"))
+        .args(["--", "env"])
+        .output()
+        .unwrap();
+    let env = ok(&out);
+    assert!(env.contains("GIT_AUTHOR_NAME=someone"), "{env}");
+    for name in ["GIT_CONFIG", "fake-bearer-value", "GIT_ASKPASS"] {
+        assert!(!env.contains(name), "`{name}` passed by a pattern\n{env}");
+    }
 }
 
 #[test]
