@@ -300,6 +300,13 @@ pub fn command_words(facts: &ExecFacts) -> CommandWords {
     let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
     for name in &names {
         candidates.push((name.clone(), args.clone()));
+        // git runs `git-push` (as a program or an `argv[0]`, `/usr/lib/git-core/git-push`)
+        // as `git push`.
+        if let Some(sub) = name.strip_prefix("git-").filter(|s| !s.is_empty()) {
+            let mut words = vec![sub.to_owned()];
+            words.extend(args.iter().cloned());
+            candidates.push(("git".to_owned(), words));
+        }
         if is_launcher(name)
             && let Some((i, target)) = args.iter().enumerate().find(|(_, a)| !a.starts_with('-'))
         {
@@ -354,6 +361,8 @@ fn positional(program: &str, args: &[String]) -> Vec<String> {
             .filter(|w| w[0] == "-c")
             .filter_map(|w| {
                 let (key, value) = w[1].split_once('=')?;
+                // Configuration keys are case-insensitive (`Alias.P` is `alias.p`).
+                let key = key.to_ascii_lowercase();
                 let name = key.strip_prefix("alias.")?;
                 (!value.starts_with('!')).then(|| {
                     (
@@ -386,7 +395,9 @@ fn positional(program: &str, args: &[String]) -> Vec<String> {
         i += 1;
     }
     if let Some(first) = out.first()
-        && let Some((_, expansion)) = aliases.iter().find(|(name, _)| name == first)
+        && let Some((_, expansion)) = aliases
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(first))
     {
         out.splice(0..1, expansion.iter().cloned());
     }

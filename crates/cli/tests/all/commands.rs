@@ -147,7 +147,10 @@ fn git_push_is_forbidden_however_spelled() {
         "git push",
         "git -C . push origin main",
         "git -c alias.p=push p",
+        "git -c Alias.P=push p",
         "git --no-pager push --force",
+        "(exec -a git-push git origin main)",
+        "/usr/lib/git-core/git-push origin main",
     ] {
         let out = w.run(Some(FORBID_TOUCH), &format!("{push} 2>&1; echo rc=$?"));
         let text = stdout(&out);
