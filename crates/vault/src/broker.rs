@@ -296,10 +296,24 @@ impl Broker {
                     params![id, outcome.lookup, outcome.detail],
                 )
             });
-            if let Err(e) = result {
-                drop(conn);
-                self.abandon(&id);
-                return Err(self.vault.err(e));
+            match result {
+                Err(e) => {
+                    drop(conn);
+                    self.abandon(&id);
+                    return Err(self.vault.err(e));
+                }
+                Ok(0) => {
+                    // Revoked meanwhile (its agent suspended or revoked), with the handle
+                    // as it was before the backend made anything: revoke again, with what
+                    // was made, and hand nothing out.
+                    drop(conn);
+                    if let Ok(lease) = self.lease(&id) {
+                        let _ =
+                            self.revoke_leases(vec![lease], &RevokeReason::TaskStartFailed, true);
+                    }
+                    return Err(VaultError::RevokedWhileIssuing(id));
+                }
+                Ok(_) => {}
             }
         }
         let lease = self.lease(&id)?;

@@ -58,6 +58,10 @@ pub enum VaultError {
         /// What failed.
         error: BackendError,
     },
+    /// The lease was revoked (its agent suspended or revoked) while it was being issued:
+    /// what the backend made was taken back and nothing is handed out.
+    #[error("lease `{0}` was revoked while it was being issued; nothing was handed out")]
+    RevokedWhileIssuing(String),
     /// A revocation failed (the lease stays open and is retried).
     #[error("cannot revoke lease `{0}` yet: {1}; it stays open and is retried")]
     Revoke(String, String),
