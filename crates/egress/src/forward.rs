@@ -622,7 +622,20 @@ async fn pipeline<G: EgressGate>(
     let is_push = method == "POST" && bare_path.ends_with("/git-receive-pack");
     // A remit git token on a git request: checked for this repository before anything
     // leaves (a push's refs are checked with its commands, below).
-    let git_token = git_token_of(&parts.headers);
+    let git_token = match git_tokens_of(&parts.headers) {
+        Ok(mut tokens) => {
+            tokens.dedup();
+            if tokens.len() > 1 {
+                return Err(ctx.deny(
+                    StatusCode::FORBIDDEN,
+                    "credentials.git",
+                    "a request may carry one remit git token",
+                ));
+            }
+            tokens.pop()
+        }
+        Err(why) => return Err(ctx.deny(StatusCode::FORBIDDEN, "credentials.git", &why)),
+    };
     let repository = git_repository(&bare_path)
         .map(|repo_path| format!("{}://{}{}", target.scheme(), target.authority(), repo_path));
     if let Some(token) = &git_token {
@@ -1221,9 +1234,35 @@ async fn decide_publish<G: EgressGate>(
 
 /// The remit git token (`rgt_…`) a request carries: `Authorization: Bearer <token>`, or either
 /// half of `Authorization: Basic` (git's credential helpers send it as the password).
+/// Every remit git token a request carries, from all its `Authorization` values; `Err` when
+/// one travels in any other header, where the checks below would not look for it.
+fn git_tokens_of(headers: &HeaderMap) -> Result<Vec<String>, String> {
+    let mut tokens = Vec::new();
+    for (name, value) in headers {
+        if name == header::AUTHORIZATION {
+            tokens.extend(value.to_str().ok().and_then(git_token_in));
+        } else if value
+            .as_bytes()
+            .windows(crate::GIT_TOKEN_PREFIX.len())
+            .any(|w| w == crate::GIT_TOKEN_PREFIX.as_bytes())
+        {
+            return Err(format!(
+                "a remit git token may travel only in the Authorization header, not in `{name}`"
+            ));
+        }
+    }
+    tokens.sort();
+    Ok(tokens)
+}
+
+#[cfg(test)]
 fn git_token_of(headers: &HeaderMap) -> Option<String> {
+    git_tokens_of(headers).ok()?.into_iter().next()
+}
+
+fn git_token_in(value: &str) -> Option<String> {
     use base64::Engine as _;
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let value = value.trim();
     let (scheme, rest) = value.split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
@@ -1274,6 +1313,24 @@ mod tests {
         assert_eq!(with("Bearer ghp_other"), None);
         assert_eq!(with("Basic !!!"), None);
         assert_eq!(git_token_of(&HeaderMap::new()), None);
+        // Every Authorization value is looked at, and a token anywhere else is refused.
+        let mut two = HeaderMap::new();
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer rgt_second"),
+        );
+        assert_eq!(git_tokens_of(&two).unwrap(), ["rgt_second"]);
+        let mut elsewhere = HeaderMap::new();
+        elsewhere.insert("private-token", HeaderValue::from_static("rgt_abc"));
+        assert!(
+            git_tokens_of(&elsewhere)
+                .unwrap_err()
+                .contains("private-token")
+        );
         assert_eq!(git_repository("/acme/w.git/info/refs"), Some("/acme/w.git"));
         assert_eq!(
             git_repository("/acme/w.git/git-receive-pack"),
