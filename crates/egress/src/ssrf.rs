@@ -84,8 +84,17 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if ip.is_loopback() {
         return Some("loopback (::1)");
     }
-    // IPv4-compatible (deprecated) ::a.b.c.d, NAT64 64:ff9b::/96 and 64:ff9b:1::/48.
-    if s[..6] == [0, 0, 0, 0, 0, 0] || (s[0] == 0x64 && s[1] == 0xff9b) {
+    // Local-use NAT64 (RFC 8215): its translator reaches whatever its operator's IPv4
+    // networks are, with the address laid out by a prefix length only the operator knows.
+    if s[..3] == [0x64, 0xff9b, 0x0001] {
+        return Some("local-use NAT64 (64:ff9b:1::/48)");
+    }
+    // IPv4-compatible (deprecated) ::a.b.c.d, IPv4-translated (SIIT) ::ffff:0:a.b.c.d and
+    // NAT64 64:ff9b::/96.
+    if s[..6] == [0, 0, 0, 0, 0, 0]
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+        || (s[0] == 0x64 && s[1] == 0xff9b)
+    {
         let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
         return special_v4(v4);
     }
@@ -184,6 +193,10 @@ mod tests {
             "::ffff:169.254.169.254",
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:169.254.169.254",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:a9fe:a9:fe00::",
             "2002:7f00:1::",
             "fd00::1",
             "fe80::1",
@@ -200,6 +213,7 @@ mod tests {
             "2606:4700::1111",
             "::ffff:1.1.1.1",
             "64:ff9b::808:808",
+            "::ffff:0:8.8.8.8",
         ] {
             assert_eq!(special_range(ip(public)), None, "{public}");
         }
