@@ -125,8 +125,16 @@ fn setup(config: &InitConfig<'_>, sock: BorrowedFd<'_>) -> Result<Ready, Failure
             trees.push(None);
             continue;
         }
-        let tree = sys::open_tree(&source.path, sys::OPEN_TREE_CLONE | sys::AT_RECURSIVE)
-            .step(|| format!("clone mount `{}`", source.label), mount_ns)?;
+        let follow = if source.nofollow {
+            libc::AT_SYMLINK_NOFOLLOW as u32
+        } else {
+            0
+        };
+        let tree = sys::open_tree(
+            &source.path,
+            sys::OPEN_TREE_CLONE | sys::AT_RECURSIVE | follow,
+        )
+        .step(|| format!("clone mount `{}`", source.label), mount_ns)?;
         sys::mount_setattr(tree.as_fd(), true, source.attrs, 0, None)
             .step(|| format!("set attributes of `{}`", source.label), mount_ns)?;
         trees.push(Some(tree));

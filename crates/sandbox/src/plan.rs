@@ -33,6 +33,10 @@ pub(crate) struct Source {
     pub(crate) idmapped: bool,
     /// Short description for error messages.
     pub(crate) label: String,
+    /// Cloned without following a final symbolic link: a path mounted read-only to protect
+    /// it must be that path, never whatever a link put there (by a task running in the same
+    /// workspace at the same moment) points at.
+    pub(crate) nofollow: bool,
 }
 
 /// One step inside the new root (paths relative to it).
@@ -213,6 +217,7 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
             attrs,
             idmapped,
             label: label.to_owned(),
+            nofollow: false,
         });
         plan.sources.len() - 1
     };
@@ -530,6 +535,7 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
             false,
             &path.display().to_string(),
         );
+        plan.sources[source].nofollow = true;
         mounts.push((
             depth(path),
             3,
