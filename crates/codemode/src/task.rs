@@ -252,10 +252,7 @@ impl TaskHost {
 
     /// Remove secrets from text (detected by the scanner) before it leaves.
     pub fn redact_text(&self, text: &str) -> String {
-        let Some(scanner) = self.scanner() else {
-            return text.to_owned();
-        };
-        redact_with(scanner, text.as_bytes())
+        self.redact_bytes(text.as_bytes())
     }
 
     /// Perform one call, deciding it at the gate first. `script` is the calling script's
@@ -703,11 +700,14 @@ impl TaskHost {
         Ok(ran)
     }
 
+    /// Redact output before it leaves: the scanner's findings and the task's own secrets
+    /// (its identity token, injected and leased credentials). What cannot be checked is
+    /// withheld, never passed on unchecked.
     fn redact_bytes(&self, bytes: &[u8]) -> String {
-        match self.scanner() {
-            Some(scanner) => redact_with(scanner, bytes),
-            None => String::from_utf8_lossy(bytes).into_owned(),
-        }
+        let (Some(scanner), Ok(known)) = (self.scanner(), self.inner.client.known_secrets()) else {
+            return UNCHECKED.to_owned();
+        };
+        redact_with(scanner, known, bytes)
     }
 
     fn cwd(&self, cwd: Option<&str>) -> Result<Option<PathBuf>, CallError> {
@@ -1210,15 +1210,22 @@ fn call_failure(tool: &str, e: &CallError) -> String {
     }
 }
 
-fn redact_with(scanner: &remit_scan::Scanner, bytes: &[u8]) -> String {
+/// What stands for output that could not be checked for secrets.
+const UNCHECKED: &str = "[REDACTED: output could not be checked]";
+
+fn redact_with(
+    scanner: &remit_scan::Scanner,
+    known: Option<remit_scan::KnownSecrets>,
+    bytes: &[u8],
+) -> String {
     use std::io::Write as _;
-    let mut writer = remit_scan::RedactingWriter::new(Vec::new(), Some(scanner.clone()), None);
+    let mut writer = remit_scan::RedactingWriter::new(Vec::new(), Some(scanner.clone()), known);
     if writer.write_all(bytes).is_err() {
-        return String::from_utf8_lossy(bytes).into_owned();
+        return UNCHECKED.to_owned();
     }
     match writer.finish() {
         Ok(out) => String::from_utf8_lossy(&out).into_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Err(_) => UNCHECKED.to_owned(),
     }
 }
 

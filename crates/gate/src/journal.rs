@@ -183,7 +183,18 @@ impl<J: Journal> RedactingJournal<J> {
         match body {
             EventBody::Exec(mut exec) => {
                 exec.argv = exec.argv.iter().map(|a| redact(a)).collect();
+                exec.cwd = redact(&exec.cwd);
                 EventBody::Exec(exec)
+            }
+            // Names the task chose (a file or directory named after a secret) and text that
+            // repeats what failed.
+            EventBody::FileChanges(mut changes) => {
+                changes.paths = changes.paths.iter().map(|p| redact(p)).collect();
+                EventBody::FileChanges(changes)
+            }
+            EventBody::TaskEnd(mut end) => {
+                end.detail = end.detail.map(|d| redact(&d));
+                EventBody::TaskEnd(end)
             }
             EventBody::Decision(mut d) => {
                 d.effect.attributes = d
@@ -312,6 +323,14 @@ mod tests {
                     detail: format!("sent {token} to the wrong host"),
                     blocked: true,
                 }),
+                EventBody::FileChanges(remit_types::event::FileChanges {
+                    added: 1,
+                    modified: 0,
+                    deleted: 0,
+                    diff_sha256: None,
+                    paths: vec![format!("A {token}"), "A plain.txt".into()],
+                    paths_omitted: 0,
+                }),
                 // The harmless twin: text without a secret is kept as it was.
                 EventBody::EffectFailed(EffectFailed {
                     effect_id: "e2".into(),
@@ -333,5 +352,6 @@ mod tests {
             "{recorded}"
         );
         assert!(recorded.contains("cannot run `nosuchprog "), "{recorded}");
+        assert!(recorded.contains("A plain.txt"), "{recorded}");
     }
 }

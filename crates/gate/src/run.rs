@@ -852,6 +852,7 @@ impl Task {
     /// A handle to start programs in the task.
     pub fn client(&self) -> TaskClient {
         TaskClient {
+            redactor: self.supervision.redactor.clone(),
             tx: self.commands_tx.clone(),
             gate: Arc::clone(&self.gate),
             workspace: self.supervision.prepared.spec.workspace.clone(),
@@ -1233,9 +1234,20 @@ pub struct TaskClient {
     gate: Arc<Gate>,
     workspace: PathBuf,
     search: String,
+    redactor: Option<crate::secrets::LazyScanner>,
 }
 
 impl TaskClient {
+    /// The task's own secrets (its identity token, injected credentials' real values, leased
+    /// tokens), which every output leaving the task must not carry: `Ok(None)` when there
+    /// are none, `Err` when they could not be made into a matcher (withhold the output).
+    pub fn known_secrets(&self) -> Result<Option<remit_scan::KnownSecrets>, String> {
+        match &self.redactor {
+            Some(redactor) => redactor.known(),
+            None => Ok(None),
+        }
+    }
+
     /// The task's gate.
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate

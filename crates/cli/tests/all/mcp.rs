@@ -743,3 +743,34 @@ fn nothing_a_script_holds_outlives_it() {
         }
     }
 }
+
+/// The task's own secrets are redacted from what a tool returns, not only what the scanner
+/// recognises: its identity token, base64-encoded, never reaches the MCP client.
+#[test]
+fn the_tasks_own_secrets_never_reach_the_client() {
+    let w = World::new();
+    workspace(&w);
+    std::fs::write(w.ws.join("plain.txt"), "nothing secret here\n").unwrap();
+    let mut raw = Raw::start(&w, REMIT, &[]);
+    let r = raw.call(
+        1,
+        "exec",
+        json!({"argv": ["sh", "-c", "base64 -w0 \"$REMIT_IDENTITY_TOKEN_FILE\"; echo; cat \"$REMIT_IDENTITY_TOKEN_FILE\""]}),
+    );
+    let stdout = r["result"]["structuredContent"]["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(stdout.contains("[REDACTED"), "{r}");
+    // `eyJ` starts every token, `ZXlK` its base64.
+    assert!(
+        !stdout.contains("eyJ") && !stdout.contains("ZXlK"),
+        "the token or its base64 left the task: {stdout}"
+    );
+    // The harmless twin: ordinary output comes back as it was.
+    let r = raw.call(2, "exec", json!({"argv": ["base64", "-w0", "plain.txt"]}));
+    assert_eq!(
+        r["result"]["structuredContent"]["stdout"], "bm90aGluZyBzZWNyZXQgaGVyZQo=",
+        "{r}"
+    );
+}
