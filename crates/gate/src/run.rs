@@ -1384,7 +1384,8 @@ impl TaskClient {
     }
 }
 
-fn command_line(argv: &[String]) -> String {
+/// A command line as a shell would read it, whole.
+fn quoted_line(argv: &[String]) -> String {
     let mut out = String::new();
     for (i, arg) in argv.iter().enumerate() {
         if i > 0 {
@@ -1397,15 +1398,27 @@ fn command_line(argv: &[String]) -> String {
         } else {
             out.push_str(arg);
         }
-        if out.len() > 200 {
-            let mut cut = 200;
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
-            out.push('…');
+        if out.len() > MAX_ARG_BYTES_SHOWN {
             break;
         }
+    }
+    out
+}
+
+/// Longest command line shown, in bytes.
+const MAX_LINE_SHOWN: usize = 200;
+/// How much of a command line is read before it is clipped: enough for any secret to be
+/// whole when it is redacted, so no prefix of one survives the cut.
+const MAX_ARG_BYTES_SHOWN: usize = 64 << 10;
+
+fn clip_line(mut out: String) -> String {
+    if out.len() > MAX_LINE_SHOWN {
+        let mut cut = MAX_LINE_SHOWN;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
     }
     out
 }
@@ -1725,7 +1738,17 @@ impl Supervision {
             identical_to,
             interpreter: program.interpreter.clone(),
         };
-        let line = command_line(&attempt.argv);
+        // The command line as messages and the exit summary show it (on the host's terminal
+        // or a CI log): redacted like everything else that leaves the task. Only a refused
+        // or held command is shown, so an allowed one never waits for the redactor.
+        let shown = |redactor: &Option<crate::secrets::LazyScanner>| {
+            // Redacted whole, then clipped: a secret cut in two would keep its prefix.
+            let line = quoted_line(&attempt.argv);
+            clip_line(match redactor {
+                Some(redactor) => redactor.redact(&line),
+                None => line,
+            })
+        };
         match self.gate.decide_exec(&facts, &attempt.cwd) {
             Decision::Allow { .. } => {
                 self.commands += 1;
@@ -1736,6 +1759,7 @@ impl Supervision {
             }
             Decision::Deny { policy, reason } => {
                 // Explain first: once answered, the process may be gone.
+                let line = shown(&self.redactor);
                 self.refused(&watch, &attempt, &line, &policy, &reason);
                 let _ = watch.respond(&attempt, Verdict::Deny(EACCES));
             }
@@ -1745,6 +1769,7 @@ impl Supervision {
                 let gate = Arc::clone(&self.gate);
                 let timeout = self.approval_timeout;
                 let notices = self.notices;
+                let line = shown(&self.redactor);
                 self.commands += 1;
                 tokio::spawn(async move {
                     let cwd = attempt.cwd.clone();

@@ -342,3 +342,31 @@ fn secrets_are_found_refused_and_redacted() {
     let out = w.run(Some("[secrets]\nrefuse_at = \"high\"\n"), "echo started");
     assert!(stdout(&out).contains("started"), "{}", show(&out));
 }
+
+/// The summary and notices remit prints on the host show a refused command line redacted:
+/// a task cannot put its own identity token into the CI log that captures remit's output.
+#[test]
+fn a_refused_command_line_is_shown_redacted() {
+    let w = World::new();
+    let remit = w.remit("[commands]\nforbid = [\"touch\"]\n");
+    let out = w
+        .command()
+        .args(["run", "--summary", "--remit"])
+        .arg(&remit)
+        .args([
+            "--",
+            "bash",
+            "-c",
+            "touch \"$(cat \"$REMIT_IDENTITY_TOKEN_FILE\")\" 2>/dev/null; touch plain-name 2>/dev/null; true",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("touch"), "{}", show(&out));
+    assert!(
+        !err.contains("eyJ"),
+        "the token reached remit's own output: {err}"
+    );
+    // The twin: an ordinary refused command line is shown as it was.
+    assert!(err.contains("touch plain-name"), "{}", show(&out));
+}
