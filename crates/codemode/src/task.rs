@@ -269,11 +269,11 @@ impl TaskHost {
         wait: Option<Duration>,
     ) -> Result<Value, CallError> {
         let mut call = call;
-        self.precheck(&mut call)?;
+        let args = self.precheck(&mut call)?;
         let effect = Effect::ToolCall {
             via: self.via.to_owned(),
             tool: call.tool().to_owned(),
-            args: call.policy_args(),
+            args,
             script: script.to_owned(),
         };
         let wait = wait.unwrap_or(self.inner.options.approval_wait);
@@ -346,8 +346,9 @@ impl TaskHost {
 
     /// Checks that need no decision: a bad path is bad input, not a refusal.
     /// Check a call and put its paths in the one spelling that is both decided and performed
-    /// (`./.github//x` is `.github/x`: a rule on `.github/*` must see what is written).
-    fn precheck(&self, call: &mut Call) -> Result<(), CallError> {
+    /// (`./.github//x` is `.github/x`: a rule on `.github/*` must see what is written); the
+    /// arguments the policy sees.
+    fn precheck(&self, call: &mut Call) -> Result<BTreeMap<String, String>, CallError> {
         let path = |p: &mut String| -> Result<(), CallError> {
             *p = helper::check_relative(p).map_err(CallError::invalid)?;
             Ok(())
@@ -373,7 +374,9 @@ impl TaskHost {
             Call::GitCommit(a) => a.paths.iter_mut().try_for_each(path)?,
             _ => {}
         }
-        for (name, value) in call.policy_args() {
+        self.precheck_rest(call)?;
+        let args = call.policy_args();
+        for (name, value) in &args {
             if value.len() > crate::tools::MAX_POLICY_ARG {
                 return Err(CallError::invalid(format!(
                     "`{name}` is {} bytes; remit decides on whole arguments of at most {} bytes",
@@ -382,7 +385,7 @@ impl TaskHost {
                 )));
             }
         }
-        self.precheck_rest(call)
+        Ok(args)
     }
 
     fn precheck_rest(&self, call: &Call) -> Result<(), CallError> {

@@ -1239,13 +1239,20 @@ async fn decide_publish<G: EgressGate>(
 fn git_tokens_of(headers: &HeaderMap) -> Result<Vec<String>, String> {
     let mut tokens = Vec::new();
     for (name, value) in headers {
-        if name == header::AUTHORIZATION {
-            tokens.extend(value.to_str().ok().and_then(git_token_in));
-        } else if value
+        let carries = value
             .as_bytes()
             .windows(crate::GIT_TOKEN_PREFIX.len())
-            .any(|w| w == crate::GIT_TOKEN_PREFIX.as_bytes())
-        {
+            .any(|w| w == crate::GIT_TOKEN_PREFIX.as_bytes());
+        if name == header::AUTHORIZATION {
+            match value.to_str() {
+                Ok(text) => tokens.extend(git_token_in(text)),
+                // Not text: a token in it could not be checked.
+                Err(_) if carries => {
+                    return Err("an Authorization header that is not text carries what looks like a remit git token".into());
+                }
+                Err(_) => {}
+            }
+        } else if carries {
             return Err(format!(
                 "a remit git token may travel only in the Authorization header, not in `{name}`"
             ));

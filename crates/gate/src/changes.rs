@@ -398,6 +398,17 @@ fn git_changes(
         .args(["config", "--get-regexp", "--name-only", r"^filter\."])
         .output()
         .map_err(|e| format!("cannot run git: {e}"))?;
+    // 1: no filter is configured. Anything else but success: the drivers are unknown, so
+    // git is not run with them.
+    if !listed.status.success() && listed.status.code() != Some(1) {
+        return Err(format!(
+            "cannot list the repository's filters: {}",
+            String::from_utf8_lossy(&listed.stderr)
+                .lines()
+                .next()
+                .unwrap_or("no reason given")
+        ));
+    }
     let mut drivers: Vec<String> = String::from_utf8_lossy(&listed.stdout)
         .lines()
         .filter_map(|key| {

@@ -530,38 +530,9 @@ async fn agent_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_task_hears_nothing_until_its_processes_are_gone() {
-    use remit_gate::api::{Api, serve_agent};
     let (gate, _, _) = gate();
-    let loaded = remit_types::remit::parse(REMIT, "t.remit.toml", ".".into()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (kill, _kills) = tokio::sync::mpsc::unbounded_channel();
-    let api = Arc::new(Api {
-        gate: Arc::clone(&gate),
-        info: remit_gate::registry::TaskInfo {
-            task: "01TASK".into(),
-            agent: "ci-fixer".into(),
-            owner: "alice".into(),
-            requester: "alice".into(),
-            remit: "t.remit.toml".into(),
-            remit_hash: "sha256:00".into(),
-            workspace: dir.path().display().to_string(),
-            command: vec!["sh".into()],
-            supervisor_pid: std::process::id(),
-            init_pid: 0,
-            started: "2026-12-07T00:00:00Z".into(),
-        },
-        remit: loaded.remit,
-        workspace: dir.path().to_owned(),
-        kill,
-        owner_uid: 0,
-        task_uid: None,
-        task_pidns: None,
-        redactor: None,
-        code: std::sync::OnceLock::new(),
-    });
-    let socket = dir.path().join("agent.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    tokio::spawn(serve_agent(listener, api));
+    let (socket, _kills) = serve_test_agent(&gate, dir.path());
     let body = r#"{"kind":"publish","args":{"tag":"v1"},"wait":60}"#;
     let post = format!(
         "POST /v1/actions HTTP/1.1\r\nHost: remit\r\nConnection: close\r\n\
@@ -608,12 +579,18 @@ async fn a_killed_task_hears_nothing_until_its_processes_are_gone() {
     }
 }
 
-/// The agent API of a task, on a socket in `dir`.
-fn serve_test_agent(gate: &Arc<Gate>, dir: &std::path::Path) -> std::path::PathBuf {
+/// The agent API of a task, on a socket in `dir`; the receiver gets what the API asks to
+/// kill (keep it while the API serves).
+fn serve_test_agent(
+    gate: &Arc<Gate>,
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     use remit_gate::api::{Api, serve_agent};
     let loaded = remit_types::remit::parse(REMIT, "t.remit.toml", ".".into()).unwrap();
     let (kill, kills) = tokio::sync::mpsc::unbounded_channel();
-    std::mem::forget(kills);
     let api = Arc::new(Api {
         gate: Arc::clone(gate),
         info: remit_gate::registry::TaskInfo {
@@ -641,7 +618,7 @@ fn serve_test_agent(gate: &Arc<Gate>, dir: &std::path::Path) -> std::path::PathB
     let socket = dir.join("agent.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     tokio::spawn(serve_agent(listener, api));
-    socket
+    (socket, kills)
 }
 
 /// Read one HTTP answer (headers and a `content-length` body) from `stream`.
@@ -676,7 +653,7 @@ async fn a_stalling_or_flooding_task_cannot_hold_the_agent_socket() {
     use tokio::io::AsyncWriteExt as _;
     let (gate, _, _) = gate();
     let dir = tempfile::tempdir().unwrap();
-    let socket = serve_test_agent(&gate, dir.path());
+    let (socket, _kills) = serve_test_agent(&gate, dir.path());
     let status = "GET /v1/status HTTP/1.1\r\nHost: remit\r\nConnection: close\r\n\r\n";
     let ask = |request: &'static str| {
         let socket = socket.clone();

@@ -447,6 +447,18 @@ impl ServerHandler for Server {
 /// Longest message line read from a client (a code-mode script of 1 MiB, JSON-escaped, fits).
 pub const MAX_LINE: usize = 16 << 20;
 
+/// A JSON-RPC `Parse error` (`-32700`, `id: null`) saying `why`, as one line.
+fn parse_error(why: &str) -> Vec<u8> {
+    let answer = json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32700, "message": format!("Parse error: {why}") },
+    });
+    let mut bytes = answer.to_string().into_bytes();
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Read and drop the rest of a line; `false` at the end of the input.
 async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(input: &mut R) -> bool {
     use tokio::io::AsyncBufReadExt as _;
@@ -501,17 +513,10 @@ where
             if too_long {
                 // The rest of the line is read and dropped, never held.
                 let ended = skip_line(&mut input).await;
-                let answer = json!({
-                    "jsonrpc": "2.0",
-                    "id": null,
-                    "error": {
-                        "code": -32700,
-                        "message": format!("Parse error: a message is at most {MAX_LINE} bytes; this one was longer and was dropped"),
-                    },
-                });
-                let mut bytes = answer.to_string().into_bytes();
-                bytes.push(b'\n');
-                if errors_tx.send(bytes).await.is_err() || !ended {
+                let answer = parse_error(&format!(
+                    "a message is at most {MAX_LINE} bytes; this one was longer and was dropped"
+                ));
+                if errors_tx.send(answer).await.is_err() || !ended {
                     break;
                 }
                 continue;
@@ -529,17 +534,8 @@ where
                     }
                 }
                 Err(e) => {
-                    let answer = json!({
-                        "jsonrpc": "2.0",
-                        "id": null,
-                        "error": {
-                            "code": -32700,
-                            "message": format!("Parse error: a message must be one line of JSON ({e})"),
-                        },
-                    });
-                    let mut bytes = answer.to_string().into_bytes();
-                    bytes.push(b'\n');
-                    if errors_tx.send(bytes).await.is_err() {
+                    let answer = parse_error(&format!("a message must be one line of JSON ({e})"));
+                    if errors_tx.send(answer).await.is_err() {
                         break;
                     }
                 }
