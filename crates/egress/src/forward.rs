@@ -1338,6 +1338,12 @@ mod tests {
                 .unwrap_err()
                 .contains("private-token")
         );
+        let mut not_text = HeaderMap::new();
+        not_text.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xffrgt_abc").unwrap(),
+        );
+        assert!(git_tokens_of(&not_text).is_err());
         assert_eq!(git_repository("/acme/w.git/info/refs"), Some("/acme/w.git"));
         assert_eq!(
             git_repository("/acme/w.git/git-receive-pack"),
