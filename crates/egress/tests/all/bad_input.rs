@@ -180,11 +180,9 @@ fn bad_connections_are_closed_and_others_served() {
     assert_eq!(proxy.curl(&[&ok]).0, 200);
 }
 
-/// Bodies read whole for inspection share one task-wide allowance of memory: one that would
-/// pass it is refused (`503`, `egress.memory`) before the origin sees anything, its bytes are
-/// given back, and bodies within it still pass.
-#[test]
-fn inspected_bodies_share_a_memory_allowance() {
+/// A proxy with `limits` allowing `origin.test`, a plain origin answering `hello` (the
+/// runtime serves both while it lives).
+fn proxy_to_one_origin(limits: remit_egress::Limits) -> (tokio::runtime::Runtime, Origin, Proxy) {
     let rt = runtime();
     let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
     let remit = format!(
@@ -193,12 +191,21 @@ fn inspected_bodies_share_a_memory_allowance() {
     );
     let mut setup = Setup::new(&remit);
     setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
-    setup.limits = Some(remit_egress::Limits {
+    setup.limits = Some(limits);
+    let proxy = rt.block_on(setup.start());
+    (rt, good, proxy)
+}
+
+/// Bodies read whole for inspection share one task-wide allowance of memory: one that would
+/// pass it is refused (`503`, `egress.memory`) before the origin sees anything, its bytes are
+/// given back, and bodies within it still pass.
+#[test]
+fn inspected_bodies_share_a_memory_allowance() {
+    let (_rt, good, proxy) = proxy_to_one_origin(remit_egress::Limits {
         max_inspected_body: 1 << 20,
         max_inspected_total: 64 * 1024,
         ..remit_egress::Limits::default()
     });
-    let proxy = rt.block_on(setup.start());
     let url = format!("http://origin.test:{}/upload", good.port());
     // Compressed bodies are read whole and inflated before they are searched: each is held
     // twice, as sent and as inflated. Bytes that do not compress keep both sizes alike.
@@ -321,20 +328,11 @@ fn read_head(s: &mut TcpStream) -> String {
 /// is open, not only until its upgrade: a task cannot hold more than the limit that way.
 #[test]
 fn intercepted_connections_count_against_the_limit() {
-    let rt = runtime();
-    let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
-    let remit = format!(
-        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
-        good.port()
-    );
-    let mut setup = Setup::new(&remit);
-    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
-    setup.limits = Some(remit_egress::Limits {
+    let (_rt, good, proxy) = proxy_to_one_origin(remit_egress::Limits {
         handshake_timeout: Duration::from_secs(60),
         max_connections: 4,
         ..remit_egress::Limits::default()
     });
-    let proxy = rt.block_on(setup.start());
     let ok = format!("http://origin.test:{}/", good.port());
     let connect = |port: u16| {
         let mut s = TcpStream::connect(proxy.addr).unwrap();
