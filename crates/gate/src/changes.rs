@@ -104,7 +104,14 @@ impl Baseline {
                 head,
                 layout,
             } => match layout.restore() {
-                Ok(notes) => (git_changes(workspace, head.as_deref(), layout), notes),
+                Ok(mut notes) => {
+                    notes.extend(layout.submodules.check(
+                        workspace,
+                        &layout.git_dir,
+                        &layout.common_dir,
+                    ));
+                    (git_changes(workspace, head.as_deref(), layout), notes)
+                }
                 Err(why) => (Err(why), Vec::new()),
             },
             files @ Baseline::Files { .. } => (files.file_changes(), Vec::new()),
@@ -212,6 +219,8 @@ pub struct GitLayout {
     common_dir: PathBuf,
     /// Files that redirect git, with their content (`None`: absent).
     pointers: Vec<(PathBuf, Option<Vec<u8>>)>,
+    /// The submodule git directories protected for the task.
+    submodules: crate::submodules::Protected,
 }
 
 /// Largest pointer file kept (they hold a path or a few settings).
@@ -254,7 +263,9 @@ impl GitLayout {
                 pointers.push((path, before));
             }
         }
+        let submodules = crate::submodules::discover(workspace, &git_dir, &common_dir);
         Some(GitLayout {
+            submodules,
             dot,
             dot_id: (meta.dev(), meta.ino()),
             dot_text,
@@ -330,7 +341,7 @@ impl GitLayout {
 }
 
 /// `git` on `workspace` with nothing but the repository's own configuration.
-fn git(workspace: &Path, index: Option<&Path>) -> Command {
+pub(crate) fn git(workspace: &Path, index: Option<&Path>) -> Command {
     let mut command = Command::new("git");
     command
         .env_clear()

@@ -52,4 +52,5 @@ pub mod record;
 pub mod registry;
 pub mod run;
 pub mod secrets;
+pub mod submodules;
 pub mod timing;

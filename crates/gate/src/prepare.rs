@@ -768,10 +768,13 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
     if git_dir != common_dir {
         read_only.push(git_dir.join("config.worktree"));
     }
-    if let Ok(modules) = std::fs::read_dir(common_dir.join("modules")) {
-        for module in modules.flatten() {
-            read_only.push(module.path().join("config"));
-            read_only.push(module.path().join("hooks"));
+    // Every submodule's git directory, wherever git would enter one from here: their
+    // configuration and hooks run in the user's next `git status` or `git submodule update`.
+    for module in crate::submodules::discover(workspace, &git_dir, &common_dir).git_dirs() {
+        read_only.push(module.join("config"));
+        read_only.push(module.join("hooks"));
+        if !module.join("hooks").exists() {
+            create_dirs.push(module.join("hooks"));
         }
     }
     for dir in &create_dirs {

@@ -311,3 +311,173 @@ fn the_remit_in_the_workspace_is_not_the_tasks_to_change() {
         "x\n"
     );
 }
+
+/// The user's `git status` on the host, as after any run; returns its output.
+fn user_status(w: &World, dir: &std::path::Path) -> String {
+    let out = Command::new("git")
+        .args(["status", "--short"])
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", &w.ws)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A repository with one commit, and a second one (`upstream`) beside the workspace.
+fn repository_with_upstream(w: &World) -> std::path::PathBuf {
+    git(&w.ws, &["init", "-q"]);
+    std::fs::write(w.ws.join("file.txt"), "one\n").unwrap();
+    git(&w.ws, &["add", "file.txt"]);
+    git(&w.ws, &["commit", "-qm", "one"]);
+    let upstream = w.dir.path().join("upstream");
+    std::fs::create_dir(&upstream).unwrap();
+    git(&upstream, &["init", "-q"]);
+    std::fs::write(upstream.join("lib.txt"), "lib\n").unwrap();
+    git(&upstream, &["add", "lib.txt"]);
+    git(&upstream, &["commit", "-qm", "lib"]);
+    upstream
+}
+
+/// `git status` enters every populated submodule the index names and runs `git status` in
+/// it, with that repository's configuration. A task that makes a repository of its own
+/// (whose `core.fsmonitor` names a program) and puts it in the index would have the user's
+/// next `git status` run the program on the host: its `.git` is moved aside instead. A real
+/// submodule, absorbed or embedded, works as before, its configuration read-only.
+#[test]
+fn a_submodule_the_task_made_runs_nothing_in_the_users_next_git_status() {
+    let w = World::new();
+    let upstream = repository_with_upstream(&w);
+    // A real submodule (absorbed into .git/modules) and an embedded repository.
+    git(
+        &w.ws,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &upstream.display().to_string(),
+            "lib",
+        ],
+    );
+    std::fs::create_dir(w.ws.join("embedded")).unwrap();
+    git(&w.ws.join("embedded"), &["init", "-q"]);
+    git(
+        &w.ws.join("embedded"),
+        &["commit", "-q", "--allow-empty", "-m", "e"],
+    );
+    git(&w.ws, &["add", "embedded"]);
+    git(&w.ws, &["commit", "-qm", "submodules"]);
+
+    let monitored = w.dir.path().join("fsmonitor-ran");
+    let attack = format!(
+        "mkdir evil && cd evil && git init -q && git -c user.email=a@example.com -c user.name=a commit -q --allow-empty -m x && \
+         git config core.fsmonitor 'touch {m}; false' && echo x > f && cd .. && \
+         git update-index --add --cacheinfo 160000,$(git -C evil rev-parse HEAD),evil && git ls-files -s evil",
+        m = monitored.display()
+    );
+    let out = w.run(None, &attack);
+    assert!(ok(&out).starts_with("160000"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("`evil`") && stderr(&out).contains("remit-quarantine"),
+        "{}",
+        show(&out)
+    );
+    assert!(!w.exists(&w.ws.join("evil/.git")));
+    assert!(w.exists(&w.ws.join("evil/.git.remit-quarantine/config")));
+    user_status(&w, &w.ws);
+    assert!(
+        !w.exists(&monitored),
+        "the task's fsmonitor ran in the user's git status"
+    );
+
+    // The real submodules: configuration and hooks read-only, commits work, nothing moved.
+    let out = w.run(
+        None,
+        "for d in lib embedded; do ! git -C $d config core.fsmonitor x 2>/dev/null || exit 9; \
+         ! touch $(git -C $d rev-parse --git-dir)/hooks/post-checkout 2>/dev/null || exit 8; done; \
+         cd lib && echo two >> lib.txt && git -c user.email=a@example.com -c user.name=a commit -qam two && git log --oneline | wc -l",
+    );
+    assert_eq!(ok(&out).trim(), "2", "{}", show(&out));
+    assert!(!stderr(&out).contains("remit-quarantine"), "{}", show(&out));
+    assert!(w.ws.join("lib/.git").is_file());
+    assert!(w.ws.join("embedded/.git").is_dir());
+    assert!(user_status(&w, &w.ws).contains("lib"));
+}
+
+/// A task can rewrite a real submodule's `.git` file to lead to a repository it made, or
+/// write `commondir` into the submodule's git directory to send git to a configuration of
+/// its own: either is undone, and the user's next `git status` runs nothing of the task's.
+#[test]
+fn a_submodule_pointed_at_a_planted_repository_runs_nothing_on_the_host() {
+    let w = World::new();
+    let upstream = repository_with_upstream(&w);
+    git(
+        &w.ws,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &upstream.display().to_string(),
+            "lib",
+        ],
+    );
+    git(&w.ws, &["commit", "-qm", "submodule"]);
+    let gitfile = std::fs::read_to_string(w.ws.join("lib/.git")).unwrap();
+    let monitored = w.dir.path().join("fsmonitor-ran");
+    let plant = format!(
+        "git init -q planted && git -C planted config core.fsmonitor 'touch {m}; false' && \
+         cp -r .git/modules/lib/objects .git/modules/lib/refs .git/modules/lib/HEAD planted/.git/",
+        m = monitored.display()
+    );
+
+    // The `.git` file, rewritten.
+    let out = w.run(
+        None,
+        &format!("{plant} && echo 'gitdir: ../planted/.git' > lib/.git"),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("`lib`") && stderr(&out).contains("remit-quarantine"),
+        "{}",
+        show(&out)
+    );
+    user_status(&w, &w.ws);
+    assert!(
+        !w.exists(&monitored),
+        "the task's fsmonitor ran on the host"
+    );
+    std::fs::rename(
+        w.ws.join("lib/.git.remit-quarantine"),
+        w.dir.path().join("old"),
+    )
+    .unwrap();
+    std::fs::write(w.ws.join("lib/.git"), &gitfile).unwrap();
+    std::fs::remove_dir_all(w.ws.join("planted")).unwrap();
+
+    // `commondir` in the submodule's git directory.
+    let out = w.run(
+        None,
+        &format!("{plant} && echo ../../../planted/.git > .git/modules/lib/commondir"),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("commondir") && stderr(&out).contains("remit-quarantine"),
+        "{}",
+        show(&out)
+    );
+    assert!(!w.exists(&w.ws.join(".git/modules/lib/commondir")));
+    user_status(&w, &w.ws);
+    assert!(
+        !w.exists(&monitored),
+        "the task's fsmonitor ran on the host"
+    );
+
+    // The twin: the submodule's own work, untouched.
+    let out = w.run(None, "cat lib/lib.txt && git -C lib status --short");
+    assert_eq!(ok(&out).trim(), "lib", "{}", show(&out));
+    assert!(!stderr(&out).contains("remit-quarantine"), "{}", show(&out));
+}
