@@ -2,8 +2,8 @@
 //! group-commits and signs checkpoints; any number of them, in any number of processes, append
 //! to the same ledger.
 //!
-//! Callers never touch the store. [`Ledger::append`] stamps an event with its time, queues it
-//! and returns at once; [`Ledger::append_durable`] does the same and returns a [`Durable`]
+//! Callers never touch the store directly. [`Ledger::append`] stamps an event with its time,
+//! queues it and returns at once; [`Ledger::append_durable`] does the same and returns a [`Durable`]
 //! handle that resolves, with the event's sequence number, once the event is committed
 //! (blocking with [`Durable::wait`], or `.await` from async code); [`Ledger::append_batch`]
 //! queues a group at once and resolves when its last event is. Sequence numbers are
@@ -18,6 +18,13 @@
 //! and signs and stores a checkpoint of the new head. While it commits, new events queue up
 //! for the next transaction, so under load one `fsync` covers many events and when idle an
 //! event is committed at once.
+//!
+//! The connection and the tree are one [`Engine`] behind a mutex, and whoever holds it
+//! commits. A caller that blocks until its events are durable ([`Durable::wait`],
+//! [`Ledger::flush`], [`Ledger::checkpoint`]) while the writer thread is idle takes it and
+//! commits the queued work itself, the same way the thread would: a durable event then costs
+//! its commit, not also a wake-up of the writer thread and another of the caller. An `.await`
+//! never commits (no `fsync` on an async executor); the thread does it.
 //!
 //! Every commit signs a checkpoint in the same transaction: there is never a committed event
 //! that no signature covers, so an event that shows up uncovered was not written by a writer,
@@ -39,7 +46,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -177,6 +184,8 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Taken by whoever commits; `None` once the writer stopped.
+    engine: Mutex<Option<Engine>>,
     /// The writer waits here for work.
     work: Condvar,
     /// Appenders wait here for queue room.
@@ -330,17 +339,8 @@ impl Ledger {
                 loaded.ok_or_else(|| Error::Invalid("the ledger head was not read".into()))?
             }
         };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                tree_size: frontier.size(),
-                latest: Some(head.clone()),
-                ..State::default()
-            }),
-            work: Condvar::new(),
-            room: Condvar::new(),
-            done: Condvar::new(),
-        });
-        let writer = Writer {
+        let (frontier_size, latest) = (frontier.size(), head.clone());
+        let engine = Engine {
             store,
             core: Core {
                 key: key.clone(),
@@ -354,6 +354,19 @@ impl Ledger {
                 others_seen: None,
                 scratch: Vec::new(),
             },
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                tree_size: frontier_size,
+                latest: Some(latest),
+                ..State::default()
+            }),
+            engine: Mutex::new(Some(engine)),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let writer = Writer {
             shared: Arc::clone(&shared),
         };
         let thread = std::thread::Builder::new()
@@ -423,6 +436,7 @@ impl Ledger {
             ticket,
             seq,
             shared: Arc::clone(&self.inner.shared),
+            nudged: AtomicBool::new(false),
         }
     }
 
@@ -492,7 +506,7 @@ impl Ledger {
         }
         state.first_queued.get_or_insert_with(Instant::now);
         state.urgent_through = state.appended;
-        self.inner.shared.work.notify_one();
+        // The returned handle wakes the writer (or commits in its caller's thread).
         first + count - 1
     }
 
@@ -542,7 +556,9 @@ impl Ledger {
         if urgent {
             state.urgent_through = state.appended;
         }
-        if was_empty || urgent {
+        if was_empty && !urgent {
+            // An observation starts the writer's wait for company. A durable event's handle
+            // wakes the writer itself, or commits in its caller's thread.
             shared.work.notify_one();
         }
         Ok(ticket)
@@ -564,7 +580,11 @@ impl Ledger {
             if let Some(err) = Shared::failure(&state) {
                 return Err(err);
             }
-            state = shared.done.wait(state).unwrap_or_else(|p| p.into_inner());
+            let helped;
+            (state, helped) = shared.help(state);
+            if !helped {
+                state = shared.done.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
         }
     }
 
@@ -588,7 +608,11 @@ impl Ledger {
             if let Some(err) = Shared::failure(&state) {
                 return Err(err);
             }
-            state = shared.done.wait(state).unwrap_or_else(|p| p.into_inner());
+            let helped;
+            (state, helped) = shared.help(state);
+            if !helped {
+                state = shared.done.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
         }
     }
 
@@ -656,11 +680,37 @@ impl Ledger {
 }
 
 /// An event on its way to disk. Resolves to its sequence number once durable.
-#[derive(Clone)]
+///
+/// Queuing a durable event does not wake the writer thread: the handle does, the first time
+/// it is waited on, polled, asked, or dropped — unless [`Durable::wait`] finds the thread
+/// idle and commits in the caller's thread instead.
 pub struct Durable {
     ticket: u64,
     seq: SeqSlot,
     shared: Arc<Shared>,
+    /// This handle has woken the writer thread.
+    nudged: AtomicBool,
+}
+
+impl Clone for Durable {
+    fn clone(&self) -> Self {
+        Self {
+            ticket: self.ticket,
+            seq: Arc::clone(&self.seq),
+            shared: Arc::clone(&self.shared),
+            nudged: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        // Nobody waits for it any more; it is committed all the same.
+        if !self.nudged.load(Ordering::Relaxed) && self.committed_seq(&self.shared.lock()).is_none()
+        {
+            self.nudge();
+        }
+    }
 }
 
 impl std::fmt::Debug for Durable {
@@ -690,16 +740,22 @@ impl Durable {
             if let Some(err) = Shared::failure(&state) {
                 return Err(err);
             }
-            state = self
-                .shared
-                .done
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            let helped;
+            (state, helped) = self.shared.help(state);
+            if !helped {
+                self.nudge();
+                state = self
+                    .shared
+                    .done
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
         }
     }
 
     /// Like [`Durable::wait`], giving up after `timeout` (`Ok(None)`).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<u64>> {
+        self.nudge();
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
@@ -724,7 +780,18 @@ impl Durable {
 
     /// The event's sequence number if it is durable now.
     pub fn seq(&self) -> Option<u64> {
-        self.committed_seq(&self.shared.lock())
+        let seq = self.committed_seq(&self.shared.lock());
+        if seq.is_none() {
+            self.nudge();
+        }
+        seq
+    }
+
+    /// Wake the writer thread for this event (once per handle).
+    fn nudge(&self) {
+        if !self.nudged.swap(true, Ordering::Relaxed) {
+            self.shared.work.notify_one();
+        }
     }
 
     /// Whether the event is durable now.
@@ -747,6 +814,7 @@ impl Future for Durable {
         if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
             state.wakers.push(cx.waker().clone());
         }
+        self.nudge();
         Poll::Pending
     }
 }
@@ -850,9 +918,15 @@ fn load_head(
 }
 
 struct Writer {
+    shared: Arc<Shared>,
+}
+
+/// The store connection and the writer's view of the tree. Whoever holds it commits: the
+/// writer thread, or a caller about to block until its own events are durable while the
+/// thread is idle ([`Shared::help`]).
+struct Engine {
     store: Box<dyn Store>,
     core: Core,
-    shared: Arc<Shared>,
 }
 
 /// The writer's view of the tree, updated only after a transaction committed.
@@ -865,7 +939,7 @@ struct Core {
     /// The head checkpoint at this writer's latest commit (or at open): if the store's head is
     /// still this note, nobody appended since and `frontier` is current.
     head: SignedCheckpoint,
-    /// Mirrors of [`State::committed`] and [`State::kept_through`], owned by the writer.
+    /// Mirrors of [`State::committed`] and [`State::kept_through`], owned by the engine.
     committed: u64,
     kept_through: Option<u64>,
     /// When this writer last found that another one had committed since its own last commit.
@@ -900,11 +974,19 @@ enum Work {
     Abort,
 }
 
-/// Fails every waiter if the writer thread unwinds, so no effect waits forever on an event
-/// that will never be committed.
-struct PanicGuard(Arc<Shared>);
+/// What to do next.
+enum Decision {
+    Now(Work),
+    /// Nothing yet: wait for an appender (at most this long: an observation waiting for
+    /// company).
+    Wait(Option<Duration>),
+}
 
-impl Drop for PanicGuard {
+/// Fails every waiter if a commit unwinds (in the writer thread or in a caller helping it),
+/// so no effect waits forever on an event that will never be committed.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
@@ -913,9 +995,10 @@ impl Drop for PanicGuard {
             let mut state = self.0.lock();
             state
                 .failed
-                .get_or_insert_with(|| "the writer thread panicked".to_owned());
+                .get_or_insert_with(|| "the ledger writer panicked".to_owned());
             self.0.done.notify_all();
             self.0.room.notify_all();
+            self.0.work.notify_all();
             std::mem::take(&mut state.wakers)
         };
         for waker in wakers {
@@ -924,31 +1007,97 @@ impl Drop for PanicGuard {
     }
 }
 
+impl Shared {
+    fn engine(&self) -> MutexGuard<'_, Option<Engine>> {
+        // A commit that panicked marked the ledger failed (`PanicGuard`): what follows only
+        // reads that.
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A caller is about to block until its events are durable: if the writer thread is not
+    /// committing right now, commit the queued work in this thread, sparing the hand-over to
+    /// the writer and back (two thread wake-ups on every durable event's path). Returns the
+    /// state lock again, and whether it committed anything.
+    fn help<'a>(&'a self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
+        let Ok(mut slot) = self.engine.try_lock() else {
+            // Busy (the writer commits, and will publish) or poisoned (failed).
+            return (state, false);
+        };
+        let Some(engine) = slot.as_mut() else {
+            return (state, false);
+        };
+        let work = match engine.decide(self, &mut state) {
+            Decision::Now(work @ (Work::Batch(..) | Work::Retain)) => work,
+            // Stopping is the writer thread's (it hands back the connection).
+            Decision::Now(Work::Stop | Work::Abort) | Decision::Wait(_) => return (state, false),
+        };
+        drop(state);
+        let guard = PanicGuard(self);
+        let result = match work {
+            Work::Batch(batch, retain) => engine.commit(batch, retain),
+            _ => engine.retain(),
+        };
+        publish(self, &engine.core, result);
+        drop(guard);
+        drop(slot);
+        // Whatever was queued meanwhile is the writer thread's (it may be waiting for work
+        // with no time limit).
+        self.work.notify_one();
+        (self.lock(), true)
+    }
+}
+
 impl Writer {
     /// Commit until closed; return the connection if everything was committed (for a reader
     /// to reuse), `None` after a failure.
-    fn run(mut self) -> Option<Box<dyn Store>> {
-        let _guard = PanicGuard(Arc::clone(&self.shared));
+    fn run(self) -> Option<Box<dyn Store>> {
+        let shared = &*self.shared;
+        let _guard = PanicGuard(shared);
         loop {
-            let result = match self.next_work() {
-                Work::Batch(batch, retain) => self.commit(batch, retain),
-                Work::Retain => self.retain(),
+            let mut slot = shared.engine();
+            let engine = slot.as_mut()?;
+            let mut state = shared.lock();
+            let work = match engine.decide(shared, &mut state) {
+                Decision::Now(work) => work,
+                Decision::Wait(limit) => {
+                    // Not holding the engine: a caller may commit meanwhile.
+                    drop(slot);
+                    drop(match limit {
+                        Some(limit) => {
+                            shared
+                                .work
+                                .wait_timeout(state, limit)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0
+                        }
+                        None => shared.work.wait(state).unwrap_or_else(|p| p.into_inner()),
+                    });
+                    continue;
+                }
+            };
+            drop(state);
+            let result = match work {
+                Work::Batch(batch, retain) => engine.commit(batch, retain),
+                Work::Retain => engine.retain(),
                 Work::Stop => {
                     // Tidying up only; the ledger is complete without it.
-                    let _ = self.store.close();
-                    return Some(self.store);
+                    let mut engine = slot.take()?;
+                    let _ = engine.store.close();
+                    return Some(engine.store);
                 }
                 Work::Abort => return None,
             };
-            if !self.publish(result) {
-                return None;
-            }
-            if !self.store.lock_is_fair()
-                && self
+            let ok = publish(shared, &engine.core, result);
+            let pause = !engine.store.lock_is_fair()
+                && engine
                     .core
                     .others_seen
-                    .is_some_and(|seen| seen.elapsed() < OTHERS_ACTIVE)
-            {
+                    .is_some_and(|seen| seen.elapsed() < OTHERS_ACTIVE);
+            drop(slot);
+            if !ok {
+                return None;
+            }
+            if pause {
                 // Other writers commit too, and may be waiting for the lock this one just
                 // released: step aside for a poll of theirs instead of taking it straight
                 // back, so the lock goes round. A writer alone never waits here.
@@ -956,107 +1105,98 @@ impl Writer {
             }
         }
     }
+}
 
-    fn next_work(&mut self) -> Work {
+/// Publish a result to waiters; `false` when the writer must stop.
+fn publish(shared: &Shared, core: &Core, result: Result<Committed>) -> bool {
+    let wakers;
+    let ok;
+    {
+        let mut state = shared.lock();
+        match result {
+            Ok(done) => {
+                state.committed = core.committed;
+                state.tree_size = core.frontier.size().max(state.tree_size);
+                if done.kept {
+                    state.kept_through = core.kept_through;
+                    state.retained = Some(done.checkpoint.clone());
+                }
+                if done.events > 0
+                    || state
+                        .latest
+                        .as_ref()
+                        .is_none_or(|l| l.checkpoint.size <= done.checkpoint.checkpoint.size)
+                {
+                    state.latest = Some(done.checkpoint);
+                }
+                ok = true;
+            }
+            Err(e) => {
+                state.failed.get_or_insert_with(|| one_line(&e));
+                ok = false;
+            }
+        }
+        wakers = std::mem::take(&mut state.wakers);
+        shared.done.notify_all();
+        if !ok {
+            shared.room.notify_all();
+            shared.work.notify_all();
+        }
+    }
+    for waker in wakers {
+        waker.wake();
+    }
+    ok
+}
+
+impl Engine {
+    /// What to do next, decided under the state lock; takes a batch off the queue only when
+    /// it returns it.
+    fn decide(&self, shared: &Shared, state: &mut State) -> Decision {
         let max_batch = self.core.options.max_batch.max(1);
         let linger = self.core.options.linger;
         let committed = self.core.committed;
-        let mut state = self.shared.lock();
-        loop {
-            if state.failed.is_some() {
-                return Work::Abort;
-            }
-            let wanted = state.retain_pending();
-            if wanted.is_some_and(|w| w <= committed) {
-                // The wanted events are committed: keep the head covering them.
-                return Work::Retain;
-            }
-            if !state.queue.is_empty() {
-                let urgent = state.closing
-                    || wanted.is_some()
-                    || state.urgent_through > committed
-                    || state.queue.len() >= max_batch;
-                let waited = state.first_queued.map_or(linger, |t| t.elapsed());
-                if !urgent && waited < linger {
-                    // Observations only: wait a little for company (or for somebody to
-                    // wait for them).
-                    state = self
-                        .shared
-                        .work
-                        .wait_timeout(state, linger - waited)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    continue;
-                }
-                let n = state.queue.len().min(max_batch);
-                let batch: Vec<Pending> = state.queue.drain(..n).collect();
-                if state.queue.is_empty() {
-                    state.first_queued = None;
-                }
-                let end = committed + n as u64;
-                let retain =
-                    wanted.is_some_and(|w| w <= end) || (state.closing && state.queue.is_empty());
-                self.shared.room.notify_all();
-                return Work::Batch(batch, retain);
-            }
-            if state.closing
-                && committed > 0
-                && self.core.kept_through.is_none_or(|kept| kept < committed)
-            {
-                return Work::Retain;
-            }
-            if state.closing {
-                return Work::Stop;
-            }
-            state = self
-                .shared
-                .work
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+        if state.failed.is_some() {
+            return Decision::Now(Work::Abort);
         }
-    }
-
-    /// Publish a result to waiters; `false` when the writer must stop.
-    fn publish(&mut self, result: Result<Committed>) -> bool {
-        let wakers;
-        let ok;
+        let wanted = state.retain_pending();
+        if wanted.is_some_and(|w| w <= committed) {
+            // The wanted events are committed: keep the head covering them.
+            return Decision::Now(Work::Retain);
+        }
+        if !state.queue.is_empty() {
+            let urgent = state.closing
+                || wanted.is_some()
+                || state.urgent_through > committed
+                || state.queue.len() >= max_batch;
+            let waited = state.first_queued.map_or(linger, |t| t.elapsed());
+            if !urgent && waited < linger {
+                // Observations only: wait a little for company (or for somebody to wait
+                // for them).
+                return Decision::Wait(Some(linger - waited));
+            }
+            let n = state.queue.len().min(max_batch);
+            let batch: Vec<Pending> = state.queue.drain(..n).collect();
+            if state.queue.is_empty() {
+                state.first_queued = None;
+            }
+            let end = committed + n as u64;
+            let retain =
+                wanted.is_some_and(|w| w <= end) || (state.closing && state.queue.is_empty());
+            shared.room.notify_all();
+            return Decision::Now(Work::Batch(batch, retain));
+        }
+        if state.closing
+            && committed > 0
+            && self.core.kept_through.is_none_or(|kept| kept < committed)
         {
-            let mut state = self.shared.lock();
-            match result {
-                Ok(done) => {
-                    state.committed = self.core.committed;
-                    state.tree_size = self.core.frontier.size().max(state.tree_size);
-                    if done.kept {
-                        state.kept_through = self.core.kept_through;
-                        state.retained = Some(done.checkpoint.clone());
-                    }
-                    if done.events > 0
-                        || state
-                            .latest
-                            .as_ref()
-                            .is_none_or(|l| l.checkpoint.size <= done.checkpoint.checkpoint.size)
-                    {
-                        state.latest = Some(done.checkpoint);
-                    }
-                    ok = true;
-                }
-                Err(e) => {
-                    state.failed.get_or_insert_with(|| one_line(&e));
-                    ok = false;
-                }
-            }
-            wakers = std::mem::take(&mut state.wakers);
-            self.shared.done.notify_all();
-            if !ok {
-                self.shared.room.notify_all();
-            }
+            return Decision::Now(Work::Retain);
         }
-        for waker in wakers {
-            waker.wake();
+        if state.closing {
+            return Decision::Now(Work::Stop);
         }
-        ok
+        Decision::Wait(None)
     }
-
     fn commit(&mut self, batch: Vec<Pending>, retain: bool) -> Result<Committed> {
         let Self { store, core, .. } = self;
         // The rows, but for what only the transaction knows (sequence numbers, the
