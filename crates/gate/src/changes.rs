@@ -13,7 +13,6 @@
 //! listing taken before the task started; there is no diff hash.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,7 +37,7 @@ pub enum Baseline {
         /// The commit `HEAD` named.
         head: Option<String>,
         /// Where its git directory was, and the files that point git elsewhere.
-        layout: GitLayout,
+        layout: Box<GitLayout>,
     },
     /// Any other directory: each regular file's identity, by path relative to the workspace.
     Files {
@@ -68,7 +67,7 @@ impl Baseline {
     /// The baseline of a git work tree, if `workspace` is the top of one.
     pub fn git(workspace: &Path) -> Option<Baseline> {
         let git_dir = git_dir(workspace)?;
-        let layout = GitLayout::capture(workspace, &git_dir)?;
+        let layout = Box::new(GitLayout::capture(workspace, &git_dir)?);
         Some(Baseline::Git {
             workspace: workspace.to_path_buf(),
             head: head_commit(workspace, &git_dir),
@@ -98,21 +97,25 @@ impl Baseline {
     /// What changed since, and what the task had done to the repository's layout that was
     /// undone first (one line each). A git directory the task replaced is not run git on.
     pub fn changes_guarded(&self) -> (Result<FileChanges, String>, Vec<String>) {
+        self.changes_within(crate::files::GIT_LIMIT)
+    }
+
+    /// [`Baseline::changes_guarded`], each git command given at most `limit`.
+    pub fn changes_within(
+        &self,
+        limit: std::time::Duration,
+    ) -> (Result<FileChanges, String>, Vec<String>) {
         match self {
             Baseline::Git {
                 workspace,
                 head,
                 layout,
             } => match layout.restore() {
-                Ok(mut notes) => {
-                    notes.extend(layout.submodules.check(
-                        workspace,
-                        &layout.git_dir,
-                        &layout.common_dir,
-                    ));
-                    (git_changes(workspace, head.as_deref(), layout), notes)
-                }
-                Err(why) => (Err(why), Vec::new()),
+                (notes, Ok(())) => (
+                    git_changes(workspace, head.as_deref(), layout, limit),
+                    notes,
+                ),
+                (notes, Err(why)) => (Err(why), notes),
             },
             files @ Baseline::Files { .. } => (files.file_changes(), Vec::new()),
         }
@@ -144,7 +147,7 @@ fn git_dir(workspace: &Path) -> Option<PathBuf> {
     if meta.is_dir() {
         return Some(dot);
     }
-    let text = std::fs::read_to_string(&dot).ok()?;
+    let text = crate::files::read_text(&dot)?;
     let target = text.trim().strip_prefix("gitdir:")?.trim();
     Some(workspace.join(target))
 }
@@ -153,21 +156,21 @@ fn git_dir(workspace: &Path) -> Option<PathBuf> {
 fn head_commit(workspace: &Path, git_dir: &Path) -> Option<String> {
     let is_id =
         |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    let head = crate::files::read_text(&git_dir.join("HEAD"))?;
     let head = head.trim();
     if is_id(head) {
         return Some(head.to_ascii_lowercase());
     }
     let name = head.strip_prefix("ref:")?.trim();
-    let common = std::fs::read_to_string(git_dir.join("commondir"))
+    let common = crate::files::read_text(&git_dir.join("commondir"))
         .map(|c| git_dir.join(c.trim()))
-        .unwrap_or_else(|_| git_dir.to_path_buf());
+        .unwrap_or_else(|| git_dir.to_path_buf());
     if !name.starts_with("refs/") || name.contains("..") || name.ends_with(".invalid") {
         // reftable, or something unusual: let git say.
         return git_head(workspace);
     }
     for dir in [git_dir, common.as_path()] {
-        if let Ok(id) = std::fs::read_to_string(dir.join(name)) {
+        if let Some(id) = crate::files::read_text(&dir.join(name)) {
             let id = id.trim();
             if is_id(id) {
                 return Some(id.to_ascii_lowercase());
@@ -175,7 +178,7 @@ fn head_commit(workspace: &Path, git_dir: &Path) -> Option<String> {
             return git_head(workspace);
         }
     }
-    let packed = std::fs::read_to_string(common.join("packed-refs")).unwrap_or_default();
+    let packed = crate::files::read_text(&common.join("packed-refs")).unwrap_or_default();
     for line in packed.lines() {
         if let Some((id, r)) = line.split_once(' ')
             && r == name
@@ -189,14 +192,16 @@ fn head_commit(workspace: &Path, git_dir: &Path) -> Option<String> {
 }
 
 fn git_head(workspace: &Path) -> Option<String> {
-    let out = git(workspace, None)
-        .args(["rev-parse", "--verify", "-q", "HEAD^{commit}"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
+    let mut out = Vec::new();
+    let (status, _) = crate::files::run_within(
+        git(workspace, None).args(["rev-parse", "--verify", "-q", "HEAD^{commit}"]),
+        crate::files::GIT_LIMIT,
+        &mut |b| out.extend_from_slice(b),
+    )
+    .ok()?;
+    status
         .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .then(|| String::from_utf8_lossy(&out).trim().to_owned())
         .filter(|s| !s.is_empty())
 }
 
@@ -206,7 +211,9 @@ fn git_head(workspace: &Path) -> Option<String> {
 /// of its own — whose filters and `core.fsmonitor` would run on the host, in remit's own git
 /// after the task and in the user's next `git status`. After the task the pointers are put
 /// back (what the task wrote is kept beside them as `*.remit-quarantine`), and remit's git
-/// is told the directories explicitly.
+/// is told the directories explicitly. Nothing is written where a directory is no longer the
+/// one found (a task can swap a git directory for a link to anywhere): a replaced `.git` or
+/// git directory is moved aside instead, and git is not run.
 #[derive(Debug, Clone)]
 pub struct GitLayout {
     /// `<workspace>/.git` and its identity (device, inode).
@@ -214,9 +221,10 @@ pub struct GitLayout {
     dot_id: (u64, u64),
     /// Its content when it is a file (`gitdir: …`).
     dot_text: Option<Vec<u8>>,
-    /// The git directory and the common directory, absolute.
+    /// The git directory and the common directory, absolute, with their identities.
     git_dir: PathBuf,
     common_dir: PathBuf,
+    dir_ids: [(u64, u64); 2],
     /// Files that redirect git, with their content (`None`: absent).
     pointers: Vec<(PathBuf, Option<Vec<u8>>)>,
     /// The submodule git directories protected for the task.
@@ -226,15 +234,24 @@ pub struct GitLayout {
 /// Largest pointer file kept (they hold a path or a few settings).
 const MAX_POINTER: u64 = 64 << 10;
 
+/// A pointer file's content (`None`: absent; empty: something that is not a small regular
+/// file, which is never what was found).
 fn read_pointer(path: &Path) -> Result<Option<Vec<u8>>, String> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot look at `{}`: {e}", path.display())),
-        Ok(m) if !m.is_file() || m.len() > MAX_POINTER => Ok(Some(Vec::new())),
-        Ok(_) => std::fs::read(path)
-            .map(Some)
+        Ok(_) => crate::files::read_regular(path, MAX_POINTER)
+            .map(|data| Some(data.unwrap_or_default()))
             .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
     }
+}
+
+/// A directory's identity, if it is one (not a link).
+fn dir_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl GitLayout {
@@ -242,15 +259,16 @@ impl GitLayout {
         let dot = workspace.join(".git");
         let meta = std::fs::symlink_metadata(&dot).ok()?;
         let dot_text = if meta.is_file() {
-            Some(std::fs::read(&dot).ok()?)
+            Some(crate::files::read_regular(&dot, MAX_POINTER).ok()??)
         } else {
             None
         };
         let git_dir = std::fs::canonicalize(git_dir).ok()?;
-        let common_dir = match std::fs::read_to_string(git_dir.join("commondir")) {
-            Ok(c) => std::fs::canonicalize(git_dir.join(c.trim())).ok()?,
-            Err(_) => git_dir.clone(),
+        let common_dir = match crate::files::read_text(&git_dir.join("commondir")) {
+            Some(c) => std::fs::canonicalize(git_dir.join(c.trim())).ok()?,
+            None => git_dir.clone(),
         };
+        let dir_ids = [dir_id(&git_dir)?, dir_id(&common_dir)?];
         let mut pointers = Vec::new();
         for path in [
             git_dir.join("commondir"),
@@ -271,73 +289,154 @@ impl GitLayout {
             dot_text,
             git_dir,
             common_dir,
+            dir_ids,
             pointers,
         })
     }
 
-    /// Put the pointers back as the task found them; what was undone, one line each. `Err`
-    /// when `.git` itself was replaced: git is not run on it then.
-    fn restore(&self) -> Result<Vec<String>, String> {
+    /// Put the pointers back as the task found them, and check the submodules; what was
+    /// undone, one line each, and `Err` (one line, starting "the task") when git must not
+    /// be run on the workspace. Every step is tried: one that fails does not keep the
+    /// others from being undone.
+    fn restore(&self) -> (Vec<String>, Result<(), String>) {
         let mut notes = Vec::new();
+        let mut refused = None;
         let meta = std::fs::symlink_metadata(&self.dot).ok();
-        if meta.is_none_or(|m| (m.dev(), m.ino()) != self.dot_id) {
-            return Err(format!(
-                "the task replaced or moved `{}`: git was not run on the workspace; look at the repository before using git in it",
-                self.dot.display()
-            ));
-        }
-        let quarantine = |path: &Path| -> Result<PathBuf, String> {
-            let mut name = path.as_os_str().to_owned();
-            name.push(".remit-quarantine");
-            let to = PathBuf::from(name);
-            std::fs::rename(path, &to)
-                .map_err(|e| format!("cannot move `{}` aside: {e}", path.display()))?;
-            Ok(to)
-        };
-        if let Some(text) = &self.dot_text
-            && std::fs::read(&self.dot).ok().as_ref() != Some(text)
+        if meta
+            .as_ref()
+            .is_none_or(|m| (m.dev(), m.ino()) != self.dot_id)
         {
-            let aside = quarantine(&self.dot)?;
-            std::fs::write(&self.dot, text)
-                .map_err(|e| format!("cannot put `{}` back: {e}", self.dot.display()))?;
-            notes.push(format!(
-                "the task rewrote `{}` to point git elsewhere; put back (its version is `{}`)",
+            // Whatever is there now is the task's: moved aside, so the user's git finds no
+            // repository rather than the task's.
+            let aside = meta.is_some().then(|| crate::files::quarantine(&self.dot));
+            refused = Some(format!(
+                "the task replaced or moved `{}`{}",
                 self.dot.display(),
-                aside.display()
+                match aside {
+                    Some(Ok(a)) => format!(" (what it put there is `{}`)", a.display()),
+                    Some(Err(why)) => format!(" ({why})"),
+                    None => String::new(),
+                }
             ));
         }
-        for (path, before) in &self.pointers {
-            let now = read_pointer(path)?;
-            if now == *before {
-                continue;
-            }
-            let aside = if now.is_some() {
-                Some(quarantine(path)?)
-            } else {
-                None
-            };
-            if let Some(text) = before {
-                std::fs::write(path, text)
-                    .map_err(|e| format!("cannot put `{}` back: {e}", path.display()))?;
-            }
-            notes.push(match (before, aside) {
-                (None, Some(aside)) => format!(
-                    "the task created `{}`, which points git at other configuration; moved to `{}`",
-                    path.display(),
-                    aside.display()
-                ),
-                (_, aside) => format!(
-                    "the task changed `{}`, which points git at other configuration; put back{}",
-                    path.display(),
+        let [git_id, common_id] = self.dir_ids;
+        let common_kept = dir_id(&self.common_dir) == Some(common_id);
+        if !common_kept {
+            // Only reachable with write access to its parent, outside the task's trees:
+            // refused, nothing touched.
+            refused.get_or_insert_with(|| {
+                format!(
+                    "the task replaced the git directory `{}`",
+                    self.common_dir.display()
+                )
+            });
+        } else if self.git_dir != self.common_dir
+            && dir_id(&self.git_dir) != Some(git_id)
+            && std::fs::symlink_metadata(&self.git_dir).is_ok()
+        {
+            // A linked work tree's git directory (`worktrees/<id>`), replaced (by a link to
+            // anywhere, say): moved out of where git looks, nothing written into it.
+            let aside = crate::files::quarantine_into(&self.git_dir, &self.common_dir);
+            refused.get_or_insert_with(|| {
+                format!(
+                    "the task replaced the git directory `{}` ({})",
+                    self.git_dir.display(),
+                    match aside {
+                        Ok(a) => format!("what it put there is `{}`", a.display()),
+                        Err(why) => why,
+                    }
+                )
+            });
+        }
+        if let Some(why) = refused {
+            return (
+                notes,
+                Err(format!(
+                    "{why}: git was not run on the workspace; look at the repository before using git in it"
+                )),
+            );
+        }
+        if let Some(text) = &self.dot_text
+            && crate::files::read_regular(&self.dot, MAX_POINTER)
+                .ok()
+                .flatten()
+                .as_ref()
+                != Some(text)
+        {
+            match put_back(&self.dot, Some(text)) {
+                Ok(aside) => notes.push(format!(
+                    "the task rewrote `{}` to point git elsewhere; put back{}",
+                    self.dot.display(),
                     aside.map_or_else(String::new, |a| format!(
                         " (its version is `{}`)",
                         a.display()
                     ))
-                ),
-            });
+                )),
+                Err(why) => {
+                    refused = Some(format!(
+                        "the task rewrote `{}`, and {why}",
+                        self.dot.display()
+                    ))
+                }
+            }
         }
-        Ok(notes)
+        for (path, before) in &self.pointers {
+            let now = read_pointer(path).unwrap_or(Some(Vec::new()));
+            if now == *before {
+                continue;
+            }
+            match put_back(path, before.as_deref()) {
+                Ok(aside) => notes.push(match (before, aside) {
+                    (None, Some(aside)) => format!(
+                        "the task created `{}`, which points git at other configuration; moved to `{}`",
+                        path.display(),
+                        aside.display()
+                    ),
+                    (_, aside) => format!(
+                        "the task changed `{}`, which points git at other configuration; put back{}",
+                        path.display(),
+                        aside.map_or_else(String::new, |a| format!(
+                            " (its version is `{}`)",
+                            a.display()
+                        ))
+                    ),
+                }),
+                Err(why) => {
+                    refused.get_or_insert_with(|| {
+                        format!("the task changed `{}`, and {why}", path.display())
+                    });
+                }
+            }
+        }
+        notes.extend(self.submodules.check(
+            self.dot.parent().unwrap_or(Path::new("/")),
+            &self.git_dir,
+            &self.common_dir,
+        ));
+        match refused {
+            Some(why) => (
+                notes,
+                Err(format!(
+                    "{why}: git was not run on the workspace; look at the repository before using git in it"
+                )),
+            ),
+            None => (notes, Ok(())),
+        }
     }
+}
+
+/// Move what is at `path` aside (if anything) and put `before` back (if it existed); where
+/// it went.
+fn put_back(path: &Path, before: Option<&[u8]>) -> Result<Option<PathBuf>, String> {
+    let aside = match std::fs::symlink_metadata(path) {
+        Ok(_) => Some(crate::files::quarantine(path)?),
+        Err(_) => None,
+    };
+    if let Some(text) = before {
+        crate::files::write_new(path, text)
+            .map_err(|e| format!("cannot put `{}` back: {e}", path.display()))?;
+    }
+    Ok(aside)
 }
 
 /// `git` on `workspace` with nothing but the repository's own configuration.
@@ -354,6 +453,9 @@ pub(crate) fn git(workspace: &Path, index: Option<&Path>) -> Command {
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_OPTIONAL_LOCKS", "0")
+        // A missing object is not fetched from a promisor remote the task configured: that
+        // would run its `uploadpack` (or any transport) on the host.
+        .env("GIT_NO_LAZY_FETCH", "1")
         .arg("-C")
         .arg(workspace)
         .arg("-c")
@@ -367,6 +469,8 @@ pub(crate) fn git(workspace: &Path, index: Option<&Path>) -> Command {
             "core.untrackedCache=false",
             "-c",
             "diff.external=",
+            "-c",
+            "protocol.allow=never",
         ])
         .stdin(Stdio::null());
     if let Some(index) = index {
@@ -379,6 +483,7 @@ fn git_changes(
     workspace: &Path,
     head: Option<&str>,
     layout: &GitLayout,
+    limit: std::time::Duration,
 ) -> Result<FileChanges, String> {
     let scratch = tempfile::Builder::new()
         .prefix("remit-diff-")
@@ -405,22 +510,24 @@ fn git_changes(
     // switched off, so adding the work tree runs no program it names. Reading the
     // configuration runs nothing.
     let mut overrides: Vec<String> = Vec::new();
-    let listed = command()
-        .args(["config", "--get-regexp", "--name-only", r"^filter\."])
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+    let mut listed = Vec::new();
+    let (status, stderr) = crate::files::run_within(
+        command().args(["config", "--get-regexp", "--name-only", r"^filter\."]),
+        limit,
+        &mut |b| listed.extend_from_slice(b),
+    )?;
     // 1: no filter is configured. Anything else but success: the drivers are unknown, so
     // git is not run with them.
-    if !listed.status.success() && listed.status.code() != Some(1) {
+    if !status.success() && status.code() != Some(1) {
         return Err(format!(
             "cannot list the repository's filters: {}",
-            String::from_utf8_lossy(&listed.stderr)
+            String::from_utf8_lossy(&stderr)
                 .lines()
                 .next()
                 .unwrap_or("no reason given")
         ));
     }
-    let mut drivers: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+    let mut drivers: Vec<String> = String::from_utf8_lossy(&listed)
         .lines()
         .filter_map(|key| {
             key.strip_prefix("filter.")?
@@ -441,21 +548,25 @@ fn git_changes(
             overrides.push(format!("filter.{name}.{key}={value}"));
         }
     }
-    let run = |args: &[&str]| -> Result<Vec<u8>, String> {
-        let out = command()
-            .args(&overrides)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run git: {e}"))?;
-        if !out.status.success() {
-            let why = String::from_utf8_lossy(&out.stderr);
+    // Every git bounded in time: a FIFO the task left where git reads (`.gitignore`,
+    // `info/exclude`, a shared index) would hold it, and the task's end, for ever.
+    let run_into = |args: &[&str], out: &mut dyn FnMut(&[u8])| -> Result<(), String> {
+        let (status, stderr) =
+            crate::files::run_within(command().args(&overrides).args(args), limit, out)?;
+        if !status.success() {
+            let why = String::from_utf8_lossy(&stderr);
             return Err(format!(
                 "`git {}` failed: {}",
                 args.first().copied().unwrap_or_default(),
                 why.lines().next().unwrap_or("no reason given")
             ));
         }
-        Ok(out.stdout)
+        Ok(())
+    };
+    let run = |args: &[&str]| -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        run_into(args, &mut |b| out.extend_from_slice(b))?;
+        Ok(out)
     };
     // Ignored files (build output, caches) are left out: they can be huge, and a change to
     // `.gitignore` itself is in the diff.
@@ -487,8 +598,9 @@ fn git_changes(
         push_path(&mut changes, String::from_utf8_lossy(path).into_owned());
     }
     // Stream the diff through the hash: it can be large.
-    let mut child = git(workspace, Some(&index))
-        .args([
+    let mut hasher = Sha256::new();
+    run_into(
+        &[
             "diff",
             "--cached",
             "--binary",
@@ -498,27 +610,9 @@ fn git_changes(
             "--no-textconv",
             base,
             "--",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    let mut hasher = Sha256::new();
-    if let Some(mut out) = child.stdout.take() {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match out.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("cannot read the diff: {e}")),
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| format!("git: {e}"))?;
-    if !status.success() {
-        return Err("`git diff` failed".into());
-    }
+        ],
+        &mut |b| hasher.update(b),
+    )?;
     changes.diff_sha256 = Some(hex(&hasher.finalize()));
     Ok(changes)
 }
@@ -716,5 +810,174 @@ mod tests {
         assert!(c.diff_sha256.is_some());
         assert_eq!((c.added, c.modified), (1, 1));
         assert!(!marker.exists(), "a diff program ran");
+    }
+
+    /// The user's `git status` in `dir`, as after any run (nothing above `dir` searched).
+    fn user_status(dir: &Path) {
+        let _ = Command::new("git")
+            .args(["status", "--short"])
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    #[test]
+    fn a_fifo_where_git_reads_holds_remits_git_only_so_long() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        sh(
+            dir.path(),
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one",
+        );
+        let base = Baseline::capture(dir.path());
+        sh(dir.path(), "mkfifo .gitignore");
+        let started = std::time::Instant::now();
+        let (changes, _) = base.changes_within(std::time::Duration::from_millis(500));
+        let why = changes.expect_err("git read the FIFO");
+        assert!(why.contains("did not finish"), "{why}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        // The twin: the same repository without the FIFO.
+        sh(dir.path(), "rm .gitignore && echo b >> a");
+        let (changes, notes) = base.changes_within(std::time::Duration::from_secs(60));
+        assert_eq!(changes.expect("changes").modified, 1);
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// A name taken where the task's pointer would be moved to keeps nothing else from being
+    /// put back, and the user hears of it.
+    #[test]
+    fn a_taken_quarantine_name_does_not_stop_the_put_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("fsmonitor-ran");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        sh(
+            &ws,
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one",
+        );
+        let base = Baseline::capture(&ws);
+        sh(
+            &ws,
+            &format!(
+                "mkdir -p .git/evil/refs .git/evil/objects && cp .git/HEAD .git/evil/ && \
+                 printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfsmonitor = touch {m}\\n' > .git/evil/config && \
+                 echo evil > .git/commondir && mkdir -p .git/commondir.remit-quarantine/x",
+                m = marker.display()
+            ),
+        );
+        let (changes, notes) = base.changes_guarded();
+        assert!(changes.is_ok(), "{changes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("commondir.remit-quarantine.1")),
+            "{notes:?}"
+        );
+        assert!(!ws.join(".git/commondir").exists());
+        user_status(&ws);
+        assert!(
+            !marker.exists(),
+            "the task's fsmonitor ran in the user's git status"
+        );
+    }
+
+    /// A missing object is not fetched: the fetch would run the transport the task's
+    /// configuration names (a repository an earlier task made is a git workspace now).
+    #[test]
+    fn a_missing_object_is_not_fetched_from_a_remote_the_task_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("uploadpack-ran");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        sh(
+            &ws,
+            &format!(
+                "git init -q -b main . && echo secret > a && git add a && git commit -qm one && \
+                 git config remote.x.promisor true && git config remote.x.url {u} && \
+                 git config remote.x.uploadpack 'touch {m}; false' && \
+                 id=$(git rev-parse HEAD:a) && rm -f .git/objects/$(echo $id | cut -c1-2)/$(echo $id | cut -c3-)",
+                u = dir.path().display(),
+                m = marker.display()
+            ),
+        );
+        let base = Baseline::capture(&ws);
+        sh(&ws, "echo b > a");
+        let (_, _) = base.changes_guarded();
+        assert!(!marker.exists(), "remit's git ran the task's transport");
+    }
+
+    /// The task swaps a linked work tree's git directory for a link to a directory of the
+    /// test's: nothing is written through it, the link is moved out of where git looks.
+    #[test]
+    fn a_git_directory_swapped_for_a_link_is_not_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = dir.path().join("main");
+        let target = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&main).expect("main");
+        std::fs::create_dir_all(&target).expect("target");
+        sh(
+            &main,
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one && git worktree add -q ../wt",
+        );
+        let ws = dir.path().join("wt");
+        let base = Baseline::capture(&ws);
+        assert!(matches!(base, Baseline::Git { .. }));
+        sh(
+            &main,
+            &format!(
+                "mv .git/worktrees/wt .git/worktrees/wt.moved && ln -s {t} .git/worktrees/wt && \
+                 echo ../.. > .git/worktrees/wt.moved/commondir.new",
+                t = target.display()
+            ),
+        );
+        let (changes, _) = base.changes_guarded();
+        let why = changes.expect_err("git ran on a replaced git directory");
+        assert!(
+            why.starts_with("the task replaced the git directory"),
+            "{why}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&target).expect("target").count(),
+            0,
+            "remit wrote through the link"
+        );
+        assert!(!main.join(".git/worktrees/wt").exists());
+    }
+
+    /// A `.git` the task replaced (with a repository of its own) is moved aside: the user's
+    /// next git command finds no repository there rather than the task's.
+    #[test]
+    fn a_replaced_git_directory_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("fsmonitor-ran");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        sh(
+            &ws,
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one",
+        );
+        let base = Baseline::capture(&ws);
+        sh(
+            &ws,
+            &format!(
+                "mv .git .git-old && git init -q && git config core.fsmonitor 'touch {m}'",
+                m = marker.display()
+            ),
+        );
+        let (changes, _) = base.changes_guarded();
+        let why = changes.expect_err("git ran on a replaced .git");
+        assert!(
+            why.contains("replaced or moved") && why.contains("remit-quarantine"),
+            "{why}"
+        );
+        assert!(!ws.join(".git").exists());
+        user_status(&ws);
+        assert!(
+            !marker.exists(),
+            "the task's fsmonitor ran in the user's git status"
+        );
     }
 }

@@ -42,6 +42,7 @@ pub mod authority;
 pub mod changes;
 pub mod client;
 pub mod egress;
+pub mod files;
 pub mod gate;
 pub mod glob;
 pub mod journal;

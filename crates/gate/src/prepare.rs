@@ -727,7 +727,7 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
     let (git_dir, common_dir) = if meta.is_dir() {
         (dot_git.clone(), dot_git.clone())
     } else if meta.is_file() {
-        let text = std::fs::read_to_string(&dot_git).unwrap_or_default();
+        let text = crate::files::read_text(&dot_git).unwrap_or_default();
         let bad = |target: &str| {
             PrepareError::BadGitDir(workspace.display().to_string(), target.to_owned())
         };
@@ -739,12 +739,13 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
         let git_dir = std::fs::canonicalize(workspace.join(target)).map_err(|_| bad(target))?;
         // The worktree's git directory must point back at this workspace: a `.git` file
         // cannot be used to get any other directory mounted read-write.
-        let back = std::fs::read_to_string(git_dir.join("gitdir")).map_err(|_| bad(target))?;
+        let back = crate::files::read_text(&git_dir.join("gitdir")).ok_or_else(|| bad(target))?;
         let back = std::fs::canonicalize(back.trim()).map_err(|_| bad(target))?;
         if back != std::fs::canonicalize(&dot_git).unwrap_or_default() {
             return Err(bad(target));
         }
-        let common = std::fs::read_to_string(git_dir.join("commondir")).map_err(|_| bad(target))?;
+        let common =
+            crate::files::read_text(&git_dir.join("commondir")).ok_or_else(|| bad(target))?;
         let common_dir =
             std::fs::canonicalize(git_dir.join(common.trim())).map_err(|_| bad(target))?;
         let looks_like_git = common_dir.join("HEAD").is_file()

@@ -29,6 +29,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::files::{quarantine, quarantine_into, read_regular};
+
 /// An index entry's mode for a gitlink.
 const GITLINK: u32 = 0o160_000;
 /// Deepest nesting of submodules followed.
@@ -45,19 +47,39 @@ const MAX_POINTER: u64 = 64 << 10;
 /// Largest index read (a repository of a million files has one of about 100 MiB).
 const MAX_INDEX: u64 = 1 << 30;
 
-/// A submodule's git directory as found before the task.
+/// A git directory as found before the task.
 #[derive(Debug, Clone)]
 struct Module {
     git_dir: PathBuf,
     id: (u64, u64),
-    /// `commondir` and `config.worktree` in it, as found (`None`: absent).
-    pointers: [(&'static str, Option<Vec<u8>>); 2],
+    /// The files in it that point git elsewhere, as found (`None`: absent).
+    pointers: Vec<(&'static str, Option<Vec<u8>>)>,
 }
 
-/// The submodule git directories protected for a task.
+impl Module {
+    fn capture(git_dir: PathBuf, id: (u64, u64), names: &[&'static str]) -> Module {
+        Module {
+            pointers: names
+                .iter()
+                .map(|&name| (name, read_pointer(&git_dir.join(name))))
+                .collect(),
+            git_dir,
+            id,
+        }
+    }
+}
+
+/// Pointers of a submodule's git directory.
+const MODULE_POINTERS: [&str; 2] = ["commondir", "config.worktree"];
+/// Pointers of a linked work tree's git directory (`worktrees/<id>`).
+const WORKTREE_POINTERS: [&str; 3] = ["commondir", "gitdir", "config.worktree"];
+
+/// The submodule git directories protected for a task, and the other work trees' git
+/// directories.
 #[derive(Debug, Clone, Default)]
 pub struct Protected {
     modules: Vec<Module>,
+    worktrees: Vec<Module>,
 }
 
 impl Protected {
@@ -79,6 +101,52 @@ impl Protected {
         let Ok(workspace) = std::fs::canonicalize(workspace) else {
             return notes;
         };
+        // `modules/`: what git uses for a submodule of that name (`git submodule update`
+        // checks it out there, with its hooks and configuration) must be one of those found.
+        let complete = walk_modules(common_dir, &mut |entry| match entry {
+            ModuleEntry::GitDir(path, id) if self.find(id).is_some() => {
+                if let Some(module) = self.find(id) {
+                    notes.extend(put_back_pointers(module, path));
+                }
+                true
+            }
+            ModuleEntry::GitDir(path, _) | ModuleEntry::Link(path) => {
+                notes.push(match quarantine_into(path, common_dir) {
+                    Ok(aside) => format!(
+                        "the task made `{}`, a git directory git would use for a submodule, with configuration and hooks of its own; moved to `{}`",
+                        path.display(),
+                        aside.display()
+                    ),
+                    Err(why) => why,
+                });
+                false
+            }
+        });
+        if !complete {
+            notes.push(format!(
+                "`{}` holds more than {MAX_MODULE_ENTRIES} entries: the rest were not checked; look at them before using git in the repository",
+                common_dir.join("modules").display()
+            ));
+        }
+        // The other work trees' git directories: the user's git in those work trees reads
+        // their pointers.
+        for tree in &self.worktrees {
+            let meta = std::fs::symlink_metadata(&tree.git_dir).ok();
+            match meta {
+                None => {}
+                Some(m) if !m.file_type().is_symlink() && (m.dev(), m.ino()) == tree.id => {
+                    notes.extend(put_back_pointers(tree, &tree.git_dir));
+                }
+                Some(_) => notes.push(match quarantine_into(&tree.git_dir, common_dir) {
+                    Ok(aside) => format!(
+                        "the task replaced `{}`, the git directory of another work tree; moved to `{}` (git in that work tree will not find its repository)",
+                        tree.git_dir.display(),
+                        aside.display()
+                    ),
+                    Err(why) => why,
+                }),
+            }
+        }
         let mut budget = MAX_LINKS;
         let mut seen = HashSet::new();
         let mut queue = vec![(
@@ -156,46 +224,30 @@ pub fn discover(workspace: &Path, git_dir: &Path, common_dir: &Path) -> Protecte
     };
     let add = |found: &mut Protected, dir: PathBuf, id: (u64, u64)| {
         if found.find(id).is_none() {
-            found.modules.push(Module {
-                pointers: [
-                    ("commondir", read_pointer(&dir.join("commondir"))),
-                    (
-                        "config.worktree",
-                        read_pointer(&dir.join("config.worktree")),
-                    ),
-                ],
-                git_dir: dir,
-                id,
-            });
+            found
+                .modules
+                .push(Module::capture(dir, id, &MODULE_POINTERS));
         }
     };
     // Everything under `modules/`, at any depth.
-    let mut budget = MAX_MODULE_ENTRIES;
-    let mut stack = vec![(common_dir.join("modules"), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Some(left) = budget.checked_sub(1) else {
-                break;
-            };
-            budget = left;
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if !meta.is_dir() || depth >= 4 * MAX_DEPTH {
-                continue;
-            }
+    walk_modules(&common_dir, &mut |entry| {
+        if let ModuleEntry::GitDir(path, id) = entry {
+            add(&mut found, path.to_path_buf(), id);
+        }
+        true
+    });
+    // The linked work trees' git directories.
+    if let Ok(entries) = std::fs::read_dir(common_dir.join("worktrees")) {
+        for entry in entries.flatten().take(MAX_MODULE_ENTRIES) {
             let path = entry.path();
-            // A git directory (or what is meant to look like one: its configuration is
-            // protected, and refused if it is a link).
-            if path.join("HEAD").is_file() || path.join("config").symlink_metadata().is_ok() {
-                add(&mut found, path.clone(), (meta.dev(), meta.ino()));
-                stack.push((path.join("modules"), depth + 1));
-            } else {
-                // A part of a name with slashes.
-                stack.push((path, depth + 1));
+            if let Ok(meta) = path.symlink_metadata()
+                && meta.is_dir()
+            {
+                found.worktrees.push(Module::capture(
+                    path,
+                    (meta.dev(), meta.ino()),
+                    &WORKTREE_POINTERS,
+                ));
             }
         }
     }
@@ -233,6 +285,57 @@ pub fn discover(workspace: &Path, git_dir: &Path, common_dir: &Path) -> Protecte
         }
     }
     found
+}
+
+/// What the walk of `modules/` meets.
+enum ModuleEntry<'a> {
+    /// A git directory (or what is meant to look like one), with its identity.
+    GitDir(&'a Path, (u64, u64)),
+    /// A symbolic link (git follows it; git itself never makes one there).
+    Link(&'a Path),
+}
+
+/// Visit everything under `<common>/modules` that git could use as a submodule's git
+/// directory, at any depth (nested submodules, names with slashes); `visit` says whether to
+/// look inside a git directory for its own `modules/`. `false` when the walk was cut short.
+fn walk_modules(common: &Path, visit: &mut dyn FnMut(ModuleEntry<'_>) -> bool) -> bool {
+    let mut budget = MAX_MODULE_ENTRIES;
+    let mut stack = vec![(common.join("modules"), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(left) = budget.checked_sub(1) else {
+                return false;
+            };
+            budget = left;
+            let path = entry.path();
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                visit(ModuleEntry::Link(&path));
+                continue;
+            }
+            if !meta.is_dir() || depth >= 4 * MAX_DEPTH {
+                continue;
+            }
+            // A git directory (or what is meant to look like one: its configuration is
+            // protected, and refused if it is a link).
+            if path.join("HEAD").symlink_metadata().is_ok()
+                || path.join("config").symlink_metadata().is_ok()
+            {
+                if visit(ModuleEntry::GitDir(&path, (meta.dev(), meta.ino()))) {
+                    stack.push((path.join("modules"), depth + 1));
+                }
+            } else {
+                // A part of a name with slashes.
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+    true
 }
 
 /// Whether a git directory lies in a tree the task can write (and so may be protected).
@@ -278,7 +381,7 @@ fn put_back_pointers(module: &Module, dir: &Path) -> Vec<String> {
             }
         };
         if let Some(text) = before
-            && let Err(e) = std::fs::write(&path, text)
+            && let Err(e) = crate::files::write_new(&path, text)
         {
             notes.push(format!("cannot put `{}` back: {e}", path.display()));
             continue;
@@ -293,28 +396,6 @@ fn put_back_pointers(module: &Module, dir: &Path) -> Vec<String> {
         ));
     }
     notes
-}
-
-/// Move `path` aside to `<path>.remit-quarantine` (or `….remit-quarantine.N` when taken).
-fn quarantine(path: &Path) -> Result<PathBuf, String> {
-    for n in 0..100u32 {
-        let mut name = path.as_os_str().to_owned();
-        name.push(".remit-quarantine");
-        if n > 0 {
-            name.push(format!(".{n}"));
-        }
-        let to = PathBuf::from(name);
-        if std::fs::symlink_metadata(&to).is_ok() {
-            continue;
-        }
-        return std::fs::rename(path, &to)
-            .map(|()| to)
-            .map_err(|e| format!("cannot move `{}` aside: {e}", path.display()));
-    }
-    Err(format!(
-        "cannot move `{}` aside: too many quarantined versions beside it",
-        path.display()
-    ))
 }
 
 /// Where a gitlink leads.
@@ -434,30 +515,6 @@ fn gitlinks(work: &Path, git_dir: &Path, config: &Path) -> Result<Vec<Vec<u8>>, 
             meta.starts_with(b"160000 ").then(|| path[1..].to_vec())
         })
         .collect())
-}
-
-/// The content of `path` if it is a regular file of at most `max` bytes (`None` otherwise),
-/// opened without following a link or waiting on a FIFO: a task may have left either.
-fn read_regular(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path);
-    let file = match file {
-        Ok(file) => file,
-        // A link.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    if !meta.is_file() || meta.len() > max {
-        return Ok(None);
-    }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.take(max + 1).read_to_end(&mut data)?;
-    Ok((data.len() as u64 <= max).then_some(data))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -710,5 +767,134 @@ mod tests {
             Found::Linked(top.join("deep/er/sub2"))
         );
         assert_eq!(follow(&top, b"../sub"), Found::Empty);
+    }
+
+    /// The user's `git status` in `dir` (nothing above it searched).
+    fn user_status(dir: &Path) {
+        let _ = Command::new("git")
+            .args(["status", "--short"])
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
+            .output();
+    }
+
+    /// A workspace with an absorbed submodule `lib` (from `upstream`), and its protection.
+    fn with_submodule() -> (tempfile::TempDir, PathBuf, Protected) {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = dir.path().join("upstream");
+        let top = dir.path().join("top");
+        for d in [&upstream, &top] {
+            std::fs::create_dir(d).unwrap();
+            git(d, &["init", "-q"]);
+        }
+        std::fs::write(upstream.join("lib.txt"), "lib").unwrap();
+        git(&upstream, &["add", "lib.txt"]);
+        git(&upstream, &["commit", "-qm", "lib"]);
+        git(
+            &top,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                upstream.to_str().unwrap(),
+                "lib",
+            ],
+        );
+        git(&top, &["commit", "-qm", "sub"]);
+        let protected = discover(&top, &top.join(".git"), &top.join(".git"));
+        assert_eq!(protected.git_dirs().count(), 1);
+        (dir, top, protected)
+    }
+
+    /// The task moves a protected submodule git directory away (its read-only binds go with
+    /// it) and puts one of its own, with its own configuration, where git looks for it: it is
+    /// moved out of `modules/`, and the user's `git status` runs nothing of it.
+    #[test]
+    fn a_submodule_git_directory_the_task_put_in_place_is_moved_out() {
+        let (dir, top, protected) = with_submodule();
+        let marker = dir.path().join("fsmonitor-ran");
+        let modules = top.join(".git/modules");
+        std::fs::rename(modules.join("lib"), modules.join("lib.old")).unwrap();
+        assert!(
+            Command::new("cp")
+                .arg("-r")
+                .arg(modules.join("lib.old"))
+                .arg(modules.join("lib"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        git(
+            &top.join("lib"),
+            &[
+                "config",
+                "core.fsmonitor",
+                &format!("touch {}", marker.display()),
+            ],
+        );
+        // And a link where git would look for another submodule's.
+        std::os::unix::fs::symlink(modules.join("lib"), modules.join("other")).unwrap();
+        let notes = protected.check(&top, &top.join(".git"), &top.join(".git"));
+        assert_eq!(
+            notes.iter().filter(|n| n.contains("moved to")).count(),
+            2,
+            "{notes:?}"
+        );
+        assert!(!modules.join("lib").exists() && !modules.join("other").exists());
+        assert!(
+            modules.join("lib.old/config").exists(),
+            "the user's own was moved"
+        );
+        user_status(&top);
+        assert!(
+            !marker.exists(),
+            "the task's fsmonitor ran in the user's git status"
+        );
+        // The twin: untouched, nothing is moved.
+        let (_dir, top, protected) = with_submodule();
+        let notes = protected.check(&top, &top.join(".git"), &top.join(".git"));
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(top.join(".git/modules/lib/config").exists());
+    }
+
+    /// Another work tree's git directory (`worktrees/<id>`) is in the common directory the
+    /// task writes: a `commondir` it rewrites there is put back.
+    #[test]
+    fn another_work_trees_pointers_are_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("fsmonitor-ran");
+        let top = dir.path().join("top");
+        std::fs::create_dir(&top).unwrap();
+        git(&top, &["init", "-q"]);
+        git(&top, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(&top, &["worktree", "add", "-q", "../wt2"]);
+        let protected = discover(&top, &top.join(".git"), &top.join(".git"));
+        let commondir = top.join(".git/worktrees/wt2/commondir");
+        let before = std::fs::read(&commondir).unwrap();
+        let evil = top.join(".git/evil");
+        std::fs::create_dir_all(evil.join("refs")).unwrap();
+        std::fs::create_dir_all(evil.join("objects")).unwrap();
+        std::fs::copy(top.join(".git/HEAD"), evil.join("HEAD")).unwrap();
+        std::fs::write(
+            evil.join("config"),
+            format!(
+                "[core]\n\trepositoryformatversion = 0\n\tfsmonitor = touch {}\n",
+                marker.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(&commondir, "../../evil\n").unwrap();
+        let notes = protected.check(&top, &top.join(".git"), &top.join(".git"));
+        assert!(notes.iter().any(|n| n.contains("commondir")), "{notes:?}");
+        assert_eq!(std::fs::read(&commondir).unwrap(), before);
+        user_status(&dir.path().join("wt2"));
+        assert!(
+            !marker.exists(),
+            "the task's fsmonitor ran in the other work tree"
+        );
     }
 }

@@ -1,0 +1,242 @@
+//! Files a task may have planted, read and moved by the supervisor: never through a link the
+//! task made, never waiting on a FIFO or a device, never over something already there, and
+//! git run on them for a bounded time.
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long remit's own git may take on a workspace after a task (a FIFO the task left where
+/// git reads, `.gitignore` say, would stall it for ever).
+pub const GIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// The content of `path` if it is a regular file of at most `max` bytes (`None` otherwise:
+/// a link, a FIFO, a device, a directory, too large).
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() > max {
+        return Ok(None);
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut data)?;
+    Ok((data.len() as u64 <= max).then_some(data))
+}
+
+/// A small text file (a git pointer, a ref, `HEAD`) read as [`read_regular`] does.
+pub fn read_text(path: &Path) -> Option<String> {
+    let data = read_regular(path, 1 << 20).ok()??;
+    String::from_utf8(data).ok()
+}
+
+/// Move `path` (whatever it is; a link itself, not its target) aside to
+/// `<path>.remit-quarantine`, or `….remit-quarantine.N` when that is taken.
+pub fn quarantine(path: &Path) -> Result<PathBuf, String> {
+    for n in 0..100u32 {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".remit-quarantine");
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        let to = PathBuf::from(name);
+        if std::fs::symlink_metadata(&to).is_ok() {
+            continue;
+        }
+        return std::fs::rename(path, &to)
+            .map(|()| to)
+            .map_err(|e| format!("cannot move `{}` aside: {e}", path.display()));
+    }
+    Err(format!(
+        "cannot move `{}` aside: too many quarantined versions beside it",
+        path.display()
+    ))
+}
+
+/// Move `path` into a directory made for it beside its parent's parent (`dir`), out of where
+/// git looks: `dir/remit-quarantine-<n>/<name>`. For whole git directories found where git
+/// would use them (`modules/<name>`), where a name beside it could be one git uses too.
+pub fn quarantine_into(path: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("cannot move `{}` aside: no name", path.display()))?;
+    for n in 0..100u32 {
+        let aside = dir.join(format!("remit-quarantine-{}-{n}", std::process::id()));
+        // A directory made now, not one that was there (a link the task planted).
+        match std::fs::create_dir(&aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot move `{}` aside: {e}", path.display())),
+        }
+        let to = aside.join(name);
+        return std::fs::rename(path, &to)
+            .map(|()| to)
+            .map_err(|e| format!("cannot move `{}` aside: {e}", path.display()));
+    }
+    Err(format!(
+        "cannot move `{}` aside: no room for it",
+        path.display()
+    ))
+}
+
+/// Create `path` with `bytes`; fails if anything is there (a link included).
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o644)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// Run `command` (its standard input empty), handing its standard output to `out` as it
+/// comes, for at most `limit`: killed after that. Its exit status and standard error.
+pub fn run_within(
+    command: &mut Command,
+    limit: Duration,
+    out: &mut dyn FnMut(&[u8]),
+) -> Result<(ExitStatus, Vec<u8>), String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let child = Arc::new(Mutex::new(child));
+    let (finished, watch) = mpsc::channel::<()>();
+    let killer = {
+        let child = Arc::clone(&child);
+        std::thread::spawn(move || match watch.recv_timeout(limit) {
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+                true
+            }
+            _ => false,
+        })
+    };
+    let errors = std::thread::spawn(move || {
+        let mut data = Vec::new();
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.by_ref().take(64 << 10).read_to_end(&mut data);
+            // Drain the rest so the child never blocks on a full pipe.
+            let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        }
+        data
+    });
+    let mut failed = None;
+    if let Some(mut stdout) = stdout {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(format!("cannot read git's output: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    let stderr = errors.join().unwrap_or_default();
+    // The output has ended: the child has exited, or is about to.
+    let status = loop {
+        let state = child.lock().unwrap_or_else(|p| p.into_inner()).try_wait();
+        match state {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => {
+                let _ = finished.send(());
+                return Err(format!("cannot wait for git: {e}"));
+            }
+        }
+    };
+    let _ = finished.send(());
+    if killer.join().unwrap_or(false) {
+        return Err(format!(
+            "git did not finish within {} s and was stopped (a FIFO where git reads?)",
+            limit.as_secs()
+        ));
+    }
+    match failed {
+        Some(why) => Err(why),
+        None => Ok((status, stderr)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_limit_is_stopped() {
+        let started = std::time::Instant::now();
+        let err = run_within(
+            Command::new("sleep").arg("30"),
+            Duration::from_millis(200),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.contains("did not finish"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        // The twin: a quick one, its output and errors whole.
+        let mut seen = Vec::new();
+        let (status, errors) = run_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(60),
+            &mut |b| seen.extend_from_slice(b),
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(seen, b"out\n");
+        assert_eq!(errors, b"err\n");
+    }
+
+    #[test]
+    fn nothing_is_read_through_a_link_or_from_a_fifo_and_nothing_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(read_text(&file).as_deref(), Some("x"));
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_regular(&link, 10).unwrap(), None);
+        let fifo = dir.path().join("p");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(read_regular(&fifo, 10).unwrap(), None);
+        assert!(write_new(&link, b"y").is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+        // Quarantine takes the next free name, and moves a link, not its target.
+        let aside = quarantine(&link).unwrap();
+        assert!(aside.ends_with("l.remit-quarantine"));
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(quarantine(&link).unwrap().ends_with("l.remit-quarantine.1"));
+        assert!(file.exists());
+        let moved = quarantine_into(&file, dir.path()).unwrap();
+        assert!(moved.starts_with(dir.path()) && moved.ends_with("f"));
+        assert!(!file.exists());
+    }
+}
