@@ -1105,7 +1105,10 @@ impl Gate {
             }
             Effect::Exec { argv, .. } => format!(
                 "the task runs `{}` once, with exactly these arguments",
-                argv.join(" ")
+                argv.iter()
+                    .map(|a| remit_types::effect::shell_word(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
             other => format!("the task performs `{}` once", other.describe()),
         };

@@ -170,44 +170,119 @@ impl Effect {
     }
 
     /// A one-line human description.
+    ///
+    /// Everything in it comes from the agent, and it is shown to the humans who approve:
+    /// control characters (terminal escapes, carriage returns) and characters that reorder
+    /// or hide text are written as escapes, and a command's words are quoted when they hold
+    /// anything but plain characters, so what is shown is what would run.
     pub fn describe(&self) -> String {
         match self {
-            Effect::Exec { argv, .. } => format!("exec `{}`", argv.join(" ")),
+            Effect::Exec { argv, .. } => {
+                let words: Vec<String> = argv.iter().map(|a| shell_word(a)).collect();
+                format!("exec `{}`", words.join(" "))
+            }
             Effect::HttpRequest {
                 host,
                 port,
                 method,
                 path,
-            } => format!("{method} https://{host}:{port}{path}"),
+            } => format!(
+                "{} https://{}:{port}{}",
+                escaped(method),
+                escaped(host),
+                escaped(path)
+            ),
             Effect::GitPush {
                 reference, force, ..
             } => format!(
-                "git push to `{reference}`{}",
+                "git push to `{}`{}",
+                escaped(reference),
                 if *force { " (force)" } else { "" }
             ),
             Effect::SecretUse { name, destination } => {
-                format!("use secret `{name}` toward `{destination}`")
+                format!(
+                    "use secret `{}` toward `{}`",
+                    escaped(name),
+                    escaped(destination)
+                )
             }
             Effect::Action { kind, args } => {
-                let args: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let args: Vec<String> = args
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", escaped(k), shell_word(&v.to_string())))
+                    .collect();
                 if args.is_empty() {
-                    kind.clone()
+                    escaped(kind)
                 } else {
-                    format!("{kind} {}", args.join(" "))
+                    format!("{} {}", escaped(kind), args.join(" "))
                 }
             }
             Effect::ToolCall {
                 via, tool, args, ..
             } => {
-                let args: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let args: Vec<String> = args
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", escaped(k), shell_word(&v.to_string())))
+                    .collect();
                 if args.is_empty() {
-                    format!("{via} tool `{tool}`")
+                    format!("{via} tool `{}`", escaped(tool))
                 } else {
-                    format!("{via} tool `{tool}` {}", args.join(" "))
+                    format!("{via} tool `{}` {}", escaped(tool), args.join(" "))
                 }
             }
         }
     }
+}
+
+/// Whether a character must not reach a terminal or a reader as itself: controls (C0, DEL,
+/// C1), and the marks that reorder or hide text (bidirectional embeddings, overrides and
+/// isolates, zero-width characters, the byte-order mark).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+        )
+}
+
+/// `text` with every [`hidden`] character written as an escape (`\x1b`, `\u{202e}`) and
+/// backslashes doubled, so the escape cannot be faked either.
+pub fn escaped(text: &str) -> String {
+    if !text.chars().any(|c| hidden(c) || c == '\\') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if hidden(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One word of a command as a shell would need it written: as is when it holds only plain
+/// characters, otherwise in single quotes, with [`hidden`] characters escaped (`$'…'`).
+pub fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_owned();
+    }
+    if word.chars().any(|c| hidden(c) || c == '\\') {
+        let mut out = String::from("$'");
+        for c in escaped(word).chars() {
+            if c == '\'' {
+                out.push_str("\\'");
+            } else {
+                out.push(c);
+            }
+        }
+        out.push('\'');
+        return out;
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 fn write_canonical(value: &serde_json::Value, out: &mut String) {
@@ -591,6 +666,25 @@ mod tests {
         .unwrap();
         assert_eq!(call.kind(), "tool_call");
         assert_eq!(call.describe(), "mcp tool `write_file` bytes=3 path=a");
+        // What the agent wrote is shown as it would run, never as terminal control.
+        let sneaky = Effect::Exec {
+            argv: vec![
+                "\u{1b}[2K\rls".into(),
+                "two words".into(),
+                "it's".into(),
+                "a\u{202e}b".into(),
+                "back\\slash".into(),
+                String::new(),
+            ],
+            cwd: String::new(),
+        };
+        assert_eq!(
+            sneaky.describe(),
+            "exec `$'\\x1b[2K\\x0dls' 'two words' 'it'\\''s' $'a\\u{202e}b' $'back\\\\slash' ''`"
+        );
+        assert!(!sneaky.describe().chars().any(char::is_control));
+        assert_eq!(escaped("plain text"), "plain text");
+        assert_eq!(shell_word("origin/main"), "origin/main");
         assert!(
             parse("effect = { kind = \"tool_call\", tool = \"x\", via = \"ssh\" }")
                 .unwrap_err()

@@ -7,6 +7,7 @@ use anyhow::Context;
 use remit_gate::client;
 use remit_gate::record::remit_home;
 use remit_gate::registry::{TaskInfo, run_dir, running_tasks};
+use remit_types::effect::escaped;
 use serde_json::{Value, json};
 
 use crate::exit::Outcome;
@@ -23,13 +24,21 @@ pub(crate) enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Approve a request (as the OS user running this command).
+    /// Approve a request (as the OS user running this command). On a terminal it shows the
+    /// request first and asks; the agent can print what it likes on the same terminal, so
+    /// what counts is what remit shows here.
     Approve {
         /// The approval id (`ap-…`).
         id: String,
         /// Why.
         #[arg(long)]
         reason: Option<String>,
+        /// Approve only if the request's digest is this one (as `list` shows it).
+        #[arg(long)]
+        digest: Option<String>,
+        /// Do not ask, even on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Deny a request.
     Deny {
@@ -65,9 +74,78 @@ pub(crate) fn control(
 pub(crate) fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::List { json, all } => list(json, all),
-        Command::Approve { id, reason } => decide(&id, true, reason),
+        Command::Approve {
+            id,
+            reason,
+            digest,
+            yes,
+        } => {
+            if digest.is_some() || (!yes && std::io::IsTerminal::is_terminal(&std::io::stdin())) {
+                confirm(&id, digest.as_deref(), yes)?;
+            }
+            decide(&id, true, reason)
+        }
         Command::Deny { id, reason } => decide(&id, false, reason),
     }
+}
+
+/// What the agent wrote, as it may be shown on a terminal (see [`escaped`]).
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => escaped(s),
+        Value::Null => String::new(),
+        other => escaped(&other.to_string()),
+    }
+}
+
+/// The approval `id` of whichever running task has it.
+fn find(id: &str) -> anyhow::Result<Value> {
+    for (dir, _) in tasks() {
+        let Ok(response) = control(&dir, "GET", "/v1/approvals", None) else {
+            continue;
+        };
+        if let Some(found) = response.body["approvals"]
+            .as_array()
+            .and_then(|list| list.iter().find(|a| a["id"] == id))
+        {
+            return Ok(found.clone());
+        }
+    }
+    anyhow::bail!("no running task has approval `{}`", escaped(id))
+}
+
+/// Before approving: check the digest if one was given, and on a terminal show the request
+/// and ask.
+fn confirm(id: &str, digest: Option<&str>, yes: bool) -> anyhow::Result<()> {
+    let approval = find(id)?;
+    if let Some(want) = digest
+        && approval["digest"].as_str() != Some(want)
+    {
+        anyhow::bail!(
+            "approval `{}` is for another request (digest {}), not approved",
+            escaped(id),
+            shown(&approval["digest"])
+        );
+    }
+    if yes || !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Ok(());
+    }
+    eprintln!(
+        "{}: {}\n  task {}  agent {}\n  approving enables: {}\n  digest {}",
+        shown(&approval["id"]),
+        shown(&approval["effect"]),
+        shown(&approval["task"]),
+        shown(&approval["agent"]),
+        shown(&approval["enables"]),
+        shown(&approval["digest"]),
+    );
+    eprint!("approve? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        anyhow::bail!("not approved");
+    }
+    Ok(())
 }
 
 fn list(as_json: bool, all: bool) -> anyhow::Result<Outcome> {
@@ -93,7 +171,8 @@ fn list(as_json: bool, all: bool) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     for a in &rows {
-        let s = |k: &str| a[k].as_str().unwrap_or("").to_owned();
+        // Text from the agent's requests, escaped for the terminal.
+        let s = |k: &str| shown(&a[k]);
         println!("{}  [{}]  {}", s("id"), s("state"), s("effect"));
         println!(
             "    task {}  agent {} (owner {})  requested by {}",
@@ -104,24 +183,24 @@ fn list(as_json: bool, all: bool) -> anyhow::Result<Outcome> {
         );
         if let Some(policies) = a["policies"].as_array() {
             for p in policies {
-                println!("    policy {}", p.as_str().unwrap_or(""));
+                println!("    policy {}", shown(p));
             }
         }
         if let Some(reqs) = a["requirements"].as_array() {
             for r in reqs {
-                let by: Vec<&str> = r["by"]
+                let by: Vec<String> = r["by"]
                     .as_array()
-                    .map(|b| b.iter().filter_map(Value::as_str).collect())
+                    .map(|b| b.iter().map(shown).collect())
                     .unwrap_or_default();
                 println!(
                     "    needs {} of {} ({} so far)",
-                    r["count"],
+                    shown(&r["count"]),
                     if by.is_empty() {
                         "any human".to_owned()
                     } else {
                         by.join(", ")
                     },
-                    r["have"]
+                    shown(&r["have"])
                 );
             }
         }
@@ -157,10 +236,11 @@ fn decide(id: &str, approve: bool, reason: Option<String>) -> anyhow::Result<Out
                     })
                     .unwrap_or_default();
                 println!(
-                    "{id} ({} in task {}): {}{}",
-                    response.body["effect"].as_str().unwrap_or(""),
-                    info.task,
-                    state,
+                    "{} ({} in task {}): {}{}",
+                    escaped(id),
+                    shown(&response.body["effect"]),
+                    escaped(&info.task),
+                    escaped(state),
                     if state == "pending" {
                         format!(", approvals {}", have.join(", "))
                     } else {
@@ -169,8 +249,11 @@ fn decide(id: &str, approve: bool, reason: Option<String>) -> anyhow::Result<Out
                 );
                 return Ok(Outcome::Success);
             }
-            _ => anyhow::bail!("{}", response.body["error"].as_str().unwrap_or("refused")),
+            _ => match shown(&response.body["error"]) {
+                why if why.is_empty() => anyhow::bail!("refused"),
+                why => anyhow::bail!("{why}"),
+            },
         }
     }
-    anyhow::bail!("no running task has approval `{id}`")
+    anyhow::bail!("no running task has approval `{}`", escaped(id))
 }

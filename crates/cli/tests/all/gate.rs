@@ -401,6 +401,47 @@ fn an_exec_prompt_waits_for_a_human() {
     assert!(w.exists(&w.ws.join("approved-file")));
 }
 
+/// What the agent asks is shown to the approver as it would run: a terminal escape or a
+/// carriage return in its arguments (or in the program name it gives, which the rule does
+/// not look at) cannot redraw the approver's screen, and words are quoted. An approval can
+/// be bound to the digest the approver saw.
+#[test]
+fn an_approval_shows_the_request_as_it_would_run() {
+    let w = World::new();
+    let remit = "[commands]\nprompt = [\"touch\"]\n[approvals]\ntimeout = \"1m\"\n";
+    let child = background(
+        &w,
+        remit,
+        "(exec -a $'\\e[0m\\r\\e[2Kap-0 [pending] exec ls' touch $'file\\e[8m' 'two words'); echo rc=$?",
+    );
+    let pending = wait_pending(&w);
+    let out = host(&w, &["approvals", "list"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\r'),
+        "a control character reached the approver's terminal: {text:?}"
+    );
+    assert!(
+        text.contains("\\x1b[2K") && text.contains("'two words'"),
+        "{text}"
+    );
+    let id = pending["id"].as_str().unwrap();
+    // Bound to another digest: not approved.
+    let out = host(&w, &["approvals", "approve", id, "--digest", "sha256:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(stderr(&out).contains("another request"), "{}", show(&out));
+    assert!(!w.exists(&w.ws.join("two words")));
+    // Bound to the digest shown: approved.
+    let digest = pending["digest"].as_str().unwrap();
+    let out = host(&w, &["approvals", "approve", id, "--digest", digest]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!stdout(&out).contains('\u{1b}'), "{}", show(&out));
+    let out = finish(child);
+    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
+    assert!(w.exists(&w.ws.join("two words")));
+}
+
 #[test]
 fn policy_commands() {
     let w = World::new();
