@@ -438,6 +438,26 @@ fn peer_in_task(api: &Api, pid: Option<i32>) -> bool {
         .unwrap_or(true)
 }
 
+/// Whether the peer runs in the supervisor's own pid namespace (where the humans' `remit`
+/// commands run); `false` when it cannot be told.
+fn peer_beside_supervisor(pid: Option<i32>) -> bool {
+    let Some(pid) = pid.filter(|&p| p > 0) else {
+        return false;
+    };
+    let ns = |path: &str| {
+        std::fs::metadata(path).ok().map(|m| {
+            (
+                std::os::unix::fs::MetadataExt::dev(&m),
+                std::os::unix::fs::MetadataExt::ino(&m),
+            )
+        })
+    };
+    match (ns("/proc/self/ns/pid"), ns(&format!("/proc/{pid}/ns/pid"))) {
+        (Some(own), Some(theirs)) => own == theirs,
+        _ => false,
+    }
+}
+
 async fn control_route(
     api: &Api,
     peer: Option<tokio::net::unix::UCred>,
@@ -454,6 +474,15 @@ async fn control_route(
         return error(
             StatusCode::FORBIDDEN,
             ApprovalError::SelfApproval.to_string(),
+        );
+    }
+    if !peer_beside_supervisor(peer.pid()) {
+        // Any sandboxed task (another one, that can reach this socket through a grant)
+        // runs in a pid namespace of its own, as the same user: refused, as is a peer
+        // whose namespace cannot be told.
+        return error(
+            StatusCode::FORBIDDEN,
+            "the control socket answers only processes in remit's own process namespace, never a sandboxed task",
         );
     }
     let human = user_name(uid);

@@ -588,7 +588,22 @@ fn serve_test_agent(
     std::path::PathBuf,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    use remit_gate::api::{Api, serve_agent};
+    let (api, kills) = test_api(gate, dir);
+    let socket = dir.join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(remit_gate::api::serve_agent(listener, api));
+    (socket, kills)
+}
+
+/// A task's API over `gate` (its workspace `dir`), and what it asks to kill.
+fn test_api(
+    gate: &Arc<Gate>,
+    dir: &std::path::Path,
+) -> (
+    Arc<remit_gate::api::Api>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use remit_gate::api::Api;
     let loaded = remit_types::remit::parse(REMIT, "t.remit.toml", ".".into()).unwrap();
     let (kill, kills) = tokio::sync::mpsc::unbounded_channel();
     let api = Arc::new(Api {
@@ -615,10 +630,55 @@ fn serve_test_agent(
         redactor: None,
         code: std::sync::OnceLock::new(),
     });
-    let socket = dir.join("agent.sock");
+    (api, kills)
+}
+
+/// The control socket answers the humans beside the supervisor, never a process in a pid
+/// namespace of its own, as any sandboxed task is (another task that can reach this
+/// socket through a grant, as the same user, included).
+#[tokio::test]
+async fn the_control_socket_refuses_any_sandboxed_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, _journal, _clock) = gate();
+    let (api, _kills) = test_api(&gate, dir.path());
+    let socket = dir.path().join("control.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    tokio::spawn(serve_agent(listener, api));
-    (socket, kills)
+    tokio::spawn(remit_gate::api::serve_control(listener, api));
+    let ask = |sandboxed: bool| {
+        let socket = socket.clone();
+        async move {
+            let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(b'GET /v1/approvals HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\nprint(s.recv(64).decode().split()[1])";
+            let mut command = if sandboxed {
+                let mut c = tokio::process::Command::new("unshare");
+                c.args(["--user", "--map-current-user", "--pid", "--fork", "python3"]);
+                c
+            } else {
+                tokio::process::Command::new("python3")
+            };
+            let out = command
+                .args(["-c", script])
+                .arg(&socket)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+    };
+    assert_eq!(
+        ask(false).await,
+        "200",
+        "the human beside the supervisor is refused"
+    );
+    assert_eq!(
+        ask(true).await,
+        "403",
+        "a process in another pid namespace was answered"
+    );
 }
 
 /// Read one HTTP answer (headers and a `content-length` body) from `stream`.
