@@ -537,11 +537,12 @@ impl Gate {
     }
 
     fn situation(&self, state: &State, effect: &Effect, digest: &str) -> Situation {
+        let now = self.clock.now();
         let mut approvals = BTreeSet::new();
         for approval in state
             .approvals
             .iter()
-            .filter(|a| a.digest == digest && a.state == ApprovalState::Approved)
+            .filter(|a| a.digest == digest && a.state == ApprovalState::Approved && a.expires > now)
         {
             for requirement in &approval.requirements {
                 approvals.insert(requirement.id.clone());
@@ -979,7 +980,13 @@ impl Gate {
         {
             let mut state = self.lock();
             for approval in &mut state.approvals {
-                if approval.state == ApprovalState::Pending && approval.expires <= now {
+                // A granted approval left unused expires too: it is for the request as it was
+                // asked, then.
+                if matches!(
+                    approval.state,
+                    ApprovalState::Pending | ApprovalState::Approved
+                ) && approval.expires <= now
+                {
                     approval.state = ApprovalState::Expired;
                     approval.notify.notify_waiters();
                     expired.push(approval.digest.clone());
@@ -1077,6 +1084,8 @@ impl Gate {
         });
         if satisfied {
             approval.state = ApprovalState::Approved;
+            // To be used within one approval timeout of being granted, or it expires.
+            approval.expires = now + self.approval_timeout;
             approval.notify.notify_waiters();
         }
         let view = self.view(approval);

@@ -222,6 +222,38 @@ async fn denial_expiry_and_waiting() {
     assert!(matches!(waiter.await.unwrap(), Outcome::Authorized(_)));
 }
 
+/// A granted approval is for the request as it was asked then: left unused for one approval
+/// timeout after it was granted, it expires and performs nothing.
+#[tokio::test]
+async fn a_granted_approval_left_unused_expires() {
+    let (gate, journal, clock) = gate();
+    let id = pending(&gate, publish("v6")).await;
+    clock.advance(Duration::from_secs(500));
+    gate.decide_approval(&id, "bob", true, None).unwrap();
+    gate.decide_approval(&id, "carol", true, None).unwrap();
+    // Still good 500 s after the grant (1,000 s after it was asked)...
+    let id2 = pending(&gate, publish("v7")).await;
+    gate.decide_approval(&id2, "bob", true, None).unwrap();
+    gate.decide_approval(&id2, "carol", true, None).unwrap();
+    clock.advance(Duration::from_secs(500));
+    assert!(matches!(
+        gate.request(publish("v6"), Duration::ZERO).await,
+        Outcome::Authorized(_)
+    ));
+    // ...gone 601 s after it.
+    clock.advance(Duration::from_secs(101));
+    let Outcome::Denied { reason, .. } = gate.request(publish("v7"), Duration::ZERO).await else {
+        panic!("an approval granted 601 s ago was used")
+    };
+    assert!(reason.contains("expired"), "{reason}");
+    assert!(
+        journal
+            .events()
+            .iter()
+            .any(|(e, _)| e.kind() == "approval_expired")
+    );
+}
+
 #[tokio::test]
 async fn quotas_count_performed_effects() {
     let (gate, _, _) = gate();
