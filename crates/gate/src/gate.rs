@@ -161,6 +161,11 @@ pub enum Outcome {
     },
 }
 
+/// Most approvals of one task waiting for a human at once; a request past it is denied.
+pub const MAX_OPEN_APPROVALS: usize = 32;
+/// Most approvals of one task kept (decided ones beyond it are forgotten, oldest first).
+const MAX_KEPT_APPROVALS: usize = 1000;
+
 /// The state of one approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -714,6 +719,10 @@ impl Gate {
                                 &format!("approval `{id}` expired with nobody deciding"),
                             );
                         }
+                        ApprovalState::Cancelled { reason } if id.is_empty() => {
+                            // None was opened.
+                            return self.deny(&effect, &digest, "approval", &reason);
+                        }
                         ApprovalState::Used | ApprovalState::Cancelled { .. } => {
                             return self.deny(
                                 &effect,
@@ -786,6 +795,33 @@ impl Gate {
                 }
             }
             return answer;
+        }
+        let open = state
+            .approvals
+            .iter()
+            .filter(|a| a.state == ApprovalState::Pending)
+            .count();
+        if open >= MAX_OPEN_APPROVALS {
+            // A flood of requests would bury the one that matters in the approvers' list.
+            return (
+                String::new(),
+                Arc::new(Notify::new()),
+                ApprovalState::Cancelled {
+                    reason: format!(
+                        "{open} approvals of this task are waiting for a human already; ask again once they are decided"
+                    ),
+                },
+            );
+        }
+        // Decided approvals are kept for the approvers' `--all` view, the oldest dropped
+        // past a bound.
+        if state.approvals.len() >= MAX_KEPT_APPROVALS
+            && let Some(oldest) = state
+                .approvals
+                .iter()
+                .position(|a| !matches!(a.state, ApprovalState::Pending | ApprovalState::Approved))
+        {
+            state.approvals.remove(oldest);
         }
         state.next += 1;
         // Unique among this task's approvals even if randomness failed: a human must never

@@ -254,6 +254,27 @@ async fn a_granted_approval_left_unused_expires() {
     );
 }
 
+/// A flood of requests that need a human cannot bury the approvers' list: past
+/// `MAX_OPEN_APPROVALS` waiting, a request is denied (and once they are decided, another
+/// may open).
+#[tokio::test]
+async fn a_flood_of_approval_requests_is_capped() {
+    let (gate, _, _) = gate();
+    let mut ids = Vec::new();
+    for i in 0..remit_gate::gate::MAX_OPEN_APPROVALS {
+        ids.push(pending(&gate, publish(&format!("f{i}"))).await);
+    }
+    let Outcome::Denied { reason, .. } = gate.request(publish("one-more"), Duration::ZERO).await
+    else {
+        panic!("an approval past the cap was opened")
+    };
+    assert!(reason.contains("waiting for a human already"), "{reason}");
+    // The same request as an open one is still that approval, not a new one.
+    assert_eq!(pending(&gate, publish("f0")).await, ids[0]);
+    gate.decide_approval(&ids[1], "bob", false, None).unwrap();
+    pending(&gate, publish("one-more")).await;
+}
+
 #[tokio::test]
 async fn quotas_count_performed_effects() {
     let (gate, _, _) = gate();
