@@ -264,6 +264,9 @@ struct Builder {
     execs: BTreeMap<String, u64>,
     denials: Vec<Denial>,
     approvals: Vec<Approval>,
+    /// How many distinct approvers each of `approvals` needs (1 when its request was not
+    /// recorded).
+    required: Vec<u32>,
     violations: Vec<ViolationSummary>,
     credentials: BTreeMap<String, u64>,
     diff: Option<String>,
@@ -328,22 +331,32 @@ impl Builder {
                     granted_by: Vec::new(),
                     denied_by: Vec::new(),
                 });
+                self.required.push(a.required.max(1));
             }
             EventBody::ApprovalGranted(a) => {
-                let approval = self.approval(&a.effect_id);
+                let index = self.approval(&a.effect_id);
+                let required = self.required[index] as usize;
+                let approval = &mut self.approvals[index];
                 approval.granted_by.push(a.approver.clone());
-                if approval.status == "pending" {
+                // Granted once enough distinct approvers said yes, not at the first of them.
+                let mut distinct = approval.granted_by.clone();
+                distinct.sort();
+                distinct.dedup();
+                if approval.status == "pending" && distinct.len() >= required {
                     approval.status = "granted".into();
                 }
             }
             EventBody::ApprovalDenied(a) => {
-                let approval = self.approval(&a.effect_id);
+                let index = self.approval(&a.effect_id);
+                let approval = &mut self.approvals[index];
                 approval.denied_by.push(a.approver.clone());
                 approval.status = "denied".into();
             }
             EventBody::ApprovalExpired(a) => {
-                let approval = self.approval(&a.effect_id);
-                if approval.status == "pending" {
+                // Never decided, or granted and left unused until it expired.
+                let index = self.approval(&a.effect_id);
+                let approval = &mut self.approvals[index];
+                if approval.status == "pending" || approval.status == "granted" {
                     approval.status = "expired".into();
                 }
             }
@@ -382,7 +395,8 @@ impl Builder {
         }
     }
 
-    fn approval(&mut self, effect_id: &str) -> &mut Approval {
+    /// The index of the latest approval of `effect_id` (made if none was recorded).
+    fn approval(&mut self, effect_id: &str) -> usize {
         let index = match self
             .approvals
             .iter()
@@ -404,10 +418,11 @@ impl Builder {
                     granted_by: Vec::new(),
                     denied_by: Vec::new(),
                 });
+                self.required.push(1);
                 self.approvals.len() - 1
             }
         };
-        &mut self.approvals[index]
+        index
     }
 
     fn finish(self, task: &str) -> Result<(Summary, StoredEvent)> {
@@ -650,4 +665,91 @@ fn first_difference(a: &Summary, b: &Summary) -> String {
         .find(|(k, v)| b.get(*k) != Some(v))
         .map(|(k, _)| format!(" in `{k}`"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use remit_types::event::{
+        ApprovalExpired, ApprovalGranted, ApprovalRequested, EffectRef, Event, EventBody,
+        SCHEMA_VERSION,
+    };
+
+    use super::*;
+
+    fn stored(seq: u64, body: EventBody) -> StoredEvent {
+        StoredEvent {
+            bytes: Vec::new(),
+            event: Event {
+                schema: SCHEMA_VERSION,
+                seq,
+                time: "2026-12-07T00:00:00Z".into(),
+                task: "t".into(),
+                agent: "a".into(),
+                body,
+            },
+        }
+    }
+
+    /// One of two required approvers said yes, then nobody else did: the receipt says the
+    /// approval expired, not that it was granted. A granted one left unused expires too.
+    #[test]
+    fn an_approval_is_granted_only_once_enough_approvers_said_yes() {
+        let requested = |id: &str, required: u32| {
+            EventBody::ApprovalRequested(ApprovalRequested {
+                effect: EffectRef {
+                    id: id.into(),
+                    kind: "publish".into(),
+                    target: "pkg".into(),
+                    attributes: Default::default(),
+                },
+                approvers: vec!["release".into()],
+                required,
+                expires: None,
+            })
+        };
+        let granted = |id: &str, who: &str| {
+            EventBody::ApprovalGranted(ApprovalGranted {
+                effect_id: id.into(),
+                approver: who.into(),
+            })
+        };
+        let expired = |id: &str| {
+            EventBody::ApprovalExpired(ApprovalExpired {
+                effect_id: id.into(),
+            })
+        };
+        let mut b = Builder::default();
+        for (seq, body) in [
+            requested("two", 2),
+            granted("two", "ana"),
+            expired("two"),
+            requested("both", 2),
+            granted("both", "ana"),
+            granted("both", "ana"),
+            granted("both", "raj"),
+            requested("unused", 1),
+            granted("unused", "ana"),
+            expired("unused"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b.add(stored(seq as u64, body));
+        }
+        let status: Vec<(&str, &str)> = b
+            .approvals
+            .iter()
+            .map(|a| (a.effect_id.as_str(), a.status.as_str()))
+            .collect();
+        assert_eq!(
+            status,
+            [
+                ("two", "expired"),
+                ("both", "granted"),
+                ("unused", "expired")
+            ]
+        );
+    }
 }
