@@ -397,7 +397,7 @@ impl Builder {
 
     /// The index of the latest approval of `effect_id` (made if none was recorded).
     fn approval(&mut self, effect_id: &str) -> usize {
-        let index = match self
+        match self
             .approvals
             .iter()
             .rposition(|a| a.effect_id == effect_id)
@@ -421,8 +421,7 @@ impl Builder {
                 self.required.push(1);
                 self.approvals.len() - 1
             }
-        };
-        index
+        }
     }
 
     fn finish(self, task: &str) -> Result<(Summary, StoredEvent)> {
