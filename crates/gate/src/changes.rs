@@ -47,6 +47,8 @@ pub enum Baseline {
         files: BTreeMap<String, (u64, u64, i128)>,
         /// Whether the listing stopped early.
         truncated: bool,
+        /// Whether it had a `.git` (a repository the task makes there is looked at after).
+        had_git: bool,
     },
 }
 
@@ -60,6 +62,7 @@ impl Baseline {
                 workspace: workspace.to_path_buf(),
                 files,
                 truncated,
+                had_git: std::fs::symlink_metadata(workspace.join(".git")).is_ok(),
             }
         })
     }
@@ -86,6 +89,7 @@ impl Baseline {
             workspace: workspace.to_path_buf(),
             files,
             truncated,
+            had_git: std::fs::symlink_metadata(workspace.join(".git")).is_ok(),
         }
     }
 
@@ -117,7 +121,16 @@ impl Baseline {
                 ),
                 (notes, Err(why)) => (Err(why), notes),
             },
-            files @ Baseline::Files { .. } => (files.file_changes(), Vec::new()),
+            files @ Baseline::Files {
+                workspace, had_git, ..
+            } => {
+                let notes = if *had_git {
+                    Vec::new()
+                } else {
+                    new_repository(workspace, limit).into_iter().collect()
+                };
+                (files.file_changes(), notes)
+            }
         }
     }
 
@@ -128,6 +141,7 @@ impl Baseline {
                 workspace,
                 files,
                 truncated,
+                ..
             } => {
                 let (now, truncated_now) = list(workspace);
                 let mut changes = compare(files, &now);
@@ -138,6 +152,128 @@ impl Baseline {
             }
         }
     }
+}
+
+/// Settings a repository the task made may hold and still be kept: none of them names a
+/// program, a file to include, or another place for git to look. `*` is any subsection.
+const PLAIN_SETTINGS: [&str; 24] = [
+    "core.repositoryformatversion",
+    "core.filemode",
+    "core.bare",
+    "core.logallrefupdates",
+    "core.ignorecase",
+    "core.precomposeunicode",
+    "core.symlinks",
+    "core.autocrlf",
+    "core.eol",
+    "core.safecrlf",
+    "user.name",
+    "user.email",
+    "init.defaultbranch",
+    "remote.*.url",
+    "remote.*.fetch",
+    "branch.*.remote",
+    "branch.*.merge",
+    "branch.*.rebase",
+    "extensions.objectformat",
+    "extensions.refstorage",
+    "pull.rebase",
+    "push.default",
+    "fetch.prune",
+    "gc.auto",
+];
+
+fn plain_setting(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    let general = match (key.split_once('.'), key.rsplit_once('.')) {
+        (Some((section, _)), Some((_, name))) if key.matches('.').count() > 1 => {
+            format!("{section}.*.{name}")
+        }
+        _ => key.clone(),
+    };
+    PLAIN_SETTINGS.contains(&general.as_str())
+}
+
+/// A workspace that had no `.git` has one after the task: the task made the repository, its
+/// configuration and hooks, and the user's next `git status` there would run whatever they
+/// name (`core.fsmonitor`, say). Kept when it holds only plain settings and no hooks;
+/// otherwise moved aside. The line saying so, if anything was found.
+fn new_repository(workspace: &Path, limit: std::time::Duration) -> Option<String> {
+    let dot = workspace.join(".git");
+    let meta = std::fs::symlink_metadata(&dot).ok()?;
+    let why = if meta.is_dir() {
+        suspicious_repository(&dot, limit)?
+    } else {
+        "that is not a plain directory (a link or a `gitdir:` file can lead git anywhere)"
+            .to_owned()
+    };
+    Some(match crate::files::quarantine(&dot) {
+        Ok(aside) => format!(
+            "the task made `{}`, a repository {why}; moved to `{}` (move it back once you trust it)",
+            dot.display(),
+            aside.display()
+        ),
+        Err(e) => format!(
+            "the task made `{}`, a repository {why}, and {e}; look at it before using git there",
+            dot.display()
+        ),
+    })
+}
+
+/// What in a git directory the task made would run or redirect git, if anything.
+fn suspicious_repository(dir: &Path, limit: std::time::Duration) -> Option<String> {
+    for name in ["commondir", "config.worktree"] {
+        if std::fs::symlink_metadata(dir.join(name)).is_ok() {
+            return Some(format!("with `{name}`, which points git elsewhere"));
+        }
+    }
+    if let Ok(hooks) = std::fs::read_dir(dir.join("hooks")) {
+        for hook in hooks.flatten().take(10_000) {
+            let name = hook.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".sample") {
+                return Some(format!("with a hook (`{name}`)"));
+            }
+        }
+    }
+    let config = dir.join("config");
+    match std::fs::symlink_metadata(&config) {
+        Err(_) => return None,
+        Ok(m) if !m.is_file() => {
+            return Some("whose configuration is not a plain file".into());
+        }
+        Ok(_) => {}
+    }
+    let mut listed = Vec::new();
+    let read = crate::files::run_within(
+        Command::new("git")
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .args(["config", "--file"])
+            .arg(&config)
+            .args(["--no-includes", "--list", "--name-only", "-z"]),
+        limit,
+        &mut |b| listed.extend_from_slice(b),
+    );
+    match read {
+        Ok((status, _)) if status.success() => {}
+        _ => return Some("whose configuration git cannot read".into()),
+    }
+    listed
+        .split(|&b| b == 0)
+        .filter(|k| !k.is_empty())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .find(|k| !plain_setting(k))
+        .map(|k| {
+            format!(
+                "whose configuration sets `{}`",
+                remit_types::effect::escaped(&k)
+            )
+        })
 }
 
 /// The git directory of a work tree whose top is `workspace`.
@@ -979,5 +1115,59 @@ mod tests {
             !marker.exists(),
             "the task's fsmonitor ran in the user's git status"
         );
+    }
+
+    /// A repository the task made where there was none: kept when it holds only plain
+    /// settings, moved aside when its configuration names a program (the user's next
+    /// `git status` there would run it) or it has a hook.
+    #[test]
+    fn a_repository_the_task_made_is_kept_only_when_it_runs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("fsmonitor-ran");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        let base = Baseline::capture(&ws);
+        sh(
+            &ws,
+            &format!(
+                "git init -q -b main . && git config core.fsmonitor 'touch {m}' && echo a > a",
+                m = marker.display()
+            ),
+        );
+        let (changes, notes) = base.changes_guarded();
+        assert!(changes.is_ok());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("core.fsmonitor"), "{notes:?}");
+        assert!(!ws.join(".git").exists());
+        user_status(&ws);
+        assert!(
+            !marker.exists(),
+            "the task's fsmonitor ran in the user's git status"
+        );
+
+        // A hook is the same.
+        std::fs::remove_dir_all(&ws).expect("clean");
+        std::fs::create_dir(&ws).expect("ws");
+        let base = Baseline::capture(&ws);
+        sh(
+            &ws,
+            "git init -q -b main . && printf '#!/bin/sh\\n' > .git/hooks/pre-commit",
+        );
+        let (_, notes) = base.changes_guarded();
+        assert!(notes.iter().any(|n| n.contains("pre-commit")), "{notes:?}");
+
+        // The twin: what `git init`, a commit and a remote leave is kept as it is.
+        std::fs::remove_dir_all(&ws).expect("clean");
+        std::fs::create_dir(&ws).expect("ws");
+        let base = Baseline::capture(&ws);
+        sh(
+            &ws,
+            "git init -q -b main . && git config user.email a@example.com && echo a > a && git add a && \
+             git commit -qm one && git remote add origin https://example.com/r.git && \
+             git branch -u origin/main 2>/dev/null; true",
+        );
+        let (_, notes) = base.changes_guarded();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(ws.join(".git/config").exists());
     }
 }

@@ -222,9 +222,10 @@ fn a_repository_pointed_at_a_planted_configuration_runs_nothing_on_the_host() {
     assert!(!stderr(&out).contains("remit-quarantine"), "{}", show(&out));
 }
 
-/// A repository an earlier task made (`git init` in a plain workspace) is a git workspace
-/// for the next run, with the task's own configuration: remit's git after the task runs no
-/// filter driver it defines.
+/// A repository a task makes in a plain workspace is moved aside when its configuration
+/// names programs; moved back by the user, it is a git workspace for the next run, with the
+/// task's own configuration, and remit's git after that task runs no filter driver it
+/// defines.
 #[test]
 fn a_repository_a_task_made_runs_none_of_its_filters_on_the_host() {
     let w = World::new();
@@ -233,8 +234,18 @@ fn a_repository_a_task_made_runs_none_of_its_filters_on_the_host() {
         "git init -q && git config filter.x.clean 'touch {m}; cat' && git config filter.x.process 'touch {m}' && echo '* filter=x' > .gitattributes && echo one > f",
         m = marker.display()
     );
-    ok(&w.run(None, &plant));
-    // The next task: a git workspace now, whose configuration the first task wrote.
+    let out = w.run(None, &plant);
+    assert!(out.status.success(), "{}", show(&out));
+    // The repository the task made names programs: moved aside at once.
+    assert!(
+        stderr(&out).contains("filter.x") && stderr(&out).contains("remit-quarantine"),
+        "{}",
+        show(&out)
+    );
+    assert!(!w.exists(&w.ws.join(".git")));
+    // Moved back by a user who trusts it: the next task runs in a git workspace whose
+    // configuration the first task wrote.
+    std::fs::rename(w.ws.join(".git.remit-quarantine"), w.ws.join(".git")).unwrap();
     let out = w.run(None, "echo two >> f");
     assert!(out.status.success(), "{}", show(&out));
     assert!(
