@@ -367,8 +367,9 @@ pub struct GitLayout {
     submodules: crate::submodules::Protected,
 }
 
-/// Largest pointer file kept (they hold a path or a few settings).
-const MAX_POINTER: u64 = 64 << 10;
+/// Largest pointer file kept (they hold a path or a few settings; an included configuration
+/// file holds settings).
+const MAX_POINTER: u64 = 1 << 20;
 
 /// A pointer file's content (`None`: absent; empty: something that is not a small regular
 /// file, which is never what was found).
@@ -379,6 +380,82 @@ fn read_pointer(path: &Path) -> Result<Option<Vec<u8>>, String> {
         Ok(_) => crate::files::read_regular(path, MAX_POINTER)
             .map(|data| Some(data.unwrap_or_default()))
             .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+    }
+}
+
+/// The files a configuration file includes (`include.path`, `includeIf.*.path`), resolved as
+/// git resolves them: `~/` in the home directory, relative paths beside the including file.
+/// Git is asked only when the file mentions an include at all.
+fn included(config: &Path) -> Vec<PathBuf> {
+    let Some(text) = crate::files::read_regular(config, MAX_POINTER)
+        .ok()
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    if !text
+        .to_ascii_lowercase()
+        .windows(7)
+        .any(|w| w == b"include")
+    {
+        return Vec::new();
+    }
+    let mut listed = Vec::new();
+    let read = crate::files::run_within(
+        Command::new("git")
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .args(["config", "--file"])
+            .arg(config)
+            .args([
+                "--no-includes",
+                "-z",
+                "--get-regexp",
+                r"^include(if\..*)?\.path$",
+            ]),
+        crate::files::GIT_LIMIT,
+        &mut |b| listed.extend_from_slice(b),
+    );
+    if read.is_err() {
+        return Vec::new();
+    }
+    let base = config.parent().unwrap_or(Path::new("/"));
+    listed
+        .split(|&b| b == 0)
+        .filter_map(|entry| {
+            let (_, value) = std::str::from_utf8(entry).ok()?.split_once('\n')?;
+            let path = match value.strip_prefix("~/") {
+                Some(rest) => PathBuf::from(std::env::var_os("HOME")?).join(rest),
+                None => base.join(value),
+            };
+            Some(normalize(&path))
+        })
+        .collect()
+}
+
+/// `path` with `.` and `..` resolved lexically, and its parent resolved through links when
+/// it exists (so a target is compared by where it really is).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    match (out.parent(), out.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(out),
+        _ => out,
     }
 }
 
@@ -417,7 +494,34 @@ impl GitLayout {
                 pointers.push((path, before));
             }
         }
+        // Configuration files the repository's configuration includes that the task can write
+        // (`include.path = ../.gitconfig` is a common convention): what the task writes there
+        // is the repository's configuration for the user's next git command.
         let submodules = crate::submodules::discover(workspace, &git_dir, &common_dir);
+        let mut configs: Vec<PathBuf> =
+            vec![common_dir.join("config"), git_dir.join("config.worktree")];
+        configs.extend(submodules.git_dirs().map(|d| d.join("config")));
+        let real = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.to_path_buf());
+        let writable = |p: &Path| p.starts_with(&real) || p.starts_with(&common_dir);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut depth = 0;
+        while !configs.is_empty() && depth < 4 {
+            depth += 1;
+            let mut next = Vec::new();
+            for config in configs.into_iter().take(256) {
+                for target in included(&config) {
+                    if !seen.insert(target.clone()) {
+                        continue;
+                    }
+                    if writable(&target) && !pointers.iter().any(|(p, _)| *p == target) {
+                        let before = read_pointer(&target).ok()?;
+                        pointers.push((target.clone(), before));
+                    }
+                    next.push(target);
+                }
+            }
+            configs = next;
+        }
         Some(GitLayout {
             submodules,
             dot,
@@ -1169,5 +1273,43 @@ mod tests {
         let (_, notes) = base.changes_guarded();
         assert!(notes.is_empty(), "{notes:?}");
         assert!(ws.join(".git/config").exists());
+    }
+
+    /// The repository's configuration includes a file in the work tree (a common
+    /// convention): what the task writes there is put back, so the user's next `git status`
+    /// runs nothing the task configured.
+    #[test]
+    fn a_configuration_file_the_repository_includes_is_put_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("fsmonitor-ran");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        sh(
+            &ws,
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one && \
+             git config include.path ../.gitconfig && git config 'includeIf.onbranch:main.path' ../team.gitconfig && \
+             printf '[user]\\n\\tname = team\\n' > team.gitconfig",
+        );
+        let base = Baseline::capture(&ws);
+        let plant = format!("[core]\n\tfsmonitor = touch {}\n", marker.display());
+        std::fs::write(ws.join(".gitconfig"), &plant).expect("plant");
+        std::fs::write(ws.join("team.gitconfig"), &plant).expect("plant");
+        let (changes, notes) = base.changes_guarded();
+        assert!(changes.is_ok(), "{changes:?}");
+        assert_eq!(
+            notes.iter().filter(|n| n.contains("gitconfig")).count(),
+            2,
+            "{notes:?}"
+        );
+        assert!(!ws.join(".gitconfig").exists());
+        assert_eq!(
+            std::fs::read_to_string(ws.join("team.gitconfig")).expect("team"),
+            "[user]\n\tname = team\n"
+        );
+        user_status(&ws);
+        assert!(
+            !marker.exists(),
+            "the task's fsmonitor ran in the user's git status"
+        );
     }
 }
