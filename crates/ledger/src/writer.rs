@@ -341,6 +341,7 @@ impl Ledger {
         };
         let (frontier_size, latest) = (frontier.size(), head.clone());
         let engine = Engine {
+            resume_at: None,
             store,
             core: Core {
                 key: key.clone(),
@@ -490,6 +491,7 @@ impl Ledger {
     fn queue_group(&self, state: &mut State, encoded: Vec<Encoded>, seq: &SeqSlot) -> u64 {
         let count = encoded.len() as u64;
         let first = state.appended;
+        let was_empty = state.queue.is_empty();
         state.appended += count;
         let time = format_time(self.inner.clock.now());
         let last = encoded.len().saturating_sub(1);
@@ -505,8 +507,11 @@ impl Ledger {
             });
         }
         state.first_queued.get_or_insert_with(Instant::now);
-        state.urgent_through = state.appended;
-        // The returned handle wakes the writer (or commits in its caller's thread).
+        if was_empty {
+            // The writer starts its wait for company; the returned handle, once waited on,
+            // makes the group urgent (or commits it in its caller's thread).
+            self.inner.shared.work.notify_one();
+        }
         first + count - 1
     }
 
@@ -528,9 +533,9 @@ impl Ledger {
         }
     }
 
-    /// Queue an event; returns its ticket (its position among this handle's events). With
-    /// `seq` (a durable event) the writer commits at once; an observation may linger for
-    /// company ([`Options::linger`]).
+    /// Queue an event; returns its ticket (its position among this handle's events). It may
+    /// linger for company ([`Options::linger`]) until somebody waits for it: a durable
+    /// event's handle, waited on, polled or asked, makes it urgent.
     fn enqueue(&self, event: NewEvent, seq: Option<SeqSlot>) -> Result<u64> {
         let e = Encoded::new(event)?;
         let shared = &self.inner.shared;
@@ -540,7 +545,6 @@ impl Ledger {
         // Read the clock under the lock so times never go backwards along this handle's events.
         let time = format_time(self.inner.clock.now());
         let was_empty = state.queue.is_empty();
-        let urgent = seq.is_some();
         state.queue.push_back(Pending {
             time,
             task: e.task,
@@ -551,14 +555,9 @@ impl Ledger {
             seq,
         });
         if was_empty {
+            // The writer starts its wait for company: whatever else happens, the event is
+            // committed within a linger.
             state.first_queued = Some(Instant::now());
-        }
-        if urgent {
-            state.urgent_through = state.appended;
-        }
-        if was_empty && !urgent {
-            // An observation starts the writer's wait for company. A durable event's handle
-            // wakes the writer itself, or commits in its caller's thread.
             shared.work.notify_one();
         }
         Ok(ticket)
@@ -569,10 +568,7 @@ impl Ledger {
         let shared = &self.inner.shared;
         let mut state = shared.lock();
         let target = state.appended;
-        if state.urgent_through < target {
-            state.urgent_through = target;
-            shared.work.notify_one();
-        }
+        state.urgent_through = state.urgent_through.max(target);
         loop {
             if state.committed >= target {
                 return Ok(());
@@ -583,6 +579,9 @@ impl Ledger {
             let helped;
             (state, helped) = shared.help(state);
             if !helped {
+                // The writer thread commits it (it may be lingering: it must hear it is
+                // urgent now).
+                shared.work.notify_one();
                 state = shared.done.wait(state).unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -597,7 +596,6 @@ impl Ledger {
         let target = state.appended;
         if state.retain_wanted.is_none_or(|w| w < target) {
             state.retain_wanted = Some(target);
-            shared.work.notify_one();
         }
         loop {
             if state.kept_through.is_some_and(|kept| kept >= target)
@@ -611,6 +609,7 @@ impl Ledger {
             let helped;
             (state, helped) = shared.help(state);
             if !helped {
+                shared.work.notify_one();
                 state = shared.done.wait(state).unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -681,9 +680,9 @@ impl Ledger {
 
 /// An event on its way to disk. Resolves to its sequence number once durable.
 ///
-/// Queuing a durable event does not wake the writer thread: the handle does, the first time
-/// it is waited on, polled, asked, or dropped — unless [`Durable::wait`] finds the thread
-/// idle and commits in the caller's thread instead.
+/// Queued, it is committed within [`Options::linger`] like any event; waited on, polled or
+/// asked, it becomes urgent and is committed at once — by [`Durable::wait`] in the caller's
+/// own thread when the writer thread is idle.
 pub struct Durable {
     ticket: u64,
     seq: SeqSlot,
@@ -699,16 +698,6 @@ impl Clone for Durable {
             seq: Arc::clone(&self.seq),
             shared: Arc::clone(&self.shared),
             nudged: AtomicBool::new(false),
-        }
-    }
-}
-
-impl Drop for Durable {
-    fn drop(&mut self) {
-        // Nobody waits for it any more; it is committed all the same.
-        if !self.nudged.load(Ordering::Relaxed) && self.committed_seq(&self.shared.lock()).is_none()
-        {
-            self.nudge();
         }
     }
 }
@@ -740,6 +729,7 @@ impl Durable {
             if let Some(err) = Shared::failure(&state) {
                 return Err(err);
             }
+            self.ask(&mut state);
             let helped;
             (state, helped) = self.shared.help(state);
             if !helped {
@@ -755,9 +745,10 @@ impl Durable {
 
     /// Like [`Durable::wait`], giving up after `timeout` (`Ok(None)`).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<u64>> {
-        self.nudge();
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
+        self.ask(&mut state);
+        self.nudge();
         loop {
             if let Some(seq) = self.committed_seq(&state) {
                 return Ok(Some(seq));
@@ -780,14 +771,22 @@ impl Durable {
 
     /// The event's sequence number if it is durable now.
     pub fn seq(&self) -> Option<u64> {
-        let seq = self.committed_seq(&self.shared.lock());
+        let mut state = self.shared.lock();
+        let seq = self.committed_seq(&state);
         if seq.is_none() {
+            self.ask(&mut state);
+            drop(state);
             self.nudge();
         }
         seq
     }
 
-    /// Wake the writer thread for this event (once per handle).
+    /// Somebody waits for this event: it (and everything queued before it) is urgent.
+    fn ask(&self, state: &mut State) {
+        state.urgent_through = state.urgent_through.max(self.ticket + 1);
+    }
+
+    /// Wake the writer thread for this event (once per handle), after [`Durable::ask`].
     fn nudge(&self) {
         if !self.nudged.swap(true, Ordering::Relaxed) {
             self.shared.work.notify_one();
@@ -814,6 +813,7 @@ impl Future for Durable {
         if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
             state.wakers.push(cx.waker().clone());
         }
+        self.ask(&mut state);
         self.nudge();
         Poll::Pending
     }
@@ -927,6 +927,28 @@ struct Writer {
 struct Engine {
     store: Box<dyn Store>,
     core: Core,
+    /// Not before then: other writers share the ledger and one may be waiting for the lock
+    /// this one just released (`HANDOFF`). Callers do not help before then either.
+    resume_at: Option<Instant>,
+}
+
+impl Engine {
+    /// After a commit: whether to step aside before the next one.
+    fn pause_after_commit(&mut self) {
+        let others = !self.store.lock_is_fair()
+            && self
+                .core
+                .others_seen
+                .is_some_and(|seen| seen.elapsed() < OTHERS_ACTIVE);
+        self.resume_at = others.then(|| Instant::now() + HANDOFF);
+    }
+
+    /// Time left before it may commit again.
+    fn paused(&self) -> Option<Duration> {
+        self.resume_at
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
 }
 
 /// The writer's view of the tree, updated only after a transaction committed.
@@ -1026,19 +1048,25 @@ impl Shared {
         let Some(engine) = slot.as_mut() else {
             return (state, false);
         };
+        if engine.paused().is_some() {
+            // Stepping aside for other writers: the writer thread commits after the pause.
+            return (state, false);
+        }
         let work = match engine.decide(self, &mut state) {
             Decision::Now(work @ (Work::Batch(..) | Work::Retain)) => work,
             // Stopping is the writer thread's (it hands back the connection).
             Decision::Now(Work::Stop | Work::Abort) | Decision::Wait(_) => return (state, false),
         };
         drop(state);
-        let guard = PanicGuard(self);
-        let result = match work {
+        // A panic in the commit fails the ledger (every waiter hears of it), not the caller,
+        // which gets the error as it would from the writer thread.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
             Work::Batch(batch, retain) => engine.commit(batch, retain),
             _ => engine.retain(),
-        };
+        }))
+        .unwrap_or_else(|_| Err(Error::Invalid("the ledger writer panicked".into())));
+        engine.pause_after_commit();
         publish(self, &engine.core, result);
-        drop(guard);
         drop(slot);
         // Whatever was queued meanwhile is the writer thread's (it may be waiting for work
         // with no time limit).
@@ -1056,6 +1084,14 @@ impl Writer {
         loop {
             let mut slot = shared.engine();
             let engine = slot.as_mut()?;
+            if let Some(left) = engine.paused() {
+                // Other writers commit too, and may be waiting for the lock this one just
+                // released: step aside for a poll of theirs instead of taking it straight
+                // back, so the lock goes round. A writer alone never waits here.
+                drop(slot);
+                std::thread::sleep(left);
+                continue;
+            }
             let mut state = shared.lock();
             let work = match engine.decide(shared, &mut state) {
                 Decision::Now(work) => work,
@@ -1087,21 +1123,11 @@ impl Writer {
                 }
                 Work::Abort => return None,
             };
+            engine.pause_after_commit();
             let ok = publish(shared, &engine.core, result);
-            let pause = !engine.store.lock_is_fair()
-                && engine
-                    .core
-                    .others_seen
-                    .is_some_and(|seen| seen.elapsed() < OTHERS_ACTIVE);
             drop(slot);
             if !ok {
                 return None;
-            }
-            if pause {
-                // Other writers commit too, and may be waiting for the lock this one just
-                // released: step aside for a poll of theirs instead of taking it straight
-                // back, so the lock goes round. A writer alone never waits here.
-                std::thread::sleep(HANDOFF);
             }
         }
     }

@@ -106,6 +106,29 @@ both_stores! {
         ledger.close().unwrap();
     };
 
+    // A durable event whose handle is held but not yet waited on is committed all the same
+    // (within a linger), and so is what is appended after it: nobody has to wait for the
+    // writer to write.
+    an_unawaited_durable_event_is_committed_all_the_same => |backend: Backend| {
+        let env = Env::new(backend);
+        let ledger = env.open();
+        ledger.append_durable(exec("t", 0)).unwrap().wait().unwrap();
+        // The writer thread is idle, waiting for work.
+        std::thread::sleep(Duration::from_millis(50));
+        let held = ledger.append_durable(exec("t", 1)).unwrap();
+        ledger.append(exec("t", 2)).unwrap();
+        let started = std::time::Instant::now();
+        while ledger.size() < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "queued events were left uncommitted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(held.wait().unwrap(), 1);
+        ledger.close().unwrap();
+    };
+
     durable_is_a_future => |backend: Backend| {
         let env = Env::new(backend);
         let ledger = env.open();
