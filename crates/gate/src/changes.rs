@@ -67,6 +67,14 @@ impl Baseline {
         })
     }
 
+    /// The common git directory, for a git work tree.
+    pub fn common_dir(&self) -> Option<&Path> {
+        match self {
+            Baseline::Git { layout, .. } => Some(&layout.common_dir),
+            Baseline::Files { .. } => None,
+        }
+    }
+
     /// The baseline of a git work tree, if `workspace` is the top of one.
     pub fn git(workspace: &Path) -> Option<Baseline> {
         let git_dir = git_dir(workspace)?;
@@ -227,6 +235,15 @@ fn suspicious_repository(dir: &Path, limit: std::time::Duration) -> Option<Strin
             return Some(format!("with `{name}`, which points git elsewhere"));
         }
     }
+    // Submodules: git enters them from here, with configuration of their own.
+    if std::fs::symlink_metadata(dir.join("modules")).is_ok() {
+        return Some("with submodule repositories (`modules/`)".into());
+    }
+    match crate::submodules::gitlinks(dir.parent().unwrap_or(dir), dir, &dir.join("config")) {
+        Ok(links) if links.is_empty() => {}
+        Ok(_) => return Some("whose index names submodules".into()),
+        Err(_) => return Some("whose index cannot be read".into()),
+    }
     if let Ok(hooks) = std::fs::read_dir(dir.join("hooks")) {
         for hook in hooks.flatten().take(10_000) {
             let name = hook.file_name().to_string_lossy().into_owned();
@@ -362,7 +379,9 @@ pub struct GitLayout {
     common_dir: PathBuf,
     dir_ids: [(u64, u64); 2],
     /// Files that redirect git, with their content (`None`: absent).
-    pointers: Vec<(PathBuf, Option<Vec<u8>>)>,
+    /// Each with its directory's identity, which must still be the same for anything to
+    /// be written there.
+    pointers: Vec<(PathBuf, Option<Vec<u8>>, Option<(u64, u64)>)>,
     /// The submodule git directories protected for the task.
     submodules: crate::submodules::Protected,
 }
@@ -488,10 +507,13 @@ impl GitLayout {
             git_dir.join("config.worktree"),
             common_dir.join("commondir"),
             common_dir.join("config.worktree"),
+            // Bound read-only only when it exists: one the task creates is moved aside.
+            common_dir.join("config"),
         ] {
-            if !pointers.iter().any(|(p, _)| *p == path) {
+            if !pointers.iter().any(|(p, _, _)| *p == path) {
                 let before = read_pointer(&path).ok()?;
-                pointers.push((path, before));
+                let parent = path.parent().and_then(dir_id);
+                pointers.push((path, before, parent));
             }
         }
         // Configuration files the repository's configuration includes that the task can write
@@ -513,9 +535,12 @@ impl GitLayout {
                     if !seen.insert(target.clone()) {
                         continue;
                     }
-                    if writable(&target) && !pointers.iter().any(|(p, _)| *p == target) {
-                        let before = read_pointer(&target).ok()?;
-                        pointers.push((target.clone(), before));
+                    if writable(&target) && !pointers.iter().any(|(p, _, _)| *p == target) {
+                        // Unreadable (a parent that is not a directory): as if absent, so
+                        // whatever is there after the task is moved aside.
+                        let before = read_pointer(&target).unwrap_or(None);
+                        let parent = target.parent().and_then(dir_id);
+                        pointers.push((target.clone(), before, parent));
                     }
                     next.push(target);
                 }
@@ -620,9 +645,24 @@ impl GitLayout {
                 }
             }
         }
-        for (path, before) in &self.pointers {
+        for (path, before, parent) in &self.pointers {
             let now = read_pointer(path).unwrap_or(Some(Vec::new()));
             if now == *before {
+                continue;
+            }
+            // Written only into the directory found before the task, reached without a link:
+            // the task may have swapped a directory on the way for a link to anywhere.
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            let same = parent.is_some()
+                && path.parent().and_then(dir_id) == *parent
+                && std::fs::canonicalize(dir).ok().as_deref() == Some(dir);
+            if !same {
+                refused.get_or_insert_with(|| {
+                    format!(
+                        "the task changed `{}` and replaced the directory it is in",
+                        path.display()
+                    )
+                });
                 continue;
             }
             match put_back(path, before.as_deref()) {
@@ -1310,6 +1350,88 @@ mod tests {
         assert!(
             !marker.exists(),
             "the task's fsmonitor ran in the user's git status"
+        );
+    }
+
+    /// A repository without a configuration file: one the task adds is moved aside (it is
+    /// bound read-only only when it exists). A new repository whose index names a
+    /// submodule is moved aside as a whole.
+    #[test]
+    fn a_configuration_or_a_submodule_the_task_adds_is_not_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("fsmonitor-ran");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        sh(
+            &ws,
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one && rm .git/config",
+        );
+        let base = Baseline::capture(&ws);
+        std::fs::write(
+            ws.join(".git/config"),
+            format!("[core]\n\tfsmonitor = touch {}\n", marker.display()),
+        )
+        .expect("plant");
+        let (_, notes) = base.changes_guarded();
+        assert!(notes.iter().any(|n| n.contains("config")), "{notes:?}");
+        user_status(&ws);
+        assert!(
+            !marker.exists(),
+            "the task's fsmonitor ran in the user's git status"
+        );
+
+        let ws = dir.path().join("ws2");
+        std::fs::create_dir(&ws).expect("ws");
+        let base = Baseline::capture(&ws);
+        sh(
+            &ws,
+            &format!(
+                "git init -q -b main . && mkdir sub && cd sub && git init -q && \
+                 git commit -q --allow-empty -m x && cd .. && \
+                 git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub && \
+                 git -C sub config core.fsmonitor 'touch {m}'",
+                m = marker.display()
+            ),
+        );
+        let (_, notes) = base.changes_guarded();
+        assert!(notes.iter().any(|n| n.contains("submodules")), "{notes:?}");
+        assert!(!ws.join(".git").exists());
+        user_status(&ws);
+        assert!(
+            !marker.exists(),
+            "the submodule's fsmonitor ran in the user's git status"
+        );
+    }
+
+    /// The directory of an included configuration swapped for a link to a directory of the
+    /// test's: nothing is written or renamed through it.
+    #[test]
+    fn an_included_file_behind_a_swapped_directory_is_not_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ws = dir.path().join("ws");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(ws.join("conf")).expect("ws");
+        std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+        sh(
+            &ws,
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one && \
+             git config include.path ../conf/x.inc && printf '[user]\\n\\tname = x\\n' > conf/x.inc",
+        );
+        let base = Baseline::capture(&ws);
+        std::fs::remove_dir_all(ws.join("conf")).expect("rm");
+        std::os::unix::fs::symlink(&elsewhere, ws.join("conf")).expect("link");
+        std::fs::write(elsewhere.join("x.inc"), "[core]\n\tbare = false\n").expect("write");
+        let (changes, _) = base.changes_guarded();
+        let why = changes.expect_err("git ran");
+        assert!(why.contains("replaced the directory"), "{why}");
+        let names: Vec<_> = std::fs::read_dir(&elsewhere)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["x.inc"], "remit wrote or renamed through the link");
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("x.inc")).expect("read"),
+            "[core]\n\tbare = false\n"
         );
     }
 }

@@ -58,10 +58,11 @@ pub fn quarantine(path: &Path) -> Result<PathBuf, String> {
             .map(|()| to)
             .map_err(|e| format!("cannot move `{}` aside: {e}", path.display()));
     }
-    Err(format!(
-        "cannot move `{}` aside: too many quarantined versions beside it",
-        path.display()
-    ))
+    // Every name beside it taken (by the task, say): into a directory made for it.
+    match path.parent() {
+        Some(parent) => quarantine_into(path, parent),
+        None => Err(format!("cannot move `{}` aside", path.display())),
+    }
 }
 
 /// Move `path` into a directory made for it beside its parent's parent (`dir`), out of where
@@ -235,6 +236,19 @@ mod tests {
         std::os::unix::fs::symlink(&file, &link).unwrap();
         assert!(quarantine(&link).unwrap().ends_with("l.remit-quarantine.1"));
         assert!(file.exists());
+        // Every name beside it taken: into a directory made for it, never left in place.
+        let busy = dir.path().join("b");
+        std::fs::write(&busy, "task").unwrap();
+        std::fs::write(dir.path().join("b.remit-quarantine"), "").unwrap();
+        for n in 1..100 {
+            std::fs::write(dir.path().join(format!("b.remit-quarantine.{n}")), "").unwrap();
+        }
+        let aside = quarantine(&busy).unwrap();
+        assert!(
+            !busy.exists() && aside.ends_with("b"),
+            "{}",
+            aside.display()
+        );
         let moved = quarantine_into(&file, dir.path()).unwrap();
         assert!(moved.starts_with(dir.path()) && moved.ends_with("f"));
         assert!(!file.exists());

@@ -289,7 +289,39 @@ pub struct Task {
     commands_rx: Option<mpsc::UnboundedReceiver<TaskCommand>>,
     supervision: Supervision,
     baseline: crate::changes::Baseline,
+    /// Held while the task runs in a git repository (see `lock_repository`).
+    _repository_lock: Option<std::fs::File>,
     authority: crate::authority::Authority,
+}
+
+/// The lock of the repository whose common git directory is `common`, held for a task's
+/// whole run in `$REMIT_HOME/locks` (where no task sees it); refused when another task holds
+/// it.
+fn lock_repository(home: &Path, common: &Path) -> Result<std::fs::File, RunError> {
+    use sha2::Digest as _;
+    let dir = home.join("locks");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| RunError::Host(format!("cannot create `{}`: {e}", dir.display())))?;
+    let key = sha2::Sha256::digest(common.as_os_str().as_encoded_bytes());
+    let name: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("repository-{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| RunError::Host(format!("cannot open `{}`: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Host(format!(
+            "another task is running in the repository of `{}`; tasks in one repository run one at a time (what one leaves in the git directory must not become what is put back after the other)",
+            common.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(RunError::Host(format!(
+            "cannot lock `{}`: {e}",
+            path.display()
+        ))),
+    }
 }
 
 impl std::fmt::Debug for Task {
@@ -473,12 +505,27 @@ impl Task {
         let workspace = prepared.spec.workspace.clone();
         let baseline = match crate::changes::Baseline::git(&workspace) {
             Some(git) => git,
+            None if prepared.spec.git.is_some() => {
+                // A repository whose layout cannot be recorded could not be put back after
+                // the task: not run in.
+                return Err(RunError::Host(format!(
+                    "the repository in `{}` cannot be read as remit records it before a task (a pointer file or an included configuration that is not a plain file?); look at it before running a task in it",
+                    workspace.display()
+                )));
+            }
             None if secrets.scan => crate::changes::Baseline::from_listing(
                 &workspace,
                 std::mem::take(&mut prescan.listing),
                 prescan.truncated,
             ),
             None => crate::changes::Baseline::capture(&workspace),
+        };
+        // One task at a time in a repository: what one task leaves in the git directory would
+        // be the next one's "before", put back after it; and a filter one task configures
+        // could reach the other's clean-up.
+        let repository_lock = match baseline.common_dir() {
+            Some(common) => Some(lock_repository(home, common)?),
+            None => None,
         };
         let starting = Sandbox::start(&prepared.spec)?;
         crate::timing::mark("sandbox forked");
@@ -822,6 +869,7 @@ impl Task {
             dir: Some(dir),
             degraded,
             baseline,
+            _repository_lock: repository_lock,
             authority,
             commands_tx,
             commands_rx: Some(commands_rx),
@@ -944,7 +992,8 @@ impl Task {
         let mut last = Vec::with_capacity(2);
         let (changes, repository_undone) = self.baseline.changes_guarded();
         for note in &repository_undone {
-            eprintln!("remit: warning: {note}");
+            // Paths and names in it are the task's: escaped for the terminal.
+            eprintln!("remit: warning: {}", remit_types::effect::escaped(note));
         }
         let changes_unknown = match changes {
             Ok(changes) => {
@@ -954,7 +1003,7 @@ impl Task {
             Err(why) => {
                 if why.starts_with("the task ") {
                     // What the task did to the repository: the user must hear of it now.
-                    eprintln!("remit: warning: {why}");
+                    eprintln!("remit: warning: {}", remit_types::effect::escaped(&why));
                 }
                 Some(format!("the workspace changes are unknown: {why}"))
             }

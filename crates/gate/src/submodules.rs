@@ -39,6 +39,8 @@ const MAX_DEPTH: usize = 8;
 const MAX_LINKS: usize = 100_000;
 /// Most entries visited under `modules/`.
 const MAX_MODULE_ENTRIES: usize = 20_000;
+/// Longest path name an index entry may have here (git's own limit is `PATH_MAX`).
+const MAX_NAME: usize = 4096;
 /// Largest `.git` file read (it holds one path).
 const MAX_GITFILE: u64 = 64 << 10;
 /// Largest pointer file kept (they hold a path or a few settings), and largest
@@ -110,7 +112,7 @@ impl Protected {
                 }
                 true
             }
-            ModuleEntry::GitDir(path, _) | ModuleEntry::Link(path) => {
+            ModuleEntry::GitDir(path, _) | ModuleEntry::Stray(path) => {
                 notes.push(match quarantine_into(path, common_dir) {
                     Ok(aside) => format!(
                         "the task made `{}`, a git directory git would use for a submodule, with configuration and hooks of its own; moved to `{}`",
@@ -123,10 +125,20 @@ impl Protected {
             }
         });
         if !complete {
-            notes.push(format!(
-                "`{}` holds more than {MAX_MODULE_ENTRIES} entries: the rest were not checked; look at them before using git in the repository",
-                common_dir.join("modules").display()
-            ));
+            // Too many to check: none is trusted. The submodules are checked out again from
+            // their remotes (`git submodule update --init`).
+            let modules = common_dir.join("modules");
+            notes.push(match quarantine_into(&modules, common_dir) {
+                Ok(aside) => format!(
+                    "`{}` holds more than {MAX_MODULE_ENTRIES} entries, more than remit checks: all of it was moved to `{}`",
+                    modules.display(),
+                    aside.display()
+                ),
+                Err(why) => format!(
+                    "`{}` holds more than {MAX_MODULE_ENTRIES} entries, more than remit checks, and {why}; look at it before using git in the repository",
+                    modules.display()
+                ),
+            });
         }
         // The other work trees' git directories: the user's git in those work trees reads
         // their pointers.
@@ -291,8 +303,9 @@ pub fn discover(workspace: &Path, git_dir: &Path, common_dir: &Path) -> Protecte
 enum ModuleEntry<'a> {
     /// A git directory (or what is meant to look like one), with its identity.
     GitDir(&'a Path, (u64, u64)),
-    /// A symbolic link (git follows it; git itself never makes one there).
-    Link(&'a Path),
+    /// What git never makes there: a symbolic link (git follows it), or directories nested
+    /// deeper than any submodule's name.
+    Stray(&'a Path),
 }
 
 /// Visit everything under `<common>/modules` that git could use as a submodule's git
@@ -314,11 +327,11 @@ fn walk_modules(common: &Path, visit: &mut dyn FnMut(ModuleEntry<'_>) -> bool) -
             let Ok(meta) = path.symlink_metadata() else {
                 continue;
             };
-            if meta.file_type().is_symlink() {
-                visit(ModuleEntry::Link(&path));
+            if meta.file_type().is_symlink() || (meta.is_dir() && depth >= 4 * MAX_DEPTH) {
+                visit(ModuleEntry::Stray(&path));
                 continue;
             }
-            if !meta.is_dir() || depth >= 4 * MAX_DEPTH {
+            if !meta.is_dir() {
                 continue;
             }
             // A git directory (or what is meant to look like one: its configuration is
@@ -474,7 +487,7 @@ fn repo_at(dir: &Path) -> Option<(PathBuf, (u64, u64))> {
 
 /// The gitlink paths in the index of `git_dir` (work tree `work`), whose repository
 /// configuration is `config` (read for the object format only).
-fn gitlinks(work: &Path, git_dir: &Path, config: &Path) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn gitlinks(work: &Path, git_dir: &Path, config: &Path) -> Result<Vec<Vec<u8>>, String> {
     let index = git_dir.join("index");
     let data = match read_regular(&index, MAX_INDEX) {
         Ok(Some(data)) => data,
@@ -493,22 +506,25 @@ fn gitlinks(work: &Path, git_dir: &Path, config: &Path) -> Result<Vec<Vec<u8>>, 
     if let Some(links) = parse_index(&data, if sha256 { 32 } else { 20 }) {
         return Ok(links);
     }
-    // A split or sparse index, or a format this reader does not know: git lists it.
-    let out = crate::changes::git(work, None)
-        .env("GIT_DIR", git_dir)
-        .env("GIT_WORK_TREE", work)
-        .args(["ls-files", "--stage", "-z"])
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr)
+    // A split or sparse index, or a format this reader does not know: git lists it, for a
+    // bounded time (a FIFO the task left as the shared index would hold it for ever).
+    let mut listed = Vec::new();
+    let (status, stderr) = crate::files::run_within(
+        crate::changes::git(work, None)
+            .env("GIT_DIR", git_dir)
+            .env("GIT_WORK_TREE", work)
+            .args(["ls-files", "--stage", "-z"]),
+        crate::files::GIT_LIMIT,
+        &mut |b| listed.extend_from_slice(b),
+    )?;
+    if !status.success() {
+        return Err(String::from_utf8_lossy(&stderr)
             .lines()
             .next()
             .unwrap_or("git could not read it")
             .to_owned());
     }
-    Ok(out
-        .stdout
+    Ok(listed
         .split(|&b| b == 0)
         .filter_map(|line| {
             let (meta, path) = line.split_at(line.iter().position(|&b| b == b'\t')?);
@@ -569,6 +585,11 @@ fn parse_index(data: &[u8], oid_len: usize) -> Option<Vec<Vec<u8>>> {
             let nul = rest.iter().position(|&b| b == 0)?;
             name.extend_from_slice(&rest[..nul]);
             at += used + nul + 1;
+            if name.len() > MAX_NAME {
+                // Git's own paths are shorter; a name grown past it is an index made to
+                // exhaust memory: git reads it instead.
+                return None;
+            }
         } else {
             let nul = rest.iter().position(|&b| b == 0)?;
             name.clear();
@@ -581,6 +602,9 @@ fn parse_index(data: &[u8], oid_len: usize) -> Option<Vec<Vec<u8>>> {
             return None;
         }
         if mode & 0o170_000 == GITLINK {
+            if links.len() > MAX_LINKS {
+                return None;
+            }
             links.push(name.clone());
         }
     }
@@ -896,5 +920,22 @@ mod tests {
             !marker.exists(),
             "the task's fsmonitor ran in the other work tree"
         );
+    }
+
+    /// Directories nested under `modules/` deeper than any submodule name are not skipped
+    /// unchecked: they are moved out like anything else git did not make there.
+    #[test]
+    fn a_git_directory_buried_deep_in_modules_is_moved_out() {
+        let (_dir, top, protected) = with_submodule();
+        let mut deep = top.join(".git/modules/d");
+        for _ in 0..40 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(deep.join("hooks")).unwrap();
+        std::fs::write(deep.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let notes = protected.check(&top, &top.join(".git"), &top.join(".git"));
+        assert!(notes.iter().any(|n| n.contains("moved to")), "{notes:?}");
+        assert!(!deep.exists());
+        assert!(top.join(".git/modules/lib/config").exists());
     }
 }

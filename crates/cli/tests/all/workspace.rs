@@ -492,3 +492,35 @@ fn a_submodule_pointed_at_a_planted_repository_runs_nothing_on_the_host() {
     assert_eq!(ok(&out).trim(), "lib", "{}", show(&out));
     assert!(!stderr(&out).contains("remit-quarantine"), "{}", show(&out));
 }
+
+/// Two tasks at once in one repository: the second is refused (what the first leaves in the
+/// git directory would become what is put back after the second); in another workspace
+/// at the same time a task runs.
+#[test]
+fn tasks_in_one_repository_run_one_at_a_time() {
+    let w = World::new();
+    git(&w.ws, &["init", "-q"]);
+    git(&w.ws, &["commit", "-q", "--allow-empty", "-m", "one"]);
+    let started = w.ws.join("started");
+    let mut first = w
+        .command()
+        .args(["run", "--quiet", "--", "bash", "-c"])
+        .arg(format!("touch {}; sleep 3", started.display()))
+        .spawn()
+        .unwrap();
+    let begun = std::time::Instant::now();
+    while !started.exists() {
+        assert!(begun.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = w.run(None, "echo second");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("one at a time") && !stdout(&out).contains("second"),
+        "{}",
+        show(&out)
+    );
+    assert!(first.wait().unwrap().success());
+    // Once the first has ended, the next runs.
+    assert_eq!(ok(&w.run(None, "echo second")).trim(), "second");
+}
