@@ -381,10 +381,14 @@ pub struct GitLayout {
     /// Files that redirect git, with their content (`None`: absent).
     /// Each with its directory's identity, which must still be the same for anything to
     /// be written there.
-    pointers: Vec<(PathBuf, Option<Vec<u8>>, Option<(u64, u64)>)>,
+    pointers: Vec<Pointer>,
     /// The submodule git directories protected for the task.
     submodules: crate::submodules::Protected,
 }
+
+/// A file that points git elsewhere, its content as found (`None`: absent), and the identity
+/// of the directory it is in.
+type Pointer = (PathBuf, Option<Vec<u8>>, Option<(u64, u64)>);
 
 /// Largest pointer file kept (they hold a path or a few settings; an included configuration
 /// file holds settings).
