@@ -384,6 +384,36 @@ pub struct GitLayout {
     pointers: Vec<Pointer>,
     /// The submodule git directories protected for the task.
     submodules: crate::submodules::Protected,
+    /// Operations in progress in the git directory (`rebase-merge`, `rebase-apply`,
+    /// `sequencer`), by digest of their files (`None`: none).
+    operations: Vec<(PathBuf, Option<[u8; 32]>)>,
+}
+
+/// Directories where git keeps an operation in progress whose steps it runs when the user
+/// continues it (`exec` lines of an interactive rebase's to-do list).
+const OPERATIONS: [&str; 3] = ["rebase-merge", "rebase-apply", "sequencer"];
+
+/// A digest of the files directly in `dir` (names and contents; links and other kinds by
+/// name only), `None` when there is no such directory.
+fn operation_digest(dir: &Path) -> Option<[u8; 32]> {
+    std::fs::symlink_metadata(dir).ok()?;
+    let mut hasher = Sha256::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|e| e.flatten().take(10_000).collect())
+        .unwrap_or_default();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let name = entry.file_name();
+        hasher.update(name.as_encoded_bytes());
+        hasher.update([0]);
+        if let Ok(Some(data)) = crate::files::read_regular(&entry.path(), 16 << 20) {
+            hasher.update((data.len() as u64).to_le_bytes());
+            hasher.update(&data);
+        } else {
+            hasher.update(u64::MAX.to_le_bytes());
+        }
+    }
+    Some(hasher.finalize().into())
 }
 
 /// A file that points git elsewhere, its content as found (`None`: absent), and the identity
@@ -551,7 +581,16 @@ impl GitLayout {
             }
             configs = next;
         }
+        let operations = OPERATIONS
+            .iter()
+            .map(|name| {
+                let path = git_dir.join(name);
+                let digest = operation_digest(&path);
+                (path, digest)
+            })
+            .collect();
         Some(GitLayout {
+            operations,
             submodules,
             dot,
             dot_id: (meta.dev(), meta.ino()),
@@ -691,6 +730,25 @@ impl GitLayout {
                     });
                 }
             }
+        }
+        // An operation in progress the task started or changed: continuing it would run the
+        // steps the task wrote.
+        for (path, before) in &self.operations {
+            let now = operation_digest(path);
+            if now.is_none() || now == *before {
+                continue;
+            }
+            notes.push(match crate::files::quarantine_into(path, &self.git_dir) {
+                Ok(aside) => format!(
+                    "the task left `{}`, an operation in progress whose steps `--continue` would run (an `exec` line runs a program); moved to `{}`",
+                    path.display(),
+                    aside.display()
+                ),
+                Err(why) => format!(
+                    "the task left `{}`, an operation in progress whose steps `--continue` would run, and {why}; do not continue it",
+                    path.display()
+                ),
+            });
         }
         notes.extend(self.submodules.check(
             self.dot.parent().unwrap_or(Path::new("/")),
@@ -1437,5 +1495,49 @@ mod tests {
             std::fs::read_to_string(elsewhere.join("x.inc")).expect("read"),
             "[core]\n\tbare = false\n"
         );
+    }
+
+    /// An interactive rebase the task leaves in progress, with an `exec` step: the user's
+    /// `git rebase --continue` would run it. Moved aside; an operation the user had in
+    /// progress and the task left alone stays.
+    #[test]
+    fn an_operation_the_task_leaves_in_progress_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("exec-ran");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        sh(
+            &ws,
+            "git init -q -b main . && echo a > a && git add a && git commit -qm one && \
+             echo b >> a && git commit -qam two",
+        );
+        let base = Baseline::capture(&ws);
+        sh(
+            &ws,
+            &format!(
+                "mkdir -p .git/rebase-merge && printf 'exec touch {m}\\n' > .git/rebase-merge/git-rebase-todo && \
+                 git rev-parse HEAD > .git/rebase-merge/orig-head && echo refs/heads/main > .git/rebase-merge/head-name && \
+                 git rev-parse HEAD~1 > .git/rebase-merge/onto && touch .git/rebase-merge/interactive",
+                m = marker.display()
+            ),
+        );
+        let (changes, notes) = base.changes_guarded();
+        assert!(changes.is_ok(), "{changes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("rebase-merge")),
+            "{notes:?}"
+        );
+        assert!(!ws.join(".git/rebase-merge").exists());
+        let _ = Command::new("git")
+            .args(["rebase", "--continue"])
+            .current_dir(&ws)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_EDITOR", "true")
+            .output();
+        assert!(!marker.exists(), "the task's exec step ran");
+        // The twin: nothing in progress, nothing moved.
+        let base = Baseline::capture(&ws);
+        let (_, notes) = base.changes_guarded();
+        assert!(notes.is_empty(), "{notes:?}");
     }
 }
