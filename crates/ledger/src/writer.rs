@@ -105,6 +105,19 @@ impl Default for Options {
     }
 }
 
+/// After queuing: tell the writer thread, so that it starts its wait for company (an
+/// observation is committed within a linger). A durable event (or group) queued into an
+/// empty queue is not announced: its handle commits it in the caller's thread, or wakes the
+/// writer, when waited on, polled, asked or dropped; the next append announces it anyway.
+fn announce(shared: &Shared, state: &mut State, was_empty: bool, durable: bool) {
+    if was_empty && durable {
+        state.unannounced = true;
+    } else if was_empty || state.unannounced {
+        state.unannounced = false;
+        shared.work.notify_one();
+    }
+}
+
 /// Where a durable event's sequence number lands once it is committed.
 type SeqSlot = Arc<AtomicU64>;
 
@@ -169,6 +182,9 @@ struct State {
     urgent_through: u64,
     /// When the oldest queued event was queued (`None` while the queue is empty).
     first_queued: Option<Instant>,
+    /// The queue holds durable events the writer thread was not told of: their handles
+    /// commit them (or wake it) when waited on, and the next append wakes it.
+    unannounced: bool,
     /// The first commit failure; set once, never cleared.
     failed: Option<String>,
     wakers: Vec<Waker>,
@@ -507,11 +523,7 @@ impl Ledger {
             });
         }
         state.first_queued.get_or_insert_with(Instant::now);
-        if was_empty {
-            // The writer starts its wait for company; the returned handle, once waited on,
-            // makes the group urgent (or commits it in its caller's thread).
-            self.inner.shared.work.notify_one();
-        }
+        announce(&self.inner.shared, state, was_empty, true);
         first + count - 1
     }
 
@@ -555,11 +567,10 @@ impl Ledger {
             seq,
         });
         if was_empty {
-            // The writer starts its wait for company: whatever else happens, the event is
-            // committed within a linger.
             state.first_queued = Some(Instant::now());
-            shared.work.notify_one();
         }
+        let durable = state.queue.back().is_some_and(|p| p.seq.is_some());
+        announce(shared, &mut state, was_empty, durable);
         Ok(ticket)
     }
 
@@ -680,9 +691,10 @@ impl Ledger {
 
 /// An event on its way to disk. Resolves to its sequence number once durable.
 ///
-/// Queued, it is committed within [`Options::linger`] like any event; waited on, polled or
-/// asked, it becomes urgent and is committed at once — by [`Durable::wait`] in the caller's
-/// own thread when the writer thread is idle.
+/// Waited on, polled or asked, it becomes urgent and is committed at once — by
+/// [`Durable::wait`] in the caller's own thread when the writer thread is idle. Dropped, or
+/// followed by another append, it is committed within [`Options::linger`] like any event;
+/// an effect waits for it in any case.
 pub struct Durable {
     ticket: u64,
     seq: SeqSlot,
@@ -698,6 +710,19 @@ impl Clone for Durable {
             seq: Arc::clone(&self.seq),
             shared: Arc::clone(&self.shared),
             nudged: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        // Nobody waits for it any more: the writer commits it all the same, within a linger.
+        if !self.nudged.load(Ordering::Relaxed) {
+            let state = self.shared.lock();
+            if self.committed_seq(&state).is_none() && state.failed.is_none() {
+                drop(state);
+                self.nudge();
+            }
         }
     }
 }
@@ -1068,10 +1093,13 @@ impl Shared {
         engine.pause_after_commit();
         publish(self, &engine.core, result);
         drop(slot);
-        // Whatever was queued meanwhile is the writer thread's (it may be waiting for work
-        // with no time limit).
-        self.work.notify_one();
-        (self.lock(), true)
+        let state = self.lock();
+        if !state.queue.is_empty() {
+            // Whatever was queued meanwhile is the writer thread's (it may be waiting for
+            // work with no time limit).
+            self.work.notify_one();
+        }
+        (state, true)
     }
 }
 
@@ -1205,6 +1233,7 @@ impl Engine {
             let batch: Vec<Pending> = state.queue.drain(..n).collect();
             if state.queue.is_empty() {
                 state.first_queued = None;
+                state.unannounced = false;
             }
             let end = committed + n as u64;
             let retain =

@@ -106,9 +106,9 @@ both_stores! {
         ledger.close().unwrap();
     };
 
-    // A durable event whose handle is held but not yet waited on is committed all the same
-    // (within a linger), and so is what is appended after it: nobody has to wait for the
-    // writer to write.
+    // A durable event whose handle is held but not yet waited on does not hold up what is
+    // appended after it (all of it committed within a linger), and one whose handle is
+    // dropped is committed all the same.
     an_unawaited_durable_event_is_committed_all_the_same => |backend: Backend| {
         let env = Env::new(backend);
         let ledger = env.open();
@@ -126,6 +126,16 @@ both_stores! {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(held.wait().unwrap(), 1);
+        // A handle dropped without waiting: committed all the same.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(ledger.append_durable(exec("t", 3)).unwrap());
+        while ledger.size() < 4 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "a dropped durable event was left uncommitted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         ledger.close().unwrap();
     };
 
