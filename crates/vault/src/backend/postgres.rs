@@ -214,9 +214,15 @@ impl PostgresBackend {
                 .map(|r| r.get(0))
                 .collect();
             if !existing.is_empty() {
+                // Ending a role's sessions and dropping what it owns both need the role's
+                // privileges: an admin that is not a superuser (only `CREATEROLE`) gets them
+                // by becoming a member of the role it made (it may grant that membership).
                 let mut sql = String::new();
                 for role in &existing {
-                    sql.push_str(&format!("ALTER ROLE {} NOLOGIN;", ident(role)));
+                    sql.push_str(&format!(
+                        "ALTER ROLE {r} NOLOGIN; GRANT {r} TO CURRENT_USER;",
+                        r = ident(role)
+                    ));
                 }
                 client.batch_execute(&sql)?;
             }

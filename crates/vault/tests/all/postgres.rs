@@ -272,3 +272,54 @@ fn what_a_role_created_is_dropped_with_it_never_handed_to_the_admin() {
         .revoke_task("T2", &RevokeReason::TaskEnd)
         .unwrap();
 }
+
+/// The admin the docs describe: not a superuser, only `CREATEROLE` and ownership of what it
+/// grants. It must still end the task's sessions and drop its role at revocation (both need
+/// the role's privileges, which a `CREATEROLE` admin does not have by itself).
+#[test]
+fn an_admin_that_is_not_a_superuser_revokes_all_the_same() {
+    let home = Home::at(SystemTime::now());
+    database(&home, "vault_pg_nonsuper");
+    let pg = crate::common::postgres();
+    pg.psql("DROP ROLE IF EXISTS vault_admin").ok();
+    pg.psql("CREATE ROLE vault_admin LOGIN CREATEROLE PASSWORD 'admin-pw'")
+        .unwrap();
+    for sql in [
+        "ALTER DATABASE vault_pg_nonsuper OWNER TO vault_admin",
+        "ALTER SCHEMA reporting OWNER TO vault_admin",
+        "ALTER TABLE reporting.orders OWNER TO vault_admin",
+        "ALTER TABLE reporting.refunds OWNER TO vault_admin",
+    ] {
+        pg.psql_in("vault_pg_nonsuper", sql).unwrap();
+    }
+    let url = pg
+        .url("vault_pg_nonsuper")
+        .replace("user=postgres", "user=vault_admin password=admin-pw");
+    home.vault
+        .set("pg-nonsuper-admin", url.as_bytes(), "test")
+        .unwrap();
+    let creds = home
+        .broker
+        .issue_for_task(
+            &task("T9"),
+            &remit(&grant("pg-nonsuper-admin", "")),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let lease = &creds.leases[0];
+    let role = remit_vault::backend::postgres::role_name(&lease.id);
+    let mut session = connect(creds.env[0].1.expose_str().unwrap());
+    let total: i64 = session
+        .query_one("SELECT sum(amount)::bigint FROM reporting.orders", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 30);
+    let report = home
+        .broker
+        .revoke_task("T9", &RevokeReason::TaskEnd)
+        .unwrap();
+    assert_eq!(report.revoked, vec![lease.id.clone()], "{report:?}");
+    assert!(!role_exists(&role));
+    assert_eq!(sessions(&role), 0);
+    assert!(session.simple_query("SELECT 1").is_err());
+}
