@@ -569,7 +569,13 @@ impl Task {
             .spec
             .env
             .push(("REMIT_SPIFFE_ID".into(), token.spiffe_id.to_string()));
-        let leases = authority.lease(&request.remit.remit, lifetime)?;
+        // A lease lives as long as the task may (its wall-clock limit, else the agent's TTL),
+        // else one hour, as documented: a supervisor killed outright leaves nothing valid for
+        // longer than that.
+        let leases = authority.lease(
+            &request.remit.remit,
+            prepared.wall.unwrap_or(Duration::from_secs(3600)),
+        )?;
         crate::timing::mark("identity minted");
         // Values the task's output and records must never show.
         let mut known: Vec<(String, Vec<u8>)> = vec![(

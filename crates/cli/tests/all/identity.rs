@@ -390,6 +390,15 @@ echo done"#,
     );
     let issued = of_kind(&all, "credential_issued");
     assert_eq!(issued.len(), 1, "{text}");
+    // No wall-clock limit and no agent TTL: the lease lives an hour, as documented.
+    let at = |v: &serde_json::Value| humantime::parse_rfc3339_weak(v.as_str().unwrap()).unwrap();
+    let life = at(&issued[0]["body"]["expires"])
+        .duration_since(at(&issued[0]["time"]))
+        .unwrap();
+    assert!(
+        life <= std::time::Duration::from_secs(3600) && life > std::time::Duration::from_secs(3500),
+        "{life:?}"
+    );
     let revoked = of_kind(&all, "credential_revoked");
     assert_eq!(revoked.len(), 1, "{text}");
     let revoked = serde_json::to_string(revoked[0]).unwrap();
