@@ -77,6 +77,9 @@ pub struct RunReport {
     pub record_error: Option<String>,
 }
 
+/// How often a running task's leases are read again from the vault's database.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+
 /// A run that could not happen. One line each.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -1591,7 +1594,17 @@ impl Supervision {
             .wall
             .map(|w| tokio::time::Instant::from_std(started + w));
         let mut killed: Option<String> = None;
+        // Leases revoked by another process (in the vault's database only) stop being
+        // injected within a second.
+        let mut next_lease_poll = tokio::time::Instant::now() + LEASE_POLL;
         loop {
+            let lease_poll = async {
+                if self.leases.is_some() {
+                    tokio::time::sleep_until(next_lease_poll).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             let exec_ready = async {
                 match &execfd {
                     Some(fd) => fd.readable().await,
@@ -1754,6 +1767,14 @@ impl Supervision {
                         Some(why) => Outcome::Killed(why),
                         None => Outcome::Ended,
                     });
+                }
+                _ = lease_poll => {
+                    next_lease_poll = tokio::time::Instant::now() + LEASE_POLL;
+                    if let Some((broker, leases)) = &self.leases {
+                        let broker = Arc::clone(broker);
+                        let ids = leases.lease_ids();
+                        let _ = tokio::task::spawn_blocking(move || broker.refresh_ended(&ids)).await;
+                    }
                 }
                 _ = lease_expiry => {
                     if let Some((broker, _)) = &self.leases {

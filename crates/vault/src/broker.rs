@@ -342,6 +342,25 @@ impl Broker {
         }
     }
 
+    /// Read the state of leases `ids` from the vault's database and count as ended those
+    /// that are no longer open (revoked by another process, `remit agent suspend` say), so the
+    /// proxy stops injecting them ([`crate::TaskCredentials::check`]). A lease that cannot be
+    /// read counts as ended: a check that errors is a refusal. Returns the ids newly ended.
+    pub fn refresh_ended(&self, ids: &[String]) -> Vec<String> {
+        let mut newly = Vec::new();
+        for id in ids {
+            let open = matches!(self.lease(id), Ok(lease) if lease.state == LeaseState::Open);
+            let known = self.ended.lock().map(|e| e.contains(id)).unwrap_or(true);
+            if !open && !known {
+                newly.push(id.clone());
+            }
+        }
+        if !newly.is_empty() {
+            self.mark_ended(newly.clone());
+        }
+        newly
+    }
+
     /// One lease.
     pub fn lease(&self, id: &str) -> Result<Lease> {
         self.query(

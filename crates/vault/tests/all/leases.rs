@@ -1,10 +1,11 @@
 //! The lease lifecycle on an injected clock: issue, use, expire, revoke, recover.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use remit_identity::Clock as _;
 use remit_vault::backend::git::{GitAccess, GitTokenError, GitTokenVerifier};
-use remit_vault::{LeaseEnded, LeaseState, RevokeReason, VaultError};
+use remit_vault::{Broker, LeaseEnded, LeaseState, RevokeReason, VaultError};
 
 use crate::common::{Home, remit, task};
 
@@ -328,4 +329,36 @@ fn a_thousand_leases_are_revoked_at_once() {
     assert_eq!(report.revoked.len(), 1000);
     assert!(report.is_complete());
     assert_eq!(home.recorder.events().len(), 2000);
+}
+
+/// Another process (`remit agent suspend`) revokes a running task's static lease in the
+/// vault's database only: once the supervisor reads the lease states again, the proxy stops
+/// injecting it. The twin: a lease still open stays usable.
+#[test]
+fn a_revocation_by_another_process_stops_injection() {
+    let home = Home::new();
+    home.vault
+        .set("anthropic-key", b"sk-ant-api03-0123456789abcdef", "alice")
+        .unwrap();
+    let creds = home
+        .broker
+        .issue_for_task(&task("T1"), &remit(REMIT), Duration::from_secs(3600))
+        .unwrap();
+    let now = home.clock.now();
+    let anthropic = creds.lease("anthropic").unwrap().id.clone();
+    // The other process: its own broker on the same vault.
+    let other = Broker::new(
+        Arc::clone(&home.vault),
+        Arc::new(remit_vault::MemoryRecorder::default()),
+    );
+    assert!(other.revoke(&anthropic, &RevokeReason::Manual).unwrap());
+    creds.check("anthropic", now).unwrap();
+    let ended = home.broker.refresh_ended(&creds.lease_ids());
+    assert_eq!(ended, vec![anthropic]);
+    assert_eq!(
+        creds.check("anthropic", now),
+        Err(LeaseEnded::Revoked("anthropic".into()))
+    );
+    creds.check("widgets", now).unwrap();
+    assert!(home.broker.refresh_ended(&creds.lease_ids()).is_empty());
 }
