@@ -303,11 +303,24 @@ impl Broker {
                     return Err(self.vault.err(e));
                 }
                 Ok(0) => {
-                    // Revoked meanwhile (its agent suspended or revoked), with the handle
-                    // as it was before the backend made anything: revoke again, with what
-                    // was made, and hand nothing out.
+                    // Revoked meanwhile (its agent suspended or revoked, by another process
+                    // perhaps), before the backend made anything — and the handle forgotten
+                    // there. Store the one in hand and open the lease again, so what was made
+                    // is revoked (or stays open, retried, if that fails); hand nothing out.
                     drop(conn);
-                    if let Ok(lease) = self.lease(&id) {
+                    let reopened = self.vault.seal_handle(&id, &handle).and_then(|sealed| {
+                        self.vault
+                            .db()
+                            .execute(
+                                "UPDATE leases SET state = 'open', handle = ?2, revoked = NULL
+                                 WHERE id = ?1 AND state = 'revoked'",
+                                params![id, sealed],
+                            )
+                            .map_err(|e| self.vault.err(e))
+                    });
+                    if reopened.is_ok()
+                        && let Ok(lease) = self.lease(&id)
+                    {
                         let _ =
                             self.revoke_leases(vec![lease], &RevokeReason::TaskStartFailed, true);
                     }

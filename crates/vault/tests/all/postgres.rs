@@ -323,3 +323,77 @@ fn an_admin_that_is_not_a_superuser_revokes_all_the_same() {
     assert_eq!(sessions(&role), 0);
     assert!(session.simple_query("SELECT 1").is_err());
 }
+
+/// The real PostgreSQL backend, with another process's revocation landing while it issues:
+/// after the lease is stored as issuing, before the role exists (`remit agent suspend`
+/// from another process, say).
+struct RevokedWhileIssuing {
+    inner: remit_vault::backend::postgres::PostgresBackend,
+    other: Arc<Broker>,
+}
+
+impl remit_vault::backend::Backend for RevokedWhileIssuing {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+    fn prepare(
+        &self,
+        draft: &remit_vault::backend::Draft<'_>,
+    ) -> Result<remit_vault::backend::Handle, remit_vault::BackendError> {
+        self.inner.prepare(draft)
+    }
+    fn issue(
+        &self,
+        draft: &remit_vault::backend::Draft<'_>,
+        handle: &mut remit_vault::backend::Handle,
+    ) -> Result<remit_vault::backend::Issued, remit_vault::BackendError> {
+        // Nothing exists yet: the other side's revocation succeeds and forgets the handle.
+        assert!(self.other.revoke(draft.id, &RevokeReason::Manual).unwrap());
+        self.inner.issue(draft, handle)
+    }
+    fn revoke(
+        &self,
+        lease: &remit_vault::Lease,
+        handle: &[u8],
+    ) -> Result<(), remit_vault::BackendError> {
+        self.inner.revoke(lease, handle)
+    }
+}
+
+/// A lease revoked by another process while its role was being made: the role made after
+/// that revocation is dropped too, and nothing is handed to the task.
+#[test]
+fn a_role_made_after_its_lease_was_revoked_is_dropped() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_race");
+    let other = Arc::new(Broker::new(
+        Arc::clone(&home.vault),
+        Arc::new(remit_vault::MemoryRecorder::default()),
+    ));
+    let mut broker =
+        Broker::new(Arc::clone(&home.vault), home.recorder.clone()).with_retry(fast_retry());
+    broker.register(Arc::new(RevokedWhileIssuing {
+        inner: remit_vault::backend::postgres::PostgresBackend::new(Arc::clone(&home.vault)),
+        other,
+    }));
+    let err = broker
+        .issue_for_task(
+            &task("T7"),
+            &remit(&grant(&admin, "")),
+            Duration::from_secs(600),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    // Other tests' roles may exist at this moment; this test's lease's role must not.
+    let roles: Vec<String> = home
+        .broker
+        .task_leases("T7")
+        .unwrap()
+        .into_iter()
+        .map(|l| remit_vault::backend::postgres::role_name(&l.id))
+        .collect();
+    assert!(!roles.is_empty());
+    for role in &roles {
+        assert!(!role_exists(role), "{role} was left behind");
+    }
+}
