@@ -462,6 +462,22 @@ fn random_id(prefix: &str) -> String {
     out
 }
 
+/// A program start as the command a shell would run: the path executed, with `exec -a
+/// NAME` before it when the name the program is given (`argv[0]`, the caller's choice) is
+/// not the path's own. What an approver sees, and what the approval is bound to, is what
+/// runs — never a name the task picked to look harmless.
+fn exec_argv(facts: &ExecFacts) -> Vec<String> {
+    let name = facts.argv.first().map(String::as_str).unwrap_or("");
+    let own = facts.path.rsplit('/').next().unwrap_or(&facts.path);
+    let mut argv = Vec::with_capacity(facts.argv.len() + 3);
+    if name != own && name != facts.path {
+        argv.extend(["exec".to_owned(), "-a".to_owned(), name.to_owned()]);
+    }
+    argv.push(facts.path.clone());
+    argv.extend(facts.argv.iter().skip(1).cloned());
+    argv
+}
+
 impl Gate {
     /// A gate for one task.
     pub fn new(
@@ -606,7 +622,7 @@ impl Gate {
     /// observer knows (the binary's identity, its interpreter), not just its argv.
     pub async fn request_exec(&self, facts: ExecFacts, cwd: &str, wait: Duration) -> Outcome {
         let effect = Effect::Exec {
-            argv: facts.argv.clone(),
+            argv: exec_argv(&facts),
             cwd: cwd.to_owned(),
         };
         self.request_with(effect, Some(facts), wait).await

@@ -53,6 +53,9 @@ pub struct Prepared {
     pub wall: Option<Duration>,
     /// Things worth knowing that did not stop the run (paths skipped, …).
     pub notes: Vec<String>,
+    /// The submodule git directories found (and protected) for a git workspace, for the
+    /// check after the task ([`crate::changes::Baseline::git_with`]).
+    pub submodules: Option<crate::submodules::Protected>,
 }
 
 /// Why a task could not be prepared. Every message is one line.
@@ -199,7 +202,10 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
     };
 
     // Git.
-    let git = git_dirs(&workspace)?;
+    let (git, submodules) = match git_dirs(&workspace)? {
+        Some((dirs, found)) => (Some(dirs), Some(found)),
+        None => (None, None),
+    };
 
     // Hidden paths and globs, in every granted tree.
     let trees = Trees {
@@ -354,6 +360,7 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         programs,
         wall,
         notes,
+        submodules,
     })
 }
 
@@ -719,7 +726,10 @@ fn walk(
 }
 
 /// The git directory pieces of a workspace, validated.
-pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
+/// With the submodule git directories found, whose configuration and hooks are among them.
+pub fn git_dirs(
+    workspace: &Path,
+) -> Result<Option<(GitDirs, crate::submodules::Protected)>, PrepareError> {
     let dot_git = workspace.join(".git");
     let Ok(meta) = std::fs::symlink_metadata(&dot_git) else {
         return Ok(None);
@@ -771,7 +781,8 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
     }
     // Every submodule's git directory, wherever git would enter one from here: their
     // configuration and hooks run in the user's next `git status` or `git submodule update`.
-    for module in crate::submodules::discover(workspace, &git_dir, &common_dir).git_dirs() {
+    let submodules = crate::submodules::discover(workspace, &git_dir, &common_dir);
+    for module in submodules.git_dirs() {
         read_only.push(module.join("config"));
         read_only.push(module.join("hooks"));
         if !module.join("hooks").exists() {
@@ -784,12 +795,15 @@ pub fn git_dirs(workspace: &Path) -> Result<Option<GitDirs>, PrepareError> {
         let _ = std::fs::create_dir_all(dir);
     }
     let read_only = protectable(read_only)?;
-    Ok(Some(GitDirs {
-        outside_workspace: !common_dir.starts_with(workspace),
-        common_dir,
-        read_only,
-        create_dirs,
-    }))
+    Ok(Some((
+        GitDirs {
+            outside_workspace: !common_dir.starts_with(workspace),
+            common_dir,
+            read_only,
+            create_dirs,
+        },
+        submodules,
+    )))
 }
 
 /// The effective uid of this process (from `/proc/self`, which it owns).

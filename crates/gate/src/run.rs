@@ -506,7 +506,10 @@ impl Task {
         crate::timing::mark("secrets pre-scanned");
         // The workspace as the task finds it, to tell afterwards what it changed.
         let workspace = prepared.spec.workspace.clone();
-        let baseline = match crate::changes::Baseline::git(&workspace) {
+        let baseline = match crate::changes::Baseline::git_with(
+            &workspace,
+            prepared.submodules.take(),
+        ) {
             Some(git) => git,
             None if prepared.spec.git.is_some() => {
                 // A repository whose layout cannot be recorded could not be put back after

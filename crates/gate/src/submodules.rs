@@ -43,9 +43,6 @@ const MAX_MODULE_ENTRIES: usize = 20_000;
 const MAX_NAME: usize = 4096;
 /// Largest `.git` file read (it holds one path).
 const MAX_GITFILE: u64 = 64 << 10;
-/// Largest pointer file kept (they hold a path or a few settings), and largest
-/// configuration read for the object format.
-const MAX_POINTER: u64 = 64 << 10;
 /// Largest index read (a repository of a million files has one of about 100 MiB).
 const MAX_INDEX: u64 = 1 << 30;
 
@@ -364,17 +361,10 @@ fn common_of(dir: &Path) -> PathBuf {
         .unwrap_or_else(|| dir.to_path_buf())
 }
 
+/// A pointer as found; one that cannot be looked at counts as absent (whatever is there
+/// after the task is then moved aside).
 fn read_pointer(path: &Path) -> Option<Vec<u8>> {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => None,
-        Ok(m) if !m.is_file() || m.len() > MAX_POINTER => Some(Vec::new()),
-        Ok(_) => Some(
-            read_regular(path, MAX_POINTER)
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-        ),
-    }
+    crate::files::read_pointer(path).unwrap_or(None)
 }
 
 /// Put a protected git directory's pointers back as they were found; one line each.
@@ -382,23 +372,16 @@ fn put_back_pointers(module: &Module, dir: &Path) -> Vec<String> {
     let mut notes = Vec::new();
     for (name, before) in &module.pointers {
         let path = dir.join(name);
-        let now = read_pointer(&path);
-        if now == *before {
+        if read_pointer(&path) == *before {
             continue;
         }
-        let aside = match now.map(|_| quarantine(&path)).transpose() {
+        let aside = match crate::files::put_back(&path, before.as_deref()) {
             Ok(aside) => aside,
             Err(why) => {
                 notes.push(why);
                 continue;
             }
         };
-        if let Some(text) = before
-            && let Err(e) = crate::files::write_new(&path, text)
-        {
-            notes.push(format!("cannot put `{}` back: {e}", path.display()));
-            continue;
-        }
         notes.push(format!(
             "the task changed `{}`, which points git at other configuration; put back{}",
             path.display(),
@@ -495,7 +478,7 @@ pub(crate) fn gitlinks(work: &Path, git_dir: &Path, config: &Path) -> Result<Vec
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read `{}`: {e}", index.display())),
     };
-    let config = read_regular(config, MAX_POINTER)
+    let config = read_regular(config, crate::files::MAX_POINTER)
         .ok()
         .flatten()
         .unwrap_or_default()
@@ -793,17 +776,6 @@ mod tests {
         assert_eq!(follow(&top, b"../sub"), Found::Empty);
     }
 
-    /// The user's `git status` in `dir` (nothing above it searched).
-    fn user_status(dir: &Path) {
-        let _ = Command::new("git")
-            .args(["status", "--short"])
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
-            .output();
-    }
-
     /// A workspace with an absorbed submodule `lib` (from `upstream`), and its protection.
     fn with_submodule() -> (tempfile::TempDir, PathBuf, Protected) {
         let dir = tempfile::tempdir().unwrap();
@@ -873,7 +845,7 @@ mod tests {
             modules.join("lib.old/config").exists(),
             "the user's own was moved"
         );
-        user_status(&top);
+        crate::files::user_status(&top);
         assert!(
             !marker.exists(),
             "the task's fsmonitor ran in the user's git status"
@@ -915,7 +887,7 @@ mod tests {
         let notes = protected.check(&top, &top.join(".git"), &top.join(".git"));
         assert!(notes.iter().any(|n| n.contains("commondir")), "{notes:?}");
         assert_eq!(std::fs::read(&commondir).unwrap(), before);
-        user_status(&dir.path().join("wt2"));
+        crate::files::user_status(&dir.path().join("wt2"));
         assert!(
             !marker.exists(),
             "the task's fsmonitor ran in the other work tree"

@@ -516,6 +516,30 @@ async fn exec_prompts_go_through_approvals() {
         gate.decide_approval(&approval, "bob", true, None),
         Err(ApprovalError::NotAnApprover(..))
     ));
+    let view = gate
+        .approvals()
+        .into_iter()
+        .find(|a| a.id == approval)
+        .unwrap();
+    assert_eq!(view.effect, "exec `/usr/bin/cargo publish`");
+    // The same program under a harmless-looking name: shown (and bound) as what runs, a
+    // request of its own.
+    let disguised = remit_policy::commands::ExecFacts {
+        argv: vec!["ls".into(), "publish".into()],
+        ..facts.clone()
+    };
+    let Outcome::Pending { approval: other } =
+        gate.request_exec(disguised, "/w", Duration::ZERO).await
+    else {
+        panic!()
+    };
+    assert_ne!(other, approval);
+    let view = gate
+        .approvals()
+        .into_iter()
+        .find(|a| a.id == other)
+        .unwrap();
+    assert_eq!(view.effect, "exec `exec -a ls /usr/bin/cargo publish`");
     gate.decide_approval(&approval, "alice", true, None)
         .unwrap();
     assert!(matches!(

@@ -248,13 +248,27 @@ fn hidden(c: char) -> bool {
 /// `text` with every [`hidden`] character written as an escape (`\x1b`, `\u{202e}`) and
 /// backslashes doubled, so the escape cannot be faked either.
 pub fn escaped(text: &str) -> String {
-    if !text.chars().any(|c| hidden(c) || c == '\\') {
+    escape(text, true)
+}
+
+/// `text` with every [`hidden`] character written as an escape, backslashes left as they
+/// are: for text already [`escaped`] where it was made (an effect's description), shown
+/// again on a terminal.
+pub fn controls_escaped(text: &str) -> String {
+    escape(text, false)
+}
+
+fn escape(text: &str, backslashes: bool) -> String {
+    if !text
+        .chars()
+        .any(|c| hidden(c) || (backslashes && c == '\\'))
+    {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
+            '\\' if backslashes => out.push_str("\\\\"),
             c if hidden(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
             c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
@@ -684,6 +698,12 @@ mod tests {
         );
         assert!(!sneaky.describe().chars().any(char::is_control));
         assert_eq!(escaped("plain text"), "plain text");
+        assert_eq!(
+            controls_escaped(&sneaky.describe()),
+            sneaky.describe(),
+            "an escaped description is shown as it is"
+        );
+        assert_eq!(controls_escaped("a\\b\u{1b}"), "a\\b\\x1b");
         assert_eq!(shell_word("origin/main"), "origin/main");
         assert!(
             parse("effect = { kind = \"tool_call\", tool = \"x\", via = \"ssh\" }")

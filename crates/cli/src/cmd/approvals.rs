@@ -7,7 +7,7 @@ use anyhow::Context;
 use remit_gate::client;
 use remit_gate::record::remit_home;
 use remit_gate::registry::{TaskInfo, run_dir, running_tasks};
-use remit_types::effect::escaped;
+use remit_types::effect::{controls_escaped, escaped};
 use serde_json::{Value, json};
 
 use crate::exit::Outcome;
@@ -89,12 +89,14 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Outcome> {
     }
 }
 
-/// What the agent wrote, as it may be shown on a terminal (see [`escaped`]).
+/// A field of the control socket's answer, as it may be shown on a terminal: no control
+/// character reaches it. (The effect's description comes escaped already, its backslashes
+/// doubled where it was made; they are left as they are.)
 fn shown(value: &Value) -> String {
     match value {
-        Value::String(s) => escaped(s),
+        Value::String(s) => controls_escaped(s),
         Value::Null => String::new(),
-        other => escaped(&other.to_string()),
+        other => controls_escaped(&other.to_string()),
     }
 }
 

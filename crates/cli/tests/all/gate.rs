@@ -422,8 +422,11 @@ fn an_approval_shows_the_request_as_it_would_run() {
         !text.contains('\u{1b}') && !text.contains('\r'),
         "a control character reached the approver's terminal: {text:?}"
     );
+    // Escaped once, as the gate describes it (`$'\x1b[0m\x0d…'`, not doubled), and as what
+    // runs: the program's path, the name the task gave it only as `exec -a`.
     assert!(
-        text.contains("\\x1b[2K") && text.contains("'two words'"),
+        text.contains("exec `exec -a $'\\x1b[0m\\x0d\\x1b[2Kap-0 [pending] exec ls' /")
+            && text.contains("/touch $'file\\x1b[8m' 'two words'`"),
         "{text}"
     );
     let id = pending["id"].as_str().unwrap();
