@@ -21,8 +21,8 @@ use remit_policy::commands::ExecFacts;
 use remit_policy::engine::{Decision, Engine, Principal, Requirement, Situation};
 use remit_types::effect::Effect;
 use remit_types::event::{
-    ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested, EffectFailed,
-    EffectPerformed, EffectRef, EffectStarted, EventBody, Verdict, Violation,
+    ApprovalCancelled, ApprovalDenied, ApprovalExpired, ApprovalGranted, ApprovalRequested,
+    EffectFailed, EffectPerformed, EffectRef, EffectStarted, EventBody, Verdict, Violation,
 };
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -536,25 +536,49 @@ impl Gate {
         }
     }
 
-    /// The kill switch: refuse every future effect, cancel pending approvals, wake whoever
-    /// waits. The caller then kills the processes.
+    /// The kill switch: refuse every future effect, cancel open approvals (pending, or
+    /// granted and not used), wake whoever waits. The caller then kills the processes.
     pub fn kill(&self, reason: &str) {
         let mut state = self.lock();
         if state.kill_reason.is_none() {
             state.kill_reason = Some(reason.to_owned());
         }
-        for approval in &mut state.approvals {
-            if approval.state == ApprovalState::Pending || approval.state == ApprovalState::Approved
-            {
-                approval.state = ApprovalState::Cancelled {
-                    reason: format!("task killed: {reason}"),
-                };
-                approval.notify.notify_waiters();
-            }
-        }
+        let cancelled = Self::cancel_open(&mut state, &format!("task killed: {reason}"));
         drop(state);
+        self.record_cancelled(cancelled);
         self.killed.store(true, Ordering::SeqCst);
         self.killed_notify.notify_waiters();
+    }
+
+    /// Cancel every open approval (pending, or granted and not used): the task cannot use
+    /// it any more. Returns what to record, `(effect id, reason)`.
+    fn cancel_open(state: &mut State, reason: &str) -> Vec<(String, String)> {
+        let mut cancelled = Vec::new();
+        for approval in &mut state.approvals {
+            if matches!(
+                approval.state,
+                ApprovalState::Pending | ApprovalState::Approved
+            ) {
+                approval.state = ApprovalState::Cancelled {
+                    reason: reason.to_owned(),
+                };
+                approval.notify.notify_waiters();
+                cancelled.push((approval.digest.clone(), reason.to_owned()));
+            }
+        }
+        cancelled
+    }
+
+    /// Record approvals cancelled by [`Gate::kill`] or [`Gate::close`], so the ledger and the
+    /// receipt do not show them open for ever.
+    fn record_cancelled(&self, cancelled: Vec<(String, String)>) {
+        for (effect_id, reason) in cancelled {
+            self.journal
+                .observe(EventBody::ApprovalCancelled(ApprovalCancelled {
+                    effect_id,
+                    reason,
+                }));
+        }
     }
 
     fn situation(&self, state: &State, effect: &Effect, digest: &str) -> Situation {
@@ -1292,18 +1316,12 @@ impl Gate {
             .collect()
     }
 
-    /// Cancel everything still open (the task is ending).
+    /// Cancel everything still open (the task is ending), recorded in the ledger.
     pub fn close(&self, reason: &str) {
         let mut state = self.lock();
-        for approval in &mut state.approvals {
-            if approval.state == ApprovalState::Pending {
-                approval.state = ApprovalState::Cancelled {
-                    reason: reason.to_owned(),
-                };
-                approval.notify.notify_waiters();
-            }
-        }
+        let cancelled = Self::cancel_open(&mut state, reason);
         drop(state);
+        self.record_cancelled(cancelled);
         self.closed.store(true, Ordering::SeqCst);
         self.closed_notify.notify_waiters();
     }

@@ -494,6 +494,67 @@ async fn the_kill_switch_stops_everything() {
     ));
 }
 
+/// Approvals still open when the task is killed or ends are cancelled in the record too
+/// (otherwise the ledger and the receipt show them open for ever): pending ones and granted
+/// ones never used; used, denied and expired ones keep their answer.
+#[tokio::test]
+async fn approvals_open_at_the_end_are_recorded_as_cancelled() {
+    let cancelled = |journal: &MemoryJournal| -> Vec<(String, String)> {
+        journal
+            .events()
+            .iter()
+            .filter_map(|(e, _)| match e {
+                EventBody::ApprovalCancelled(c) => Some((c.effect_id.clone(), c.reason.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let digest = |g: &Gate, id: &str| g.approval(id).unwrap().digest;
+
+    // Killed: one pending, one granted and unused, one used, one denied.
+    let (killed, journal, _) = gate();
+    let open = pending(&killed, publish("open")).await;
+    let unused = pending(&killed, publish("unused")).await;
+    let used = pending(&killed, publish("used")).await;
+    let denied = pending(&killed, publish("denied")).await;
+    for id in [&unused, &used] {
+        killed.decide_approval(id, "bob", true, None).unwrap();
+        killed.decide_approval(id, "carol", true, None).unwrap();
+    }
+    killed.decide_approval(&denied, "bob", false, None).unwrap();
+    let Outcome::Authorized(authorized) = killed.request(publish("used"), Duration::ZERO).await
+    else {
+        panic!("approved effect not authorized")
+    };
+    killed.begin(&authorized).await.unwrap();
+    killed.performed(authorized, "succeeded");
+    killed.kill("wall-clock limit reached");
+    let reason = "task killed: wall-clock limit reached".to_string();
+    assert_eq!(
+        cancelled(&journal),
+        [
+            (digest(&killed, &open), reason.clone()),
+            (digest(&killed, &unused), reason)
+        ]
+    );
+    // Ending after a kill records nothing twice.
+    killed.close("the task ended");
+    assert_eq!(cancelled(&journal).len(), 2);
+
+    // Ended normally with one approval still pending.
+    let (ended, journal, _) = gate();
+    let waiting = pending(&ended, publish("waiting")).await;
+    ended.close("the task ended");
+    assert_eq!(
+        cancelled(&journal),
+        [(digest(&ended, &waiting), "the task ended".to_string())]
+    );
+    assert!(matches!(
+        ended.approval(&waiting).unwrap().state,
+        ApprovalState::Cancelled { .. }
+    ));
+}
+
 #[tokio::test]
 async fn exec_prompts_go_through_approvals() {
     let (gate, _, _) = gate();

@@ -177,7 +177,9 @@ pub fn ocsf(origin: &str, event: &Event) -> Value {
             Verdict::Deny => (severity_id, status_id, action_id) = (3, 2, Some(2)),
             Verdict::NeedsApproval => action_id = Some(99),
         },
-        EventBody::ApprovalDenied(_) | EventBody::ApprovalExpired(_) => status_id = 2,
+        EventBody::ApprovalDenied(_)
+        | EventBody::ApprovalExpired(_)
+        | EventBody::ApprovalCancelled(_) => status_id = 2,
         EventBody::EffectFailed(_) => (severity_id, status_id) = (2, 2),
         EventBody::Violation(v) => {
             severity_id = 4;
@@ -396,6 +398,9 @@ pub fn summarize(event: &Event) -> String {
                 .unwrap_or_default()
         ),
         EventBody::ApprovalExpired(a) => format!("approval expired (effect {})", a.effect_id),
+        EventBody::ApprovalCancelled(a) => {
+            format!("approval cancelled (effect {}): {}", a.effect_id, a.reason)
+        }
         EventBody::EffectStarted(e) => {
             format!("about to perform {} {}", e.effect.kind, e.effect.target)
         }

@@ -205,7 +205,8 @@ pub struct Approval {
     pub kind: String,
     /// Effect target.
     pub target: String,
-    /// `pending`, `granted`, `denied` or `expired`.
+    /// `pending`, `granted`, `denied`, `expired` or `cancelled` (still open when the task was
+    /// killed or ended: never decided, or granted and never used).
     pub status: String,
     /// Approvers who granted.
     pub granted_by: Vec<String>,
@@ -358,6 +359,13 @@ impl Builder {
                 let approval = &mut self.approvals[index];
                 if approval.status == "pending" || approval.status == "granted" {
                     approval.status = "expired".into();
+                }
+            }
+            EventBody::ApprovalCancelled(a) => {
+                let index = self.approval(&a.effect_id);
+                let approval = &mut self.approvals[index];
+                if approval.status == "pending" || approval.status == "granted" {
+                    approval.status = "cancelled".into();
                 }
             }
             EventBody::EffectStarted(e) => {
@@ -671,8 +679,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use remit_types::event::{
-        ApprovalExpired, ApprovalGranted, ApprovalRequested, EffectRef, Event, EventBody,
-        SCHEMA_VERSION,
+        ApprovalCancelled, ApprovalExpired, ApprovalGranted, ApprovalRequested, EffectRef, Event,
+        EventBody, SCHEMA_VERSION,
     };
 
     use super::*;
@@ -692,7 +700,8 @@ mod tests {
     }
 
     /// One of two required approvers said yes, then nobody else did: the receipt says the
-    /// approval expired, not that it was granted. A granted one left unused expires too.
+    /// approval expired, not that it was granted. A granted one left unused expires too; one
+    /// still open when the task was killed is cancelled, a decided one stays as it was.
     #[test]
     fn an_approval_is_granted_only_once_enough_approvers_said_yes() {
         let requested = |id: &str, required: u32| {
@@ -719,6 +728,12 @@ mod tests {
                 effect_id: id.into(),
             })
         };
+        let cancelled = |id: &str| {
+            EventBody::ApprovalCancelled(ApprovalCancelled {
+                effect_id: id.into(),
+                reason: "task killed: wall-clock limit reached".into(),
+            })
+        };
         let mut b = Builder::default();
         for (seq, body) in [
             requested("two", 2),
@@ -731,6 +746,13 @@ mod tests {
             requested("unused", 1),
             granted("unused", "ana"),
             expired("unused"),
+            requested("open", 1),
+            cancelled("open"),
+            requested("left", 1),
+            granted("left", "raj"),
+            cancelled("left"),
+            cancelled("both"),
+            cancelled("two"),
         ]
         .into_iter()
         .enumerate()
@@ -746,8 +768,10 @@ mod tests {
             status,
             [
                 ("two", "expired"),
-                ("both", "granted"),
-                ("unused", "expired")
+                ("both", "cancelled"),
+                ("unused", "expired"),
+                ("open", "cancelled"),
+                ("left", "cancelled")
             ]
         );
     }

@@ -17,6 +17,8 @@
 //!
 //! Changing the meaning of a field, or adding one, bumps [`SCHEMA_VERSION`]: readers refuse
 //! unknown fields so a signed record can never carry data an older verifier silently skips.
+//! A new `kind` leaves the version alone: a reader that does not know it refuses the event by
+//! its kind, and the events of every kind it knows mean what they meant.
 //!
 //! ```
 //! use remit_types::event::{EventBody, Exec, NewEvent, Verdict};
@@ -107,6 +109,9 @@ pub enum EventBody {
     ApprovalDenied(ApprovalDenied),
     /// An approval request expired unanswered.
     ApprovalExpired(ApprovalExpired),
+    /// An approval still open when the task was killed or ended: never decided, or granted
+    /// and never used.
+    ApprovalCancelled(ApprovalCancelled),
     /// An effect is about to be performed. Written durably *before* the effect proceeds.
     EffectStarted(EffectStarted),
     /// An effect was performed.
@@ -127,7 +132,7 @@ pub enum EventBody {
 
 impl EventBody {
     /// Every `kind` value, in schema order.
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 16] = [
         "run_authorized",
         "exec",
         "decision",
@@ -135,6 +140,7 @@ impl EventBody {
         "approval_granted",
         "approval_denied",
         "approval_expired",
+        "approval_cancelled",
         "effect_started",
         "effect_performed",
         "effect_failed",
@@ -155,6 +161,7 @@ impl EventBody {
             Self::ApprovalGranted(_) => "approval_granted",
             Self::ApprovalDenied(_) => "approval_denied",
             Self::ApprovalExpired(_) => "approval_expired",
+            Self::ApprovalCancelled(_) => "approval_cancelled",
             Self::EffectStarted(_) => "effect_started",
             Self::EffectPerformed(_) => "effect_performed",
             Self::EffectFailed(_) => "effect_failed",
@@ -174,6 +181,7 @@ impl EventBody {
             Self::ApprovalGranted(a) => Some(&a.effect_id),
             Self::ApprovalDenied(a) => Some(&a.effect_id),
             Self::ApprovalExpired(a) => Some(&a.effect_id),
+            Self::ApprovalCancelled(a) => Some(&a.effect_id),
             Self::EffectStarted(e) => Some(&e.effect.id),
             Self::EffectPerformed(e) => Some(&e.effect_id),
             Self::EffectFailed(e) => Some(&e.effect_id),
@@ -206,6 +214,7 @@ into_body!(
     ApprovalGranted,
     ApprovalDenied,
     ApprovalExpired,
+    ApprovalCancelled,
     EffectStarted,
     EffectPerformed,
     EffectFailed,
@@ -393,6 +402,17 @@ pub struct ApprovalExpired {
     pub effect_id: String,
 }
 
+/// `approval_cancelled`: the task was killed or ended while the approval was still open
+/// (nobody had decided, or it was granted and not used): it can never be used now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalCancelled {
+    /// Id of the effect whose approval was cancelled.
+    pub effect_id: String,
+    /// Why (`task killed: wall-clock limit reached`, `the task ended`).
+    pub reason: String,
+}
+
 /// `effect_started`: the effect is about to be performed (durable before it proceeds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -547,6 +567,11 @@ mod tests {
         let bodies: Vec<EventBody> = vec![
             ApprovalExpired {
                 effect_id: "e".into(),
+            }
+            .into(),
+            ApprovalCancelled {
+                effect_id: "e".into(),
+                reason: "the task ended".into(),
             }
             .into(),
             TaskEnd {

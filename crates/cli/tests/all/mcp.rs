@@ -575,6 +575,21 @@ approve = true
     let publish = tool_call(&events, "request_action", "kind", "publish");
     let error = refused_outcome(&events, &publish, "pending");
     assert!(error.contains(&approval), "{error}");
+    // The two approvals nobody answered (the second `./deploy.sh`, the publish) are
+    // cancelled when the task ends, the one used is not.
+    let requested: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "approval_requested")
+        .map(|e| &e["body"]["effect"]["id"])
+        .collect();
+    let cancelled: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["body"]["kind"] == "approval_cancelled")
+        .inspect(|e| assert_eq!(e["body"]["reason"], "the task ended", "{e}"))
+        .map(|e| &e["body"]["effect_id"])
+        .collect();
+    assert_eq!(requested.len(), 3, "{requested:?}");
+    assert_eq!(cancelled, requested[1..], "{events:#?}");
     // The call that did its work is performed.
     let ok = tool_call(&events, "write_file", "path", "src/ok.txt");
     let outcomes = outcomes(&events, &ok);
