@@ -31,7 +31,11 @@ pub(crate) fn finish(result: anyhow::Result<Outcome>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("remit: error: {err:#}");
+            // One line whatever the error quotes (a hostile file's text, a task's names).
+            eprintln!(
+                "remit: error: {}",
+                remit_types::effect::controls_escaped(&format!("{err:#}"))
+            );
             ExitCode::from(2)
         }
     }

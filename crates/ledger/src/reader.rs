@@ -73,18 +73,47 @@ impl LedgerReader {
     }
 
     /// Run `read` on one consistent snapshot of the ledger: writers may append meanwhile, and
-    /// none of it shows. Nested calls share the outer snapshot.
-    pub fn snapshot<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    /// none of it shows. Nested calls share the outer snapshot. A ledger read without locks
+    /// (see [`LedgerReader::settled`]) that a writer changed meanwhile is read again.
+    pub fn snapshot<T>(&mut self, mut read: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         if self.in_snapshot {
             return read(self);
         }
-        self.store.begin_snapshot()?;
-        self.in_snapshot = true;
-        let result = read(self);
-        self.in_snapshot = false;
-        let ended = self.store.end_snapshot();
-        let value = result?;
-        ended.map(|()| value)
+        let mut attempts = 0;
+        loop {
+            self.store.begin_snapshot()?;
+            self.in_snapshot = true;
+            let result = read(self);
+            self.in_snapshot = false;
+            let ended = self.store.end_snapshot();
+            attempts += 1;
+            if self.store.reopen_if_changed()? {
+                if attempts < 3 {
+                    continue;
+                }
+                return Err(self.changed());
+            }
+            let value = result?;
+            return ended.map(|()| value);
+        }
+    }
+
+    /// Check, after reads made outside [`LedgerReader::snapshot`], that they are whole. A
+    /// SQLite ledger that no writer had open is read as immutable (no log, no locks, no file
+    /// created); a writer that starts meanwhile and folds its log into the file changes it
+    /// under the reader. Then this is an error that says to read again.
+    pub fn settled(&mut self) -> Result<()> {
+        if self.store.reopen_if_changed()? {
+            return Err(self.changed());
+        }
+        Ok(())
+    }
+
+    fn changed(&self) -> Error {
+        Error::Store {
+            store: self.store.describe(),
+            detail: "a writer changed the file while it was read; what was read may be incomplete, read it again".into(),
+        }
     }
 
     /// What the store says about the ledger.

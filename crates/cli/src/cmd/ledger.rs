@@ -18,9 +18,18 @@ use remit_ledger::{
     Error, InclusionBundle, Ledger, LedgerKey, LedgerReader, Location, Options, OsRandomness,
     PublicKey, Query, SystemClock, new_origin,
 };
+use remit_types::effect::{controls_escaped, escaped};
 use remit_types::event::EventBody;
 
 use crate::exit::Outcome;
+
+/// One line of a command's answer on standard output. Unlike `println!` it does not panic:
+/// a reader gone away (`| head`) ends the command quietly, a full disk is an error.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
 
 /// Which ledger to open.
 #[derive(Debug, Clone, clap::Args)]
@@ -293,7 +302,8 @@ fn public_key(arg: &str) -> anyhow::Result<PublicKey> {
 /// A verification that said "no": print it and exit 1. Anything else is an error (exit 2).
 fn denied(err: Error) -> anyhow::Result<Outcome> {
     if err.is_verification_failure() {
-        eprintln!("remit: {err}");
+        // The message quotes what it checked (a receipt's, a proof's, a ledger's text).
+        eprintln!("remit: {}", controls_escaped(&err.to_string()));
         Ok(Outcome::Denied)
     } else {
         Err(err.into())
@@ -359,7 +369,7 @@ fn verify_cmd(
         Err(err) => return denied(err),
     };
     let elapsed = started.elapsed();
-    println!(
+    say!(
         "ok: ledger `{}` is intact: {} events, checkpoints: {}, root {}",
         report.origin,
         report.events,
@@ -367,11 +377,11 @@ fn verify_cmd(
         remit_ledger::hex::encode(&report.root)
     );
     for size in &report.against {
-        println!("ok: consistent with the given checkpoint of {size} events");
+        say!("ok: consistent with the given checkpoint of {size} events");
     }
     match report.key_source {
-        KeySource::Pinned => println!("key: {} (pinned)", report.key),
-        KeySource::Recorded => println!(
+        KeySource::Pinned => say!("key: {} (pinned)", report.key),
+        KeySource::Recorded => say!(
             "key: {} (recorded in the ledger; pin it with --key to detect a re-keyed ledger)",
             report.key
         ),
@@ -421,10 +431,11 @@ fn show(store: &StoreArgs, filter: &FilterArgs, json: bool) -> anyhow::Result<Ou
                     "{:>7}  {:<19}  {:<12}  {:<12}  {:<18}  {}",
                     e.seq,
                     time,
-                    clip(&e.task, 12),
-                    clip(&e.agent, 12),
+                    clip(&escaped(&e.task), 12),
+                    clip(&escaped(&e.agent), 12),
                     e.body.kind(),
-                    summarize(e)
+                    // What the task ran and named is the task's: escaped for the terminal.
+                    escaped(&summarize(e))
                 )
             };
             match written {
@@ -438,7 +449,8 @@ fn show(store: &StoreArgs, filter: &FilterArgs, json: bool) -> anyhow::Result<Ou
         if let Some(e) = failed {
             return Err(e.into());
         }
-        result.map_err(Into::into)
+        result?;
+        reader.settled().map_err(Into::into)
     })?;
     Ok(Outcome::Success)
 }
@@ -454,6 +466,7 @@ fn export_cmd(
     let mut reader = open(store)?;
     emit(output, |out| {
         export(&mut reader, &query, format, out)?;
+        reader.settled()?;
         Ok(())
     })?;
     Ok(Outcome::Success)
@@ -470,7 +483,7 @@ fn prove(
         Some(k) => public_key(k)?,
         None => reader.recorded_key().clone(),
     };
-    let bundle = match reader.prove(seq, &key) {
+    let bundle = match reader.snapshot(|reader| reader.prove(seq, &key)) {
         Ok(bundle) => bundle,
         Err(err @ Error::Note(_)) => return denied(err),
         Err(err) => return Err(err.into()),
@@ -494,13 +507,17 @@ fn check_proof(path: &Path, key: &str) -> anyhow::Result<Outcome> {
     let bundle: InclusionBundle = match serde_json::from_str(&text) {
         Ok(bundle) => bundle,
         Err(e) => {
-            eprintln!("remit: `{}` is not an inclusion proof: {e}", path.display());
+            eprintln!(
+                "remit: `{}` is not an inclusion proof: {}",
+                path.display(),
+                controls_escaped(&e.to_string())
+            );
             return Ok(Outcome::Denied);
         }
     };
     match bundle.verify(&key) {
         Ok(event) => {
-            println!(
+            say!(
                 "ok: event {} ({}, task `{}`) is in ledger `{}` at tree size {}",
                 event.seq,
                 event.body.kind(),
@@ -536,9 +553,9 @@ fn key_cmd(store: &StoreArgs, key_file: Option<PathBuf>) -> anyhow::Result<Outco
             ),
         }
     };
-    println!("{}", public.to_vkey());
-    println!("key id: {}", public.id_hex());
-    println!("name: {}", public.name());
+    say!("{}", public.to_vkey());
+    say!("key id: {}", public.id_hex());
+    say!("name: {}", public.name());
     Ok(Outcome::Success)
 }
 
@@ -548,9 +565,9 @@ fn checkpoint(store: &StoreArgs, key: Option<&str>) -> anyhow::Result<Outcome> {
         Some(k) => public_key(k)?,
         None => reader.recorded_key().clone(),
     };
-    match reader.latest_checkpoint(&key) {
+    match reader.snapshot(|reader| reader.latest_checkpoint(&key)) {
         Ok(cp) => {
-            print!("{}", cp.note);
+            write!(std::io::stdout().lock(), "{}", cp.note)?;
             Ok(Outcome::Success)
         }
         Err(err) => denied(err),
@@ -562,19 +579,20 @@ fn info(store: &StoreArgs) -> anyhow::Result<Outcome> {
     let mut reader = LedgerReader::open(&location)?;
     let size = reader.size()?;
     let key = reader.recorded_key().clone();
-    println!("ledger: {}", location.describe());
-    println!("name: {}", reader.origin());
-    println!("created: {}", reader.meta().created);
-    println!("events: {size}");
-    println!("key: {key}");
+    say!("ledger: {}", location.describe());
+    say!("name: {}", reader.origin());
+    say!("created: {}", reader.meta().created);
+    say!("events: {size}");
+    say!("key: {key}");
     match reader.latest_checkpoint(&key) {
-        Ok(cp) => println!(
+        Ok(cp) => say!(
             "latest checkpoint: {} events, root {}",
             cp.checkpoint.size,
             cp.checkpoint.root_hex()
         ),
-        Err(err) => println!("latest checkpoint: none usable ({err})"),
+        Err(err) => say!("latest checkpoint: none usable ({err})"),
     }
+    reader.settled()?;
     Ok(Outcome::Success)
 }
 
@@ -603,8 +621,8 @@ fn init(
     let cp = ledger
         .close()?
         .ok_or_else(|| anyhow!("the ledger did not sign a checkpoint"))?;
-    println!("ledger: {}", location.describe());
-    println!(
+    say!("ledger: {}", location.describe());
+    say!(
         "key: `{}` ({})",
         path.display(),
         if existed {
@@ -613,9 +631,9 @@ fn init(
             "created, mode 0600"
         }
     );
-    println!("name: {}", key.name());
-    println!("public key: {}", key.public().to_vkey());
-    println!("events: {}", cp.checkpoint.size);
+    say!("name: {}", key.name());
+    say!("public key: {}", key.public().to_vkey());
+    say!("events: {}", cp.checkpoint.size);
     Ok(Outcome::Success)
 }
 
@@ -631,7 +649,7 @@ fn receipt(
     };
     let key = LedgerKey::load(&path)?;
     let mut reader = open(store)?;
-    let envelope = remit_ledger::build_receipt(&mut reader, &key, task)?;
+    let envelope = reader.snapshot(|reader| remit_ledger::build_receipt(reader, &key, task))?;
     let json = envelope.to_json()?;
     emit(output, |out| {
         writeln!(out, "{json}")?;
@@ -674,8 +692,11 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
         Ok(v) => v,
         Err(err) => return denied(err),
     };
+    if let Some(r) = reader.as_mut() {
+        r.settled()?;
+    }
     let s = &verified.statement.predicate.summary;
-    println!(
+    say!(
         "ok: receipt of task `{}` (agent `{}`, owner {}, requested by {}) signed by `{}`",
         s.task,
         s.agent,
@@ -683,7 +704,7 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
         s.requester,
         key.to_vkey()
     );
-    println!(
+    say!(
         "remit `{}` {}, identity {}, ended {} ({} events, {} denials, {} approvals, {} violations)",
         s.remit.name,
         s.remit.sha256,
@@ -694,7 +715,7 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
         s.approvals.len(),
         s.violations.len()
     );
-    println!(
+    say!(
         "ledger `{}`: task end is event {} under the checkpoint of {} events{}",
         verified.checkpoint.checkpoint.origin,
         verified.statement.predicate.ledger.task_end.seq,
@@ -706,7 +727,7 @@ pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
         }
     );
     if !pinned {
-        println!("key: recorded in the ledger; pin it with --key");
+        say!("key: recorded in the ledger; pin it with --key");
     }
     Ok(Outcome::Success)
 }

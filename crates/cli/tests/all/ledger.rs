@@ -747,3 +747,82 @@ fn postgres_ledger() {
     expect(&out, 2);
     one_line_error(&out);
 }
+
+/// Text an attacker wrote (a receipt's fields, a name a task chose) reaches the terminal
+/// escaped, on one line: it can neither forge an `ok:` line nor send escape sequences.
+#[test]
+fn hostile_text_is_shown_escaped_on_one_line() {
+    let f = fixture();
+    let receipt = f.path("forged.json");
+    let forged = serde_json::json!({
+        "payloadType": "x\nremit: ok: receipt verified\u{1b}[32m",
+        "payload": "",
+        "signatures": [{"keyid": "k\u{1b}]0;title\u{7}", "sig": ""}],
+    });
+    std::fs::write(&receipt, forged.to_string()).unwrap();
+    let out = remit(&["verify", &receipt.display().to_string(), "--key", &f.vkey()]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    let line = one_line_error(&out);
+    assert!(
+        !line.contains('\u{1b}') && !line.contains('\u{7}'),
+        "{line:?}"
+    );
+    assert!(!err.lines().any(|l| l.starts_with("remit: ok")), "{err}");
+}
+
+/// A reader that goes away (`| head`) or a full disk never makes a command panic.
+#[test]
+fn a_closed_or_full_output_is_not_a_panic() {
+    let f = fixture();
+    let checkpoint = ["ledger", "checkpoint", "--ledger", &f.arg()];
+    for args in [
+        &["ledger", "verify", "--ledger", &f.arg()][..],
+        &["ledger", "info", "--ledger", &f.arg()],
+        &checkpoint,
+    ] {
+        // Standard output thrown away, then a reader that went away before the answer.
+        let out = Command::new(REMIT)
+            .args(args)
+            .env_remove("REMIT_HOME")
+            .stdout(std::process::Stdio::from(
+                std::fs::File::open("/dev/null").unwrap(),
+            ))
+            .output()
+            .unwrap();
+        expect(&out, 0);
+        let mut child = Command::new(REMIT)
+            .args(args)
+            .env_remove("REMIT_HOME")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 2)),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    let full = Command::new(REMIT)
+        .args(checkpoint)
+        .env_remove("REMIT_HOME")
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    expect(&full, 2);
+    assert!(
+        one_line_error(&full).contains("No space left"),
+        "{}",
+        stderr(&full)
+    );
+}

@@ -176,6 +176,15 @@ pub trait Store: Send {
     /// End what [`Store::begin_snapshot`] began.
     fn end_snapshot(&mut self) -> Result<()>;
 
+    /// Whether what was read since the store was opened may be torn: a store read without
+    /// locks (a SQLite ledger opened as immutable because no writer had it open) whose file a
+    /// writer changed meanwhile. Such a store opens itself again (through the log the writer
+    /// left) and returns `true`: the read must be done again. Stores that read under locks
+    /// return `false`.
+    fn reopen_if_changed(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// One event.
     fn event(&mut self, seq: u64) -> Result<Option<EventRow>>;
 

@@ -82,6 +82,34 @@ pub struct SqliteStore {
     write: bool,
     /// How long the busy handler waits for a lock, in milliseconds.
     busy_limit: Arc<AtomicU64>,
+    /// Read as immutable (no log, no locks): the file read and what it looked like when
+    /// opened, to tell whether a writer changed it under the reader.
+    unlocked: Option<(PathBuf, FileStamp)>,
+}
+
+/// What identifies one state of a file: a writer folding its log into the database changes
+/// its modification time (and often its size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
 }
 
 impl SqliteStore {
@@ -111,6 +139,7 @@ impl SqliteStore {
             path: path.to_owned(),
             write: true,
             busy_limit,
+            unlocked: None,
         })
     }
 
@@ -132,20 +161,33 @@ impl SqliteStore {
             }
             Err(e) => return Err(Error::io("cannot open ledger", path, e)),
         }
+        // SQLite opens the file a link leads to, and looks for its log beside that file.
+        let real =
+            std::fs::canonicalize(path).map_err(|e| Error::io("cannot open ledger", path, e))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut wal = path.as_os_str().to_owned();
+        let mut wal = real.as_os_str().to_owned();
         wal.push("-wal");
-        let mut conn = if Path::new(&wal).exists() {
+        let (conn, unlocked) = if Path::new(&wal).exists() {
             // A writer is running, or left its log: read through the log.
-            Connection::open_with_flags(path, flags)
+            (Connection::open_with_flags(&real, flags), None)
         } else {
-            // No log: no writer has the ledger open (a writer's connection creates the log
+            // No log: no writer had the ledger open (a writer's connection creates the log
             // when it opens the ledger, and never deletes it; only a checkpoint by the last
             // connection of some other SQLite client does), so open as immutable: reading
-            // creates no WAL or shared-memory files (and works on read-only media).
-            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
-        }
-        .map_err(|e| err(path, e))?;
+            // creates no WAL or shared-memory files (and works on read-only media). It also
+            // takes no lock: a writer that starts meanwhile and folds its log into the file
+            // changes it under the reader, which [`Store::reopen_if_changed`] tells.
+            let stamp =
+                FileStamp::of(&real).map_err(|e| Error::io("cannot open ledger", path, e))?;
+            (
+                Connection::open_with_flags(
+                    immutable_uri(&real),
+                    flags | OpenFlags::SQLITE_OPEN_URI,
+                ),
+                Some((real, stamp)),
+            )
+        };
+        let mut conn = conn.map_err(|e| err(path, e))?;
         let busy_limit = Arc::new(AtomicU64::new(5000));
         poll_when_busy(&mut conn, Arc::clone(&busy_limit)).map_err(|e| err(path, e))?;
         conn.execute_batch("PRAGMA query_only = 1")
@@ -155,6 +197,7 @@ impl SqliteStore {
             path: path.to_owned(),
             write: false,
             busy_limit,
+            unlocked,
         })
     }
 
@@ -634,6 +677,20 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute([]))
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    fn reopen_if_changed(&mut self) -> Result<bool> {
+        let Some((real, stamp)) = &self.unlocked else {
+            return Ok(false);
+        };
+        match FileStamp::of(real) {
+            Ok(now) if now == *stamp => Ok(false),
+            _ => {
+                // Through the log this time, if the writer left one.
+                *self = Self::open_read(&self.path)?;
+                Ok(true)
+            }
+        }
     }
 
     fn end_snapshot(&mut self) -> Result<()> {

@@ -102,6 +102,67 @@ fn reading_never_modifies_the_ledger() {
     assert_eq!(snapshot(env.dir.path()), before);
 }
 
+fn events_of(reader: &mut LedgerReader, env: &Env) -> u64 {
+    verify(
+        reader,
+        &VerifyOptions {
+            key: Some(env.key.public()),
+            against: vec![],
+        },
+    )
+    .unwrap()
+    .events
+}
+
+/// A ledger no writer had open is read as immutable: no log, no locks, no file created. A
+/// writer that starts meanwhile and folds its log into the file changes it under the reader,
+/// so a snapshot (`verify`) is read again, through the log the writer left, and reads made
+/// outside one (`show`, `export`) are told to be made again instead of passing for whole.
+#[test]
+fn a_writer_that_starts_under_an_unlocked_reader_is_noticed() {
+    let env = single_file_sqlite();
+    let mut verifier = env.reader();
+    let mut lister = env.reader();
+    let before = events_of(&mut env.reader(), &env);
+    assert_eq!(lister.size().unwrap(), before);
+    // A writer opens the ledger, appends, closes, and its log is folded into the file.
+    let ledger = env.open();
+    fill(&ledger);
+    ledger.close().unwrap();
+    rusqlite::Connection::open(path(&env))
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    let after = events_of(&mut verifier, &env);
+    assert!(after > before, "{after} events, {before} before");
+    let err = lister.settled().unwrap_err();
+    assert!(one_line(&err).contains("read it again"), "{err}");
+    // Read again (now through the log), it is whole.
+    lister.settled().unwrap();
+    assert_eq!(lister.size().unwrap(), after);
+}
+
+/// A ledger reached through a symbolic link is read with its write-ahead log, which lies
+/// beside the file the link leads to: the events only in the log are there.
+#[test]
+fn a_ledger_reached_through_a_link_is_read_with_its_log() {
+    let env = closed_sqlite();
+    let mut wal = path(&env).as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the writer left events in its log"
+    );
+    let direct = events_of(&mut env.reader(), &env);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = elsewhere.path().join("ledger.db");
+    std::os::unix::fs::symlink(path(&env), &link).unwrap();
+    let mut reader = LedgerReader::open(&Location::Sqlite(link)).unwrap();
+    assert_eq!(events_of(&mut reader, &env), direct);
+}
+
 #[test]
 fn the_reader_cannot_write_even_if_asked() {
     let env = closed_sqlite();
