@@ -41,8 +41,25 @@ struct Rule {
     syscalls: Vec<String>,
     action: String,
     #[serde(default)]
-    when: Option<When>,
+    when: Option<Conditions>,
     why: String,
+}
+
+/// One condition, or several that must all hold.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Conditions {
+    One(When),
+    All(Vec<When>),
+}
+
+impl Conditions {
+    fn list(&self) -> Vec<&When> {
+        match self {
+            Self::One(when) => vec![when],
+            Self::All(all) => all.iter().collect(),
+        }
+    }
 }
 
 #[derive(Deserialize, Clone)]
@@ -97,6 +114,7 @@ fn errno(name: &str) -> u32 {
         "EACCES" => 13,
         "EINVAL" => 22,
         "ENOSYS" => 38,
+        "EPROTONOSUPPORT" => 93,
         "EOPNOTSUPP" => 95,
         "EAFNOSUPPORT" => 97,
         other => fail(&format!("unknown errno `{other}`")),
@@ -116,44 +134,69 @@ fn action(text: &str, observe: bool) -> u32 {
     }
 }
 
-/// The checks for one syscall: rules in order, then allow.
+/// The checks for one syscall: rules in order, then allow. A rule's conditions each fall
+/// through when they hold and jump past the rule's return when they do not.
 fn block(rules: &[Rule], observe: bool) -> Vec<Insn> {
     let mut out = Vec::new();
     for rule in rules {
         let ret = stmt(RET_K, action(&rule.action, observe));
-        let Some(when) = &rule.when else {
+        let Some(conditions) = &rule.when else {
             out.push(ret);
             return out;
         };
-        if when.arg > 5 {
-            fail("argument index above 5");
+        let conditions = conditions.list();
+        if conditions.is_empty() {
+            fail("an empty `when`");
         }
-        out.push(stmt(LD_W_ABS, 16 + 8 * when.arg));
-        if let Some(mask) = when.mask {
-            out.push(stmt(ALU_AND_K, mask));
-        }
-        match (&when.is_in, &when.not_in, when.any_bit) {
-            (Some(values), None, None) => {
-                let n = values.len();
-                for (i, v) in values.iter().enumerate() {
-                    out.push(jump(JMP_JEQ_K, *v, n - i, 0));
-                }
-                out.push(stmt(JMP_JA, 1));
-                out.push(ret);
-            }
-            (None, Some(values), None) => {
-                let n = values.len();
-                for (i, v) in values.iter().enumerate() {
-                    out.push(jump(JMP_JEQ_K, *v, n - i, 0));
-                }
-                out.push(ret);
-            }
-            (None, None, Some(bits)) => {
-                out.push(jump(JMP_JSET_K, bits, 0, 1));
-                out.push(ret);
-            }
+        let tests = |when: &When| match (&when.is_in, &when.not_in, when.any_bit) {
+            (Some(values), None, None) => values.len() + 1,
+            (None, Some(values), None) => values.len(),
+            (None, None, Some(_)) => 1,
             _ => fail("a `when` needs exactly one of `in`, `not_in`, `any_bit`"),
+        };
+        // The rule's length, its return included: the target of every "does not hold".
+        let len: usize = conditions
+            .iter()
+            .map(|w| 1 + usize::from(w.mask.is_some()) + tests(w))
+            .sum::<usize>()
+            + 1;
+        let start = out.len();
+        let to_end = |at: usize| start + len - at - 1;
+        for when in conditions {
+            if when.arg > 5 {
+                fail("argument index above 5");
+            }
+            out.push(stmt(LD_W_ABS, 16 + 8 * when.arg));
+            if let Some(mask) = when.mask {
+                out.push(stmt(ALU_AND_K, mask));
+            }
+            match (&when.is_in, &when.not_in, when.any_bit) {
+                (Some(values), None, None) => {
+                    let n = values.len();
+                    for (i, v) in values.iter().enumerate() {
+                        out.push(jump(JMP_JEQ_K, *v, n - i, 0));
+                    }
+                    let at = out.len();
+                    out.push(stmt(
+                        JMP_JA,
+                        u32::try_from(to_end(at)).unwrap_or_else(|_| fail("rule too long")),
+                    ));
+                }
+                (None, Some(values), None) => {
+                    for v in values {
+                        let at = out.len();
+                        out.push(jump(JMP_JEQ_K, *v, to_end(at), 0));
+                    }
+                }
+                (None, None, Some(bits)) => {
+                    let at = out.len();
+                    out.push(jump(JMP_JSET_K, bits, 0, to_end(at)));
+                }
+                _ => fail("a `when` needs exactly one of `in`, `not_in`, `any_bit`"),
+            }
         }
+        out.push(ret);
+        debug_assert_eq!(out.len(), start + len);
     }
     out.push(stmt(RET_K, RET_ALLOW));
     out

@@ -350,6 +350,8 @@ impl Task {
         // Signals first, so a Ctrl-C during setup is seen rather than killing us half-way.
         let signals = SignalWatch::new(&[SIGINT, SIGTERM, SIGHUP, SIGQUIT])
             .map_err(|e| host_err("cannot watch signals", e))?;
+        // A task that takes the terminal cannot stop the supervisor through it.
+        remit_sandbox::host::ignore_terminal_stops();
         check_agent(home, &agent)?;
         let engine = Engine::load_cached(&request.remit, &home.join("cache").join("policy"))?;
         crate::timing::mark("policy loaded");

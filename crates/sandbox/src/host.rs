@@ -50,6 +50,16 @@ impl SignalWatch {
     }
 }
 
+/// Never be stopped by the terminal: ignore SIGTTOU and SIGTTIN for this process. A task
+/// shares the terminal, and can make its own process group the terminal's foreground one
+/// (`tcsetpgrp`) and set `TOSTOP`; the supervisor's next message on the terminal would then
+/// stop it (or, without job control, fail with `EIO`), and with it the wall-clock limit and
+/// the clean-up after the task. With both ignored, its writes go through and its reads fail.
+/// Programs the sandbox starts get every signal back at its default.
+pub fn ignore_terminal_stops() {
+    sys::ignore_terminal_stops();
+}
+
 /// End this process the way a contained program ended: by the same signal (no core file),
 /// or with `128 + signal` if the signal does not terminate.
 pub fn die_by_signal(signal: i32) -> ! {

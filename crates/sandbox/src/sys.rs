@@ -758,6 +758,16 @@ pub(crate) fn read_signal(fd: BorrowedFd<'_>) -> io::Result<Option<SignalInfo>> 
     }))
 }
 
+/// Ignore SIGTTOU and SIGTTIN (see `host::ignore_terminal_stops`).
+pub(crate) fn ignore_terminal_stops() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler: nothing runs
+    // in signal context.
+    unsafe {
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
+}
+
 /// Restore the default disposition of `signal` and deliver it to this process (used to exit
 /// "by the same signal" as the contained command).
 pub(crate) fn die_by_signal(signal: libc::c_int) {

@@ -469,6 +469,9 @@ fn raw_sockets_and_foreign_families() {
         "socket.AF_PACKET, socket.SOCK_RAW",
         "socket.AF_NETLINK, socket.SOCK_RAW, 0",
         "40, socket.SOCK_STREAM",
+        // Multipath TCP: a second TCP the Landlock port rules do not cover.
+        "socket.AF_INET, socket.SOCK_STREAM, 262",
+        "socket.AF_INET6, socket.SOCK_STREAM, 262",
     ] {
         blocked(
             &w,
@@ -486,13 +489,14 @@ fn raw_sockets_and_foreign_families() {
 #[test]
 fn terminal_injection() {
     let w = World::new();
-    // TIOCSTI is refused by the filter whatever descriptor it is aimed at (EPERM, not the
-    // ENOTTY an ordinary ioctl on a non-terminal gets).
+    // TIOCSTI (and TIOCLINUX, TIOCSETD, TCXONC, which leave the user's terminal dead) is
+    // refused by the filter whatever descriptor it is aimed at (EPERM, not the ENOTTY an
+    // ordinary ioctl on a non-terminal gets).
     let out = w.run(
         None,
         "python3 -c '
 import fcntl, termios, errno, sys
-for req in (termios.TIOCSTI, 0x541C, 0xFFFFFFFF00005412):
+for req in (termios.TIOCSTI, 0x541C, 0xFFFFFFFF00005412, 0x5423, 0x540A):
     try:
         fcntl.ioctl(0, req, b\"x\")
     except OSError as e:
@@ -503,7 +507,7 @@ except OSError as e:
     print(\"WINSZ\", e.errno)'",
     );
     let text = stdout(&out);
-    assert_eq!(text.matches("STI 1").count(), 3, "{}", show(&out));
+    assert_eq!(text.matches("STI 1").count(), 5, "{}", show(&out));
     assert!(text.contains("WINSZ 25"), "{}", show(&out));
 }
 
@@ -865,4 +869,113 @@ fn a_linked_secret_directory_is_hidden_at_its_target() {
     );
     std::fs::write(w.home.join("notes.txt"), "hello").unwrap();
     works(&w, Some(&remit), &format!("grep -q hello {home}/notes.txt"));
+}
+
+/// A task shares the user's terminal. One that makes its own process group the terminal's
+/// foreground group and sets `TOSTOP`, then gets a command denied (the supervisor says so on
+/// the terminal), must not stop the supervisor: the wall-clock limit still ends the task and
+/// remit exits. Run under a terminal of its own (`script`), from a shell with job control,
+/// as a user's shell runs it. The twin: the same task without the grab.
+#[test]
+fn a_task_that_takes_the_terminal_cannot_stop_the_supervisor() {
+    let w = World::new();
+    let remit = w.remit("[commands]\nforbid = [\"touch\"]\n\n[limits]\nwall = \"3s\"\n");
+    let grab = r#"
+import os, signal, subprocess, sys, termios, time
+if sys.argv[1] == "grab":
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    os.setpgid(0, 0)
+    tty = os.open("/dev/tty", os.O_RDWR)
+    os.tcsetpgrp(tty, os.getpgrp())
+    attrs = termios.tcgetattr(tty)
+    attrs[3] |= termios.TOSTOP
+    termios.tcsetattr(tty, termios.TCSANOW, attrs)
+try:
+    subprocess.run(["touch", "denied"])
+except OSError:
+    pass
+time.sleep(30)
+"#;
+    std::fs::write(w.ws.join("grab.py"), grab).unwrap();
+    for mode in ["grab", "twin"] {
+        let inner = format!(
+            "set -m; '{}' run --quiet --remit '{}' -- python3 grab.py {mode}; echo EXIT=\\$?",
+            env!("CARGO_BIN_EXE_remit"),
+            remit.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &format!("bash -c \"{inner}\""), "/dev/null"])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", &w.home)
+            .env("LANG", "C.UTF-8")
+            .env("REMIT_HOME", &w.state)
+            .current_dir(&w.ws)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let ended = loop {
+            if child.try_wait().unwrap().is_some() {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if !ended {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = stdout(&out);
+        assert!(
+            ended,
+            "{mode}: remit was stopped through the terminal\n{text}"
+        );
+        assert!(text.contains("EXIT=124"), "{mode}: {text}");
+        assert!(!w.ws.join("denied").exists());
+    }
+}
+
+/// The workspace is the user's directory and the task's files belong to its owner there (root,
+/// over a root-owned workspace): a set-user-ID or set-group-ID program left in it would run
+/// with the owner's rights for anyone on the host. Every way to set those bits is refused;
+/// the twins set ordinary modes the same ways.
+#[test]
+fn set_user_id_programs_cannot_be_left_in_the_workspace() {
+    let w = World::new();
+    for attack in [
+        "cp /bin/true ./a && chmod u+s ./a && test -u ./a",
+        "cp /bin/true ./b && chmod g+s ./b && test -g ./b",
+        "cp /bin/true ./c && chmod 6755 ./c && test -u ./c",
+        "python3 -c 'import os; os.close(os.open(\"d\", os.O_CREAT | os.O_WRONLY, 0o4755))' && test -u d",
+        "python3 -c 'import os; fd = os.open(\".\", os.O_TMPFILE | os.O_WRONLY, 0o2755)' && false",
+        "python3 -c 'import os, stat; os.mknod(\"e\", stat.S_IFREG | 0o4755)' && test -u e",
+        "touch f && python3 -c 'import os; fd = os.open(\"f\", os.O_RDONLY); os.fchmod(fd, 0o4755)' && test -u f",
+    ] {
+        blocked(&w, None, &format!("{attack} 2>/dev/null"));
+    }
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        let path = w.ws.join(name);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                meta.permissions().mode() & 0o6000,
+                0,
+                "{name} is set-id on the host"
+            );
+        }
+    }
+    for twin in [
+        "cp /bin/true ./g && chmod 755 ./g && ./g && ! test -u ./g",
+        "python3 -c 'import os; os.close(os.open(\"h\", os.O_CREAT | os.O_WRONLY, 0o755))' && test -x h",
+        "python3 -c 'import os, stat; os.mknod(\"i\", stat.S_IFREG | 0o644)' && test -f i",
+        "touch j && python3 -c 'import os; fd = os.open(\"j\", os.O_RDONLY); os.fchmod(fd, 0o700)' && test -x j",
+        "python3 -c 'import os; print(open(\"/etc/hostname\").read())' >/dev/null",
+    ] {
+        works(&w, None, twin);
+    }
 }
