@@ -262,7 +262,11 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
             .map(PathBuf::from),
         )
         .collect();
-    let programs = ProgramIndex::build(&rules.programs(), &search);
+    let mut programs = ProgramIndex::build(&rules.programs(), &search);
+    if !rules.is_empty() {
+        // A copy of the dynamic loader is still the loader: what it runs is identified.
+        programs.add_loaders();
+    }
     let mut masked: BTreeSet<PathBuf> = BTreeSet::new();
     for name in rules.forbidden_programs() {
         for file in programs.files_of(name) {

@@ -67,6 +67,54 @@ impl ProgramIndex {
         index
     }
 
+    /// Index the system's dynamic loaders under the name `ld.so`, so a copy of one (or a
+    /// link, or its contents in a memfd) is known as the loader whatever it is called.
+    pub fn add_loaders(&mut self) {
+        for dir in [
+            "/lib64",
+            "/lib",
+            "/usr/lib64",
+            "/usr/lib",
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib/aarch64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+        ] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    continue;
+                };
+                if !remit_policy::commands::is_loader(name) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(entry.path()) else {
+                    continue;
+                };
+                if !meta.is_file()
+                    || self
+                        .binaries
+                        .iter()
+                        .any(|b| b.dev == meta.dev() && b.ino == meta.ino() && b.name == "ld.so")
+                {
+                    continue;
+                }
+                let real = std::fs::canonicalize(entry.path()).unwrap_or_else(|_| entry.path());
+                self.binaries.push(Binary {
+                    name: "ld.so".to_owned(),
+                    path: real,
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    size: meta.size(),
+                    digest: None,
+                });
+            }
+        }
+    }
+
     /// The host files a name resolved to.
     pub fn files_of(&self, name: &str) -> &[PathBuf] {
         self.files.get(name).map(Vec::as_slice).unwrap_or_default()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use remit_ledger::{Ledger, Options as LedgerOptions, SystemClock as LedgerClock};
-use remit_policy::commands::ExecFacts;
+use remit_policy::commands::{ExecFacts, is_loader, loader_target};
 use remit_policy::engine::{Decision, Engine, Principal};
 use remit_sandbox::host::{Readable, SignalWatch};
 use remit_sandbox::{
@@ -1813,11 +1813,47 @@ impl Supervision {
                 .identify(program.dev, program.ino, program.size, || {
                     watch.open_program(&attempt).ok()
                 });
+        // A dynamic loader runs the file its argument names without an `execve` of it: that
+        // file is identified too (a copy of a forbidden program run through `ld.so`). One
+        // that cannot be (gone, not a regular file, a name not kept whole in UTF-8) is not
+        // run: the loader would run something the rules never saw.
+        let loader = is_loader(attempt.path.rsplit('/').next().unwrap_or_default())
+            || identical_to.iter().any(|name| is_loader(name));
+        let mut launched = Vec::new();
+        if loader
+            && !self.prepared.rules.is_empty()
+            && let Some(target) = loader_target(&attempt.argv)
+        {
+            match watch.open_named(&attempt, target) {
+                Ok(file) if !target.contains('\u{fffd}') => {
+                    if let Ok(meta) = file.metadata() {
+                        use std::os::unix::fs::MetadataExt;
+                        launched = self.prepared.programs.identify(
+                            meta.dev(),
+                            meta.ino(),
+                            meta.size(),
+                            || Some(file),
+                        );
+                    }
+                }
+                _ => {
+                    let line = quoted_line(&attempt.argv);
+                    let reason = format!(
+                        "the dynamic loader would run `{}`, which cannot be identified",
+                        remit_types::effect::escaped(target)
+                    );
+                    self.refused(&watch, &attempt, &line, "commands.loader", &reason);
+                    let _ = watch.respond(&attempt, Verdict::Deny(EACCES));
+                    return;
+                }
+            }
+        }
         let facts = ExecFacts {
             path: attempt.path.clone(),
             argv: attempt.argv.clone(),
             identical_to,
             interpreter: program.interpreter.clone(),
+            launched,
         };
         // The command line as messages and the exit summary show it (on the host's terminal
         // or a CI log): redacted like everything else that leaves the task. Only a refused

@@ -65,6 +65,9 @@ pub struct ExecFacts {
     pub identical_to: Vec<String>,
     /// `#!` line of the file, when it is a script.
     pub interpreter: Option<Vec<String>>,
+    /// When the file is a dynamic loader: rule program names whose binaries the file it
+    /// was asked to run ([`loader_target`]) is, identified like the started file.
+    pub launched: Vec<String>,
 }
 
 /// A remit's command rules, ready to decide.
@@ -148,11 +151,54 @@ fn value_options(program: &str) -> &'static [&'static str] {
 /// Programs that run another program named by their first non-option argument in the same
 /// process (so no second `execve` is seen).
 fn is_launcher(program: &str) -> bool {
-    program == "busybox"
-        || program == "toybox"
-        || program == "ld.so"
+    program == "busybox" || program == "toybox" || is_loader(program)
+}
+
+/// Whether `program` names a dynamic loader (`ld.so`, `ld-linux-x86-64.so.2`, `ld-musl-…`),
+/// which runs the file its first argument names: a file the kernel never sees started.
+pub fn is_loader(program: &str) -> bool {
+    program == "ld.so"
         || (program.starts_with("ld-linux") && program.contains(".so"))
         || program.starts_with("ld-musl")
+}
+
+/// The loader's options that take a separate value (`ld.so --argv0 NAME PROGRAM`).
+const LOADER_VALUE_OPTIONS: [&str; 6] = [
+    "--argv0",
+    "--library-path",
+    "--preload",
+    "--audit",
+    "--glibc-hwcaps-prepend",
+    "--glibc-hwcaps-mask",
+];
+
+/// Index (in `args`, the words after the program) of the program a launcher runs: the first
+/// word that is not an option, a loader's option values skipped (`--argv0 cat /usr/bin/touch`
+/// runs `touch`, not `cat`).
+fn launched_index(launcher: &str, args: &[String]) -> Option<usize> {
+    let loader = is_loader(launcher);
+    let mut i = 0;
+    while let Some(word) = args.get(i) {
+        if word == "--" {
+            return (i + 1 < args.len()).then_some(i + 1);
+        }
+        if !word.starts_with('-') {
+            return Some(i);
+        }
+        i += if loader && LOADER_VALUE_OPTIONS.contains(&word.as_str()) {
+            2
+        } else {
+            1
+        };
+    }
+    None
+}
+
+/// The program file a dynamic loader started as `argv` would run, as written
+/// (`ld.so --argv0 cat ./x` gives `./x`).
+pub fn loader_target(argv: &[String]) -> Option<&str> {
+    let args = argv.get(1..)?;
+    launched_index("ld.so", args).map(|i| args[i].as_str())
 }
 
 impl CommandRules {
@@ -219,7 +265,13 @@ impl CommandRules {
             };
             let index = counters[slot];
             counters[slot] += 1;
-            if words.prefixes.contains(&rule.0.join(" ")) {
+            // An allow rule grants only under a name the started file gives.
+            let names = if *verdict == CommandVerdict::Allow {
+                &words.granting
+            } else {
+                &words.prefixes
+            };
+            if names.contains(&rule.0.join(" ")) {
                 out.push((*verdict, index));
             }
         }
@@ -240,12 +292,21 @@ impl CommandRules {
             .map(|(_, r)| r)
     }
 
-    /// Decide one program start.
+    /// Decide one program start. A rule that forbids or prompts matches the command under
+    /// any name it is reached by; a rule that allows only under a name the started file
+    /// itself gives (its path, its identity, its `#!` interpreter, the program a loader or
+    /// multi-call binary runs), never under `argv[0]` alone, which the caller chooses
+    /// freely (`exec -a cat ./anything`).
     pub fn decide(&self, facts: &ExecFacts) -> CommandDecision {
         let words = command_words(facts);
         let mut best: Option<CommandDecision> = None;
         for (verdict, rule) in &self.rules {
-            if !words.prefixes.contains(&rule.0.join(" ")) {
+            let names = if *verdict == CommandVerdict::Allow {
+                &words.granting
+            } else {
+                &words.prefixes
+            };
+            if !names.contains(&rule.0.join(" ")) {
                 continue;
             }
             let better = best.as_ref().is_none_or(|b| *verdict > b.verdict);
@@ -283,34 +344,53 @@ pub struct CommandWords {
     /// options kept (`python -m pip` gives `python -m`, `python -m pip`). A rule matches
     /// when its words, joined by spaces, are one of these.
     pub prefixes: BTreeSet<String>,
+    /// The prefixes under the names the started file itself gives: all of `prefixes` but
+    /// those reached only through `argv[0]`. What an allow rule must match.
+    pub granting: BTreeSet<String>,
 }
 
 /// Reduce a program start to its word prefixes.
 pub fn command_words(facts: &ExecFacts) -> CommandWords {
     let args: Vec<String> = facts.argv.iter().skip(1).cloned().collect();
-    let mut names: Vec<String> = vec![basename(&facts.path).to_owned()];
+    // Names the started file gives (its path, its identity), then `argv[0]`, which only the
+    // caller vouches for.
+    let mut names: Vec<(String, bool)> = vec![(basename(&facts.path).to_owned(), true)];
+    names.extend(facts.identical_to.iter().map(|n| (n.clone(), true)));
     if let Some(arg0) = facts.argv.first() {
-        names.push(basename(arg0).to_owned());
+        names.push((basename(arg0).to_owned(), false));
     }
-    names.extend(facts.identical_to.iter().cloned());
-    names.retain(|n| !n.is_empty());
-    let program = names.first().cloned().unwrap_or_default();
-    names.sort();
-    names.dedup();
-    let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
-    for name in &names {
-        candidates.push((name.clone(), args.clone()));
+    names.retain(|(n, _)| !n.is_empty());
+    let program = names.first().map(|(n, _)| n.clone()).unwrap_or_default();
+    // One entry per name, vouched for if any source vouches for it.
+    names.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    names.dedup_by(|a, b| a.0 == b.0);
+    let mut candidates: Vec<(String, Vec<String>, bool)> = Vec::new();
+    for (name, vouched) in &names {
+        candidates.push((name.clone(), args.clone(), *vouched));
         // git runs `git-push` (as a program or an `argv[0]`, `/usr/lib/git-core/git-push`)
         // as `git push`.
         if let Some(sub) = name.strip_prefix("git-").filter(|s| !s.is_empty()) {
             let mut words = vec![sub.to_owned()];
             words.extend(args.iter().cloned());
-            candidates.push(("git".to_owned(), words));
+            candidates.push(("git".to_owned(), words, *vouched));
         }
         if is_launcher(name)
-            && let Some((i, target)) = args.iter().enumerate().find(|(_, a)| !a.starts_with('-'))
+            && let Some(i) = launched_index(name, &args)
         {
-            candidates.push((basename(target).to_owned(), args[i + 1..].to_vec()));
+            let rest = args[i + 1..].to_vec();
+            candidates.push((basename(&args[i]).to_owned(), rest.clone(), *vouched));
+            if is_loader(name) {
+                // The file it runs, by identity: a copy of a program under another name.
+                for launched in &facts.launched {
+                    candidates.push((launched.clone(), rest.clone(), *vouched));
+                }
+                // The `argv[0]` it gives that program: like any `argv[0]`, only stricter.
+                if let Some(at) = args[..i].iter().position(|a| a == "--argv0")
+                    && let Some(arg0) = args.get(at + 1)
+                {
+                    candidates.push((basename(arg0).to_owned(), rest.clone(), false));
+                }
+            }
         }
     }
     if let Some(interp) = &facts.interpreter
@@ -320,20 +400,27 @@ pub fn command_words(facts: &ExecFacts) -> CommandWords {
         let mut words: Vec<String> = interp[1..].to_vec();
         words.push(facts.path.clone());
         words.extend(args.iter().cloned());
-        candidates.push((basename(interpreter).to_owned(), words));
+        candidates.push((basename(interpreter).to_owned(), words, true));
     }
     let mut prefixes = BTreeSet::new();
-    for (name, words) in &candidates {
+    let mut granting = BTreeSet::new();
+    for (name, words, vouched) in &candidates {
         for sequence in [
             positional(name, words),
             words.iter().take(MAX_RULE_WORDS).cloned().collect(),
         ] {
             let mut prefix = name.clone();
-            prefixes.insert(prefix.clone());
+            let mut add = |prefix: &String| {
+                prefixes.insert(prefix.clone());
+                if *vouched {
+                    granting.insert(prefix.clone());
+                }
+            };
+            add(&prefix);
             for word in sequence.iter().take(MAX_RULE_WORDS - 1) {
                 prefix.push(' ');
                 prefix.push_str(word);
-                prefixes.insert(prefix.clone());
+                add(&prefix);
             }
         }
     }
@@ -349,6 +436,7 @@ pub fn command_words(facts: &ExecFacts) -> CommandWords {
         program,
         line,
         prefixes,
+        granting,
     }
 }
 
@@ -494,14 +582,14 @@ prompt = ["cargo publish", "git"]
             path: "/w/fetch".into(),
             argv: vec!["fetch".into()],
             identical_to: vec!["curl".into()],
-            interpreter: None,
+            ..ExecFacts::default()
         };
         assert_eq!(r.decide(&copy).verdict, CommandVerdict::Forbid);
         let script = ExecFacts {
             path: "/w/x".into(),
             argv: vec!["x".into()],
-            identical_to: vec![],
             interpreter: Some(vec!["/usr/bin/curl".into(), "-K".into()]),
+            ..ExecFacts::default()
         };
         assert_eq!(r.decide(&script).verdict, CommandVerdict::Forbid);
         assert_eq!(
@@ -537,6 +625,89 @@ prompt = ["cargo publish", "git"]
             verdict(&r, "/usr/bin/python", &["python", "-m", "pytest"]),
             CommandVerdict::Allow
         );
+    }
+
+    /// A loader runs the file its program argument names, past its own options' values; a
+    /// copy of a forbidden program run through it is known by its identity.
+    #[test]
+    fn a_loader_runs_what_its_options_do_not_hide() {
+        let r = rules("[commands]\nforbid = [\"touch\"]\n");
+        let loader = "/lib64/ld-linux-x86-64.so.2";
+        for argv in [
+            &["ld.so", "--argv0", "cat", "/usr/bin/touch", "x"][..],
+            &[
+                "ld.so",
+                "--library-path",
+                "/lib",
+                "--preload",
+                "x.so",
+                "/usr/bin/touch",
+            ],
+            &["ld.so", "--inhibit-cache", "--", "/usr/bin/touch"],
+        ] {
+            assert_eq!(
+                verdict(&r, loader, argv),
+                CommandVerdict::Forbid,
+                "{argv:?}"
+            );
+        }
+        let argv: Vec<String> = ["ld.so", "--argv0", "cat", "./brought-along", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(loader_target(&argv), Some("./brought-along"));
+        let copy = ExecFacts {
+            path: loader.into(),
+            argv: argv.clone(),
+            launched: vec!["touch".into()],
+            ..ExecFacts::default()
+        };
+        assert_eq!(r.decide(&copy).verdict, CommandVerdict::Forbid);
+        // The twin: the loader running an allowed program.
+        assert_eq!(
+            verdict(&r, loader, &["ld.so", "--argv0", "touch", "/usr/bin/cat"]),
+            CommandVerdict::Forbid,
+            "argv[0] still makes a decision stricter"
+        );
+        assert_eq!(
+            verdict(&r, loader, &["ld.so", "/usr/bin/cat", "x"]),
+            CommandVerdict::Allow
+        );
+    }
+
+    /// Under a deny default, `argv[0]` can make a decision stricter but never grant one.
+    #[test]
+    fn argv0_never_grants() {
+        let r = rules("[commands]\ndefault = \"deny\"\nallow = [\"cat\", \"sh\"]\n");
+        assert_eq!(
+            verdict(&r, "/w/brought-along", &["cat", "x"]),
+            CommandVerdict::Forbid
+        );
+        assert_eq!(
+            verdict(&r, "/memfd:x (deleted)", &["cat", "x"]),
+            CommandVerdict::Forbid
+        );
+        let loader = "/lib64/ld-linux-x86-64.so.2";
+        assert_eq!(
+            verdict(&r, loader, &["cat", "/usr/bin/touch", "x"]),
+            CommandVerdict::Forbid
+        );
+        // Twins: the allowed program under its own name, or as a copy of it.
+        assert_eq!(
+            verdict(&r, "/usr/bin/cat", &["cat", "x"]),
+            CommandVerdict::Allow
+        );
+        assert_eq!(
+            verdict(&r, "/usr/bin/cat", &["kitty"]),
+            CommandVerdict::Allow
+        );
+        let copy = ExecFacts {
+            path: "/w/kitty".into(),
+            argv: vec!["cat".into()],
+            identical_to: vec!["cat".into()],
+            ..ExecFacts::default()
+        };
+        assert_eq!(r.decide(&copy).verdict, CommandVerdict::Allow);
     }
 
     #[test]

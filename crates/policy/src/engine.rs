@@ -254,7 +254,8 @@ struct Draft {
     condition: Option<(usize, Origin)>,
     /// The command word prefix the policy needs, for the index. Set only by the compiler
     /// for the `[commands]` rules it generates (whose condition is exactly
-    /// `context.command.prefixes.contains(key)`); never taken from an annotation.
+    /// `context.command.prefixes.contains(key)`, or `granting` for an allow rule, a subset
+    /// of `prefixes`); never taken from an annotation.
     key: Option<String>,
 }
 
@@ -535,7 +536,7 @@ fn build_core(loaded: &LoadedRemit, validate: bool) -> Result<Built, PolicyError
                 let key_q = quote(&key);
                 let text = match section {
                     "allow" => format!(
-                        "@key({key_q})\n@reason({})\npermit(principal, action == Action::\"exec\", resource) when {{ context.command.prefixes.contains({key_q}) }};",
+                        "@key({key_q})\n@reason({})\npermit(principal, action == Action::\"exec\", resource) when {{ context.command.granting.contains({key_q}) }};",
                         quote(&format!("this task's remit allows `{key}`"))
                     ),
                     "forbid" => format!(
@@ -1261,6 +1262,14 @@ impl Engine {
                                 "prefixes".to_owned(),
                                 RestrictedExpression::new_set(
                                     w.prefixes
+                                        .iter()
+                                        .map(|p| RestrictedExpression::new_string(p.clone())),
+                                ),
+                            ),
+                            (
+                                "granting".to_owned(),
+                                RestrictedExpression::new_set(
+                                    w.granting
                                         .iter()
                                         .map(|p| RestrictedExpression::new_string(p.clone())),
                                 ),

@@ -57,7 +57,7 @@ pub fn schema_text(declared: &BTreeMap<String, Vec<String>>) -> String {
     let mut out = String::from(BASE);
     let _ = writeln!(
         out,
-        r#"action "exec" appliesTo {{ principal: [Task], resource: [Program], context: {{ {COMMON_CONTEXT}, "command": {{ "program": String, "line": String, "prefixes": Set<String>, "cwd": String }} }} }};"#
+        r#"action "exec" appliesTo {{ principal: [Task], resource: [Program], context: {{ {COMMON_CONTEXT}, "command": {{ "program": String, "line": String, "prefixes": Set<String>, "granting": Set<String>, "cwd": String }} }} }};"#
     );
     let _ = writeln!(
         out,

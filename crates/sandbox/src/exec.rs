@@ -10,7 +10,7 @@ use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use crate::sys;
@@ -48,8 +48,12 @@ pub struct ExecAttempt {
     pub ppid: i32,
     /// The path passed to `execve` (possibly relative).
     pub path: String,
-    /// The path made absolute against the caller's working directory.
+    /// The path made absolute against the caller's working directory (lossily decoded: for
+    /// messages and names; the file is opened by its exact bytes).
     pub absolute: String,
+    /// The same, byte for byte: a name that is not UTF-8 must not lead to another file
+    /// than the one the kernel runs (`\xff/x` is not `\u{fffd}/x`).
+    absolute_raw: Vec<u8>,
     /// Arguments (lossily decoded; at most 4096 of them and 256 KiB in all).
     pub argv: Vec<String>,
     /// Whether arguments were cut.
@@ -122,7 +126,31 @@ impl ExecWatch {
     /// Only a regular file is opened: the task may have swapped in a FIFO, whose opening
     /// would block the supervisor until somebody writes to it.
     pub fn open_program(&self, attempt: &ExecAttempt) -> io::Result<File> {
-        let file = open_inside(attempt.host_pid, &attempt.absolute)?;
+        let file = open_inside(attempt.host_pid, &attempt.absolute_raw)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        Ok(file)
+    }
+
+    /// Open, as the task sees it, a file an attempt's program was asked to run (a loader's
+    /// program argument): an absolute path inside the task, or one relative to the caller's
+    /// working directory. Only a regular file is opened.
+    pub fn open_named(&self, attempt: &ExecAttempt, name: &str) -> io::Result<File> {
+        let path = if name.starts_with('/') {
+            name.as_bytes().to_vec()
+        } else {
+            let mut joined = std::fs::read_link(format!("/proc/{}/cwd", attempt.host_pid))?
+                .into_os_string()
+                .into_vec();
+            while joined.last() == Some(&b'/') {
+                joined.pop();
+            }
+            joined.push(b'/');
+            joined.extend_from_slice(name.as_bytes());
+            joined
+        };
+        let file = open_inside(attempt.host_pid, &path)?;
         if !file.metadata()?.is_file() {
             return Err(io::Error::from_raw_os_error(libc::EACCES));
         }
@@ -168,7 +196,8 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
         (libc::AT_FDCWD, n.args[0], n.args[1])
     };
     let mut budget = MAX_ARG_BYTES;
-    let path = read_string(host_pid, path_ptr, &mut budget)?;
+    let path_raw = read_bytes(host_pid, path_ptr, &mut budget)?;
+    let path = String::from_utf8_lossy(&path_raw).into_owned();
     let mut argv = Vec::new();
     let mut truncated = false;
     for i in 0..MAX_ARGS {
@@ -194,23 +223,32 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
         }
     }
     let (pid, ppid) = ns_pids(host_pid);
-    let cwd = std::fs::read_link(format!("/proc/{host_pid}/cwd"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let base = if dirfd == libc::AT_FDCWD {
-        cwd.clone()
-    } else {
-        std::fs::read_link(format!("/proc/{host_pid}/fd/{dirfd}"))
-            .map(|p| p.to_string_lossy().into_owned())
+    let link = |name: String| -> Vec<u8> {
+        std::fs::read_link(name)
+            .map(|p| p.into_os_string().into_vec())
             .unwrap_or_default()
     };
-    let absolute = if path.starts_with('/') {
-        path.clone()
-    } else if path.is_empty() {
-        base.clone()
+    let cwd_raw = link(format!("/proc/{host_pid}/cwd"));
+    let cwd = String::from_utf8_lossy(&cwd_raw).into_owned();
+    let base = if dirfd == libc::AT_FDCWD {
+        cwd_raw
     } else {
-        format!("{}/{}", base.trim_end_matches('/'), path)
+        link(format!("/proc/{host_pid}/fd/{dirfd}"))
     };
+    let absolute_raw = if path_raw.starts_with(b"/") {
+        path_raw
+    } else if path_raw.is_empty() {
+        base
+    } else {
+        let mut joined = base;
+        while joined.last() == Some(&b'/') {
+            joined.pop();
+        }
+        joined.push(b'/');
+        joined.extend_from_slice(&path_raw);
+        joined
+    };
+    let absolute = String::from_utf8_lossy(&absolute_raw).into_owned();
     let program = if execveat && path.is_empty() {
         // Without blocking: the descriptor may be a FIFO nobody will ever write to.
         std::fs::OpenOptions::new()
@@ -220,7 +258,7 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
             .ok()
             .and_then(|f| describe(f).ok())
     } else {
-        open_inside(host_pid, &absolute)
+        open_inside(host_pid, &absolute_raw)
             .ok()
             .and_then(|f| describe(f).ok())
     };
@@ -231,6 +269,7 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
         ppid,
         path,
         absolute,
+        absolute_raw,
         argv,
         truncated,
         cwd,
@@ -250,10 +289,9 @@ fn task_may_write(pid: i32, fd: i32) -> bool {
         .is_some_and(|flags| matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR))
 }
 
-fn open_inside(host_pid: i32, absolute: &str) -> io::Result<File> {
+fn open_inside(host_pid: i32, absolute: &[u8]) -> io::Result<File> {
     let root = File::open(format!("/proc/{host_pid}/root"))?;
-    let path = CString::new(absolute.as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let path = CString::new(absolute).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     sys::open_in_root(root.as_fd(), &path, libc::O_RDONLY | libc::O_NONBLOCK).map(File::from)
 }
 
@@ -280,7 +318,11 @@ fn describe(mut file: File) -> io::Result<ProgramFile> {
     })
 }
 
-fn read_string(pid: i32, mut address: u64, budget: &mut usize) -> io::Result<String> {
+fn read_string(pid: i32, address: u64, budget: &mut usize) -> io::Result<String> {
+    read_bytes(pid, address, budget).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn read_bytes(pid: i32, mut address: u64, budget: &mut usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -302,7 +344,7 @@ fn read_string(pid: i32, mut address: u64, budget: &mut usize) -> io::Result<Str
         }
     }
     *budget = budget.saturating_sub(out.len() + 1);
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(out)
 }
 
 /// The caller's pid and parent pid as seen inside the task (last fields of `NSpid`).

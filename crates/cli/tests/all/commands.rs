@@ -30,6 +30,23 @@ fn forbidden_command_every_way() {
             "l",
             "python3 -c 'import os; os.execv(\"/usr/bin/touch\", [\"touch\", \"l\"])'",
         ),
+        // The loader runs a copy by identity, past its own options, or copied itself.
+        ("m", "/lib64/ld-linux-x86-64.so.2 ./brought-along m"),
+        (
+            "n",
+            "/lib64/ld-linux-x86-64.so.2 --argv0 cat /usr/bin/touch n",
+        ),
+        (
+            "o",
+            "cp /lib64/ld-linux-x86-64.so.2 ./myld; ./myld ./brought-along o",
+        ),
+        // A name that is not UTF-8 next to its lossy twin, which holds a harmless program:
+        // the file checked is the file run.
+        (
+            "p",
+            "mkdir -p $'\\xff' $'\\xef\\xbf\\xbd'; cp /usr/bin/touch $'\\xff'/x; cp /usr/bin/true $'\\xef\\xbf\\xbd'/x; ./$'\\xff'/x p",
+        ),
+        ("q", "/lib64/ld-linux-x86-64.so.2 ./$'\\xff'/x q"),
     ];
     for (marker, attack) in attacks {
         let out = w.run(Some(FORBID_TOUCH), &format!("{attack} 2>/dev/null; true"));
@@ -40,12 +57,20 @@ fn forbidden_command_every_way() {
             show(&out)
         );
     }
-    // Twin: other programs (and writing the same file another way) work.
+    // Twin: other programs (and writing the same file another way) work, through the
+    // loader too, and the harmless program under the lossy name runs.
     ok(&w.run(
         Some(FORBID_TOUCH),
-        "echo > twin && ls twin && cp twin twin2",
+        "echo > twin && ls twin && cp twin twin2 && /lib64/ld-linux-x86-64.so.2 /usr/bin/cp twin twin3 && ./$'\\xef\\xbf\\xbd'/x",
     ));
-    assert!(w.exists(&w.ws.join("twin2")));
+    assert!(w.exists(&w.ws.join("twin2")) && w.exists(&w.ws.join("twin3")));
+    // `argv[0]` still makes a decision stricter: `cp` called `touch` is refused.
+    let out = w.run(
+        Some(FORBID_TOUCH),
+        "/lib64/ld-linux-x86-64.so.2 --argv0 touch /usr/bin/cp twin twin4 2>/dev/null; true",
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!w.exists(&w.ws.join("twin4")), "{}", show(&out));
 }
 
 #[test]
@@ -196,6 +221,19 @@ fn default_deny_allows_only_what_is_listed() {
     let remit = "[filesystem]\nexec_writable = false\n[commands]\ndefault = \"deny\"\nallow = [\"bash\", \"cp\"]\n";
     let out = w.run(Some(remit), "cp /usr/bin/true ./t && ./t && echo RAN");
     assert!(!stdout(&out).contains("RAN"), "{}", show(&out));
+    // `argv[0]` never grants: a brought-along program named `cat` by its caller, the
+    // loader told to call it `cat`; the twins, the real `cat` under any name.
+    let remit = "[commands]\ndefault = \"deny\"\nallow = [\"bash\", \"cat\", \"cp\"]\n";
+    let out = w.run(
+        Some(remit),
+        "cp /usr/bin/touch ./b; (exec -a cat ./b lie1) 2>/dev/null; /lib64/ld-linux-x86-64.so.2 --argv0 cat /usr/bin/touch lie2 2>/dev/null; (exec -a kitty /usr/bin/cat /dev/null) && echo CAT-RAN",
+    );
+    assert!(stdout(&out).contains("CAT-RAN"), "{}", show(&out));
+    assert!(
+        marker_absent(&w, "lie1") && marker_absent(&w, "lie2"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// A secret under a hidden path is not reachable: the task cannot read it, the record does
