@@ -9,7 +9,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
@@ -250,11 +250,12 @@ fn read_attempt(n: &sys::Notification) -> io::Result<ExecAttempt> {
     };
     let absolute = String::from_utf8_lossy(&absolute_raw).into_owned();
     let program = if execveat && path.is_empty() {
-        // Without blocking: the descriptor may be a FIFO nobody will ever write to.
+        // Located first, opened only if it may be a program (see `open_inside`).
         std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(libc::O_PATH)
             .open(format!("/proc/{host_pid}/fd/{dirfd}"))
+            .and_then(open_located)
             .ok()
             .and_then(|f| describe(f).ok())
     } else {
@@ -289,10 +290,30 @@ fn task_may_write(pid: i32, fd: i32) -> bool {
         .is_some_and(|flags| matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR))
 }
 
+/// Open a file as found inside the task, for reading its identity and first line. The
+/// supervisor opens it with its own rights, so only what could be a program is opened for
+/// reading: a regular file (never a device, whose opening may act), on a filesystem that
+/// holds files (never `/proc` or `/sys`, where reading acts too: `/proc/kmsg` drains the
+/// host's kernel log).
 fn open_inside(host_pid: i32, absolute: &[u8]) -> io::Result<File> {
     let root = File::open(format!("/proc/{host_pid}/root"))?;
     let path = CString::new(absolute).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    sys::open_in_root(root.as_fd(), &path, libc::O_RDONLY | libc::O_NONBLOCK).map(File::from)
+    open_located(File::from(sys::open_in_root(
+        root.as_fd(),
+        &path,
+        libc::O_PATH,
+    )?))
+}
+
+/// Open for reading (without blocking) a file located with `O_PATH`, if it may be a program.
+fn open_located(located: File) -> io::Result<File> {
+    if !located.metadata()?.is_file() || sys::is_pseudo_filesystem(located.as_fd())? {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", located.as_raw_fd()))
 }
 
 fn describe(mut file: File) -> io::Result<ProgramFile> {
@@ -369,4 +390,46 @@ fn ns_pids(host_pid: i32) -> (i32, i32) {
         })
         .unwrap_or(0);
     (pid, ppid)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::fd::AsFd;
+
+    use super::open_located;
+
+    fn located(path: &str) -> std::fs::File {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .unwrap()
+    }
+
+    /// What the supervisor opens with its own rights to look at a program: never a file of
+    /// `/proc` or `/sys` (reading `/proc/kmsg` would drain the host's kernel log), never a
+    /// device or a directory; an ordinary file, yes.
+    #[test]
+    fn only_what_may_be_a_program_is_opened() {
+        for path in [
+            "/proc/self/status",
+            "/proc/version",
+            "/sys/kernel/uevent_seqnum",
+        ] {
+            if std::path::Path::new(path).exists() {
+                assert!(open_located(located(path)).is_err(), "{path}");
+            }
+        }
+        for path in ["/dev/null", "/"] {
+            assert!(open_located(located(path)).is_err(), "{path}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("x");
+        std::fs::write(&program, "#!/bin/sh\n").unwrap();
+        let file = open_located(located(program.to_str().unwrap())).unwrap();
+        assert!(crate::sys::is_pseudo_filesystem(file.as_fd()).is_ok());
+    }
 }

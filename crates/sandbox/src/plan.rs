@@ -315,7 +315,8 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
     }
     mounts.push((1, 1, etc_steps));
 
-    // Fresh filesystems.
+    // Fresh filesystems, each held to the `tmp` size: their pages belong to no process, so
+    // without a memory limit a full one would press on the host's memory.
     let tmp_size = spec
         .limits
         .tmp_size
@@ -344,7 +345,7 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
                 Step::Tmpfs {
                     path: cstring(&home),
                     data: cstring(Path::new(&format!(
-                        "mode=0700,uid={},gid={}",
+                        "mode=0700,uid={},gid={}{tmp_size}",
                         owner.0, owner.1
                     ))),
                     noexec: !spec.exec_writable,
@@ -398,7 +399,7 @@ pub(crate) fn build(spec: &SandboxSpec, idmap: bool, agent: (u32, u32), owner: (
     });
     dev.push(Step::Tmpfs {
         path: c"dev/shm".to_owned(),
-        data: c"mode=1777".to_owned(),
+        data: cstring(Path::new(&format!("mode=1777{tmp_size}"))),
         noexec: true,
     });
     for (link, target) in [

@@ -520,6 +520,29 @@ pub(crate) fn mount_setattr(
 
 /// `openat2(root, path, O_PATH|O_CLOEXEC, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS)`: resolve
 /// `path` as if `root` were `/`, so absolute symlinks and `..` cannot leave it.
+/// Whether `fd` lies on a kernel pseudo-filesystem (proc, sysfs, debugfs, tracefs,
+/// securityfs, cgroup, bpf, nsfs), whose files act when read rather than hold a program.
+pub(crate) fn is_pseudo_filesystem(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: statfs is plain data; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { zeroed() };
+    // SAFETY: `fd` is a valid descriptor and `st` a valid statfs to write.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    const PSEUDO: [i64; 9] = [
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x7363_6673, // securityfs
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0xcafe_4a11, // bpf
+        0x6e73_6673, // nsfs
+    ];
+    Ok(PSEUDO.contains(&st.f_type))
+}
+
 pub(crate) fn open_in_root(
     root: BorrowedFd<'_>,
     path: &CStr,
