@@ -158,3 +158,252 @@ pub(crate) struct KindOnly<'a> {
 pub fn decode(body: &[u8]) -> Result<Event> {
     serde_json::from_slice(body).map_err(|e| Error::Encode(format!("unreadable event: {e}")))
 }
+
+/// Check that `bytes` are canonical JSON (RFC 8785) exactly as the writer makes it: no
+/// whitespace, object keys in canonical order and never twice, strings escaped only where
+/// they must be and in the short forms, integers without leading zeros, signs or fractions
+/// (other numbers as the reference serializer writes them). Returns where and why not.
+///
+/// A stored event that is valid JSON but not canonical was not written by a writer: its
+/// bytes differ from what any reader re-encoding it would hash.
+pub fn check_canonical(bytes: &[u8]) -> std::result::Result<(), String> {
+    let mut parser = Parser { bytes, at: 0 };
+    parser.value(0)?;
+    if parser.at != bytes.len() {
+        return Err(format!("bytes after the value at offset {}", parser.at));
+    }
+    Ok(())
+}
+
+/// Deepest nesting [`check_canonical`] follows (events nest three or four levels).
+const MAX_DEPTH: usize = 64;
+
+struct Parser<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn fail<T>(&self, why: &str) -> std::result::Result<T, String> {
+        Err(format!("{why} at offset {}", self.at))
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> std::result::Result<(), String> {
+        if self.peek() != Some(byte) {
+            return self.fail(&format!("expected `{}`", byte as char));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    fn value(&mut self, depth: usize) -> std::result::Result<(), String> {
+        if depth > MAX_DEPTH {
+            return self.fail("nested too deep");
+        }
+        match self.peek() {
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => self.string().map(drop),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => self.fail("not a canonical value"),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> std::result::Result<(), String> {
+        if !self.bytes[self.at..].starts_with(word) {
+            return self.fail("not a canonical value");
+        }
+        self.at += word.len();
+        Ok(())
+    }
+
+    fn object(&mut self, depth: usize) -> std::result::Result<(), String> {
+        self.expect(b'{')?;
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(());
+        }
+        let mut previous: Option<std::borrow::Cow<'a, str>> = None;
+        loop {
+            let key = self.string()?;
+            if let Some(previous) = &previous
+                && utf16_cmp(previous, &key) != std::cmp::Ordering::Less
+            {
+                return self.fail("keys out of canonical order or repeated");
+            }
+            self.expect(b':')?;
+            self.value(depth + 1)?;
+            previous = Some(key);
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return self.fail("expected `,` or `}`"),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> std::result::Result<(), String> {
+        self.expect(b'[')?;
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(depth + 1)?;
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return self.fail("expected `,` or `]`"),
+            }
+        }
+    }
+
+    /// A string in canonical form; its value (borrowed when it holds no escape).
+    fn string(&mut self) -> std::result::Result<std::borrow::Cow<'a, str>, String> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let mut owned: Option<Vec<u8>> = None;
+        loop {
+            let Some(byte) = self.peek() else {
+                return self.fail("unterminated string");
+            };
+            match byte {
+                b'"' => {
+                    let raw = &self.bytes[start..self.at];
+                    self.at += 1;
+                    return match owned {
+                        None => std::str::from_utf8(raw)
+                            .map(std::borrow::Cow::Borrowed)
+                            .or_else(|_| self.fail("not UTF-8")),
+                        Some(bytes) => String::from_utf8(bytes)
+                            .map(std::borrow::Cow::Owned)
+                            .or_else(|_| self.fail("not UTF-8")),
+                    };
+                }
+                0..0x20 => return self.fail("unescaped control character"),
+                b'\\' => {
+                    let out = owned.get_or_insert_with(|| self.bytes[start..self.at].to_vec());
+                    let decoded = match self.bytes.get(self.at + 1) {
+                        Some(b'"') => b'"',
+                        Some(b'\\') => b'\\',
+                        Some(b'b') => 0x08,
+                        Some(b'f') => 0x0c,
+                        Some(b'n') => b'\n',
+                        Some(b'r') => b'\r',
+                        Some(b't') => b'\t',
+                        Some(b'u') => {
+                            // Only control characters without a short form are written as
+                            // `\u00xx`, in lower case.
+                            let hex = self.bytes.get(self.at + 2..self.at + 6).unwrap_or_default();
+                            let value = std::str::from_utf8(hex)
+                                .ok()
+                                .filter(|h| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                                .filter(|v| *v < 0x20 && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d));
+                            let Some(value) = value.filter(|_| hex.len() == 4) else {
+                                return self.fail("non-canonical \\u escape");
+                            };
+                            self.at += 4;
+                            value
+                        }
+                        _ => return self.fail("non-canonical escape"),
+                    };
+                    out.push(decoded);
+                    self.at += 2;
+                }
+                _ => {
+                    if let Some(out) = owned.as_mut() {
+                        out.push(byte);
+                    }
+                    self.at += 1;
+                }
+            }
+        }
+    }
+
+    fn number(&mut self) -> std::result::Result<(), String> {
+        let start = self.at;
+        while matches!(
+            self.peek(),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
+            self.at += 1;
+        }
+        let token = &self.bytes[start..self.at];
+        let digits = token.strip_prefix(b"-").unwrap_or(token);
+        let plain = !digits.is_empty()
+            && digits.iter().all(u8::is_ascii_digit)
+            && (digits == b"0" || digits[0] != b'0')
+            && token != b"-0";
+        if plain && digits.len() <= 15 {
+            return Ok(());
+        }
+        // Large or not an integer: as the writer would have written it.
+        let same = serde_json::from_slice::<serde_json::Number>(token)
+            .ok()
+            .and_then(|n| {
+                let mut out = Vec::new();
+                number(&mut out, &n).ok().map(|()| out)
+            })
+            .is_some_and(|out| out == token);
+        if same {
+            Ok(())
+        } else {
+            self.at = start;
+            self.fail("non-canonical number")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_canonical;
+
+    #[test]
+    fn only_the_writers_form_is_canonical() {
+        for good in [
+            r#"{"a":"\u001f\n\"\\","b":[1,-2,0,9007199254740991],"c":{},"d":[],"e":null,"f":true}"#,
+            r#"{"":1,"a":false,"é":"x","😀":"y"}"#,
+            "[]",
+            "\"text\"",
+        ] {
+            assert_eq!(check_canonical(good.as_bytes()), Ok(()), "{good}");
+        }
+        for bad in [
+            r#"{"a":1, "b":2}"#,
+            r#"{ "a":1}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":"\/"}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\u001F"}"#,
+            r#"{"a":"\u000a"}"#,
+            "{\"a\":\"\t\"}",
+            r#"{"a":01}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":1.0}"#,
+            r#"{"a":1e2}"#,
+            r#"{"a":9007199254740993}"#,
+            r#"{"a":1}x"#,
+            r#"{"a":1}"#.trim_end_matches('}'),
+            r#"{"a":tru}"#,
+        ] {
+            assert!(check_canonical(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(check_canonical(deep.as_bytes()).is_err());
+    }
+}

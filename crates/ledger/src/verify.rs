@@ -153,6 +153,7 @@ fn verify_snapshot(reader: &mut LedgerReader, options: &VerifyOptions) -> Result
         targets: &targets,
         target: 0,
         last_good: 0,
+        last_good_external: 0,
     };
     walk.check_targets()?;
     let query = Query::default();
@@ -211,6 +212,9 @@ struct Walk<'a> {
     target: usize,
     /// Largest checkpoint size verified so far.
     last_good: u64,
+    /// Largest size of a checkpoint given by the caller verified so far: the ledger's own
+    /// checkpoints say nothing about a ledger rewritten by whoever holds the key.
+    last_good_external: u64,
 }
 
 impl Walk<'_> {
@@ -247,6 +251,21 @@ impl Walk<'_> {
                 format!("unsupported event schema version {}", header.schema),
             ));
         }
+        // Every reader decodes the event strictly and hashes exactly these bytes: a stored
+        // event with a field, a kind or a form no writer makes would pass here and fail there,
+        // or mean to one reader what it does not to another.
+        if let Err(why) = crate::canonical::check_canonical(body) {
+            return Err(Error::verify(
+                Some(seq),
+                format!("content is not canonical JSON ({why}): not written by a ledger writer"),
+            ));
+        }
+        if let Err(e) = serde_json::from_slice::<remit_types::event::Event>(body) {
+            return Err(Error::verify(
+                Some(seq),
+                format!("content is not an event this build knows ({e}): not written by a ledger writer of this schema"),
+            ));
+        }
         let [time, task, agent, kind] = columns;
         for (name, column, inside) in [
             ("time", time, &*header.time),
@@ -272,16 +291,35 @@ impl Walk<'_> {
                 "content does not match its recorded hash (event edited)",
             ));
         }
-        if nodes.len() != self.completed.len() * 32
-            || self
-                .completed
-                .iter()
-                .zip(nodes.chunks_exact(32))
-                .any(|(a, b)| a[..] != *b)
-        {
+        if nodes.len() != self.completed.len() * 32 {
             return Err(Error::verify(
                 Some(seq),
                 "stored tree hashes do not match the recomputed tree (hashes edited or corrupted)",
+            ));
+        }
+        if let Some(level) = self
+            .completed
+            .iter()
+            .zip(nodes.chunks_exact(32))
+            .position(|(a, b)| a[..] != *b)
+        {
+            // The subtree of 2^level events ending here differs from the one stored when it
+            // was complete, while its right half matched (checked one level down): an event
+            // of its left half was altered and its own stored hashes recomputed to match.
+            // (Level 0, the leaf itself, was checked above.)
+            let level = level.max(1);
+            let first = seq + 1 - (1u64 << level);
+            let last = seq - (1u64 << (level - 1));
+            let which = if first == last {
+                format!("event {first} was")
+            } else {
+                format!("one of events {first}..{last} was")
+            };
+            return Err(Error::verify(
+                Some(first),
+                format!(
+                    "the tree hash stored with event {seq} does not cover the events before it: {which} altered and its own stored hashes recomputed"
+                ),
             ));
         }
         self.next = seq + 1;
@@ -296,11 +334,19 @@ impl Walk<'_> {
                 break;
             }
             if self.frontier.root() != t.root {
-                let reason = if t.external {
-                    format!(
-                        "the ledger's first {size} events do not match the checkpoint given to verify against: the ledger was rewritten"
-                    )
-                } else if size == 0 {
+                if t.external {
+                    // The ledger's own checkpoints were signed by whoever rewrote it: only
+                    // the caller's earlier checkpoints tell where it still matches.
+                    let first = self.last_good_external;
+                    return Err(Error::verify(
+                        Some(first),
+                        format!(
+                            "events {first}..{} do not match the checkpoint of {size} events given to verify against: the ledger was rewritten from event {first} or later",
+                            size - 1
+                        ),
+                    ));
+                }
+                let reason = if size == 0 {
                     "the genesis checkpoint is not of an empty tree".to_owned()
                 } else {
                     format!(
@@ -317,6 +363,9 @@ impl Walk<'_> {
                 return Err(Error::verify(first, reason));
             }
             self.last_good = size;
+            if t.external {
+                self.last_good_external = size;
+            }
             self.target += 1;
         }
         Ok(())

@@ -295,23 +295,102 @@ fn open_postgres(url: &str, _write: bool) -> Result<Box<dyn Store>> {
 
 /// Hide a password in a connection string for messages.
 pub fn redact_url(url: &str) -> String {
+    let secret = |key: &str| {
+        let key = key.trim().to_ascii_lowercase();
+        key == "password" || key == "sslpassword"
+    };
     if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}@{host}");
-        }
-        return url.to_owned();
-    }
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let mut out = match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}@{host}")
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+            None => format!("{scheme}://{rest}"),
+        };
+        if let Some(query) = query {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if secret(key) => format!("{key}=***"),
+                    _ => param.to_owned(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&params.join("&"));
+        }
+        return out;
+    }
+    // key = value pairs; a value may be quoted ('hunter 2', with \' and \\ inside).
+    let mut out = String::with_capacity(url.len());
+    let mut chars = url.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            out.push(c);
+            chars.next();
+            continue;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        let mut between = String::new();
+        while let Some(&c) = chars.peek() {
+            if c != '=' && !c.is_whitespace() {
+                break;
+            }
+            between.push(c);
+            chars.next();
+            if c == '=' {
+                while let Some(&c) = chars.peek() {
+                    if !c.is_whitespace() {
+                        break;
+                    }
+                    between.push(c);
+                    chars.next();
+                }
+                break;
+            }
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            value.push('\'');
+            chars.next();
+            while let Some(c) = chars.next() {
+                value.push(c);
+                if c == '\\' {
+                    if let Some(escaped) = chars.next() {
+                        value.push(escaped);
+                    }
+                } else if c == '\'' {
+                    break;
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push_str(&key);
+        out.push_str(&between);
+        if secret(&key) && between.contains('=') {
+            out.push_str("***");
+        } else {
+            out.push_str(&value);
+        }
+    }
+    out
 }
 
 /// The ledger's default location: `$REMIT_HOME/ledger.db`, where `REMIT_HOME` defaults to
@@ -415,4 +494,49 @@ pub(crate) fn meta_from_pairs(pairs: &[(String, String)]) -> std::result::Result
         vkey: get("vkey")?,
         created: get("created")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    /// A password never reaches a message, however the connection string gives it.
+    #[test]
+    fn passwords_are_redacted_in_every_form() {
+        for (given, shown) in [
+            (
+                "postgresql://alice:hunter2@db.example/ledger",
+                "postgresql://alice@db.example/ledger",
+            ),
+            (
+                "postgresql://alice@db/ledger?password=hunter2&sslmode=require",
+                "postgresql://alice@db/ledger?password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/ledger?sslmode=require&PASSWORD=hunter2",
+                "postgres://db/ledger?sslmode=require&PASSWORD=***",
+            ),
+            (
+                "postgresql://a:p@ss@db/ledger",
+                "postgresql://a@db/ledger",
+            ),
+            (
+                "host=db password=hunter2 dbname=ledger",
+                "host=db password=*** dbname=ledger",
+            ),
+            (
+                "host=db password='hunter 2' dbname=ledger",
+                "host=db password=*** dbname=ledger",
+            ),
+            (
+                "host=db password = 'it\\'s secret' user=x",
+                "host=db password = *** user=x",
+            ),
+            ("host=db dbname=ledger", "host=db dbname=ledger"),
+        ] {
+            let out = redact_url(given);
+            assert_eq!(out, shown, "{given}");
+            assert!(!out.contains("hunter") && !out.contains("secret"), "{out}");
+        }
+    }
 }

@@ -220,15 +220,86 @@ both_stores! {
         assert!(f.reason.contains("no signed checkpoint"), "{f}");
     };
 
+    edited_event_with_its_own_hashes_recomputed => |backend: Backend| {
+        // An attacker edits an event and rewrites only the hashes stored with it: the
+        // subtree hash stored with a later event still covers the original, and the message
+        // names the edited event (or the few it may be), not the later one.
+        for seq in [10u64, 4] {
+            let (env, _) = setup(backend);
+            let all = bodies(&env);
+            let forged = String::from_utf8(all[seq as usize].clone()).unwrap().replace("t-1", "t-X");
+            assert_ne!(forged.as_bytes(), &all[seq as usize][..]);
+            set_body(&env, seq, forged.as_bytes());
+            // Its own stored hashes as a careful attacker recomputes them (an even event
+            // completes no subtree but its leaf); the next event's are left alone.
+            let leaf = remit_ledger::merkle::leaf_hash(forged.as_bytes());
+            env.sql(&format!(
+                "UPDATE {{events}} SET nodes = {} WHERE seq = {seq}",
+                env.blob(&leaf)
+            ));
+            env.sql(&format!("UPDATE {{events}} SET task = 't-X' WHERE seq = {seq}"));
+            let f = verify_err(&env, vec![]);
+            assert_eq!(f.seq, Some(seq), "{f}");
+            assert!(f.reason.contains(&format!("event {seq} was altered")), "{f}");
+        }
+    };
+
+    signed_events_no_reader_accepts => |backend: Backend| {
+        // Whoever holds the key re-signs a ledger whose last event carries what no writer
+        // writes: each must fail verify, as it fails every reader that decodes it.
+        let last = r#""seq":41"#;
+        for (what, edit) in [
+            ("an unknown field", (r#""schema":1"#, r#""evil":1,"schema":1"#)),
+            ("an unknown body field", (r#""kind":"#, r#""kinc":1,"kind":"#)),
+            ("an unknown kind", (r#""kind":"task_end""#, r#""kind":"task_ended""#)),
+            ("a repeated key", (r#""schema":1"#, r#""schema":1,"schema":1"#)),
+            ("whitespace", (r#""schema":1"#, r#""schema": 1"#)),
+            ("a number beyond 2^53", (r#""exit_code":0"#, r#""exit_code":9007199254740993"#)),
+        ] {
+            let (env, _) = setup(backend);
+            let mut all = bodies(&env);
+            let body = String::from_utf8(all[41].clone()).unwrap();
+            assert!(body.contains(last) && body.contains(edit.0), "{what}: {body}");
+            let forged = body.replacen(edit.0, edit.1, 1);
+            set_body(&env, 41, forged.as_bytes());
+            all[41] = forged.into_bytes();
+            rehash(&env, &all);
+            let mut tree = MemoryTree::new();
+            for b in &all {
+                tree.push_data(b);
+            }
+            let signed = SignedCheckpoint::sign(
+                remit_ledger::Checkpoint {
+                    origin: env.key.name().to_owned(),
+                    size: 42,
+                    root: tree.root(),
+                },
+                &env.key,
+            )
+            .unwrap();
+            env.sql(&format!(
+                "UPDATE {{checkpoints}} SET note = {} WHERE size = 42",
+                env.text(&signed.note)
+            ));
+            let f = verify_err(&env, vec![]);
+            assert_eq!(f.seq, Some(41), "{what}: {f}");
+            assert!(f.reason.starts_with("content is not"), "{what}: {f}");
+        }
+    };
+
     rewritten_from_genesis_with_the_same_key => |backend: Backend| {
         let (env, cp) = setup(backend);
         // An insider holding the key rebuilds the ledger with different history.
         env.sql("DROP TABLE {events}; DROP TABLE {checkpoints}; DROP TABLE {meta}");
-        let ledger = env.open();
-        for i in 0..50 {
-            ledger.append(exec("t-x", i)).unwrap();
+        // In two sessions: the forged ledger keeps a signed checkpoint of its own at 20,
+        // below the auditor's, which must not pass for proof that events 0..19 are genuine.
+        for range in [0..20, 20..50] {
+            let ledger = env.open();
+            for i in range {
+                ledger.append(exec("t-x", i)).unwrap();
+            }
+            ledger.close().unwrap();
         }
-        ledger.close().unwrap();
         // On its own the rewritten ledger is consistent…
         let mut reader = env.reader();
         verify(&mut reader, &VerifyOptions { key: Some(env.key.public()), against: vec![] }).unwrap();
