@@ -1603,6 +1603,18 @@ impl Supervision {
         // injected within a second.
         let mut next_lease_poll = tokio::time::Instant::now() + LEASE_POLL;
         loop {
+            // Requests the init had no room for yet: it reads one at a time and waits in
+            // `posix_spawn` for an `execve` this loop decides, so they are never waited for
+            // here; they go out as it reads, tried again on every turn and every 10 ms.
+            let _ = sandbox.flush();
+            let unsent = sandbox.has_unsent();
+            let retry = async {
+                if unsent {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             let lease_poll = async {
                 if self.leases.is_some() {
                     tokio::time::sleep_until(next_lease_poll).await;
@@ -1647,6 +1659,7 @@ impl Supervision {
                 }
             };
             tokio::select! {
+                () = retry => {}
                 _ = exec_ready => {
                     loop {
                         let Some(watch) = self.watch.clone() else { break };

@@ -310,9 +310,13 @@ impl<'a> Parser<'a> {
                             let hex = self.bytes.get(self.at + 2..self.at + 6).unwrap_or_default();
                             let value = std::str::from_utf8(hex)
                                 .ok()
-                                .filter(|h| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                                .filter(|h| {
+                                    h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                                })
                                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                                .filter(|v| *v < 0x20 && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d));
+                                .filter(|v| {
+                                    *v < 0x20 && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                                });
                             let Some(value) = value.filter(|_| hex.len() == 4) else {
                                 return self.fail("non-canonical \\u escape");
                             };

@@ -263,7 +263,9 @@ impl Walk<'_> {
         if let Err(e) = serde_json::from_slice::<remit_types::event::Event>(body) {
             return Err(Error::verify(
                 Some(seq),
-                format!("content is not an event this build knows ({e}): not written by a ledger writer of this schema"),
+                format!(
+                    "content is not an event this build knows ({e}): not written by a ledger writer of this schema"
+                ),
             ));
         }
         let [time, task, agent, kind] = columns;

@@ -93,6 +93,11 @@ pub struct Sandbox {
     task_host_id: Option<u32>,
     /// The egress proxy's listening socket inside the task's network namespace.
     proxy: Option<std::net::TcpListener>,
+    /// Messages for the init not sent yet, in order, with the descriptors they carry. The
+    /// init reads one request at a time and stays inside `posix_spawn` until the new
+    /// program's `execve` is decided, by whoever calls [`Sandbox::flush`]: waiting for room
+    /// in its queue there would wait for ourselves.
+    outbox: std::collections::VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
 }
 
 /// What the host can do, decided once per sandbox before cloning.
@@ -270,6 +275,7 @@ impl Sandbox {
             buf: vec![0u8; MAX_MESSAGE],
             task_host_id: root.then_some(host.0),
             proxy: None,
+            outbox: std::collections::VecDeque::new(),
         };
         sandbox.begin_setup(&plan, root, owner, host)?;
         Ok(Starting(sandbox))
@@ -460,15 +466,43 @@ impl Sandbox {
                 reason: "arguments and environment are larger than 1MiB".into(),
             });
         }
-        let fds = request.stdio.map(|fd| fd.as_raw_fd());
         if self.task_host_id.is_some() {
             for fd in &request.stdio {
                 give_pipe_to_task(*fd);
             }
         }
-        sys::send_with_fds(self.sock.as_fd(), &message, &fds)
+        // Copies of the descriptors travel with the message, which may wait in the outbox.
+        let fds = request
+            .stdio
+            .iter()
+            .map(|fd| fd.try_clone_to_owned())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::io("start a program", &e))?;
+        self.outbox.push_back((message, fds));
+        self.flush()?;
         Ok(id)
+    }
+
+    /// Send what the outbox holds until the init's queue is full. Call it whenever the init
+    /// may have read (after handling its events, and on a short timer while
+    /// [`Sandbox::has_unsent`]). An error means the init is gone.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        while let Some((message, fds)) = self.outbox.front() {
+            let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+            match sys::try_send_with_fds(self.sock.as_fd(), message, &raw) {
+                Ok(true) => {
+                    self.outbox.pop_front();
+                }
+                Ok(false) => break,
+                Err(e) => return Err(Error::io("reach the task's init", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether messages wait in the outbox.
+    pub fn has_unsent(&self) -> bool {
+        !self.outbox.is_empty()
     }
 
     /// Read the next event without blocking. `Ok(None)`: nothing yet. An error means the
@@ -511,13 +545,10 @@ impl Sandbox {
     }
 
     /// Send a signal to a spawned program (its group if it has one).
-    pub fn signal(&self, id: u64, signal: i32) -> Result<(), Error> {
-        sys::send_with_fds(
-            self.sock.as_fd(),
-            &ToInit::Signal { id, signal }.encode(),
-            &[],
-        )
-        .map_err(|e| Error::io("signal a program", &e))
+    pub fn signal(&mut self, id: u64, signal: i32) -> Result<(), Error> {
+        self.outbox
+            .push_back((ToInit::Signal { id, signal }.encode(), Vec::new()));
+        self.flush()
     }
 
     /// Kill everything in the sandbox at once (the pid namespace goes with its init).

@@ -617,6 +617,28 @@ const MAX_FDS: usize = 8;
 
 /// Send one message with up to 8 descriptors attached (SCM_RIGHTS).
 pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    send_with_fds_flags(sock, data, fds, 0)
+}
+
+/// [`send_with_fds`] without waiting: `Ok(false)` when the receiver's queue is full.
+pub(crate) fn try_send_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[RawFd],
+) -> io::Result<bool> {
+    match send_with_fds_flags(sock, data, fds, libc::MSG_DONTWAIT) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn send_with_fds_flags(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[RawFd],
+    flags: libc::c_int,
+) -> io::Result<()> {
     if fds.len() > MAX_FDS {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -652,7 +674,7 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) ->
     }
     loop {
         // SAFETY: `msg` points at `iov` and `control`, both alive for the call.
-        let ret = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let ret = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) };
         if ret >= 0 {
             return Ok(());
         }

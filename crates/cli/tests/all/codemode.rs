@@ -757,6 +757,36 @@ fn limits_stop_scripts_with_clear_errors() {
     }
 }
 
+/// Many programs started at once (more than the task's init queues while it waits for one
+/// program's start to be decided) all run, and the supervisor keeps deciding: the script
+/// finishes, with every result. Before, the supervisor waited for room in the init's queue
+/// while the init waited for the supervisor, and the task outlived its wall-clock limit.
+#[test]
+fn many_programs_started_at_once_do_not_stall_the_supervisor() {
+    let w = World::new();
+    let path = script(
+        &w,
+        "burst.js",
+        r#"const pad = "x".repeat(15000);
+const results = await Promise.all([...Array(40)].map((_, i) => remit.exec(["echo", String(i), pad])));
+console.log(results.filter(r => r.exit_code === 0).length);"#,
+    );
+    let started = std::time::Instant::now();
+    let out = code_run(&w, Some("[limits]\nwall = \"60s\"\n"), &path, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        report(&out)["report"]["output"].as_str().unwrap().trim(),
+        "40",
+        "{}",
+        show(&out)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(55),
+        "{}",
+        show(&out)
+    );
+}
+
 /// `remit code run --task ID` runs a program in a task already running: under that task's
 /// remit, recorded in its ledger with the script's digest; refusals stay refusals.
 #[test]

@@ -516,10 +516,7 @@ mod tests {
                 "postgres://db/ledger?sslmode=require&PASSWORD=hunter2",
                 "postgres://db/ledger?sslmode=require&PASSWORD=***",
             ),
-            (
-                "postgresql://a:p@ss@db/ledger",
-                "postgresql://a@db/ledger",
-            ),
+            ("postgresql://a:p@ss@db/ledger", "postgresql://a@db/ledger"),
             (
                 "host=db password=hunter2 dbname=ledger",
                 "host=db password=*** dbname=ledger",
