@@ -957,6 +957,10 @@ async fn pipeline<G: EgressGate>(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // Only the proxy speaks as remit: an origin's refusal headers would pass its text off
+    // as a policy decision (to code mode, to the agent, to the record).
+    parts.headers.remove(crate::deny::DENIED_HEADER);
+    parts.headers.remove(crate::deny::POLICY_HEADER);
     parts.version = Version::HTTP_11;
     if let Ok(mut record) = ctx.guard.record.lock() {
         record.status = parts.status.as_u16();

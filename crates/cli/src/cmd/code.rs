@@ -465,6 +465,24 @@ fn exit_of(report: Option<&Report>, timed_out: bool) -> Exit {
     }
 }
 
+/// `text` with every control but newlines and tabs escaped (see `controls_escaped`).
+fn terminal_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        let pieces: Vec<String> = body
+            .split('\t')
+            .map(remit_types::effect::controls_escaped)
+            .collect();
+        out.push_str(&pieces.join("\t"));
+        out.push_str(newline);
+    }
+    out
+}
+
 fn print_report(
     args: &RunArgs,
     task: &str,
@@ -481,7 +499,13 @@ fn print_report(
         });
         writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
     } else if let Some(report) = report {
-        stdout.write_all(report.output.as_bytes())?;
+        if std::io::IsTerminal::is_terminal(&stdout) {
+            // The script's text on the user's terminal: lines and tabs as they are, every
+            // other control escaped, so it cannot hide or forge remit's own lines.
+            stdout.write_all(terminal_text(&report.output).as_bytes())?;
+        } else {
+            stdout.write_all(report.output.as_bytes())?;
+        }
         if let Some(result) = &report.result {
             writeln!(stdout, "{}", serde_json::to_string_pretty(result)?)?;
         }
@@ -498,7 +522,11 @@ fn print_report(
             if let Some(e) = &r.error
                 && !args.json
             {
-                eprintln!("remit: error: {}: {e}", r.script);
+                eprintln!(
+                    "remit: error: {}: {}",
+                    r.script,
+                    remit_types::effect::controls_escaped(&e.to_string())
+                );
             }
         }
     }
@@ -525,4 +553,20 @@ fn print_report(
         eprintln!("{line}");
     }
     Ok(exit)
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::terminal_text;
+
+    /// A script's text reaches the terminal with its lines and tabs, and nothing that could
+    /// move the cursor, hide text or overwrite remit's own lines.
+    #[test]
+    fn controls_but_lines_and_tabs_are_escaped() {
+        assert_eq!(terminal_text("a\tb\nc\n"), "a\tb\nc\n");
+        assert_eq!(
+            terminal_text("x\u{1b}[8m\r\nremit: ok\u{7}"),
+            "x\\x1b[8m\\x0d\nremit: ok\\x07"
+        );
+    }
 }
