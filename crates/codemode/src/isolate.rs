@@ -357,6 +357,10 @@ pub fn run(
     if let Some(e) = error.as_mut() {
         e.message = host.redact(&e.message);
         e.stack = e.stack.as_ref().map(|t| host.redact(t));
+        if let ErrorKind::Exception { name, code } = &mut e.kind {
+            *name = name.as_ref().map(|n| host.redact(n));
+            *code = code.as_ref().map(|c| host.redact(c));
+        }
     }
     let result = result.map(|v| redact_json(host.as_ref(), v));
     Report {
@@ -784,10 +788,28 @@ fn finish_value<'js>(
 /// A thrown value → an error report with positions in the script.
 fn thrown<'js>(ctx: &Ctx<'js>, value: Value<'js>, script: &Script) -> ScriptError {
     if let Some(exception) = value.as_exception() {
-        let name: Option<String> = exception.get::<_, Option<String>>("name").ok().flatten();
+        // Everything here is the script's to set: the name one short line, a code only if it
+        // looks like one of the bindings' (`denied`, `pending`), the stack cut (it is not
+        // counted against the output limit otherwise). All of it is redacted in `run`.
+        let name: Option<String> = exception
+            .get::<_, Option<String>>("name")
+            .ok()
+            .flatten()
+            .map(|n| clipped(&one_line(&n), 200));
         let message = exception.message().unwrap_or_default();
-        let code: Option<String> = exception.get::<_, Option<String>>("code").ok().flatten();
-        let stack = exception.stack().map(|s| map_stack(&s, script));
+        let code: Option<String> = exception
+            .get::<_, Option<String>>("code")
+            .ok()
+            .flatten()
+            .filter(|c| {
+                !c.is_empty()
+                    && c.len() <= 32
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
+            });
+        let stack = exception
+            .stack()
+            .map(|s| clipped(&map_stack(&clipped(&s, 4 * MAX_STACK), script), MAX_STACK));
         let (line, column) = stack
             .as_deref()
             .and_then(|s| first_position(s, &script.name))
@@ -834,6 +856,21 @@ fn describe_error<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, script: &Script) 
             stack: None,
         },
     }
+}
+
+/// Most bytes of a script's stack kept in its report.
+const MAX_STACK: usize = 16 * 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary, `…` added).
+fn clipped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
 fn one_line(text: &str) -> String {

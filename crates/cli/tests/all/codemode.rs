@@ -757,6 +757,36 @@ fn limits_stop_scripts_with_clear_errors() {
     }
 }
 
+/// A script's thrown error is the script's text too: its name and code are redacted like
+/// its message, and its stack is cut (not a way around the output limit).
+#[test]
+fn a_thrown_errors_fields_are_redacted_and_bounded() {
+    let w = World::new();
+    std::fs::write(
+        w.ws.join("creds.txt"),
+        "token=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\n",
+    )
+    .unwrap();
+    let path = script(
+        &w,
+        "throw.js",
+        r#"const t = (await remit.fs.read("creds.txt")).trim();
+const e = new Error("x");
+e.name = t;
+e.code = t;
+e.stack = "A".repeat(4 << 20);
+throw e;"#,
+    );
+    let out = code_run(&w, None, &path, &["--max-output", "64KiB"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("C3KCQypnDyzoGQmTr8gbw5Xbkwr"), "{text}");
+    assert!(text.len() < 64 * 1024, "{} bytes", text.len());
+    let error = &report(&out)["report"]["error"];
+    assert_eq!(error["kind"], "exception", "{error}");
+    assert!(error["code"].is_null(), "{error}");
+}
+
 /// Many programs started at once (more than the task's init queues while it waits for one
 /// program's start to be decided) all run, and the supervisor keeps deciding: the script
 /// finishes, with every result. Before, the supervisor waited for room in the init's queue
