@@ -390,6 +390,11 @@ impl Call {
                 put("argv_json", json(&a.argv));
                 put("program", a.argv.first().cloned().unwrap_or_default());
                 put("cwd", a.cwd.clone().unwrap_or_else(|| ".".into()));
+                // What the program reads is part of what it does (`sh` with a script on
+                // its standard input): an approval is bound to it too.
+                let stdin = a.stdin.as_deref().unwrap_or_default().as_bytes();
+                put("stdin_bytes", stdin.len().to_string());
+                put("stdin_sha256", sha256_hex(stdin));
             }
             Call::HttpFetch(a) => {
                 put("url", a.url.clone());
@@ -403,6 +408,33 @@ impl Call {
                 if let Some(host) = url_host(&a.url) {
                     put("host", host);
                 }
+                // What is sent, and with which credentials: an approval is bound to it.
+                let body = match (&a.body, a.body_encoding) {
+                    (None, _) => Vec::new(),
+                    (Some(b), Some(Encoding::Base64)) => base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .unwrap_or_else(|_| b.as_bytes().to_vec()),
+                    (Some(b), _) => b.as_bytes().to_vec(),
+                };
+                put("body_bytes", body.len().to_string());
+                put("body_sha256", sha256_hex(&body));
+                put(
+                    "header_names",
+                    a.headers
+                        .keys()
+                        .map(|k| k.to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+                put(
+                    "headers_sha256",
+                    sha256_hex(
+                        serde_json::to_string(&a.headers)
+                            .unwrap_or_default()
+                            .as_bytes(),
+                    ),
+                );
+                put("credentials", a.credentials.join(" "));
             }
             Call::GitStatus(_) | Call::SecretNames(_) | Call::TaskStatus(_) => {}
             Call::GitDiff(a) => {
@@ -429,6 +461,13 @@ impl Call {
     }
 }
 
+/// Lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    crate::source::digest(bytes)
+        .trim_start_matches("sha256:")
+        .to_owned()
+}
+
 /// The host of an `http://` or `https://` URL, lower case.
 pub fn url_host(url: &str) -> Option<String> {
     let rest = url
@@ -448,6 +487,45 @@ pub fn url_host(url: &str) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// An approval is bound to an effect's arguments: what an `exec` reads on its standard
+    /// input and what an `http_fetch` sends (body, headers, credentials) are among them, so
+    /// a call approved with one cannot be made with another.
+    #[test]
+    fn what_a_call_sends_is_part_of_what_is_approved() {
+        let args =
+            |tool: &str, value: serde_json::Value| Call::parse(tool, value).unwrap().policy_args();
+        let ls = args("exec", serde_json::json!({"argv": ["sh"], "stdin": "ls"}));
+        let evil = args(
+            "exec",
+            serde_json::json!({"argv": ["sh"], "stdin": "echo x > y"}),
+        );
+        assert_ne!(ls, evil);
+        assert_eq!(
+            ls,
+            args("exec", serde_json::json!({"argv": ["sh"], "stdin": "ls"}))
+        );
+        let fetch = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"url": "https://api.test/x", "method": "POST"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            args("http_fetch", v)
+        };
+        let plain = fetch(serde_json::json!({"body": "a"}));
+        for other in [
+            serde_json::json!({"body": "b"}),
+            serde_json::json!({"body": "a", "headers": {"x-to": "elsewhere"}}),
+            serde_json::json!({"body": "a", "credentials": ["deploy-key"]}),
+            serde_json::json!({"body": "Yg==", "body_encoding": "base64"}),
+        ] {
+            assert_ne!(plain, fetch(other.clone()), "{other}");
+        }
+        assert_eq!(
+            plain,
+            fetch(serde_json::json!({"body": "YQ==", "body_encoding": "base64"}))
+        );
+    }
 
     #[test]
     fn parses_and_refuses() {
