@@ -890,6 +890,22 @@ impl TaskHost {
             }
         };
         check_name("branch", &branch)?;
+        // A remote the repository names, never a path or URL: git takes a name it does not
+        // know for one, and a repository the script wrote into the workspace would run its
+        // own configuration (`core.alternateRefsCommand`) while being pushed to.
+        if remote.contains(['/', ':']) || remote.starts_with('.') {
+            return Err(CallError::invalid(format!(
+                "`{remote}` is not a remote of this repository: give the name of one (`origin`)"
+            )));
+        }
+        check_name("remote", &remote)?;
+        let key = format!("remote.{remote}.url");
+        let named = self.git(&["config", "--get", key.as_str()]).await?;
+        if named.exit_code != Some(0) {
+            return Err(CallError::invalid(format!(
+                "`{remote}` is not a remote of this repository: give the name of one (`origin`)"
+            )));
+        }
         let refspec = format!("HEAD:refs/heads/{branch}");
         let mut args = vec!["push", "--porcelain"];
         if a.force.unwrap_or(false) {

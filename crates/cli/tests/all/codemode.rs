@@ -504,7 +504,17 @@ push = ["refs/heads/remit/*"]
         let main = "pushed";
         try { await remit.git.push({ branch: "main" }); } catch (e: any) { main = e.code + ": " + e.message; }
         const pushed = await remit.git.push({ branch: "remit/changelog" });
-        return { tests: tests.stdout, changed: status.entries.map(e => e.path), commit: commit.commit, main, pushed: pushed.ref };
+        // A repository the script writes is not a remote: git would run its configuration.
+        await remit.fs.write("evil.git/HEAD", "ref: refs/heads/main\n");
+        await remit.fs.write("evil.git/config", "[core]\n\trepositoryformatversion = 0\n\tbare = true\n\talternateRefsCommand = touch ALT_MARKER\n");
+        await remit.fs.write("evil.git/objects/info/alternates", "../../.git/objects\n");
+        await remit.fs.write("evil.git/refs/heads/.keep", "");
+        const refusals = [];
+        for (const remote of ["evil.git", "./evil.git", "/tmp/x.git", "file:///tmp/x", "nope"]) {
+          try { await remit.git.push({ remote, branch: "remit/elsewhere" }); refusals.push("pushed"); }
+          catch (e: any) { refusals.push(e.code); }
+        }
+        return { tests: tests.stdout, changed: status.entries.map(e => e.path), commit: commit.commit, main, pushed: pushed.ref, refusals };
         "#,
     );
     let log = w.dir.path().join("log.jsonl");
@@ -519,6 +529,12 @@ push = ["refs/heads/remit/*"]
         "{r}"
     );
     assert_eq!(r["pushed"], "refs/heads/remit/changelog");
+    assert_eq!(
+        r["refusals"],
+        serde_json::json!(["invalid", "invalid", "invalid", "invalid", "invalid"]),
+        "{r}"
+    );
+    assert!(!w.ws.join("ALT_MARKER").exists());
     let origin = repos.join("origin.git");
     assert_eq!(
         git(&origin, &["rev-parse", "refs/heads/main"]),
