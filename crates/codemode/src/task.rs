@@ -246,8 +246,20 @@ impl TaskHost {
     /// Remove secrets from text (detected by the scanner) before it leaves; waits for the
     /// scanner without blocking the runtime.
     pub async fn redact_text_async(&self, text: &str) -> String {
+        self.redact_owned(text.as_bytes().to_vec()).await
+    }
+
+    /// Remove secrets from output before it leaves, on the blocking pool: megabytes of it
+    /// must not hold up the runtime that decides the task's other calls and programs.
+    async fn redact_owned(&self, bytes: Vec<u8>) -> String {
         self.scanner_built().await;
-        self.redact_text(text)
+        let (Some(scanner), Ok(known)) = (self.scanner(), self.inner.client.known_secrets()) else {
+            return UNCHECKED.to_owned();
+        };
+        let scanner = scanner.clone();
+        tokio::task::spawn_blocking(move || redact_with(&scanner, known, &bytes))
+            .await
+            .unwrap_or_else(|_| UNCHECKED.to_owned())
     }
 
     /// Remove secrets from text (detected by the scanner) before it leaves.
@@ -736,11 +748,13 @@ impl TaskHost {
                 timeout,
             )
             .await?;
+        let (stdout, stderr) =
+            tokio::join!(self.redact_owned(ran.stdout), self.redact_owned(ran.stderr));
         Ok(json!({
             "exit_code": ran.exit_code,
             "signal": ran.signal,
-            "stdout": self.redact_bytes(&ran.stdout),
-            "stderr": self.redact_bytes(&ran.stderr),
+            "stdout": stdout,
+            "stderr": stderr,
             "truncated": ran.truncated,
             "timed_out": ran.timed_out,
         }))
