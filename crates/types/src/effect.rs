@@ -36,13 +36,18 @@ pub const TOOL_SURFACES: [&str; 2] = ["mcp", "code"];
 /// strings: `path` (workspace-relative), `argv` (the command line joined with spaces) and
 /// `argv_json` (exactly, as a JSON array), `url`, `sha256` (of the bytes written), and so on. A name not listed here is still recorded but cannot be
 /// named by a validated policy.
-pub const TOOL_ARGS: [&str; 22] = [
+pub const TOOL_ARGS: [&str; 29] = [
     "argv",
     "argv_json",
+    "body_bytes",
+    "body_sha256",
     "branch",
     "bytes",
+    "credentials",
     "cwd",
     "force",
+    "header_names",
+    "headers_sha256",
     "host",
     "kind",
     "language",
@@ -57,6 +62,8 @@ pub const TOOL_ARGS: [&str; 22] = [
     "remote",
     "sha256",
     "staged",
+    "stdin_bytes",
+    "stdin_sha256",
     "url",
     "wait",
 ];
