@@ -175,6 +175,77 @@ pub fn check_canonical(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Check a stored event (already found canonical) against the schema this build knows: its
+/// keys are exactly the envelope's, and its body, `kind` taken out, decodes strictly as that
+/// kind's fields. The same answer as decoding it into an [`Event`] (the envelope's fields'
+/// types are checked where its header is read), at a fraction of the cost: decoding an
+/// internally tagged enum first copies the whole body into an intermediate tree.
+pub fn check_schema(event: &[u8]) -> std::result::Result<(), String> {
+    const ENVELOPE: [&str; 6] = ["agent", "body", "schema", "seq", "task", "time"];
+    let members = Parser {
+        bytes: event,
+        at: 0,
+    }
+    .members()?;
+    if members.len() != ENVELOPE.len() || members.iter().zip(ENVELOPE).any(|(m, k)| m.key != k) {
+        let keys: Vec<&str> = members.iter().map(|m| &*m.key).collect();
+        return Err(format!("envelope fields are {keys:?}, not {ENVELOPE:?}"));
+    }
+    let body = &event[members[1].value.clone()];
+    let fields = Parser { bytes: body, at: 0 }.members()?;
+    let Some(at) = fields.iter().position(|m| m.key == "kind") else {
+        return Err("the body has no `kind`".into());
+    };
+    let kind: String = serde_json::from_slice(&body[fields[at].value.clone()])
+        .map_err(|e| format!("`kind` is not a string: {e}"))?;
+    // The body without its `kind` member (and one comma beside it).
+    let member = &fields[at];
+    let (cut_start, cut_end) = if at + 1 < fields.len() {
+        (member.start, fields[at + 1].start)
+    } else if at > 0 {
+        (fields[at - 1].value.end, member.value.end)
+    } else {
+        (member.start, member.value.end)
+    };
+    let mut rest = Vec::with_capacity(body.len());
+    rest.extend_from_slice(&body[..cut_start]);
+    rest.extend_from_slice(&body[cut_end..]);
+    macro_rules! strict {
+        ($($name:literal => $kind:ident),* $(,)?) => {
+            match kind.as_str() {
+                $($name => serde_json::from_slice::<remit_types::event::$kind>(&rest).map(drop),)*
+                other => return Err(format!("unknown kind `{other}`")),
+            }
+        };
+    }
+    strict!(
+        "run_authorized" => RunAuthorized,
+        "exec" => Exec,
+        "decision" => Decision,
+        "approval_requested" => ApprovalRequested,
+        "approval_granted" => ApprovalGranted,
+        "approval_denied" => ApprovalDenied,
+        "approval_expired" => ApprovalExpired,
+        "approval_cancelled" => ApprovalCancelled,
+        "effect_started" => EffectStarted,
+        "effect_performed" => EffectPerformed,
+        "effect_failed" => EffectFailed,
+        "credential_issued" => CredentialIssued,
+        "credential_revoked" => CredentialRevoked,
+        "file_changes" => FileChanges,
+        "violation" => Violation,
+        "task_end" => TaskEnd,
+    )
+    .map_err(|e| format!("`{kind}`: {e}"))
+}
+
+/// One member of an object: where it starts, its key, and where its value lies.
+struct Member<'a> {
+    start: usize,
+    key: std::borrow::Cow<'a, str>,
+    value: std::ops::Range<usize>,
+}
+
 /// Deepest nesting [`check_canonical`] follows (events nest three or four levels).
 const MAX_DEPTH: usize = 64;
 
@@ -213,6 +284,36 @@ impl<'a> Parser<'a> {
             Some(b'n') => self.literal(b"null"),
             Some(b'-' | b'0'..=b'9') => self.number(),
             _ => self.fail("not a canonical value"),
+        }
+    }
+
+    /// The members of the object here, in order.
+    fn members(&mut self) -> std::result::Result<Vec<Member<'a>>, String> {
+        self.expect(b'{')?;
+        let mut out = Vec::new();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(out);
+        }
+        loop {
+            let start = self.at;
+            let key = self.string()?;
+            self.expect(b':')?;
+            let from = self.at;
+            self.value(1)?;
+            out.push(Member {
+                start,
+                key,
+                value: from..self.at,
+            });
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(out);
+                }
+                _ => return self.fail("expected `,` or `}`"),
+            }
         }
     }
 
@@ -409,5 +510,73 @@ mod tests {
         }
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert!(check_canonical(deep.as_bytes()).is_err());
+    }
+
+    /// `check_schema` answers as a strict decode into an `Event` does, on events of several
+    /// kinds (the kind first, in the middle, last in its body) and on every kind of damage.
+    #[test]
+    fn the_schema_check_agrees_with_a_strict_decode() {
+        use remit_types::event::*;
+        let event = |body: EventBody| Event {
+            schema: SCHEMA_VERSION,
+            seq: 7,
+            time: "2026-12-07T00:00:00.000000Z".into(),
+            task: "t".into(),
+            agent: "a".into(),
+            body,
+        };
+        let samples = [
+            event(EventBody::ApprovalExpired(ApprovalExpired {
+                effect_id: "e".into(),
+            })),
+            event(EventBody::ApprovalCancelled(ApprovalCancelled {
+                effect_id: "e".into(),
+                reason: "r".into(),
+            })),
+            event(EventBody::Exec(Exec {
+                argv: vec!["ls".into()],
+                cwd: "/w".into(),
+                pid: 3,
+                ppid: 1,
+                decision: Verdict::Allow,
+                rule: None,
+            })),
+            event(EventBody::TaskEnd(TaskEnd {
+                exit_code: Some(0),
+                signal: None,
+                reason: EndReason::Exited,
+                detail: None,
+                counts: TaskCounts::default(),
+            })),
+        ];
+        let strict = |bytes: &[u8]| serde_json::from_slice::<Event>(bytes).is_ok();
+        for sample in samples {
+            let bytes = super::event_json(&sample).unwrap();
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert_eq!(check_canonical(&bytes), Ok(()), "{text}");
+            assert_eq!(super::check_schema(&bytes), Ok(()), "{text}");
+            let kind = sample.body.kind();
+            for damaged in [
+                text.replacen("\"agent\":", "\"agenz\":1,\"agent\":", 1),
+                text.replacen("\"body\":{", "\"body\":{\"aaa\":1,", 1),
+                text.replacen(&format!("\"kind\":\"{kind}\""), "\"kind\":\"nothing\"", 1),
+                text.replacen(&format!("\"kind\":\"{kind}\""), "\"kind\":7", 1),
+                text.replacen(&format!(",\"kind\":\"{kind}\""), "", 1),
+                text.replacen(&format!("\"kind\":\"{kind}\","), "", 1),
+                text.replacen("\"effect_id\":\"e\"", "\"effect_id\":1", 1),
+                text.replacen("\"argv\":[\"ls\"]", "\"argv\":\"ls\"", 1),
+                text.replacen("\"exit_code\":0", "\"exit_code\":\"0\"", 1),
+            ] {
+                if damaged == text {
+                    continue;
+                }
+                assert_eq!(
+                    super::check_schema(damaged.as_bytes()).is_ok(),
+                    strict(damaged.as_bytes()),
+                    "{damaged}"
+                );
+                assert!(!strict(damaged.as_bytes()), "{damaged}");
+            }
+        }
     }
 }
