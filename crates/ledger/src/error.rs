@@ -11,14 +11,15 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read, written or created.
-    #[error("{action} `{path}`: {source}")]
+    #[error("{action} `{path}`: {cause}")]
     Io {
         /// What was being done (`cannot read key file`).
         action: &'static str,
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, not also as the error's source: a chain printed whole
+        /// would say it twice).
+        cause: std::io::Error,
     },
     /// The store (SQLite or PostgreSQL) failed or holds something this build cannot read.
     #[error("ledger {store}: {detail}")]
@@ -99,7 +100,7 @@ impl Error {
         Self::Io {
             action,
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

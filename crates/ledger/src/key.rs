@@ -125,7 +125,7 @@ impl PublicKey {
         if arg.contains('+') && !Path::new(arg).exists() {
             return Self::parse_vkey(arg);
         }
-        let text = std::fs::read_to_string(arg)
+        let text = crate::read_input(Path::new(arg), 64 << 10)
             .map_err(|e| Error::io("cannot read public key", arg, e))?;
         let line = text
             .lines()

@@ -108,6 +108,23 @@ pub use receipt::{Envelope, build_receipt, verify_receipt};
 pub use store::{Location, Query};
 pub use writer::{Durable, Ledger, MAX_EVENTS, Options};
 
+/// Read a small input file (a key, a checkpoint, a proof, a receipt) of at most `max` bytes:
+/// a larger one (`/dev/zero`, a log given by mistake) is refused, not read into memory.
+pub fn read_input(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// A fresh ledger name (origin and key name): `remit.local/ledger/<16 random hex digits>`.
 pub fn new_origin(rng: &mut dyn Randomness) -> Result<String> {
     let mut id = [0u8; 8];

@@ -339,7 +339,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || matches!(cause.downcast_ref::<Error>(), Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(cause.downcast_ref::<Error>(), Some(Error::Io { cause: io, .. }) if io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -352,7 +352,7 @@ fn verify_cmd(
     let mut notes = Vec::with_capacity(against.len());
     for path in against {
         notes.push(
-            std::fs::read_to_string(path)
+            remit_ledger::read_input(path, 64 << 10)
                 .with_context(|| format!("cannot read checkpoint `{}`", path.display()))?,
         );
     }
@@ -502,7 +502,7 @@ fn prove(
 
 fn check_proof(path: &Path, key: &str) -> anyhow::Result<Outcome> {
     let key = public_key(key)?;
-    let text = std::fs::read_to_string(path)
+    let text = remit_ledger::read_input(path, 1 << 20)
         .with_context(|| format!("cannot read proof `{}`", path.display()))?;
     let bundle: InclusionBundle = match serde_json::from_str(&text) {
         Ok(bundle) => bundle,
@@ -659,7 +659,7 @@ fn receipt(
 }
 
 pub(crate) fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
-    let text = std::fs::read_to_string(&args.receipt)
+    let text = remit_ledger::read_input(&args.receipt, 16 << 20)
         .with_context(|| format!("cannot read receipt `{}`", args.receipt.display()))?;
     let envelope = match remit_ledger::Envelope::parse(&text) {
         Ok(envelope) => envelope,

@@ -826,3 +826,46 @@ fn a_closed_or_full_output_is_not_a_panic() {
         stderr(&full)
     );
 }
+
+/// An input file that never ends (`/dev/zero`) or is far too large is refused with one line,
+/// not read into memory; a missing one says its cause once.
+#[test]
+fn endless_or_missing_inputs_get_one_line() {
+    let f = fixture();
+    for args in [
+        vec!["verify", "/dev/zero", "--key", &f.vkey()],
+        vec![
+            "ledger",
+            "verify",
+            "--ledger",
+            &f.arg(),
+            "--against",
+            "/dev/zero",
+        ],
+        vec!["ledger", "check-proof", "/dev/zero", "--key", &f.vkey()],
+        vec![
+            "ledger",
+            "verify",
+            "--ledger",
+            &f.arg(),
+            "--key",
+            "/dev/zero",
+        ],
+    ] {
+        let out = remit(&args);
+        expect(&out, 2);
+        let line = one_line_error(&out);
+        assert!(line.contains("larger than"), "{args:?}: {line}");
+    }
+    let out = remit(&[
+        "ledger",
+        "verify",
+        "--ledger",
+        &f.arg(),
+        "--key",
+        "/nonexistent/key",
+    ]);
+    expect(&out, 2);
+    let line = one_line_error(&out);
+    assert_eq!(line.matches("No such file").count(), 1, "{line}");
+}
