@@ -217,6 +217,16 @@ fn verify_snapshot(reader: &mut LedgerReader, options: &VerifyOptions) -> Result
         }
     })?;
     let size = walk.next;
+    let hidden = reader.store().rows_below_zero()?;
+    if hidden > 0 {
+        return Err(Error::verify(
+            None,
+            format!(
+                "{hidden} stored row{} a negative sequence number, which no reader shows: added outside the ledger writer",
+                if hidden == 1 { " has" } else { "s have" }
+            ),
+        ));
+    }
     if let Some(t) = targets.iter().find(|t| t.size > size) {
         let whose = if t.external {
             "a checkpoint given to verify against"

@@ -157,6 +157,10 @@ pub trait Store: Send {
     /// Number of events: one past the highest sequence number.
     fn size(&mut self) -> Result<u64>;
 
+    /// Rows stored with a negative sequence number: no writer makes one, and every scan
+    /// starts at 0, so only `verify` looks for them.
+    fn rows_below_zero(&mut self) -> Result<u64>;
+
     /// Run `body` in one transaction: holding the store's write lock when `write` (waiting up
     /// to [`WRITE_LOCK_TIMEOUT`] for it), else on one consistent read snapshot. Commits when
     /// `body` returns `Ok`: then everything it wrote survives a crash or power loss. On any

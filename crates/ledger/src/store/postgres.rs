@@ -546,6 +546,13 @@ impl Store for PgStore {
         count_from_max(&self.describe(), max)
     }
 
+    fn rows_below_zero(&mut self) -> Result<u64> {
+        let stmt = self.stmt("SELECT COUNT(*) FROM ledger_events WHERE seq < 0")?;
+        let row = self.client.query_one(&stmt, &[]).map_err(|e| self.err(e))?;
+        let n: i64 = row.try_get(0).map_err(|e| self.err(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn transaction(
         &mut self,
         write: bool,

@@ -644,6 +644,15 @@ impl Store for SqliteStore {
         count_from_max(&self.path, max)
     }
 
+    fn rows_below_zero(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM events WHERE seq < 0")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn transaction(
         &mut self,
         write: bool,
