@@ -64,6 +64,10 @@ pub struct Authorized {
     slot: Option<Slot>,
     /// Where an outcome goes if the token is dropped unreported after its start.
     journal: Abandon,
+    /// This token among all of the gate's (effect ids repeat: they are digests).
+    serial: u64,
+    /// The gate's state, where a started effect is listed until it has an outcome.
+    state: Slot,
 }
 
 /// The journal an [`Authorized`] dropped unreported writes its failure to.
@@ -101,6 +105,17 @@ impl Authorized {
         self.started.store(false, Ordering::SeqCst);
     }
 
+    /// Whether this effect's outcome is still to be recorded by whoever reports it: not when
+    /// it started and the task's end recorded its failure already ([`Gate::close`]). Takes
+    /// it off the list of started effects.
+    fn outcome_due(&self) -> bool {
+        let listed = lock_state(&self.state.0)
+            .started
+            .remove(&self.serial)
+            .is_some();
+        listed || !self.started.load(Ordering::SeqCst)
+    }
+
     /// Settle the quota slot: a use when `used`, given back otherwise. Once.
     fn settle(&mut self, used: bool) {
         let Some(Slot(state)) = self.slot.take() else {
@@ -126,7 +141,7 @@ impl Drop for Authorized {
         self.settle(started);
         // Started and never reported (its caller went away: a cancelled call, a dropped
         // connection): nothing stays started in the ledger without an outcome.
-        if started && !self.id.is_empty() {
+        if started && !self.id.is_empty() && self.outcome_due() {
             self.journal
                 .0
                 .observe(EventBody::EffectFailed(EffectFailed {
@@ -302,6 +317,11 @@ struct State {
     performed: HashMap<String, u64>,
     /// Effects authorized and not reported yet, by kind: each holds a quota slot.
     in_flight: HashMap<String, u64>,
+    /// Effects started and not reported yet, by token serial: the task's end records them as
+    /// failed, so no start stays without an outcome (a script stuck past the task's end).
+    started: HashMap<u64, String>,
+    /// The next token's serial.
+    next_serial: u64,
     denials: Vec<DenialView>,
     counters: Counters,
     kill_reason: Option<String>,
@@ -952,12 +972,19 @@ impl Gate {
 
     fn authorize(&self, effect: Effect, digest: &str, policies: &[String], slot: Slot) -> Outcome {
         // Made first, so the slot is given back however this ends.
+        let serial = {
+            let mut state = self.lock();
+            state.next_serial += 1;
+            state.next_serial
+        };
         let authorized = Authorized {
             id: digest.to_owned(),
             effect,
             started: AtomicBool::new(false),
             slot: Some(slot),
             journal: Abandon(Arc::clone(&self.journal)),
+            serial,
+            state: Slot(Arc::clone(&self.state)),
         };
         self.journal
             .observe(EventBody::Decision(remit_types::event::Decision {
@@ -984,8 +1011,16 @@ impl Gate {
             lease: None,
         });
         self.journal.durable(event).await?;
-        authorized.started.store(true, Ordering::SeqCst);
+        self.mark_started(authorized);
         Ok(())
+    }
+
+    /// List a started effect until its outcome is recorded.
+    fn mark_started(&self, authorized: &Authorized) {
+        authorized.started.store(true, Ordering::SeqCst);
+        self.lock()
+            .started
+            .insert(authorized.serial, authorized.id.clone());
     }
 
     /// Record that an authorized effect is about to be performed, without waiting for the
@@ -994,7 +1029,7 @@ impl Gate {
     /// where nothing outside depends on the record preceding the effect; anything that
     /// changes or sends something uses [`Gate::begin`].
     pub fn begin_observed(&self, authorized: &Authorized) {
-        authorized.started.store(true, Ordering::SeqCst);
+        self.mark_started(authorized);
         self.journal
             .observe(EventBody::EffectStarted(EffectStarted {
                 effect: effect_ref(&authorized.effect, &authorized.id),
@@ -1016,6 +1051,10 @@ impl Gate {
         bytes_in: Option<u64>,
     ) {
         authorized.settle(true);
+        if !authorized.outcome_due() {
+            authorized.id.clear();
+            return;
+        }
         self.journal
             .observe(EventBody::EffectPerformed(EffectPerformed {
                 effect_id: std::mem::take(&mut authorized.id),
@@ -1032,6 +1071,10 @@ impl Gate {
     pub fn failed(&self, mut authorized: Authorized, error: &str) {
         let started = authorized.started.load(Ordering::SeqCst);
         authorized.settle(started);
+        if !authorized.outcome_due() {
+            authorized.id.clear();
+            return;
+        }
         self.journal.observe(EventBody::EffectFailed(EffectFailed {
             effect_id: std::mem::take(&mut authorized.id),
             error: error.to_owned(),
@@ -1316,12 +1359,22 @@ impl Gate {
             .collect()
     }
 
-    /// Cancel everything still open (the task is ending), recorded in the ledger.
+    /// Cancel everything still open (the task is ending), recorded in the ledger: open
+    /// approvals, and effects started without an outcome yet (recorded as failed; a report
+    /// that comes later is not recorded: the task's end is its last event).
     pub fn close(&self, reason: &str) {
         let mut state = self.lock();
         let cancelled = Self::cancel_open(&mut state, reason);
+        let mut unfinished: Vec<(u64, String)> = state.started.drain().collect();
         drop(state);
         self.record_cancelled(cancelled);
+        unfinished.sort();
+        for (_, effect_id) in unfinished {
+            self.journal.observe(EventBody::EffectFailed(EffectFailed {
+                effect_id,
+                error: format!("{reason} before it finished"),
+            }));
+        }
         self.closed.store(true, Ordering::SeqCst);
         self.closed_notify.notify_waiters();
     }

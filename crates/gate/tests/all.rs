@@ -555,6 +555,45 @@ async fn approvals_open_at_the_end_are_recorded_as_cancelled() {
     ));
 }
 
+/// No start stays without an outcome: an effect started and still running when the task
+/// ends (a script stuck past the wall-clock limit) is recorded as failed then, and its late
+/// report is not recorded after the task's end. Its twin, finished in time, is performed.
+#[tokio::test]
+async fn effects_still_running_at_the_end_are_recorded_as_failed() {
+    let (gate, journal, _) = gate();
+    let outcomes = |journal: &MemoryJournal| -> Vec<(String, String)> {
+        journal
+            .events()
+            .iter()
+            .filter_map(|(e, _)| match e {
+                EventBody::EffectPerformed(p) => Some(("performed".into(), p.effect_id.clone())),
+                EventBody::EffectFailed(f) => Some((f.error.clone(), f.effect_id.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let Outcome::Authorized(done) = gate.request(action("ping", &[]), Duration::ZERO).await else {
+        panic!("ping not authorized")
+    };
+    let Outcome::Authorized(stuck) = gate.request(action("ping", &[]), Duration::ZERO).await else {
+        panic!("ping not authorized")
+    };
+    gate.begin(&done).await.unwrap();
+    gate.begin(&stuck).await.unwrap();
+    let (done_id, stuck_id) = (done.id().to_owned(), stuck.id().to_owned());
+    gate.performed(done, "ok");
+    gate.close("the task ended");
+    // Reported after the end: not recorded a second time.
+    gate.performed(stuck, "ok at last");
+    assert_eq!(
+        outcomes(&journal),
+        [
+            ("performed".to_string(), done_id),
+            ("the task ended before it finished".to_string(), stuck_id)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn exec_prompts_go_through_approvals() {
     let (gate, _, _) = gate();
