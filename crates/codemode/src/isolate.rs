@@ -795,7 +795,7 @@ fn thrown<'js>(ctx: &Ctx<'js>, value: Value<'js>, script: &Script) -> ScriptErro
             .get::<_, Option<String>>("name")
             .ok()
             .flatten()
-            .map(|n| clipped(&one_line(&n), 200));
+            .map(|n| crate::task::clip(&one_line(&n), 200));
         let message = exception.message().unwrap_or_default();
         let code: Option<String> = exception
             .get::<_, Option<String>>("code")
@@ -807,9 +807,12 @@ fn thrown<'js>(ctx: &Ctx<'js>, value: Value<'js>, script: &Script) -> ScriptErro
                     && c.bytes()
                         .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
             });
-        let stack = exception
-            .stack()
-            .map(|s| clipped(&map_stack(&clipped(&s, 4 * MAX_STACK), script), MAX_STACK));
+        let stack = exception.stack().map(|s| {
+            crate::task::clip(
+                &map_stack(&crate::task::clip(&s, 4 * MAX_STACK), script),
+                MAX_STACK,
+            )
+        });
         let (line, column) = stack
             .as_deref()
             .and_then(|s| first_position(s, &script.name))
@@ -861,29 +864,8 @@ fn describe_error<'js>(ctx: &Ctx<'js>, error: rquickjs::Error, script: &Script) 
 /// Most bytes of a script's stack kept in its report.
 const MAX_STACK: usize = 16 * 1024;
 
-/// `text` cut to at most `max` bytes (on a character boundary, `…` added).
-fn clipped(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
-}
-
 fn one_line(text: &str) -> String {
-    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.len() > 2000 {
-        let mut cut = 2000;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
-    out
+    crate::task::clip(&text.split_whitespace().collect::<Vec<_>>().join(" "), 2000)
 }
 
 /// Rewrite `name:LINE:COL` in a stack to the script's own positions.

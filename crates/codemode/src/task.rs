@@ -126,7 +126,8 @@ struct Ran {
     timed_out: bool,
 }
 
-fn clip(text: &str, max: usize) -> String {
+/// `text`, trimmed, cut to at most `max` bytes (on a character boundary, `…` added).
+pub(crate) fn clip(text: &str, max: usize) -> String {
     let text = text.trim();
     if text.len() <= max {
         return text.to_owned();

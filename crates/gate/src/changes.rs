@@ -1165,11 +1165,7 @@ mod tests {
             "{notes:?}"
         );
         assert!(!ws.join(".git/commondir").exists());
-        crate::files::user_status(&ws);
-        assert!(
-            !marker.exists(),
-            "the task's fsmonitor ran in the user's git status"
-        );
+        crate::files::assert_user_status_runs_nothing(&ws, &marker);
     }
 
     /// A missing object is not fetched: the fetch would run the transport the task's
@@ -1262,11 +1258,7 @@ mod tests {
             "{why}"
         );
         assert!(!ws.join(".git").exists());
-        crate::files::user_status(&ws);
-        assert!(
-            !marker.exists(),
-            "the task's fsmonitor ran in the user's git status"
-        );
+        crate::files::assert_user_status_runs_nothing(&ws, &marker);
     }
 
     /// A repository the task made where there was none: kept when it holds only plain
@@ -1291,11 +1283,7 @@ mod tests {
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("core.fsmonitor"), "{notes:?}");
         assert!(!ws.join(".git").exists());
-        crate::files::user_status(&ws);
-        assert!(
-            !marker.exists(),
-            "the task's fsmonitor ran in the user's git status"
-        );
+        crate::files::assert_user_status_runs_nothing(&ws, &marker);
 
         // A hook is the same.
         std::fs::remove_dir_all(&ws).expect("clean");
@@ -1354,11 +1342,7 @@ mod tests {
             std::fs::read_to_string(ws.join("team.gitconfig")).expect("team"),
             "[user]\n\tname = team\n"
         );
-        crate::files::user_status(&ws);
-        assert!(
-            !marker.exists(),
-            "the task's fsmonitor ran in the user's git status"
-        );
+        crate::files::assert_user_status_runs_nothing(&ws, &marker);
     }
 
     /// A repository without a configuration file: one the task adds is moved aside (it is
@@ -1382,11 +1366,7 @@ mod tests {
         .expect("plant");
         let (_, notes) = base.changes_guarded();
         assert!(notes.iter().any(|n| n.contains("config")), "{notes:?}");
-        crate::files::user_status(&ws);
-        assert!(
-            !marker.exists(),
-            "the task's fsmonitor ran in the user's git status"
-        );
+        crate::files::assert_user_status_runs_nothing(&ws, &marker);
 
         let ws = dir.path().join("ws2");
         std::fs::create_dir(&ws).expect("ws");
@@ -1404,11 +1384,7 @@ mod tests {
         let (_, notes) = base.changes_guarded();
         assert!(notes.iter().any(|n| n.contains("submodules")), "{notes:?}");
         assert!(!ws.join(".git").exists());
-        crate::files::user_status(&ws);
-        assert!(
-            !marker.exists(),
-            "the submodule's fsmonitor ran in the user's git status"
-        );
+        crate::files::assert_user_status_runs_nothing(&ws, &marker);
     }
 
     /// The directory of an included configuration swapped for a link to a directory of the

@@ -229,10 +229,12 @@ pub fn run_within(
     }
 }
 
-/// The user's `git status` in `dir`, as after any run (nothing above `dir` searched): what
-/// the tests of remit's git clean-up run to see whether anything the task planted runs.
+/// Run the user's `git status` in `dir`, as after any run (nothing above `dir` searched),
+/// and assert that nothing the task planted ran: `marker` is what the planted program would
+/// have created. What the tests of remit's git clean-up check.
 #[cfg(test)]
-pub(crate) fn user_status(dir: &Path) {
+#[track_caller]
+pub(crate) fn assert_user_status_runs_nothing(dir: &Path, marker: &Path) {
     let _ = Command::new("git")
         .args(["status", "--short"])
         .current_dir(dir)
@@ -240,6 +242,11 @@ pub(crate) fn user_status(dir: &Path) {
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir))
         .output();
+    assert!(
+        !marker.exists(),
+        "something the task planted ran in the user's git status in `{}`",
+        dir.display()
+    );
 }
 
 #[cfg(test)]

@@ -845,11 +845,7 @@ mod tests {
             modules.join("lib.old/config").exists(),
             "the user's own was moved"
         );
-        crate::files::user_status(&top);
-        assert!(
-            !marker.exists(),
-            "the task's fsmonitor ran in the user's git status"
-        );
+        crate::files::assert_user_status_runs_nothing(&top, &marker);
         // The twin: untouched, nothing is moved.
         let (_dir, top, protected) = with_submodule();
         let notes = protected.check(&top, &top.join(".git"), &top.join(".git"));
@@ -887,11 +883,7 @@ mod tests {
         let notes = protected.check(&top, &top.join(".git"), &top.join(".git"));
         assert!(notes.iter().any(|n| n.contains("commondir")), "{notes:?}");
         assert_eq!(std::fs::read(&commondir).unwrap(), before);
-        crate::files::user_status(&dir.path().join("wt2"));
-        assert!(
-            !marker.exists(),
-            "the task's fsmonitor ran in the other work tree"
-        );
+        crate::files::assert_user_status_runs_nothing(&dir.path().join("wt2"), &marker);
     }
 
     /// Directories nested under `modules/` deeper than any submodule name are not skipped

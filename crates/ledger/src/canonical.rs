@@ -175,18 +175,22 @@ pub fn check_canonical(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Check a stored event (already found canonical) against the schema this build knows: its
-/// keys are exactly the envelope's, and its body, `kind` taken out, decodes strictly as that
-/// kind's fields. The same answer as decoding it into an [`Event`] (the envelope's fields'
-/// types are checked where its header is read), at a fraction of the cost: decoding an
-/// internally tagged enum first copies the whole body into an intermediate tree.
+/// Check a stored event as a writer writes it: canonical JSON ([`check_canonical`]), whose
+/// keys are exactly the envelope's, and whose body, `kind` taken out, decodes strictly as
+/// that kind's fields. The same answer as both checking the form and decoding it into an
+/// [`Event`] (the envelope's fields' types are checked where its header is read), at a
+/// fraction of the cost: the event is validated while its members are found, and decoding an
+/// internally tagged enum would first copy the whole body into an intermediate tree.
 pub fn check_schema(event: &[u8]) -> std::result::Result<(), String> {
     const ENVELOPE: [&str; 6] = ["agent", "body", "schema", "seq", "task", "time"];
-    let members = Parser {
+    let mut parser = Parser {
         bytes: event,
         at: 0,
+    };
+    let members = parser.members()?;
+    if parser.at != event.len() {
+        return Err(format!("bytes after the value at offset {}", parser.at));
     }
-    .members()?;
     if members.len() != ENVELOPE.len() || members.iter().zip(ENVELOPE).any(|(m, k)| m.key != k) {
         let keys: Vec<&str> = members.iter().map(|m| &*m.key).collect();
         return Err(format!("envelope fields are {keys:?}, not {ENVELOPE:?}"));
@@ -298,6 +302,11 @@ impl<'a> Parser<'a> {
         loop {
             let start = self.at;
             let key = self.string()?;
+            if let Some(previous) = out.last()
+                && utf16_cmp(&previous.key, &key) != std::cmp::Ordering::Less
+            {
+                return self.fail("keys out of canonical order or repeated");
+            }
             self.expect(b':')?;
             let from = self.at;
             self.value(1)?;
@@ -555,6 +564,16 @@ mod tests {
             let text = String::from_utf8(bytes.clone()).unwrap();
             assert_eq!(check_canonical(&bytes), Ok(()), "{text}");
             assert_eq!(super::check_schema(&bytes), Ok(()), "{text}");
+            // Not canonical: refused by the schema check on its own.
+            for form in [
+                text.replacen(":", ": ", 1),
+                text.replacen("\"agent\":\"a\",", "", 1),
+                format!("{text} "),
+                text.replacen("\"seq\":7", "\"seq\":07", 1),
+                text.replacen("\"schema\":1,\"seq\":7", "\"seq\":7,\"schema\":1", 1),
+            ] {
+                assert!(super::check_schema(form.as_bytes()).is_err(), "{form}");
+            }
             let kind = sample.body.kind();
             for damaged in [
                 text.replacen("\"agent\":", "\"agenz\":1,\"agent\":", 1),
