@@ -1071,14 +1071,14 @@ impl TaskHost {
             .await?;
         let status = r["status"].as_u64().unwrap_or(0);
         let headers = r["headers"].clone();
-        // The proxy's refusals: a 403 with its headers, which it removes from every answer it
-        // forwards, so an origin cannot pass its text off as a decision.
-        if status == 403
-            && let (Some(policy), Some(reason)) = (
-                headers.get("x-remit-policy").and_then(Value::as_str),
-                headers.get("x-remit-denied").and_then(Value::as_str),
-            )
-        {
+        // The proxy's refusals (403, or 400, 413, 502, 503 for what it cannot pass on) carry
+        // its headers, which it removes from every answer it forwards: an origin cannot pass
+        // its text off as a decision. (A `dangerously_tunnel` host's answers are not read by
+        // the proxy at all.)
+        if let (Some(policy), Some(reason)) = (
+            headers.get("x-remit-policy").and_then(Value::as_str),
+            headers.get("x-remit-denied").and_then(Value::as_str),
+        ) {
             return Err(CallError::denied(policy, reason));
         }
         let bytes = base64::engine::general_purpose::STANDARD

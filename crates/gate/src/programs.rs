@@ -121,14 +121,16 @@ impl ProgramIndex {
     }
 
     /// Names whose binary is this file: same inode, or (for a file of the same size) the
-    /// same contents. `open` is only called when a content comparison is needed.
+    /// same contents. `open` is only called when a content comparison is needed; `None` when
+    /// one was needed and the file could not be read: it may be a copy of any of them, and
+    /// the caller refuses it.
     pub fn identify<R: Read>(
         &mut self,
         dev: u64,
         ino: u64,
         size: u64,
         open: impl FnOnce() -> Option<R>,
-    ) -> Vec<String> {
+    ) -> Option<Vec<String>> {
         let mut names: Vec<String> = self
             .binaries
             .iter()
@@ -136,14 +138,9 @@ impl ProgramIndex {
             .map(|b| b.name.clone())
             .collect();
         if !names.is_empty() || !self.binaries.iter().any(|b| b.size == size) {
-            return names;
+            return Some(names);
         }
-        let Some(reader) = open() else {
-            return names;
-        };
-        let Some(digest) = hash(reader) else {
-            return names;
-        };
+        let digest = hash(open()?)?;
         for binary in self.binaries.iter_mut().filter(|b| b.size == size) {
             if binary.digest.is_none() {
                 binary.digest = std::fs::File::open(&binary.path).ok().and_then(hash);
@@ -152,7 +149,7 @@ impl ProgramIndex {
                 names.push(binary.name.clone());
             }
         }
-        names
+        Some(names)
     }
 }
 
@@ -172,4 +169,47 @@ fn hash<R: Read>(mut reader: R) -> Option<[u8; 32]> {
 /// Whether a path lies under any of `roots`.
 pub fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|r| path.starts_with(r))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A file as large as a program a rule names is compared by contents; one that cannot be
+    /// read for it is not taken for "no such program" (it may be a copy): `None`, refused.
+    #[test]
+    fn a_file_that_cannot_be_compared_is_not_passed() {
+        let mut index = ProgramIndex::build(&["true"], &[PathBuf::from("/usr/bin")]);
+        let meta = std::fs::metadata("/usr/bin/true").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("innocent");
+        std::fs::copy("/usr/bin/true", &copy).unwrap();
+        let copied = std::fs::metadata(&copy).unwrap();
+        let (dev, ino, size) = (copied.dev(), copied.ino(), copied.size());
+        assert_eq!(
+            index.identify(dev, ino, size, || std::fs::File::open(&copy).ok()),
+            Some(vec!["true".to_owned()])
+        );
+        assert_eq!(
+            index.identify(dev, ino, size, || None::<std::fs::File>),
+            None,
+            "an unreadable file of the same size"
+        );
+        // The twins: the program itself by inode, another size without reading.
+        assert_eq!(
+            index.identify(
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                || None::<std::fs::File>
+            ),
+            Some(vec!["true".to_owned()])
+        );
+        assert_eq!(
+            index.identify(dev, ino, size + 1, || None::<std::fs::File>),
+            Some(vec![])
+        );
+    }
 }

@@ -1820,12 +1820,20 @@ impl Supervision {
             let _ = watch.respond(&attempt, Verdict::Deny(ENOENT));
             return;
         };
-        let identical_to =
+        let Some(identical_to) =
             self.prepared
                 .programs
                 .identify(program.dev, program.ino, program.size, || {
                     watch.open_program(&attempt).ok()
-                });
+                })
+        else {
+            // As large as a program a rule names, and unreadable to compare: it may be a copy.
+            let line = quoted_line(&attempt.argv);
+            let reason = "the program file could not be read to tell whether it is a copy of one the remit names";
+            self.refused(&watch, &attempt, &line, "commands.identity", reason);
+            let _ = watch.respond(&attempt, Verdict::Deny(EACCES));
+            return;
+        };
         // A dynamic loader runs the file its argument names without an `execve` of it: that
         // file is identified too (a copy of a forbidden program run through `ld.so`). One
         // that cannot be (gone, not a regular file, a name not kept whole in UTF-8) is not
@@ -1837,19 +1845,20 @@ impl Supervision {
             && !self.prepared.rules.is_empty()
             && let Some(target) = loader_target(&attempt.argv)
         {
-            match watch.open_named(&attempt, target) {
-                Ok(file) if !target.contains('\u{fffd}') => {
-                    if let Ok(meta) = file.metadata() {
-                        use std::os::unix::fs::MetadataExt;
-                        launched = self.prepared.programs.identify(
-                            meta.dev(),
-                            meta.ino(),
-                            meta.size(),
-                            || Some(file),
-                        );
-                    }
-                }
-                _ => {
+            let identified = watch
+                .open_named(&attempt, target)
+                .ok()
+                .filter(|_| !target.contains('\u{fffd}'))
+                .and_then(|file| {
+                    use std::os::unix::fs::MetadataExt;
+                    let meta = file.metadata().ok()?;
+                    self.prepared
+                        .programs
+                        .identify(meta.dev(), meta.ino(), meta.size(), || Some(file))
+                });
+            match identified {
+                Some(names) => launched = names,
+                None => {
                     let line = quoted_line(&attempt.argv);
                     let reason = format!(
                         "the dynamic loader would run `{}`, which cannot be identified",

