@@ -28,6 +28,8 @@ pub struct Authority {
     /// Things that went wrong without stopping the task (a stuck revocation of an earlier
     /// crash), one line each.
     pub notes: Vec<String>,
+    /// Tasks whose supervisor died, whose identity tokens were revoked here.
+    pub orphans: Vec<String>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -101,11 +103,15 @@ impl Authority {
             Identity::open_home(home, Arc::new(IdentityClock))
                 .map_err(|e| RunError::Credentials(format!("the identity store: {e}")))?,
         );
-        if let Err(e) = identity.recover_orphans() {
-            notes.push(format!(
-                "identity tokens of crashed tasks could not be revoked: {e}"
-            ));
-        }
+        let orphans = match identity.recover_orphans() {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                notes.push(format!(
+                    "identity tokens of crashed tasks could not be revoked: {e}"
+                ));
+                Vec::new()
+            }
+        };
         Ok(Authority {
             task: task.to_owned(),
             agent: agent.to_owned(),
@@ -116,6 +122,7 @@ impl Authority {
             minted: false,
             ended: false,
             notes,
+            orphans,
         })
     }
 

@@ -369,25 +369,33 @@ fn git_head(workspace: &Path) -> Option<String> {
 /// is told the directories explicitly. Nothing is written where a directory is no longer the
 /// one found (a task can swap a git directory for a link to anywhere): a replaced `.git` or
 /// git directory is moved aside instead, and git is not run.
-#[derive(Debug, Clone)]
+///
+/// It is also what a task's recovery record holds (`crate::recovery`), paths as bytes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GitLayout {
     /// `<workspace>/.git` and its identity (device, inode).
+    #[serde(with = "crate::recovery::path")]
     dot: PathBuf,
     dot_id: (u64, u64),
     /// Its content when it is a file (`gitdir: …`).
     dot_text: Option<Vec<u8>>,
     /// The git directory and the common directory, absolute, with their identities.
+    #[serde(with = "crate::recovery::path")]
     git_dir: PathBuf,
+    #[serde(with = "crate::recovery::path")]
     common_dir: PathBuf,
     dir_ids: [(u64, u64); 2],
     /// Files that redirect git, with their content (`None`: absent).
     /// Each with its directory's identity, which must still be the same for anything to
     /// be written there.
+    #[serde(with = "crate::recovery::path_triples")]
     pointers: Vec<Pointer>,
     /// The submodule git directories protected for the task.
     submodules: crate::submodules::Protected,
     /// Operations in progress in the git directory (`rebase-merge`, `rebase-apply`,
     /// `sequencer`), by digest of their files (`None`: none).
+    #[serde(with = "crate::recovery::path_pairs")]
     operations: Vec<(PathBuf, Option<[u8; 32]>)>,
 }
 
@@ -502,6 +510,11 @@ fn dir_id(path: &Path) -> Option<(u64, u64)> {
 }
 
 impl GitLayout {
+    /// The common git directory (whose lock a task in the repository holds).
+    pub(crate) fn common(&self) -> &Path {
+        &self.common_dir
+    }
+
     fn capture(
         workspace: &Path,
         git_dir: &Path,
@@ -594,7 +607,7 @@ impl GitLayout {
     /// undone, one line each, and `Err` (one line, starting "the task") when git must not
     /// be run on the workspace. Every step is tried: one that fails does not keep the
     /// others from being undone.
-    fn restore(&self) -> (Vec<String>, Result<(), String>) {
+    pub(crate) fn restore(&self) -> (Vec<String>, Result<(), String>) {
         let mut notes = Vec::new();
         let mut refused = None;
         let meta = std::fs::symlink_metadata(&self.dot).ok();

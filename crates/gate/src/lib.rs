@@ -50,6 +50,7 @@ pub mod perform;
 pub mod prepare;
 pub mod programs;
 pub mod record;
+pub mod recovery;
 pub mod registry;
 pub mod run;
 pub mod secrets;

@@ -126,6 +126,9 @@ pub struct RunOptions {
     pub remit_binary: Option<PathBuf>,
     /// Print notices (pending approvals) on standard error.
     pub notices: bool,
+    /// Tasks whose supervisor died, whose repositories were put back before this one was
+    /// prepared ([`crate::recovery::put_back_crashed`]): their ends are recorded.
+    pub recovered: Vec<crate::recovery::Recovered>,
 }
 
 /// Create `path` empty, readable by its owner only, owned by the task's host uid when there is
@@ -294,6 +297,8 @@ pub struct Task {
     baseline: crate::changes::Baseline,
     /// Held while the task runs in a git repository (see `lock_repository`).
     _repository_lock: Option<std::fs::File>,
+    /// What to put back should the supervisor die, removed once the end has put it back.
+    pending: Option<crate::recovery::Pending>,
     authority: crate::authority::Authority,
 }
 
@@ -301,6 +306,17 @@ pub struct Task {
 /// whole run in `$REMIT_HOME/locks` (where no task sees it); refused when another task holds
 /// it.
 fn lock_repository(home: &Path, common: &Path) -> Result<std::fs::File, RunError> {
+    try_lock_repository(home, common)?.ok_or_else(|| RunError::Host(format!(
+        "another task is running in the repository of `{}`; tasks in one repository run one at a time (what one leaves in the git directory must not become what is put back after the other)",
+        common.display()
+    )))
+}
+
+/// [`lock_repository`], `None` when another task holds it.
+pub(crate) fn try_lock_repository(
+    home: &Path,
+    common: &Path,
+) -> Result<Option<std::fs::File>, RunError> {
     use sha2::Digest as _;
     let dir = home.join("locks");
     std::fs::create_dir_all(&dir)
@@ -315,11 +331,8 @@ fn lock_repository(home: &Path, common: &Path) -> Result<std::fs::File, RunError
         .open(&path)
         .map_err(|e| RunError::Host(format!("cannot open `{}`: {e}", path.display())))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Host(format!(
-            "another task is running in the repository of `{}`; tasks in one repository run one at a time (what one leaves in the git directory must not become what is put back after the other)",
-            common.display()
-        ))),
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(RunError::Host(format!(
             "cannot lock `{}`: {e}",
             path.display()
@@ -535,6 +548,12 @@ impl Task {
             Some(common) => Some(lock_repository(home, common)?),
             None => None,
         };
+        // Should remit be killed during the task, the next start puts the repository back.
+        let pending = crate::recovery::remember(home, &task, &baseline).map_err(|e| {
+            RunError::Host(format!(
+                "cannot record what to put back in the repository should remit be killed: {e}"
+            ))
+        })?;
         let starting = Sandbox::start(&prepared.spec)?;
         crate::timing::mark("sandbox forked");
         // While the init builds the task's tree: threads are fine from here on.
@@ -557,6 +576,10 @@ impl Task {
             .unwrap_or_else(|| requester.clone());
         let lifetime = prepared.wall.unwrap_or(Duration::from_secs(24 * 3600));
         let mut authority = Authority::begin(home, &ledger, &request.remit.remit, &agent, &task)?;
+        // Tasks whose supervisor died get their end.
+        let problems =
+            crate::recovery::record_ends(&ledger, &options.recovered, &authority.orphans, &task);
+        authority.notes.extend(problems);
         crate::timing::mark("leases recovered");
         let token = authority.mint(&TaskIdentityRequest {
             agent: &agent,
@@ -884,6 +907,7 @@ impl Task {
             degraded,
             baseline,
             _repository_lock: repository_lock,
+            pending,
             authority,
             commands_tx,
             commands_rx: Some(commands_rx),
@@ -1005,6 +1029,9 @@ impl Task {
         // the task's end below.
         let mut last = Vec::with_capacity(2);
         let (changes, repository_undone) = self.baseline.changes_guarded();
+        if let Some(pending) = self.pending.take() {
+            pending.done();
+        }
         for note in &repository_undone {
             // Paths and names in it are the task's: escaped for the terminal.
             eprintln!("remit: warning: {}", remit_types::effect::escaped(note));

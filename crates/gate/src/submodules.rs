@@ -47,12 +47,46 @@ const MAX_GITFILE: u64 = 64 << 10;
 const MAX_INDEX: u64 = 1 << 30;
 
 /// A git directory as found before the task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Module {
+    #[serde(with = "crate::recovery::path")]
     git_dir: PathBuf,
     id: (u64, u64),
     /// The files in it that point git elsewhere, as found (`None`: absent).
-    pointers: Vec<(&'static str, Option<Vec<u8>>)>,
+    #[serde(with = "pointer_names")]
+    pointers: Vec<NamedPointer>,
+}
+
+/// A pointer's name in its git directory, and its content as found (`None`: absent).
+type NamedPointer = (&'static str, Option<Vec<u8>>);
+
+/// The pointers' names, read back as the names this code knows (a record naming another
+/// file is refused).
+mod pointer_names {
+    use serde::{Deserialize, Serialize};
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        v: &[super::NamedPointer],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<super::NamedPointer>, D::Error> {
+        let v = Vec::<(String, Option<Vec<u8>>)>::deserialize(d)?;
+        v.into_iter()
+            .map(|(name, before)| {
+                super::WORKTREE_POINTERS
+                    .iter()
+                    .find(|known| **known == name)
+                    .map(|known| (*known, before))
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown pointer `{name}`")))
+            })
+            .collect()
+    }
 }
 
 impl Module {
@@ -75,7 +109,8 @@ const WORKTREE_POINTERS: [&str; 3] = ["commondir", "gitdir", "config.worktree"];
 
 /// The submodule git directories protected for a task, and the other work trees' git
 /// directories.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Protected {
     modules: Vec<Module>,
     worktrees: Vec<Module>,

@@ -295,6 +295,11 @@ impl Sandbox {
                 reason: format!("cannot write the task's `{file}`: {}", reason(&e)),
             })
         };
+        // Under memory pressure the kernel kills the task first, not the supervisor (whose
+        // end puts a repository back and records the task's end): the highest badness, for
+        // the init and all it starts. Set by a root supervisor, it is also the floor the task
+        // cannot go below.
+        let _ = std::fs::write(format!("{proc_dir}/oom_score_adj"), "1000");
         write("setgroups", "deny".into())?;
         write("uid_map", format!("{} {} 1\n", owner.0, host.0))?;
         write("gid_map", format!("{} {} 1\n", owner.1, host.1))?;

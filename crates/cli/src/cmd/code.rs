@@ -151,6 +151,9 @@ pub(crate) fn start_task(
         host_env: host_env.clone(),
         task: crate::cmd::run::new_task_id()?,
     };
+    // What tasks whose supervisor died left in their repositories, put back before this
+    // task's sandbox is planned over one of them.
+    let recovered = crate::cmd::run::put_back_crashed(&remit_home(&host_env));
     let prepared = prepare(&request)?;
     request.command = label;
     if request.allow_degraded {
@@ -164,6 +167,7 @@ pub(crate) fn start_task(
         log,
         remit_binary: binary.clone(),
         notices: false,
+        recovered,
     };
     match Task::start(&request, prepared, &options) {
         Ok(task) => Ok(Ok(Started {

@@ -52,6 +52,15 @@ pub(crate) fn new_task_id() -> anyhow::Result<TaskId> {
     Ok(TaskId::new(millis, random))
 }
 
+/// Put back what tasks whose supervisor died left in their repositories, and say so.
+pub(crate) fn put_back_crashed(home: &std::path::Path) -> Vec<remit_gate::recovery::Recovered> {
+    let recovered = remit_gate::recovery::put_back_crashed(home);
+    for line in recovered.iter().flat_map(|r| r.warnings()) {
+        eprintln!("remit: warning: {line}");
+    }
+    recovered
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
     remit_gate::timing::mark("arguments parsed");
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -72,6 +81,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         host_env: host_env.clone(),
         task,
     };
+    // What tasks whose supervisor died left in their repositories, put back before this
+    // task's sandbox is planned over one of them.
+    let recovered = crate::cmd::run::put_back_crashed(&remit_home(&host_env));
     remit_gate::timing::mark("remit loaded");
     let prepared = prepare(&request)?;
     remit_gate::timing::mark("sandbox planned");
@@ -85,6 +97,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         log: args.log.clone(),
         remit_binary: std::env::current_exe().ok(),
         notices: !args.quiet,
+        recovered,
     };
     let notes = prepared.notes.clone();
     let report = match run_with_code(&request, prepared, &options) {

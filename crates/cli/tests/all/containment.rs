@@ -301,6 +301,14 @@ fn namespaces_mount_chroot_and_privileges() {
     blocked(&w, None, "test \"$(id -u)\" = 0");
     blocked(&w, None, "grep -q 'CapEff:.*[1-9a-f]' /proc/self/status");
     blocked(&w, None, "grep -q 'NoNewPrivs:.*0' /proc/self/status");
+    // Under memory pressure the task is killed first, not the supervisor; the task cannot
+    // lower that (its twin: raising it, as any process may).
+    blocked(
+        &w,
+        None,
+        "echo 0 > /proc/self/oom_score_adj 2>/dev/null; test \"$(cat /proc/self/oom_score_adj)\" != 1000",
+    );
+    works(&w, None, "test \"$(cat /proc/self/oom_score_adj)\" = 1000");
     // Twin: ordinary work in the same places.
     works(
         &w,

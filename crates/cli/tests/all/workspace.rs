@@ -524,3 +524,93 @@ fn tasks_in_one_repository_run_one_at_a_time() {
     // Once the first has ended, the next runs.
     assert_eq!(ok(&w.run(None, "echo second")).trim(), "second");
 }
+
+/// A supervisor killed outright (SIGKILL, the kernel's OOM killer) cannot put back what its
+/// task wrote to the repository's layout: the next task that starts, in any workspace, does
+/// it before anything else, says so, and records the dead task's end. A task still running
+/// in its repository is left alone.
+#[test]
+fn what_a_task_wrote_in_a_repository_is_put_back_after_its_supervisor_is_killed() {
+    let w = World::new();
+    git(&w.ws, &["init", "-q"]);
+    git(&w.ws, &["commit", "-q", "--allow-empty", "-m", "one"]);
+    let monitored = w.dir.path().join("fsmonitor-ran");
+    let planted = w.ws.join(".git/config.worktree");
+    let (mut victim, _out) = w.start(
+        None,
+        &format!(
+            "printf '[core]\\n\\tfsmonitor = touch {}\\n' > .git/config.worktree && echo ready && sleep 60",
+            monitored.display()
+        ),
+    );
+    // A task that starts meanwhile, elsewhere, leaves the running one's repository alone.
+    let other = w.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let out = w
+        .command()
+        .current_dir(&other)
+        .args(["run", "--quiet", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!stderr(&out).contains("supervisor"), "{}", show(&out));
+    assert!(
+        w.exists(&planted),
+        "a running task's repository was touched"
+    );
+
+    // The supervisor is killed: its task dies with it, and the put-back never runs.
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(w.exists(&planted));
+    let task = std::fs::read_dir(w.state.join("recovery"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().file_stem().unwrap().to_string_lossy().into_owned())
+        .next()
+        .expect("the task's recovery record");
+
+    // The next task, in another workspace, puts it back first.
+    let out = w
+        .command()
+        .current_dir(&other)
+        .args(["run", "--quiet", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains(&format!("task {task} ended without its supervisor"))
+            && stderr(&out).contains("config.worktree"),
+        "{}",
+        show(&out)
+    );
+    assert!(!w.exists(&planted), "what the task wrote was left in place");
+    assert!(w.exists(&w.ws.join(".git/config.worktree.remit-quarantine")));
+    assert_eq!(user_status(&w, &w.ws), "");
+    assert!(
+        !w.exists(&monitored),
+        "the task's fsmonitor ran on the host"
+    );
+    // Its end is recorded, once; a second start has nothing more to say.
+    let ends = |w: &World| -> Vec<String> {
+        crate::code_support::ledger(w)
+            .iter()
+            .filter(|e| e["task"] == task.as_str() && e["body"]["kind"] == "task_end")
+            .map(|e| e["body"]["detail"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let recorded = ends(&w);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(
+        recorded[0].contains("supervisor") && recorded[0].contains("config.worktree"),
+        "{recorded:?}"
+    );
+    let out = w.run(None, "git status --short");
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!stderr(&out).contains("supervisor"), "{}", show(&out));
+    assert_eq!(ends(&w).len(), 1);
+    assert!(
+        !w.exists(&monitored),
+        "the task's fsmonitor ran on the host"
+    );
+}
