@@ -25,6 +25,10 @@ pub trait Journal: Send + Sync {
     /// on its way; nothing can be recorded afterwards.
     fn finish(&self, last: Vec<EventBody>) -> Result<(), String>;
 
+    /// Block until everything recorded so far is durable; `Err` when it cannot be (what it
+    /// was to precede must then not happen).
+    fn settle(&self) -> Result<(), String>;
+
     /// The first failure the journal had, if any (a gate fails closed on it).
     fn failure(&self) -> Option<String>;
 }
@@ -106,6 +110,10 @@ impl Journal for LedgerJournal {
             .map_err(|e| self.fail(e.to_string()))
     }
 
+    fn settle(&self) -> Result<(), String> {
+        self.ledger.flush().map_err(|e| self.fail(e.to_string()))
+    }
+
     fn failure(&self) -> Option<String> {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
@@ -144,6 +152,15 @@ impl Journal for MemoryJournal {
     fn finish(&self, last: Vec<EventBody>) -> Result<(), String> {
         if let Ok(mut e) = self.events.lock() {
             e.extend(last.into_iter().map(|body| (body, true)));
+        }
+        Ok(())
+    }
+
+    fn settle(&self) -> Result<(), String> {
+        if let Ok(mut e) = self.events.lock() {
+            for (_, durable) in e.iter_mut() {
+                *durable = true;
+            }
         }
         Ok(())
     }
@@ -289,6 +306,11 @@ impl<J: Journal> Journal for RedactingJournal<J> {
         self.drain(true);
         self.inner
             .finish(last.into_iter().map(|body| self.clean(body)).collect())
+    }
+
+    fn settle(&self) -> Result<(), String> {
+        self.drain(true);
+        self.inner.settle()
     }
 
     fn failure(&self) -> Option<String> {

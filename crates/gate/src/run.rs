@@ -843,6 +843,9 @@ impl Task {
                 .map(|(l, why)| format!("{l}: {why}"))
                 .collect(),
         }));
+        // Durable before the task runs anything (flushed in `supervise`); committed now,
+        // while the rest is set up, rather than after a linger.
+        journal.ledger().urge();
         let principal = Principal {
             task: task.clone(),
             agent: agent.clone(),
@@ -967,6 +970,15 @@ impl Task {
         until: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     ) -> Result<Outcome, RunError> {
         let proxy = self.egress.as_ref().map(|(p, _)| p.clone());
+        // The task's authorization, and the credentials issued for it, are durable before it
+        // runs anything: a supervisor killed right after must not leave a task that ran with
+        // no record of who authorized it.
+        self.record.settle().map_err(|e| {
+            RunError::Host(format!(
+                "the task's authorization could not be recorded durably, so it did not run: {e}"
+            ))
+        })?;
+        crate::timing::mark("authorization durable");
         let (Some(agent_listener), Some(control_listener), Some(kill_rx), Some(commands_rx)) = (
             self.agent_listener.take(),
             self.control_listener.take(),

@@ -614,3 +614,38 @@ fn what_a_task_wrote_in_a_repository_is_put_back_after_its_supervisor_is_killed(
         "the task's fsmonitor ran on the host"
     );
 }
+
+/// A task outside any repository whose supervisor is killed gets its end recorded by the next
+/// start too, with nothing to put back and nothing to warn about.
+#[test]
+fn a_task_whose_supervisor_is_killed_gets_its_end_recorded() {
+    let w = World::new();
+    let (mut victim, _out) = w.start(None, "echo ready && sleep 60");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(
+        !w.exists(&w.state.join("recovery")) || {
+            std::fs::read_dir(w.state.join("recovery"))
+                .unwrap()
+                .next()
+                .is_none()
+        }
+    );
+    let events = crate::code_support::ledger(&w);
+    let task = events
+        .iter()
+        .find(|e| e["body"]["kind"] == "run_authorized")
+        .map(|e| e["task"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(!events.iter().any(|e| e["body"]["kind"] == "task_end"));
+    let out = w.run(None, "true");
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!stderr(&out).contains("supervisor"), "{}", show(&out));
+    let ends: Vec<String> = crate::code_support::ledger(&w)
+        .iter()
+        .filter(|e| e["task"] == task.as_str() && e["body"]["kind"] == "task_end")
+        .map(|e| e["body"]["detail"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert!(ends[0].contains("supervisor was killed"), "{ends:?}");
+}
