@@ -1104,8 +1104,9 @@ impl TaskHost {
 
     async fn act(&self, a: crate::tools::RequestAction) -> Result<Value, CallError> {
         let gate = &self.inner.gate;
-        let effect = Effect::Action {
+        let mut effect = Effect::Action {
             kind: a.kind.clone(),
+            workspace: String::new(),
             args: a.args.clone(),
         };
         gate.engine()
@@ -1113,6 +1114,22 @@ impl TaskHost {
             .map_err(|e| CallError::invalid(e.to_string()))?;
         for (name, value) in &a.args {
             remit_gate::perform::check_argument(name, value).map_err(CallError::invalid)?;
+        }
+        // A host command in the workspace: decided (and approved) for what the workspace
+        // holds.
+        if self
+            .inner
+            .remit
+            .actions
+            .get(&a.kind)
+            .is_some_and(|g| g.run.is_some())
+        {
+            let digest = remit_gate::perform::workspace_digest_of(self.workspace())
+                .await
+                .map_err(CallError::failed)?;
+            if let Effect::Action { workspace, .. } = &mut effect {
+                *workspace = digest;
+            }
         }
         let wait = a
             .wait
@@ -1137,7 +1154,16 @@ impl TaskHost {
         let Some(authorized) = guard.authorized.as_ref() else {
             return Err(CallError::failed("the action's authorization was lost"));
         };
-        match remit_gate::perform::run(authorized, run, &a.args, self.workspace(), timeout).await {
+        match remit_gate::perform::run(
+            authorized,
+            run,
+            &a.args,
+            self.workspace(),
+            self.inner.client.pauser(),
+            timeout,
+        )
+        .await
+        {
             Ok(mut result) => {
                 let outcome = match result.exit_code {
                     Some(0) => "succeeded".to_owned(),

@@ -1231,6 +1231,7 @@ async fn decide_publish<G: EgressGate>(
         .collect();
     ctx.decide(Effect::Action {
         kind: "publish".into(),
+        workspace: String::new(),
         args,
     })
     .await

@@ -49,6 +49,7 @@ when = 'context.args.env != "production"'
         .unwrap();
     let effect = Effect::Action {
         kind: "deploy".into(),
+        workspace: String::new(),
         args: [("env".to_string(), "staging".to_string())].into(),
     };
     let facts = remit_policy::commands::ExecFacts {

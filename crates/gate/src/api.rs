@@ -71,6 +71,8 @@ pub struct Api {
     /// Runs code-mode programs in this task (`POST /v1/code` on the control socket), when
     /// the binary installed one ([`crate::run::Task::set_code_runner`]).
     pub code: std::sync::OnceLock<(Arc<dyn CodeRunner>, crate::run::TaskClient)>,
+    /// Stops the task while an action's host command works on its workspace.
+    pub pauser: crate::run::Pauser,
 }
 
 /// Runs a code-mode program in a running task, for `remit code run --task`. The crate that
@@ -344,8 +346,9 @@ fn status(api: &Api) -> Value {
 }
 
 async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
-    let effect = Effect::Action {
+    let mut effect = Effect::Action {
         kind: body.kind.clone(),
+        workspace: String::new(),
         args: body.args.clone(),
     };
     if let Err(e) = api.gate.engine().check_request(&effect) {
@@ -354,6 +357,22 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
     for (name, value) in &body.args {
         if let Err(e) = perform::check_argument(name, value) {
             return error(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    // A host command in the workspace: decided (and approved) for what the workspace holds.
+    if api
+        .remit
+        .actions
+        .get(&body.kind)
+        .is_some_and(|g| g.run.is_some())
+    {
+        match perform::workspace_digest_of(&api.workspace).await {
+            Ok(digest) => {
+                if let Effect::Action { workspace, .. } = &mut effect {
+                    *workspace = digest;
+                }
+            }
+            Err(e) => return error(StatusCode::CONFLICT, e),
         }
     }
     let wait = Duration::from_secs(body.wait).min(MAX_WAIT);
@@ -393,7 +412,16 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
                 .and_then(|g| g.timeout)
                 .map(|t| t.0)
                 .unwrap_or(Duration::from_secs(600));
-            match perform::run(&authorized, run, &body.args, &api.workspace, timeout).await {
+            match perform::run(
+                &authorized,
+                run,
+                &body.args,
+                &api.workspace,
+                &api.pauser,
+                timeout,
+            )
+            .await
+            {
                 Ok(mut result) => {
                     if let Some(redactor) = &api.redactor {
                         result.stdout = redactor.redact(&result.stdout);

@@ -443,7 +443,7 @@ fn effect_ref(effect: &Effect, id: &str) -> EffectRef {
             name.clone(),
             [("destination".to_owned(), destination.clone())].into(),
         ),
-        Effect::Action { kind, args } => (format!("action.{kind}"), kind.clone(), args.clone()),
+        Effect::Action { kind, args, .. } => (format!("action.{kind}"), kind.clone(), args.clone()),
         Effect::ToolCall {
             via,
             tool,

@@ -25,7 +25,7 @@
 //! let journal = Arc::new(MemoryJournal::default());
 //! let gate = Gate::new(Engine::load(&remit).unwrap(), principal, journal, Arc::new(SystemClock), Duration::from_secs(900));
 //! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-//! let effect = Effect::Action { kind: "deploy".into(), args: [("env".into(), "staging".into())].into() };
+//! let effect = Effect::Action { kind: "deploy".into(), args: [("env".into(), "staging".into())].into(), workspace: String::new() };
 //! match runtime.block_on(gate.request(effect, Duration::ZERO)) {
 //!     Outcome::Authorized(authorized) => {
 //!         runtime.block_on(gate.begin(&authorized)).unwrap(); // durable before the effect

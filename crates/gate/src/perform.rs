@@ -80,16 +80,174 @@ pub fn command_line(run: &CommandRule, args: &BTreeMap<String, String>) -> Vec<S
         .collect()
 }
 
+/// Most entries of a workspace an action can be bound to.
+const MAX_BOUND_ENTRIES: usize = 1_000_000;
+/// Most bytes of a workspace an action can be bound to.
+const MAX_BOUND_BYTES: u64 = 8 << 30;
+
+/// `sha256:<hex>` of everything in `workspace`, as the host command of an action would find
+/// it: every entry's path, kind and permission bits, a regular file's contents, a link's
+/// target (links are not followed; FIFOs and devices are not opened). An approval of the
+/// action is bound to it (it is part of the effect), and the command runs only when the
+/// workspace, with the task stopped, still has it. `Err` (one line) when the workspace cannot
+/// be read whole, or holds more than a million entries or 8 GiB.
+pub fn workspace_digest(workspace: &Path) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+    let mut hasher = Sha256::new();
+    let mut entries = 0usize;
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
+    // Directories to visit, as paths relative to the workspace.
+    let mut stack: Vec<std::path::PathBuf> = vec![std::path::PathBuf::new()];
+    let unreadable = |path: &Path, e: std::io::Error| {
+        format!(
+            "cannot read `{}` in the workspace: {}",
+            path.display(),
+            remit_types::remit::io_reason(&e)
+        )
+    };
+    while let Some(relative) = stack.pop() {
+        let dir = workspace.join(&relative);
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
+            .map_err(|e| unreadable(&relative, e))?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| unreadable(&relative, e))?;
+        names.sort();
+        // Visited in reverse so the stack pops them in order.
+        let mut subdirs = Vec::new();
+        for name in names {
+            entries += 1;
+            if entries > MAX_BOUND_ENTRIES {
+                return Err(format!(
+                    "the workspace holds more than {MAX_BOUND_ENTRIES} entries: an action's approval cannot be bound to it"
+                ));
+            }
+            let path = relative.join(&name);
+            let full = workspace.join(&path);
+            let meta = std::fs::symlink_metadata(&full).map_err(|e| unreadable(&path, e))?;
+            let kind = meta.file_type();
+            let tag: u8 = if kind.is_dir() {
+                b'd'
+            } else if kind.is_file() {
+                b'f'
+            } else if kind.is_symlink() {
+                b'l'
+            } else {
+                b'o'
+            };
+            hasher.update([tag]);
+            hasher.update((path.as_os_str().len() as u64).to_le_bytes());
+            hasher.update(path.as_os_str().as_bytes());
+            hasher.update((meta.mode() & 0o7777).to_le_bytes());
+            if kind.is_dir() {
+                subdirs.push(path);
+            } else if kind.is_file() {
+                let mut file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&full)
+                    .map_err(|e| unreadable(&path, e))?;
+                let opened = file.metadata().map_err(|e| unreadable(&path, e))?;
+                if !opened.is_file() || (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+                    return Err(format!(
+                        "`{}` in the workspace changed while it was read",
+                        path.display()
+                    ));
+                }
+                let mut content = Sha256::new();
+                let mut length = 0u64;
+                loop {
+                    let n = file.read(&mut buf).map_err(|e| unreadable(&path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    length += n as u64;
+                    bytes += n as u64;
+                    if bytes > MAX_BOUND_BYTES {
+                        return Err(
+                            "the workspace holds more than 8 GiB: an action's approval cannot be bound to it"
+                                .into(),
+                        );
+                    }
+                    content.update(&buf[..n]);
+                }
+                hasher.update(length.to_le_bytes());
+                hasher.update(content.finalize());
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&full).map_err(|e| unreadable(&path, e))?;
+                hasher.update((target.as_os_str().len() as u64).to_le_bytes());
+                hasher.update(target.as_os_str().as_bytes());
+            } else {
+                let special: u8 = if kind.is_fifo() {
+                    b'p'
+                } else if kind.is_socket() {
+                    b's'
+                } else {
+                    b'c'
+                };
+                hasher.update([special]);
+                hasher.update(meta.rdev().to_le_bytes());
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(format!("sha256:{}", hex(&hasher.finalize())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`workspace_digest`] off the runtime's threads.
+pub async fn workspace_digest_of(workspace: &Path) -> Result<String, String> {
+    let workspace = workspace.to_path_buf();
+    tokio::task::spawn_blocking(move || workspace_digest(&workspace))
+        .await
+        .map_err(|e| format!("the workspace could not be read: {e}"))?
+}
+
 /// Run an authorized action's host command in `workspace`, killing it after `timeout`. When
-/// the command cannot be started at all, the authorization is marked as never started, so
-/// reporting the error with [`crate::gate::Gate::failed`] gives its quota slot back.
+/// the action is bound to the workspace's contents (its effect's `workspace`), every process
+/// of the task is stopped first and stays stopped until the command has ended, and the
+/// command runs only if the workspace still has the contents the action was asked (and
+/// approved) for. When the command cannot be started at all, the authorization is marked as
+/// never started, so reporting the error with [`crate::gate::Gate::failed`] gives its quota
+/// slot back.
 pub async fn run(
     authorized: &Authorized,
     run: &CommandRule,
     args: &BTreeMap<String, String>,
     workspace: &Path,
+    pauser: &crate::run::Pauser,
     timeout: Duration,
 ) -> Result<ActionResult, String> {
+    let bound = match authorized.effect() {
+        remit_types::effect::Effect::Action { workspace, .. } => workspace.clone(),
+        _ => String::new(),
+    };
+    let _paused = if bound.is_empty() {
+        None
+    } else {
+        let paused = pauser.pause().await.map_err(|e| {
+            authorized.not_started();
+            format!("the task could not be stopped while the action uses its workspace: {e}")
+        })?;
+        let now = workspace_digest_of(workspace)
+            .await
+            .inspect_err(|_| authorized.not_started())?;
+        if now != bound {
+            authorized.not_started();
+            return Err(format!(
+                "the workspace changed after the action was asked for (it was {bound}, it is {now}); nothing was run: ask again, for what the workspace holds now"
+            ));
+        }
+        Some(paused)
+    };
     let argv = command_line(run, args);
     let Some((program, rest)) = argv.split_first() else {
         authorized.not_started();
@@ -183,6 +341,52 @@ fn humantime_short(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest a host command's approval is bound to changes with anything the command
+    /// could read differently (contents, a name, permission bits, a link's target), and does
+    /// not follow links out of the workspace or open a FIFO.
+    #[test]
+    fn the_workspace_digest_covers_what_a_command_would_find() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(ws.join("sub")).unwrap();
+        std::fs::write(&outside, "outside").unwrap();
+        std::fs::write(ws.join("sub/a"), "one").unwrap();
+        std::os::unix::fs::symlink(&outside, ws.join("link")).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(ws.join("fifo"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let first = workspace_digest(&ws).unwrap();
+        assert!(first.starts_with("sha256:") && first.len() == 71, "{first}");
+        // The same workspace, the same digest; what lies behind a link is not part of it.
+        std::fs::write(&outside, "changed outside").unwrap();
+        assert_eq!(workspace_digest(&ws).unwrap(), first);
+        let changes: [&dyn Fn(); 4] = [
+            &|| std::fs::write(ws.join("sub/a"), "two").unwrap(),
+            &|| std::fs::rename(ws.join("sub/a"), ws.join("sub/b")).unwrap(),
+            &|| {
+                std::fs::set_permissions(ws.join("sub/b"), std::fs::Permissions::from_mode(0o755))
+                    .unwrap()
+            },
+            &|| {
+                std::fs::remove_file(ws.join("link")).unwrap();
+                std::os::unix::fs::symlink("elsewhere", ws.join("link")).unwrap();
+            },
+        ];
+        let mut seen = vec![first];
+        for change in changes {
+            change();
+            let now = workspace_digest(&ws).unwrap();
+            assert!(!seen.contains(&now), "a change left the digest as it was");
+            seen.push(now);
+        }
+    }
 
     #[test]
     fn placeholders_are_replaced_once_from_the_template() {

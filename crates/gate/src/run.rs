@@ -292,6 +292,7 @@ pub struct Task {
     dir: Option<TaskDir>,
     degraded: Vec<(Layer, String)>,
     commands_tx: mpsc::UnboundedSender<TaskCommand>,
+    pauser: Pauser,
     commands_rx: Option<mpsc::UnboundedReceiver<TaskCommand>>,
     supervision: Supervision,
     baseline: crate::changes::Baseline,
@@ -872,7 +873,13 @@ impl Task {
             adapter.bind(Arc::clone(&gate), approval_timeout);
         }
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let pauser = Pauser {
+            tx: commands_tx.clone(),
+            one: Arc::new(tokio::sync::Mutex::new(())),
+        };
         let api = Arc::new(Api {
+            pauser: pauser.clone(),
             gate: Arc::clone(&gate),
             info,
             remit: request.remit.remit.clone(),
@@ -887,7 +894,6 @@ impl Task {
 
         crate::timing::mark("gate ready");
         let watch = sandbox.take_exec_watch().map(Arc::new);
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let lease_timer = match (authority.broker(), authority.leases()) {
             (Some(b), Some(l)) => Some((Arc::clone(b), Arc::clone(l))),
             _ => None,
@@ -913,6 +919,7 @@ impl Task {
             pending,
             authority,
             commands_tx,
+            pauser,
             commands_rx: Some(commands_rx),
             supervision: Supervision {
                 leases: lease_timer,
@@ -926,6 +933,7 @@ impl Task {
                 approval_timeout,
                 pending: HashMap::new(),
                 waiters: HashMap::new(),
+                pauses: HashMap::new(),
                 redactor: redactor.clone(),
                 relays: Vec::new(),
             },
@@ -943,6 +951,7 @@ impl Task {
         TaskClient {
             redactor: self.supervision.redactor.clone(),
             tx: self.commands_tx.clone(),
+            pauser: self.pauser.clone(),
             gate: Arc::clone(&self.gate),
             workspace: self.supervision.prepared.spec.workspace.clone(),
             search: self
@@ -1210,6 +1219,8 @@ struct Supervision {
     pending: HashMap<u64, oneshot::Sender<Result<Running, String>>>,
     /// Spawns whose end someone waits for.
     waiters: HashMap<u64, oneshot::Sender<ExitStatus>>,
+    /// Pauses waiting for the init's answer.
+    pauses: HashMap<u64, oneshot::Sender<Result<(), String>>>,
     /// Redacts what the command prints to pipes and files.
     redactor: Option<crate::secrets::LazyScanner>,
     /// Threads copying redacted output; joined when the task ends.
@@ -1301,6 +1312,71 @@ enum TaskCommand {
         id: u64,
         signal: i32,
     },
+    /// Stop every process of the task; answered once all are stopped.
+    Pause {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Let them go on.
+    Resume,
+}
+
+/// Stops every process of a task while a host command works on its workspace (an action's
+/// `run`): what the command finds there is then what was checked, whatever the task does.
+/// One pause at a time; the task goes on when the [`Paused`] it gives is dropped.
+#[derive(Clone)]
+pub struct Pauser {
+    tx: mpsc::UnboundedSender<TaskCommand>,
+    one: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Pauser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pauser").finish_non_exhaustive()
+    }
+}
+
+impl Pauser {
+    /// A pauser with no task behind it (an [`crate::api::Api`] served without a sandbox, in
+    /// tests): every pause fails, so no action's host command runs through it.
+    pub fn without_task() -> Pauser {
+        let (tx, _) = mpsc::unbounded_channel();
+        Pauser {
+            tx,
+            one: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Stop every process of the task; resolves once all are stopped. `Err` when they could
+    /// not all be stopped (they go on) or the task has ended.
+    pub async fn pause(&self) -> Result<Paused, String> {
+        let guard = Arc::clone(&self.one).lock_owned().await;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(TaskCommand::Pause { reply })
+            .map_err(|_| "the task has ended".to_owned())?;
+        // From here on the task is resumed when this is dropped, whatever the answer.
+        let paused = Paused {
+            tx: self.tx.clone(),
+            _one: guard,
+        };
+        answer
+            .await
+            .map_err(|_| "the task has ended".to_owned())??;
+        Ok(paused)
+    }
+}
+
+/// A paused task: it goes on when this is dropped.
+#[derive(Debug)]
+pub struct Paused {
+    tx: mpsc::UnboundedSender<TaskCommand>,
+    _one: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = self.tx.send(TaskCommand::Resume);
+    }
 }
 
 /// A program started in a task.
@@ -1333,6 +1409,7 @@ pub struct ExecOutput {
 #[derive(Debug, Clone)]
 pub struct TaskClient {
     tx: mpsc::UnboundedSender<TaskCommand>,
+    pauser: Pauser,
     gate: Arc<Gate>,
     workspace: PathBuf,
     search: String,
@@ -1401,6 +1478,11 @@ impl TaskClient {
             })
             .map_err(|_| "the task has ended".to_owned())?;
         answer.await.map_err(|_| "the task has ended".to_owned())?
+    }
+
+    /// Stops the task while an action's host command works on its workspace.
+    pub fn pauser(&self) -> &Pauser {
+        &self.pauser
     }
 
     /// Send a signal to a program started with [`TaskClient::spawn`] (its process group).
@@ -1748,6 +1830,15 @@ impl Supervision {
                                     let _ = waiter.send(status);
                                 }
                             }
+                            Ok(Some(Event::Paused { id, stopped })) => {
+                                if let Some(reply) = self.pauses.remove(&id) {
+                                    let _ = reply.send(if stopped {
+                                        Ok(())
+                                    } else {
+                                        Err("a process of the task would not stop".into())
+                                    });
+                                }
+                            }
                             Ok(None) => break,
                             Err(e) => {
                                 return match killed.take() {
@@ -1816,6 +1907,17 @@ impl Supervision {
                         }
                         TaskCommand::Signal { id, signal } => {
                             let _ = sandbox.signal(id, signal);
+                        }
+                        TaskCommand::Pause { reply } => match sandbox.pause() {
+                            Ok(id) => {
+                                self.pauses.insert(id, reply);
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        },
+                        TaskCommand::Resume => {
+                            let _ = sandbox.resume();
                         }
                     }
                 }

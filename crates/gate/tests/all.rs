@@ -82,6 +82,7 @@ fn gate() -> (Arc<Gate>, MemoryJournal, Arc<TestClock>) {
 fn publish(tag: &str) -> Effect {
     Effect::Action {
         kind: "publish".into(),
+        workspace: String::new(),
         args: [("tag".to_string(), tag.to_string())].into(),
     }
 }
@@ -89,6 +90,7 @@ fn publish(tag: &str) -> Effect {
 fn action(kind: &str, args: &[(&str, &str)]) -> Effect {
     Effect::Action {
         kind: kind.into(),
+        workspace: String::new(),
         args: args
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -806,6 +808,7 @@ fn test_api(
         task_pidns: None,
         redactor: None,
         code: std::sync::OnceLock::new(),
+        pauser: remit_gate::run::Pauser::without_task(),
     });
     (api, kills)
 }

@@ -111,6 +111,7 @@ fn generate(n: usize, dir: &std::path::Path) -> (String, Vec<Effect>) {
         }
         effects.push(Effect::Action {
             kind: format!("act{i}"),
+            workspace: String::new(),
             args: [("target".to_string(), format!("t{i}"))].into(),
         });
     }

@@ -978,7 +978,7 @@ impl Engine {
 
     /// Check an effect against what the remit declares (typed action names and arguments).
     pub fn check_request(&self, effect: &Effect) -> Result<(), RequestError> {
-        if let Effect::Action { kind, args } = effect {
+        if let Effect::Action { kind, args, .. } = effect {
             let standard = remit_types::effect::STANDARD_ACTIONS.contains(&kind.as_str());
             static NONE: Vec<String> = Vec::new();
             let Some(declared) = self.declared.get(kind).or(standard.then_some(&NONE)) else {
@@ -1400,7 +1400,7 @@ impl Engine {
                     .map_err(|e| e.to_string())?,
                 ),
             ),
-            Effect::Action { kind, args } => {
+            Effect::Action { kind, args, .. } => {
                 self.check_request(effect).map_err(|e| e.to_string())?;
                 let declared = self.declared.get(kind).cloned().unwrap_or_default();
                 let fields = declared.iter().map(|name| {

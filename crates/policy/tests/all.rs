@@ -41,6 +41,7 @@ fn exec(line: &str) -> Effect {
 fn action(kind: &str, args: &[(&str, &str)]) -> Effect {
     Effect::Action {
         kind: kind.into(),
+        workspace: String::new(),
         args: args
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

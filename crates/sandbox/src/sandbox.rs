@@ -66,6 +66,14 @@ pub enum Event {
         /// How.
         status: ExitStatus,
     },
+    /// The answer to [`Sandbox::pause`]: whether every process of the task is stopped
+    /// (`false`: one would not stop, and all go on).
+    Paused {
+        /// The pause.
+        id: u64,
+        /// Whether all are stopped.
+        stopped: bool,
+    },
 }
 
 /// How a program ended.
@@ -531,6 +539,7 @@ impl Sandbox {
                     ExitStatus::Code(code)
                 },
             }),
+            Some(FromInit::Paused { id, stopped }) => Some(Event::Paused { id, stopped }),
             _ => None,
         })
     }
@@ -547,6 +556,24 @@ impl Sandbox {
                 return Err(self.init_failure(None));
             }
         }
+    }
+
+    /// Stop every process of the task; [`Event::Paused`] with the returned id answers once
+    /// all are stopped. The task stays stopped until [`Sandbox::resume`].
+    pub fn pause(&mut self) -> Result<u64, Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.outbox
+            .push_back((ToInit::Pause { id }.encode(), Vec::new()));
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Let every process of the task go on after [`Sandbox::pause`] (processes the task had
+    /// stopped itself go on too).
+    pub fn resume(&mut self) -> Result<(), Error> {
+        self.outbox.push_back((ToInit::Resume.encode(), Vec::new()));
+        self.flush()
     }
 
     /// Send a signal to a spawned program (its group if it has one).

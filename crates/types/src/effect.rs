@@ -120,6 +120,10 @@ pub enum Effect {
         kind: String,
         /// Its arguments.
         args: BTreeMap<String, String>,
+        /// For an action whose host command runs in the workspace, `sha256:<hex>` of the
+        /// workspace's contents when it was asked for (empty otherwise): an approval is bound
+        /// to what the command will find there, and the command runs only on exactly that.
+        workspace: String,
     },
     /// A governed tool called by an MCP client or a code-mode script (`read_file`, `exec`,
     /// `git_push`, …). The call is decided with its arguments; what the tool then does
@@ -213,16 +217,24 @@ impl Effect {
                     escaped(destination)
                 )
             }
-            Effect::Action { kind, args } => {
+            Effect::Action {
+                kind,
+                args,
+                workspace,
+            } => {
                 let args: Vec<String> = args
                     .iter()
                     .map(|(k, v)| format!("{}={}", escaped(k), shell_word(&v.to_string())))
                     .collect();
-                if args.is_empty() {
+                let mut out = if args.is_empty() {
                     escaped(kind)
                 } else {
                     format!("{} {}", escaped(kind), args.join(" "))
+                };
+                if !workspace.is_empty() {
+                    out.push_str(&format!(" (on the workspace {})", escaped(workspace)));
                 }
+                out
             }
             Effect::ToolCall {
                 via, tool, args, ..
@@ -383,12 +395,18 @@ impl Serialize for Effect {
                 map.insert("name".into(), name.clone().into());
                 map.insert("destination".into(), destination.clone().into());
             }
-            Effect::Action { args, .. } => {
+            Effect::Action {
+                args, workspace, ..
+            } => {
                 let args: serde_json::Map<String, serde_json::Value> = args
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone().into()))
                     .collect();
                 map.insert("args".into(), args.into());
+                // Only when bound: the digests of other actions stay what they were.
+                if !workspace.is_empty() {
+                    map.insert("workspace".into(), workspace.clone().into());
+                }
             }
             Effect::ToolCall {
                 via,
@@ -408,6 +426,16 @@ impl Serialize for Effect {
         }
         serde_json::Value::Object(map).serialize(serializer)
     }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_sha256(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// An effect as written by people: a table with `kind` and fields.
@@ -451,6 +479,8 @@ struct RawEffect {
     tool: Option<String>,
     #[serde(default)]
     script: Option<String>,
+    #[serde(default)]
+    workspace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -494,6 +524,7 @@ impl<'de> Deserialize<'de> for Effect {
                     ("tool", raw.tool.is_some()),
                     ("via", raw.via.is_some()),
                     ("script", raw.script.is_some()),
+                    ("workspace", raw.workspace.is_some()),
                 ])?;
                 let argv = match raw.command {
                     Some(Words::List(words)) => words,
@@ -518,6 +549,7 @@ impl<'de> Deserialize<'de> for Effect {
                     ("tool", raw.tool.is_some()),
                     ("via", raw.via.is_some()),
                     ("script", raw.script.is_some()),
+                    ("workspace", raw.workspace.is_some()),
                 ])?;
                 Effect::HttpRequest {
                     host: need(raw.host, "host")?.to_ascii_lowercase(),
@@ -537,6 +569,7 @@ impl<'de> Deserialize<'de> for Effect {
                     ("tool", raw.tool.is_some()),
                     ("via", raw.via.is_some()),
                     ("script", raw.script.is_some()),
+                    ("workspace", raw.workspace.is_some()),
                 ])?;
                 Effect::GitPush {
                     remote: raw.remote.unwrap_or_else(|| "origin".into()),
@@ -555,6 +588,7 @@ impl<'de> Deserialize<'de> for Effect {
                     ("tool", raw.tool.is_some()),
                     ("via", raw.via.is_some()),
                     ("script", raw.script.is_some()),
+                    ("workspace", raw.workspace.is_some()),
                 ])?;
                 Effect::SecretUse {
                     name: need(raw.name, "name")?,
@@ -567,6 +601,7 @@ impl<'de> Deserialize<'de> for Effect {
                     ("host", raw.host.is_some()),
                     ("ref", raw.reference.is_some()),
                     ("name", raw.name.is_some()),
+                    ("workspace", raw.workspace.is_some()),
                 ])?;
                 let via = raw.via.unwrap_or_else(|| "mcp".into());
                 if !TOOL_SURFACES.contains(&via.as_str()) {
@@ -601,9 +636,16 @@ impl<'de> Deserialize<'de> for Effect {
                     ("script", raw.script.is_some()),
                 ])?;
                 let args = scalars(raw.args.unwrap_or_default());
+                let workspace = raw.workspace.unwrap_or_default();
+                if !workspace.is_empty() && !is_sha256(&workspace) {
+                    return Err(D::Error::custom(format!(
+                        "`workspace` of an action is `sha256:` and 64 lowercase hex digits, not `{workspace}`"
+                    )));
+                }
                 Effect::Action {
                     kind: kind.to_owned(),
                     args,
+                    workspace,
                 }
             }
         };
@@ -728,10 +770,12 @@ mod tests {
     fn digest_binds_every_field_and_the_task() {
         let a = Effect::Action {
             kind: "publish".into(),
+            workspace: String::new(),
             args: [("tag".to_string(), "v1".to_string())].into(),
         };
         let b = Effect::Action {
             kind: "publish".into(),
+            workspace: String::new(),
             args: [("tag".to_string(), "v2".to_string())].into(),
         };
         assert_ne!(a.digest("t1"), b.digest("t1"));

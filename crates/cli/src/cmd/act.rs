@@ -98,6 +98,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
         // Approved: ask again for exactly the same effect; the gate performs it once.
         response = client::request(&socket, "POST", "/v1/actions", Some(&body), timeout)
             .context("lost the gate")?;
+        if response.status == 202 {
+            // The same arguments, and yet another effect: what the action is bound to (the
+            // workspace's contents) changed since it was asked for.
+            let again = response.body["approval"].as_str().unwrap_or_default();
+            eprintln!(
+                "remit: denied `{}`: approval {id} was given for the workspace as it was when the action was asked for, and the workspace changed since; a new approval is pending: {again}",
+                args.kind
+            );
+            print(&args, &response.body);
+            return Ok(Outcome::Denied);
+        }
     }
     print(&args, &response.body);
     match response.status {

@@ -675,3 +675,82 @@ fn a_changed_argument_needs_its_own_approval_and_expired_ones_cannot_be_given() 
         "v4 was never approved"
     );
 }
+
+/// An action whose host command runs in the workspace is decided, and approved, for what the
+/// workspace holds when it is asked for: a task that changes the workspace after asking (to
+/// get something else published under the approval) gets nothing run; the twin that leaves
+/// it alone gets its action performed.
+#[test]
+fn an_approval_is_bound_to_the_workspace_it_was_asked_for() {
+    let w = World::new();
+    let changed = w.ws.join("changed");
+    let child = background(
+        &w,
+        REMIT,
+        "echo good > payload; (sleep 1; echo evil > payload; touch changed) & \
+         remit act publish --arg tag=v1 --wait 60; echo rc=$?; wait",
+    );
+    let pending = wait_pending(&w);
+    assert!(
+        pending["enables"]
+            .as_str()
+            .unwrap()
+            .contains("on the workspace sha256:"),
+        "{pending}"
+    );
+    let begun = Instant::now();
+    while !w.exists(&changed) {
+        assert!(begun.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = pending["id"].as_str().unwrap();
+    assert!(host(&w, &["approvals", "approve", id]).status.success());
+    let out = finish(child);
+    assert!(stdout(&out).contains("rc=1"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("the workspace changed since"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !w.exists(&w.ws.join("published-v1")),
+        "the command ran on a workspace nobody approved"
+    );
+
+    // The twin: the workspace stays as it was asked for.
+    let child = background(
+        &w,
+        REMIT,
+        "echo good > payload2; remit act publish --arg tag=v2 --wait 60; echo rc=$?",
+    );
+    approve_first(&w);
+    let out = finish(child);
+    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
+    assert!(w.exists(&w.ws.join("published-v2")));
+}
+
+/// While an action's host command works on the workspace, every process of the task is
+/// stopped: a task that writes the workspace under the command (a loop started just after it
+/// asked) cannot change what the command reads; it goes on once the command is done.
+#[test]
+fn the_task_is_stopped_while_an_actions_command_uses_the_workspace() {
+    let w = World::new();
+    let remit = r#"
+[actions.copy]
+run = ["sh", "-c", "sleep 1; cat payload > published"]
+"#;
+    let out = w.run(
+        Some(remit),
+        "echo good > payload; (sleep 0.4; while :; do echo evil > payload; done) & loop=$!; \
+         remit act copy; echo rc=$?; sleep 0.3; kill $loop; cat payload",
+    );
+    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
+    assert_eq!(
+        std::fs::read_to_string(w.ws.join("published")).unwrap(),
+        "good\n",
+        "the task changed the workspace under the command: {}",
+        show(&out)
+    );
+    // The task went on afterwards: its loop ran once the command was done.
+    assert!(stdout(&out).ends_with("evil\n"), "{}", show(&out));
+}
