@@ -54,7 +54,14 @@ struct Inner {
     scanner: Arc<OnceLock<Option<remit_scan::Scanner>>>,
     scanner_ready: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     scanner_watch: tokio::sync::watch::Receiver<bool>,
+    /// Slots for calls being performed at once (their programs and output buffers).
+    performing: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most calls of one task performed at once, by MCP clients and scripts together; more wait
+/// for a slot (a script's `Promise.all` over thousands of calls holds at most this many
+/// programs and outputs at a time).
+pub const MAX_PERFORMING: usize = 64;
 
 /// The task's host for code mode and MCP. Cheap to clone.
 #[derive(Clone)]
@@ -196,6 +203,7 @@ impl TaskHost {
                 scanner,
                 scanner_ready: ready,
                 scanner_watch,
+                performing: Arc::new(tokio::sync::Semaphore::new(MAX_PERFORMING)),
             }),
         }
     }
@@ -291,6 +299,12 @@ impl TaskHost {
         };
         let wait = wait.unwrap_or(self.inner.options.approval_wait);
         let authorized = self.decide(effect, wait).await?;
+        // Decided: performed once a slot is free (dropped while it waits, it is recorded as
+        // not performed, like any call given up).
+        let _slot = Arc::clone(&self.inner.performing)
+            .acquire_owned()
+            .await
+            .map_err(|_| CallError::failed("the task's host is closing"))?;
         let tool = call.tool();
         let guard = self
             .start(

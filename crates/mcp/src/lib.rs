@@ -102,7 +102,14 @@ pub struct Server {
     host: TaskHost,
     options: ServerOptions,
     tools: Arc<Vec<Tool>>,
+    /// Calls in flight, for every session of the task together.
+    calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most `tools/call` requests of one task in flight at once (every session together); one
+/// more is answered at once with a `limit` error, so a client flooding the server holds at
+/// most this many requests (and their arguments) in the supervisor's memory.
+pub const MAX_CALLS_IN_FLIGHT: usize = 64;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -292,6 +299,7 @@ impl Server {
             host: host.with_via("mcp"),
             options,
             tools: Arc::new(tool_list()),
+            calls: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT)),
         }
     }
 
@@ -301,6 +309,14 @@ impl Server {
         name: &str,
         arguments: Option<JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
+        let Ok(_call) = Arc::clone(&self.calls).try_acquire_owned() else {
+            return Ok(error_result(&CallError::new(
+                ErrorCode::Limit,
+                format!(
+                    "{MAX_CALLS_IN_FLIGHT} tool calls of this task are already in flight; wait for one to finish and call again"
+                ),
+            )));
+        };
         let args = Value::Object(arguments.unwrap_or_default());
         if name == "run_code" {
             return Ok(self.run_code(args).await);

@@ -737,12 +737,14 @@ fn the_task_is_stopped_while_an_actions_command_uses_the_workspace() {
     let w = World::new();
     let remit = r#"
 [actions.copy]
-run = ["sh", "-c", "sleep 1; cat payload > published"]
+run = ["sh", "-c", "sleep 2; cat payload > published"]
 "#;
     let out = w.run(
         Some(remit),
-        "echo good > payload; (sleep 0.4; while :; do echo evil > payload; done) & loop=$!; \
-         remit act copy; echo rc=$?; sleep 0.3; kill $loop; cat payload",
+        "echo good > payload; (sleep 1; touch went-on; while :; do echo evil > payload; done) & loop=$!; \
+         remit act copy; echo rc=$?; \
+         for i in $(seq 200); do test -e went-on && break; sleep 0.05; done; kill $loop; \
+         test -e went-on && echo went-on",
     );
     assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
     assert_eq!(
@@ -752,5 +754,5 @@ run = ["sh", "-c", "sleep 1; cat payload > published"]
         show(&out)
     );
     // The task went on afterwards: its loop ran once the command was done.
-    assert!(stdout(&out).ends_with("evil\n"), "{}", show(&out));
+    assert!(stdout(&out).ends_with("went-on\n"), "{}", show(&out));
 }

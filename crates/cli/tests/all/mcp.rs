@@ -789,3 +789,51 @@ fn the_tasks_own_secrets_never_reach_the_client() {
         "{r}"
     );
 }
+
+/// A client that floods the server with calls holds at most `MAX_CALLS_IN_FLIGHT` (64) of
+/// them in the supervisor at once: the rest are answered at once with a `limit` error, and
+/// once the calls in flight are done, the next call is served.
+#[test]
+fn a_flood_of_calls_is_bounded() {
+    let w = World::new();
+    workspace(&w);
+    let mut raw = Raw::start(&w, REMIT, &[]);
+    for id in 1..=80 {
+        raw.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "exec", "arguments": {"argv": ["sleep", "3"]}}}));
+    }
+    let mut answers: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while answers.len() < 80 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = raw
+            .lines
+            .recv_timeout(left)
+            .expect("an answer to every call");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["id"].as_i64().is_some_and(|id| (1..=80).contains(&id)) {
+            answers.push(v);
+        }
+    }
+    let limited = answers
+        .iter()
+        .filter(|a| {
+            a["result"]["isError"] == true
+                && a["result"]["structuredContent"]["code"] == "limit"
+                && a["result"]["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("already in flight")
+        })
+        .count();
+    let served = answers
+        .iter()
+        .filter(|a| a["result"]["isError"] == false)
+        .count();
+    assert_eq!(served, 64, "{answers:?}");
+    assert_eq!(limited, 16, "{answers:?}");
+    // The twin: with the flood over, a call is served.
+    let r = raw.call(100, "exec", json!({"argv": ["echo", "after"]}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let out = raw.close();
+    assert!(out.status.success(), "{}", show(&out));
+}
