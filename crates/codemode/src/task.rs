@@ -1136,7 +1136,7 @@ impl TaskHost {
             .remit
             .actions
             .get(&a.kind)
-            .is_some_and(|g| g.run.is_some())
+            .is_some_and(remit_types::remit::ActionGrant::binds_workspace)
         {
             let digest = remit_gate::perform::workspace_digest_of(self.workspace())
                 .await

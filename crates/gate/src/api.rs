@@ -364,7 +364,7 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
         .remit
         .actions
         .get(&body.kind)
-        .is_some_and(|g| g.run.is_some())
+        .is_some_and(remit_types::remit::ActionGrant::binds_workspace)
     {
         match perform::workspace_digest_of(&api.workspace).await {
             Ok(digest) => {

@@ -86,83 +86,127 @@ const MAX_BOUND_ENTRIES: usize = 1_000_000;
 const MAX_BOUND_BYTES: u64 = 8 << 30;
 
 /// `sha256:<hex>` of everything in `workspace`, as the host command of an action would find
-/// it: every entry's path, kind and permission bits, a regular file's contents, a link's
-/// target (links are not followed; FIFOs and devices are not opened). An approval of the
-/// action is bound to it (it is part of the effect), and the command runs only when the
-/// workspace, with the task stopped, still has it. `Err` (one line) when the workspace cannot
-/// be read whole, or holds more than a million entries or 8 GiB.
+/// it: every entry's path, kind and permission bits, a regular file's contents and
+/// modification time, a link's target. The walk goes by descriptor, never through a link (a
+/// directory the task swaps for a link to `/` is not followed), opens no FIFO or device, and
+/// does not descend into another file system (a mount point is an entry of its own). An
+/// approval of the action is bound to it (it is part of the effect), and the command runs
+/// only when the workspace, with the task frozen, still has it. `Err` (one line) when the
+/// workspace cannot be read whole, or holds more than a million entries or 8 GiB.
 pub fn workspace_digest(workspace: &Path) -> Result<String, String> {
+    use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, openat, statat};
     use sha2::{Digest, Sha256};
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+    let unreadable = |path: &Path, e: &dyn std::fmt::Display| {
+        format!("cannot read `{}` in the workspace: {e}", path.display())
+    };
+    let open_dir = |at: &std::os::fd::OwnedFd, name: &std::ffi::CStr| {
+        openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let names_of =
+        |fd: &std::os::fd::OwnedFd, path: &Path| -> Result<Vec<std::ffi::CString>, String> {
+            let mut dir = Dir::read_from(fd).map_err(|e| unreadable(path, &e))?;
+            let mut names = Vec::new();
+            for entry in &mut dir {
+                let entry = entry.map_err(|e| unreadable(path, &e))?;
+                let name = entry.file_name();
+                if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                    names.push(name.to_owned());
+                }
+            }
+            names.sort();
+            Ok(names)
+        };
+    let root = rustix::fs::open(
+        workspace,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| unreadable(Path::new("."), &e))?;
+    let root_dev = rustix::fs::fstat(&root)
+        .map_err(|e| unreadable(Path::new("."), &e))?
+        .st_dev;
 
     let mut hasher = Sha256::new();
     let mut entries = 0usize;
     let mut bytes = 0u64;
     let mut buf = vec![0u8; 256 << 10];
-    // Directories to visit, as paths relative to the workspace.
-    let mut stack: Vec<std::path::PathBuf> = vec![std::path::PathBuf::new()];
-    let unreadable = |path: &Path, e: std::io::Error| {
-        format!(
-            "cannot read `{}` in the workspace: {}",
-            path.display(),
-            remit_types::remit::io_reason(&e)
-        )
-    };
-    while let Some(relative) = stack.pop() {
-        let dir = workspace.join(&relative);
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
-            .map_err(|e| unreadable(&relative, e))?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| unreadable(&relative, e))?;
-        names.sort();
-        // Visited in reverse so the stack pops them in order.
-        let mut subdirs = Vec::new();
-        for name in names {
-            entries += 1;
-            if entries > MAX_BOUND_ENTRIES {
-                return Err(format!(
-                    "the workspace holds more than {MAX_BOUND_ENTRIES} entries: an action's approval cannot be bound to it"
-                ));
-            }
-            let path = relative.join(&name);
-            let full = workspace.join(&path);
-            let meta = std::fs::symlink_metadata(&full).map_err(|e| unreadable(&path, e))?;
-            let kind = meta.file_type();
-            let tag: u8 = if kind.is_dir() {
-                b'd'
-            } else if kind.is_file() {
-                b'f'
-            } else if kind.is_symlink() {
-                b'l'
-            } else {
-                b'o'
-            };
-            hasher.update([tag]);
-            hasher.update((path.as_os_str().len() as u64).to_le_bytes());
-            hasher.update(path.as_os_str().as_bytes());
-            hasher.update((meta.mode() & 0o7777).to_le_bytes());
-            if kind.is_dir() {
-                subdirs.push(path);
-            } else if kind.is_file() {
-                let mut file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&full)
-                    .map_err(|e| unreadable(&path, e))?;
-                let opened = file.metadata().map_err(|e| unreadable(&path, e))?;
-                if !opened.is_file() || (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+    // Depth first, names in order: one open descriptor per level.
+    let root_names = names_of(&root, Path::new("."))?;
+    let mut stack = vec![(root, std::path::PathBuf::new(), root_names.into_iter())];
+    while let Some((fd, dir_path, names)) = stack.last_mut() {
+        let Some(name) = names.next() else {
+            stack.pop();
+            continue;
+        };
+        entries += 1;
+        if entries > MAX_BOUND_ENTRIES {
+            return Err(format!(
+                "the workspace holds more than {MAX_BOUND_ENTRIES} entries: an action's approval cannot be bound to it"
+            ));
+        }
+        let path = dir_path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        let stat =
+            statat(&*fd, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| unreadable(&path, &e))?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        let other_fs = stat.st_dev != root_dev;
+        let tag: u8 = match kind {
+            _ if other_fs => b'm',
+            FileType::Directory => b'd',
+            FileType::RegularFile => b'f',
+            FileType::Symlink => b'l',
+            FileType::Fifo => b'p',
+            FileType::Socket => b's',
+            _ => b'c',
+        };
+        hasher.update([tag]);
+        hasher.update((path.as_os_str().len() as u64).to_le_bytes());
+        hasher.update(path.as_os_str().as_bytes());
+        hasher.update((stat.st_mode & 0o7777).to_le_bytes());
+        match tag {
+            b'd' => {
+                let sub = open_dir(fd, &name).map_err(|e| unreadable(&path, &e))?;
+                let opened = rustix::fs::fstat(&sub).map_err(|e| unreadable(&path, &e))?;
+                if (opened.st_dev, opened.st_ino) != (stat.st_dev, stat.st_ino) {
                     return Err(format!(
                         "`{}` in the workspace changed while it was read",
                         path.display()
                     ));
                 }
+                let names = names_of(&sub, &path)?;
+                stack.push((sub, path, names.into_iter()));
+            }
+            b'f' => {
+                let file = openat(
+                    &*fd,
+                    &name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| unreadable(&path, &e))?;
+                let opened = rustix::fs::fstat(&file).map_err(|e| unreadable(&path, &e))?;
+                if FileType::from_raw_mode(opened.st_mode) != FileType::RegularFile
+                    || (opened.st_dev, opened.st_ino) != (stat.st_dev, stat.st_ino)
+                {
+                    return Err(format!(
+                        "`{}` in the workspace changed while it was read",
+                        path.display()
+                    ));
+                }
+                hasher.update(stat.st_mtime.to_le_bytes());
+                hasher.update(stat.st_mtime_nsec.to_le_bytes());
+                let mut file = std::fs::File::from(file);
                 let mut content = Sha256::new();
                 let mut length = 0u64;
                 loop {
-                    let n = file.read(&mut buf).map_err(|e| unreadable(&path, e))?;
+                    let n = file.read(&mut buf).map_err(|e| unreadable(&path, &e))?;
                     if n == 0 {
                         break;
                     }
@@ -178,23 +222,15 @@ pub fn workspace_digest(workspace: &Path) -> Result<String, String> {
                 }
                 hasher.update(length.to_le_bytes());
                 hasher.update(content.finalize());
-            } else if kind.is_symlink() {
-                let target = std::fs::read_link(&full).map_err(|e| unreadable(&path, e))?;
-                hasher.update((target.as_os_str().len() as u64).to_le_bytes());
-                hasher.update(target.as_os_str().as_bytes());
-            } else {
-                let special: u8 = if kind.is_fifo() {
-                    b'p'
-                } else if kind.is_socket() {
-                    b's'
-                } else {
-                    b'c'
-                };
-                hasher.update([special]);
-                hasher.update(meta.rdev().to_le_bytes());
             }
+            b'l' => {
+                let target = rustix::fs::readlinkat(&*fd, &name, Vec::new())
+                    .map_err(|e| unreadable(&path, &e))?;
+                hasher.update((target.as_bytes().len() as u64).to_le_bytes());
+                hasher.update(target.as_bytes());
+            }
+            _ => hasher.update(stat.st_rdev.to_le_bytes()),
         }
-        stack.extend(subdirs.into_iter().rev());
     }
     Ok(format!("sha256:{}", hex(&hasher.finalize())))
 }
@@ -235,7 +271,7 @@ pub async fn run(
     } else {
         let paused = pauser.pause().await.map_err(|e| {
             authorized.not_started();
-            format!("the task could not be stopped while the action uses its workspace: {e}")
+            format!("the task could not be frozen while the action uses its workspace: {e}")
         })?;
         let now = workspace_digest_of(workspace)
             .await
@@ -253,12 +289,15 @@ pub async fn run(
         authorized.not_started();
         return Err("the action's `run` is empty".into());
     };
+    // Its own process group: whatever it leaves running is killed with it, before the task
+    // goes on (a background child would otherwise keep working on the workspace).
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .current_dir(workspace)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
@@ -269,6 +308,7 @@ pub async fn run(
                 remit_types::remit::io_reason(&e)
             )
         })?;
+    let group = child.id().and_then(|p| i32::try_from(p).ok());
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let read = |stream: Option<tokio::process::ChildStdout>| async move {
@@ -305,11 +345,23 @@ pub async fn run(
         buf
     };
     let work = async {
-        let (out, err, status) =
-            tokio::join!(read(stdout.take()), read_err(stderr.take()), child.wait());
+        // Once the command has exited, what it left running goes too (it holds the output
+        // pipes open, and would work on the workspace after the task goes on).
+        let exited = async {
+            let status = child.wait().await;
+            if let Some(group) = group {
+                remit_sandbox::host::kill_group(group);
+            }
+            status
+        };
+        let (out, err, status) = tokio::join!(read(stdout.take()), read_err(stderr.take()), exited);
         (out, err, status)
     };
-    match tokio::time::timeout(timeout, work).await {
+    let ended = tokio::time::timeout(timeout, work).await;
+    if let Some(group) = group {
+        remit_sandbox::host::kill_group(group);
+    }
+    match ended {
         Ok((mut out, mut err, status)) => {
             let truncated = out.len() > MAX_OUTPUT || err.len() > MAX_OUTPUT;
             out.truncate(MAX_OUTPUT);
@@ -367,7 +419,17 @@ mod tests {
         // The same workspace, the same digest; what lies behind a link is not part of it.
         std::fs::write(&outside, "changed outside").unwrap();
         assert_eq!(workspace_digest(&ws).unwrap(), first);
-        let changes: [&dyn Fn(); 4] = [
+        let changes: [&dyn Fn(); 5] = [
+            &|| {
+                assert!(
+                    std::process::Command::new("touch")
+                        .args(["-d", "2001-01-01"])
+                        .arg(ws.join("sub/a"))
+                        .status()
+                        .unwrap()
+                        .success()
+                )
+            },
             &|| std::fs::write(ws.join("sub/a"), "two").unwrap(),
             &|| std::fs::rename(ws.join("sub/a"), ws.join("sub/b")).unwrap(),
             &|| {

@@ -347,6 +347,11 @@ pub fn prepare(request: &RunRequest) -> Result<Prepared, PrepareError> {
         },
         listen_ports: remit.network.listen.clone(),
         proxy_port: None,
+        // An action whose host command runs in the workspace freezes the task meanwhile.
+        freezable: remit
+            .actions
+            .values()
+            .any(remit_types::remit::ActionGrant::binds_workspace),
         observe_exec: true,
         allow_degraded: request.allow_degraded || remit.sandbox.dangerously_allow_degraded,
     };

@@ -55,6 +55,14 @@ pub struct Pending {
 impl Pending {
     /// The task's end put everything back: the record goes.
     pub fn done(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Pending {
+    /// Also when the task never ran (its start failed after the record was made): only a
+    /// supervisor killed outright leaves a record behind.
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         if let Some(dir) = self.path.parent() {
             sync_dir(dir);
@@ -127,7 +135,11 @@ pub struct Recovered {
 /// Put back the repositories of tasks whose supervisor died (each record whose repository
 /// lock is free). Records of live tasks are left alone; a record that cannot be read is
 /// left in place and reported each time, since its repository was never put back.
-pub fn put_back_crashed(home: &Path) -> Vec<Recovered> {
+///
+/// `here` is the workspace the starting task will run in: a record of it whose lock is held
+/// (another start putting it back at this moment) is waited for, up to two seconds, so this
+/// task does not record what the dead one planted as the repository it found.
+pub fn put_back_crashed(home: &Path, here: Option<&Path>) -> Vec<Recovered> {
     let dir = directory(home);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -169,11 +181,14 @@ pub fn put_back_crashed(home: &Path) -> Vec<Recovered> {
                 continue;
             }
         };
-        // Held: the task still runs (its supervisor and the sandbox's init hold the lock).
-        let Some(_lock) = crate::run::try_lock_repository(home, record.layout.common())
-            .ok()
-            .flatten()
-        else {
+        // Held: the task still runs (its supervisor and the sandbox's init hold the lock), or
+        // another start is putting it back.
+        let patience = if here == Some(record.workspace.as_path()) {
+            std::time::Duration::from_secs(2)
+        } else {
+            std::time::Duration::ZERO
+        };
+        let Some(_lock) = lock_within(home, record.layout.common(), patience) else {
             continue;
         };
         // Put back by another start between the read and the lock.
@@ -215,6 +230,20 @@ impl Recovered {
     }
 }
 
+/// The repository lock of `common`, tried until `patience` has passed.
+fn lock_within(home: &Path, common: &Path, patience: std::time::Duration) -> Option<std::fs::File> {
+    let begun = std::time::Instant::now();
+    loop {
+        match crate::run::try_lock_repository(home, common) {
+            Ok(Some(lock)) => return Some(lock),
+            Ok(None) if begun.elapsed() < patience => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return None,
+        }
+    }
+}
+
 fn read_record(path: &Path) -> Result<Record, String> {
     let data = crate::files::read_regular(path, MAX_RECORD)
         .map_err(|e| format!("cannot be read ({e})"))?
@@ -226,6 +255,7 @@ fn read_record(path: &Path) -> Result<Record, String> {
 /// the identity store found left open) that has a start but no end in the ledger. Problems,
 /// one line each.
 pub fn record_ends(
+    home: &Path,
     ledger: &Ledger,
     recovered: &[Recovered],
     orphans: &[String],
@@ -236,6 +266,22 @@ pub fn record_ends(
     tasks.extend(recovered.iter().map(|r| r.task.as_str()));
     tasks.remove(current);
     if tasks.is_empty() {
+        return problems;
+    }
+    // One start at a time looks for a dead task's end and records it (durably, before the
+    // next looks): two starts at once would both find none.
+    let dir = directory(home);
+    let _ = std::fs::create_dir_all(&dir);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("ends.lock"))
+        .and_then(|f| f.lock().map(|()| f));
+    if let Err(e) = &lock {
+        problems.push(format!(
+            "the ends of tasks whose supervisor died were not recorded: {e}"
+        ));
         return problems;
     }
     let mut reader = match ledger.reader() {
@@ -296,6 +342,12 @@ pub fn record_ends(
             problems.push(format!("the end of task {task} was not recorded: {e}"));
         }
     }
+    if let Err(e) = ledger.flush() {
+        problems.push(format!(
+            "the ends of tasks whose supervisor died may not be recorded: {e}"
+        ));
+    }
+    drop(lock);
     problems
 }
 
@@ -400,13 +452,16 @@ mod tests {
         let lock = crate::run::try_lock_repository(&home, &common)
             .unwrap()
             .unwrap();
-        assert!(put_back_crashed(&home).is_empty(), "a live task's record");
+        assert!(
+            put_back_crashed(&home, None).is_empty(),
+            "a live task's record"
+        );
         assert!(ws.join(".git/config.worktree").exists());
         assert!(home.join("recovery/task-a.json").exists());
 
         // Its supervisor is gone: the next start puts the repository back.
         drop(lock);
-        let recovered = put_back_crashed(&home);
+        let recovered = put_back_crashed(&home, None);
         assert_eq!(recovered.len(), 1);
         assert_eq!(recovered[0].task, "task-a");
         assert!(
@@ -420,13 +475,13 @@ mod tests {
         assert!(!ws.join(".git/config.worktree").exists());
         assert!(!home.join("recovery/task-a.json").exists());
         // Once only.
-        assert!(put_back_crashed(&home).is_empty());
+        assert!(put_back_crashed(&home, None).is_empty());
         drop(pending);
 
         // The twin: a dead task that changed nothing there leaves nothing to say.
         let baseline = Baseline::git(&ws).unwrap();
         let _pending = remember(&home, "task-b", &baseline).unwrap().unwrap();
-        let recovered = put_back_crashed(&home);
+        let recovered = put_back_crashed(&home, None);
         assert_eq!(recovered.len(), 1);
         assert!(recovered[0].notes.is_empty(), "{:?}", recovered[0].notes);
         assert!(ws.join("f").exists());
@@ -440,7 +495,7 @@ mod tests {
         let home = dir.path();
         std::fs::create_dir_all(home.join("recovery")).unwrap();
         std::fs::write(home.join("recovery/t.json"), "{\"task\":").unwrap();
-        let recovered = put_back_crashed(home);
+        let recovered = put_back_crashed(home, None);
         assert_eq!(recovered.len(), 1);
         assert!(
             recovered[0].notes[0].contains("could not be put back"),

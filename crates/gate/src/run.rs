@@ -268,7 +268,7 @@ pub fn run(
         .build()
         .map_err(|e| host_err("cannot start the supervisor's runtime", e))?;
     let outcome = runtime.block_on(task.supervise(true, None));
-    Ok(task.finish(outcome?))
+    task.end(outcome)
 }
 
 /// A running task: its sandbox, gate, ledger, sockets and egress proxy. Started with
@@ -307,7 +307,14 @@ pub struct Task {
 /// whole run in `$REMIT_HOME/locks` (where no task sees it); refused when another task holds
 /// it.
 fn lock_repository(home: &Path, common: &Path) -> Result<std::fs::File, RunError> {
-    try_lock_repository(home, common)?.ok_or_else(|| RunError::Host(format!(
+    // Another start may hold it for a moment, putting back what a dead task left there.
+    let begun = Instant::now();
+    let mut lock = try_lock_repository(home, common)?;
+    while lock.is_none() && begun.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(20));
+        lock = try_lock_repository(home, common)?;
+    }
+    lock.ok_or_else(|| RunError::Host(format!(
         "another task is running in the repository of `{}`; tasks in one repository run one at a time (what one leaves in the git directory must not become what is put back after the other)",
         common.display()
     )))
@@ -578,8 +585,13 @@ impl Task {
         let lifetime = prepared.wall.unwrap_or(Duration::from_secs(24 * 3600));
         let mut authority = Authority::begin(home, &ledger, &request.remit.remit, &agent, &task)?;
         // Tasks whose supervisor died get their end.
-        let problems =
-            crate::recovery::record_ends(&ledger, &options.recovered, &authority.orphans, &task);
+        let problems = crate::recovery::record_ends(
+            home,
+            &ledger,
+            &options.recovered,
+            &authority.orphans,
+            &task,
+        );
         authority.notes.extend(problems);
         crate::timing::mark("leases recovered");
         let token = authority.mint(&TaskIdentityRequest {
@@ -933,7 +945,7 @@ impl Task {
                 approval_timeout,
                 pending: HashMap::new(),
                 waiters: HashMap::new(),
-                pauses: HashMap::new(),
+
                 redactor: redactor.clone(),
                 relays: Vec::new(),
             },
@@ -1017,6 +1029,18 @@ impl Task {
             adapter.close();
         }
         outcome
+    }
+
+    /// [`Task::finish`] whatever supervising it gave: an error still ends the task (its
+    /// repository put back, its end recorded, its authority revoked) before it is returned.
+    pub fn end(self, supervised: Result<Outcome, RunError>) -> Result<RunReport, RunError> {
+        match supervised {
+            Ok(outcome) => Ok(self.finish(outcome)),
+            Err(e) => {
+                let _ = self.finish(Outcome::Killed(format!("the supervisor failed: {e}")));
+                Err(e)
+            }
+        }
     }
 
     /// End the task: kill whatever is left, record its end durably, write its receipt.
@@ -1219,8 +1243,7 @@ struct Supervision {
     pending: HashMap<u64, oneshot::Sender<Result<Running, String>>>,
     /// Spawns whose end someone waits for.
     waiters: HashMap<u64, oneshot::Sender<ExitStatus>>,
-    /// Pauses waiting for the init's answer.
-    pauses: HashMap<u64, oneshot::Sender<Result<(), String>>>,
+
     /// Redacts what the command prints to pipes and files.
     redactor: Option<crate::secrets::LazyScanner>,
     /// Threads copying redacted output; joined when the task ends.
@@ -1320,9 +1343,13 @@ enum TaskCommand {
     Resume,
 }
 
-/// Stops every process of a task while a host command works on its workspace (an action's
-/// `run`): what the command finds there is then what was checked, whatever the task does.
-/// One pause at a time; the task goes on when the [`Paused`] it gives is dropped.
+/// Longest a pause waits for every process of the task to freeze.
+const PAUSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Freezes every process of a task (its freezer cgroup) while a host command works on its
+/// workspace (an action's `run`): what the command finds there is then what was checked,
+/// whatever the task does. One pause at a time; the task goes on when the [`Paused`] it
+/// gives is dropped.
 #[derive(Clone)]
 pub struct Pauser {
     tx: mpsc::UnboundedSender<TaskCommand>,
@@ -1830,15 +1857,7 @@ impl Supervision {
                                     let _ = waiter.send(status);
                                 }
                             }
-                            Ok(Some(Event::Paused { id, stopped })) => {
-                                if let Some(reply) = self.pauses.remove(&id) {
-                                    let _ = reply.send(if stopped {
-                                        Ok(())
-                                    } else {
-                                        Err("a process of the task would not stop".into())
-                                    });
-                                }
-                            }
+
                             Ok(None) => break,
                             Err(e) => {
                                 return match killed.take() {
@@ -1908,16 +1927,21 @@ impl Supervision {
                         TaskCommand::Signal { id, signal } => {
                             let _ = sandbox.signal(id, signal);
                         }
-                        TaskCommand::Pause { reply } => match sandbox.pause() {
-                            Ok(id) => {
-                                self.pauses.insert(id, reply);
+                        TaskCommand::Pause { reply } => match sandbox.freezer_dir() {
+                            // Frozen off the loop: it goes on deciding meanwhile.
+                            Ok(dir) => {
+                                tokio::task::spawn_blocking(move || {
+                                    let _ = reply.send(remit_sandbox::freezer::freeze(&dir, PAUSE_LIMIT));
+                                });
                             }
-                            Err(e) => {
-                                let _ = reply.send(Err(e.to_string()));
+                            Err(why) => {
+                                let _ = reply.send(Err(why));
                             }
                         },
                         TaskCommand::Resume => {
-                            let _ = sandbox.resume();
+                            if let Ok(dir) = sandbox.freezer_dir() {
+                                remit_sandbox::freezer::thaw(&dir);
+                            }
                         }
                     }
                 }

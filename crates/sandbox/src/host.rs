@@ -50,6 +50,14 @@ impl SignalWatch {
     }
 }
 
+/// Kill every process of the process group `group` (a host command run in its own group,
+/// with whatever it left running).
+pub fn kill_group(group: i32) {
+    if group > 0 {
+        let _ = sys::kill(-group, libc::SIGKILL);
+    }
+}
+
 /// Never be stopped by the terminal: ignore SIGTTOU and SIGTTIN for this process. A task
 /// shares the terminal, and can make its own process group the terminal's foreground one
 /// (`tcsetpgrp`) and set `TOSTOP`; the supervisor's next message on the terminal would then

@@ -616,82 +616,9 @@ fn serve(sock: BorrowedFd<'_>) -> i32 {
                     }
                 }
             }
-            Some(ToInit::Pause { id }) => {
-                let stopped = pause_all();
-                reap(sock, &mut children);
-                let reply = FromInit::Paused { id, stopped };
-                if sys::send_with_fds(sock, &reply.encode(), &[]).is_err() {
-                    return 0;
-                }
-            }
-            Some(ToInit::Resume) => {
-                // Every process but the init (which `-1` leaves out).
-                let _ = sys::kill(-1, libc::SIGCONT);
-            }
             Some(ToInit::Go) | None => {}
         }
     }
-}
-
-/// Longest a pause waits for every process of the task to stop.
-const PAUSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Stop every process of the task (all but the init) and wait until each one is stopped:
-/// `false` when one would not stop in time (a process deep in the kernel), and then every
-/// process goes on again. A signal to `-1` reaches every process at once (a fork racing it
-/// is restarted after the stop); a process still seen running is stopped again by pid.
-fn pause_all() -> bool {
-    let _ = sys::kill(-1, libc::SIGSTOP);
-    let begun = std::time::Instant::now();
-    loop {
-        match running_processes() {
-            Some(running) if running.is_empty() => return true,
-            Some(running) => {
-                for pid in running {
-                    let _ = sys::kill(pid, libc::SIGSTOP);
-                }
-            }
-            None => {}
-        }
-        if begun.elapsed() > PAUSE_LIMIT {
-            let _ = sys::kill(-1, libc::SIGCONT);
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(500));
-    }
-}
-
-/// The task's processes (all but the init) not stopped, from the task's own `/proc`; `None`
-/// when it cannot be read.
-fn running_processes() -> Option<Vec<libc::pid_t>> {
-    let own = std::process::id() as libc::pid_t;
-    let mut running = Vec::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        if pid == own {
-            continue;
-        }
-        // Gone since the listing: nothing to stop.
-        let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The state follows the command name, which may itself hold `)`.
-        let state = stat
-            .iter()
-            .rposition(|&b| b == b')')
-            .and_then(|close| stat.get(close + 2))
-            .copied();
-        if !matches!(state, Some(b'T' | b't' | b'Z' | b'X')) {
-            running.push(pid);
-        }
-    }
-    Some(running)
 }
 
 fn start(

@@ -59,6 +59,8 @@ pub mod doctor;
 #[cfg(target_os = "linux")]
 mod exec;
 #[cfg(target_os = "linux")]
+pub mod freezer;
+#[cfg(target_os = "linux")]
 pub mod host;
 #[cfg(target_os = "linux")]
 mod init;

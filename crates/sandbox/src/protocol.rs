@@ -24,10 +24,6 @@ pub(crate) enum ToInit {
     },
     /// Deliver a signal to a spawned program (its process group if it has one).
     Signal { id: u64, signal: i32 },
-    /// Stop every process of the task (`SIGSTOP`), and answer `Paused` once all are stopped.
-    Pause { id: u64 },
-    /// Let every process of the task go on (`SIGCONT`).
-    Resume,
 }
 
 /// Init → supervisor.
@@ -53,8 +49,6 @@ pub(crate) enum FromInit {
     SpawnFailed { id: u64, errno: i32 },
     /// A spawned program ended: `code` when it exited, `signal` when killed.
     Exited { id: u64, code: i32, signal: i32 },
-    /// The answer to `Pause`: whether every process of the task is stopped.
-    Paused { id: u64, stopped: bool },
 }
 
 #[derive(Default)]
@@ -151,8 +145,6 @@ impl ToInit {
                     .0
             }
             ToInit::Signal { id, signal } => Writer::default().u8(3).u64(*id).i32(*signal).0,
-            ToInit::Pause { id } => Writer::default().u8(4).u64(*id).0,
-            ToInit::Resume => Writer::default().u8(5).0,
         }
     }
 
@@ -172,8 +164,6 @@ impl ToInit {
                 id: r.u64()?,
                 signal: r.i32()?,
             },
-            4 => ToInit::Pause { id: r.u64()? },
-            5 => ToInit::Resume,
             _ => return None,
         };
         r.end()?;
@@ -204,9 +194,6 @@ impl FromInit {
             FromInit::Exited { id, code, signal } => {
                 Writer::default().u8(5).u64(*id).i32(*code).i32(*signal).0
             }
-            FromInit::Paused { id, stopped } => {
-                Writer::default().u8(6).u64(*id).u8(u8::from(*stopped)).0
-            }
         }
     }
 
@@ -236,10 +223,6 @@ impl FromInit {
                 code: r.i32()?,
                 signal: r.i32()?,
             },
-            6 => FromInit::Paused {
-                id: r.u64()?,
-                stopped: r.u8()? != 0,
-            },
             _ => return None,
         };
         r.end()?;
@@ -264,8 +247,6 @@ mod tests {
                 new_process_group: true,
             },
             ToInit::Signal { id: 7, signal: 15 },
-            ToInit::Pause { id: 9 },
-            ToInit::Resume,
         ];
         for m in to {
             assert_eq!(ToInit::decode(&m.encode()), Some(m));
@@ -287,10 +268,6 @@ mod tests {
                 id: 1,
                 code: 0,
                 signal: 9,
-            },
-            FromInit::Paused {
-                id: 4,
-                stopped: true,
             },
         ];
         for m in from {

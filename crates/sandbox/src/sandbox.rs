@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cgroup::{self, CgroupLimits, Controller, TaskCgroups};
 use crate::error::{Error, Layer, reason};
@@ -66,14 +66,6 @@ pub enum Event {
         /// How.
         status: ExitStatus,
     },
-    /// The answer to [`Sandbox::pause`]: whether every process of the task is stopped
-    /// (`false`: one would not stop, and all go on).
-    Paused {
-        /// The pause.
-        id: u64,
-        /// Whether all are stopped.
-        stopped: bool,
-    },
 }
 
 /// How a program ended.
@@ -93,6 +85,8 @@ pub struct Sandbox {
     sock: OwnedFd,
     watch: Option<ExecWatch>,
     cgroups: TaskCgroups,
+    /// The task's freezer, or why it has none (`None`: not asked for).
+    freezer: Option<Result<crate::freezer::Freezer, String>>,
     skipped: Vec<(Layer, String)>,
     next_id: u64,
     reaped: bool,
@@ -257,7 +251,17 @@ impl Sandbox {
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWCGROUP;
-        let (pid, pidfd) = match sys::clone_process(flags) {
+        // The freezer first: the init is born into it, and all it starts with it.
+        let freezer = if spec.freezable {
+            Some(crate::freezer::Freezer::create(&spec.task))
+        } else {
+            None
+        };
+        let cloned = match &freezer {
+            Some(Ok(f)) => sys::clone_process_into(flags, std::os::fd::AsFd::as_fd(f.fd())),
+            _ => sys::clone_process(flags),
+        };
+        let (pid, pidfd) = match cloned {
             Ok(Cloned::Child) => {
                 drop(ours);
                 init::main(&config, theirs)
@@ -284,6 +288,7 @@ impl Sandbox {
             task_host_id: root.then_some(host.0),
             proxy: None,
             outbox: std::collections::VecDeque::new(),
+            freezer,
         };
         sandbox.begin_setup(&plan, root, owner, host)?;
         Ok(Starting(sandbox))
@@ -539,7 +544,6 @@ impl Sandbox {
                     ExitStatus::Code(code)
                 },
             }),
-            Some(FromInit::Paused { id, stopped }) => Some(Event::Paused { id, stopped }),
             _ => None,
         })
     }
@@ -558,22 +562,14 @@ impl Sandbox {
         }
     }
 
-    /// Stop every process of the task; [`Event::Paused`] with the returned id answers once
-    /// all are stopped. The task stays stopped until [`Sandbox::resume`].
-    pub fn pause(&mut self) -> Result<u64, Error> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.outbox
-            .push_back((ToInit::Pause { id }.encode(), Vec::new()));
-        self.flush()?;
-        Ok(id)
-    }
-
-    /// Let every process of the task go on after [`Sandbox::pause`] (processes the task had
-    /// stopped itself go on too).
-    pub fn resume(&mut self) -> Result<(), Error> {
-        self.outbox.push_back((ToInit::Resume.encode(), Vec::new()));
-        self.flush()
+    /// The directory of the task's freezer cgroup, for [`crate::freezer::freeze`] and
+    /// [`crate::freezer::thaw`]; `Err` (one line) when the task has none.
+    pub fn freezer_dir(&self) -> Result<PathBuf, String> {
+        match &self.freezer {
+            Some(Ok(f)) => Ok(f.dir().to_path_buf()),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err("the task was started without a freezer".into()),
+        }
     }
 
     /// Send a signal to a spawned program (its group if it has one).

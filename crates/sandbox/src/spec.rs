@@ -45,6 +45,11 @@ pub struct SandboxSpec {
     /// egress proxy and handed to the supervisor ([`crate::Sandbox::take_proxy_listener`]);
     /// the task may connect to it.
     pub proxy_port: Option<u16>,
+    /// Give the task a freezer (a leaf cgroup of the unified hierarchy its init is born
+    /// into), so that [`crate::Sandbox::freezer_dir`] can stop every process of it at once
+    /// while a host command works on its workspace. Best effort: why it could not be made
+    /// is kept ([`crate::Sandbox::freezer_dir`] answers it).
+    pub freezable: bool,
     /// Observe every `execve` (seccomp user notification) so the supervisor can record and
     /// decide it.
     pub observe_exec: bool,
@@ -140,6 +145,7 @@ impl SandboxSpec {
             },
             listen_ports: Vec::new(),
             proxy_port: None,
+            freezable: false,
             observe_exec: true,
             allow_degraded: false,
         }

@@ -81,6 +81,64 @@ pub(crate) fn clone_process(flags: libc::c_int) -> io::Result<Cloned> {
     })
 }
 
+/// [`clone_process`] with the child born into the cgroup whose directory is `cgroup`
+/// (`clone3` with `CLONE_INTO_CGROUP`: no migration, so no RCU grace period to wait for).
+pub(crate) fn clone_process_into(
+    flags: libc::c_int,
+    cgroup: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<Cloned> {
+    /// `struct clone_args` (version 2, with `cgroup`).
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: (flags as u32 as u64) | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: std::os::fd::AsRawFd::as_raw_fd(&cgroup) as u64,
+    };
+    // SAFETY: with no stack, clone3 behaves like fork: the child continues on a copy of this
+    // stack. `args` and `pidfd` outlive the call; the kernel writes the pidfd into `pidfd`.
+    // INVARIANT: callers are single-threaded (checked by `Sandbox::create`).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    let pid = check_long(ret)?;
+    if pid == 0 {
+        return Ok(Cloned::Child);
+    }
+    // SAFETY: the kernel stored a new descriptor in `pidfd` because CLONE_PIDFD was set.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Cloned::Parent {
+        pid: pid as libc::pid_t,
+        pidfd,
+    })
+}
+
 /// `unshare(2)`.
 pub(crate) fn unshare(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: unshare takes only flags.

@@ -67,7 +67,7 @@ pub struct Remit {
 
 /// `[actions.<kind>]`: a typed action the task may request (`remit act <kind>` inside the
 /// task). The capability lives outside the sandbox: the gate performs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionGrant {
     /// One line saying what the action does (shown to approvers). Default: none.
@@ -95,6 +95,35 @@ pub struct ActionGrant {
     /// Longest the host command may run. Default: `"10m"`.
     #[serde(default)]
     pub timeout: Option<Span>,
+    /// Whether the action is bound to the workspace its host command runs in: decided and
+    /// approved for a digest of the workspace's contents, and performed only on exactly those
+    /// contents with the task frozen. `false` for a command that reads nothing of the task's
+    /// (or a workspace too large to digest): the command then finds whatever the task left
+    /// there when it runs. Default: `true`.
+    #[serde(default = "yes")]
+    pub bind_workspace: bool,
+}
+
+impl Default for ActionGrant {
+    fn default() -> Self {
+        ActionGrant {
+            description: None,
+            args: Vec::new(),
+            run: None,
+            approve: None,
+            quota: None,
+            when: None,
+            timeout: None,
+            bind_workspace: true,
+        }
+    }
+}
+
+impl ActionGrant {
+    /// Whether the action's host command is bound to the workspace's contents.
+    pub fn binds_workspace(&self) -> bool {
+        self.run.is_some() && self.bind_workspace
+    }
 }
 
 /// Who must approve: `true` (one approval from the default approvers) or a table.

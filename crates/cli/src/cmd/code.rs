@@ -153,7 +153,17 @@ pub(crate) fn start_task(
     };
     // What tasks whose supervisor died left in their repositories, put back before this
     // task's sandbox is planned over one of them.
-    let recovered = crate::cmd::run::put_back_crashed(&remit_home(&host_env));
+    let recovered = crate::cmd::run::put_back_crashed(
+        &remit_home(&host_env),
+        Some(
+            &request.cwd.join(
+                request
+                    .workspace
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(".")),
+            ),
+        ),
+    );
     let prepared = prepare(&request)?;
     request.command = label;
     if request.allow_degraded {
@@ -293,8 +303,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<Exit> {
         };
         (outcome, report)
     });
-    let outcome = outcome?;
-    let run_report = task.finish(outcome);
+    let run_report = task.end(outcome)?;
     drop(runtime);
     print_report(&args, &task_id, report.as_ref(), &run_report)
 }

@@ -149,8 +149,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         Ok::<_, anyhow::Error>((outcome, error_rx.await.ok()))
     });
     let (outcome, serve_error) = outcome?;
-    let outcome = outcome?;
-    let report = task.finish(outcome);
+    let report = task.end(outcome)?;
     drop(runtime);
     if let Some(err) = &report.record_error {
         eprintln!("remit: error: the task's record is incomplete: {err}");

@@ -53,8 +53,12 @@ pub(crate) fn new_task_id() -> anyhow::Result<TaskId> {
 }
 
 /// Put back what tasks whose supervisor died left in their repositories, and say so.
-pub(crate) fn put_back_crashed(home: &std::path::Path) -> Vec<remit_gate::recovery::Recovered> {
-    let recovered = remit_gate::recovery::put_back_crashed(home);
+pub(crate) fn put_back_crashed(
+    home: &std::path::Path,
+    workspace: Option<&std::path::Path>,
+) -> Vec<remit_gate::recovery::Recovered> {
+    let here = workspace.and_then(|w| std::fs::canonicalize(w).ok());
+    let recovered = remit_gate::recovery::put_back_crashed(home, here.as_deref());
     for line in recovered.iter().flat_map(|r| r.warnings()) {
         eprintln!("remit: warning: {line}");
     }
@@ -83,7 +87,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
     };
     // What tasks whose supervisor died left in their repositories, put back before this
     // task's sandbox is planned over one of them.
-    let recovered = crate::cmd::run::put_back_crashed(&remit_home(&host_env));
+    let recovered = crate::cmd::run::put_back_crashed(
+        &remit_home(&host_env),
+        Some(
+            &request.cwd.join(
+                request
+                    .workspace
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(".")),
+            ),
+        ),
+    );
     remit_gate::timing::mark("remit loaded");
     let prepared = prepare(&request)?;
     remit_gate::timing::mark("sandbox planned");
@@ -205,7 +219,7 @@ fn run_with_code(
             remit_gate::run::RunError::Host(format!("cannot start the supervisor's runtime: {e}"))
         })?;
     let outcome = runtime.block_on(task.supervise(true, None));
-    let report = task.finish(outcome?);
+    let report = task.end(outcome)?;
     remit_gate::timing::mark("task finished");
     // Everything the task did is recorded and its authority revoked, its sandbox and run
     // directory are gone: what the runtime still holds (idle servers, the redaction

@@ -756,3 +756,120 @@ run = ["sh", "-c", "sleep 2; cat payload > published"]
     // The task went on afterwards: its loop ran once the command was done.
     assert!(stdout(&out).ends_with("went-on\n"), "{}", show(&out));
 }
+
+/// A task that arranges to be woken by the kernel (a POSIX timer that sends it `SIGCONT`
+/// every 5 ms, re-stopping itself after each write, so a stop signal could not hold it) is
+/// still held while the command works: the task is frozen, not stopped.
+#[test]
+fn a_task_that_keeps_waking_itself_is_held_while_an_actions_command_runs() {
+    let w = World::new();
+    let remit = r#"
+[actions.copy]
+run = ["sh", "-c", "sleep 2; cat payload > published"]
+"#;
+    std::fs::write(
+        w.ws.join("waker.py"),
+        r#"
+import ctypes, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+class sigevent(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int), ("pad", ctypes.c_byte * 48)]
+class timespec(ctypes.Structure):
+    _fields_ = [("s", ctypes.c_long), ("ns", ctypes.c_long)]
+class itimerspec(ctypes.Structure):
+    _fields_ = [("interval", timespec), ("value", timespec)]
+event = sigevent()
+event.signo = signal.SIGCONT
+event.notify = 0
+timer = ctypes.c_void_p()
+assert libc.timer_create(1, ctypes.byref(event), ctypes.byref(timer)) == 0
+period = itimerspec(timespec(0, 5_000_000), timespec(0, 5_000_000))
+assert libc.timer_settime(timer, 0, ctypes.byref(period), None) == 0
+time.sleep(1)
+open("went-on", "w").close()
+while True:
+    with open("payload", "w") as f:
+        f.write("evil\n")
+    os.kill(os.getpid(), signal.SIGSTOP)
+"#,
+    )
+    .unwrap();
+    let out = w.run(
+        Some(remit),
+        "echo good > payload; python3 waker.py & waker=$!; \
+         remit act copy; echo rc=$?; \
+         for i in $(seq 200); do test -e went-on && break; sleep 0.05; done; kill -9 $waker; \
+         test -e went-on && echo went-on",
+    );
+    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
+    assert_eq!(
+        std::fs::read_to_string(w.ws.join("published")).unwrap(),
+        "good\n",
+        "the task changed the workspace under the command: {}",
+        show(&out)
+    );
+    assert!(stdout(&out).ends_with("went-on\n"), "{}", show(&out));
+}
+
+/// What an action's host command leaves running in the background is killed with it, before
+/// the task goes on: nothing keeps working on the workspace once the task runs again.
+#[test]
+fn an_actions_command_leaves_nothing_running() {
+    let w = World::new();
+    let remit = r#"
+[actions.spawn]
+run = ["sh", "-c", "(sleep 1; echo late > late-write) & echo started"]
+"#;
+    let out = w.run(Some(remit), "remit act spawn; echo rc=$?; sleep 2");
+    assert!(
+        stdout(&out).contains("started") && stdout(&out).contains("rc=0"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !w.exists(&w.ws.join("late-write")),
+        "the command's background child outlived it"
+    );
+}
+
+/// `bind_workspace = false`: the remit's author says the command reads nothing of the task's;
+/// the approval is for the arguments alone, and a workspace changed meanwhile does not undo
+/// it.
+#[test]
+fn an_unbound_action_is_approved_for_its_arguments_alone() {
+    let w = World::new();
+    let remit = r#"
+[approvals]
+timeout = "2m"
+
+[actions.notify]
+args = ["channel"]
+run = ["touch", "notified-{channel}"]
+approve = true
+bind_workspace = false
+"#;
+    let child = background(
+        &w,
+        remit,
+        "(sleep 1; echo more > notes; touch changed) & \
+         remit act notify --arg channel=ops --wait 60; echo rc=$?; wait",
+    );
+    let pending = wait_pending(&w);
+    assert!(
+        !pending["enables"]
+            .as_str()
+            .unwrap()
+            .contains("on the workspace"),
+        "{pending}"
+    );
+    let begun = Instant::now();
+    while !w.exists(&w.ws.join("changed")) {
+        assert!(begun.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = pending["id"].as_str().unwrap();
+    assert!(host(&w, &["approvals", "approve", id]).status.success());
+    let out = finish(child);
+    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
+    assert!(w.exists(&w.ws.join("notified-ops")));
+}
