@@ -505,7 +505,10 @@ fn tasks_in_one_repository_run_one_at_a_time() {
     let mut first = w
         .command()
         .args(["run", "--quiet", "--", "bash", "-c"])
-        .arg(format!("touch {}; sleep 3", started.display()))
+        .arg(format!(
+            "touch {}; for i in $(seq 1200); do test -e go-on && break; sleep 0.05; done",
+            started.display()
+        ))
         .spawn()
         .unwrap();
     let begun = std::time::Instant::now();
@@ -514,6 +517,8 @@ fn tasks_in_one_repository_run_one_at_a_time() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let out = w.run(None, "echo second");
+    // The first task ends once the second has been answered.
+    std::fs::write(w.ws.join("go-on"), "").unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
         stderr(&out).contains("one at a time") && !stdout(&out).contains("second"),
