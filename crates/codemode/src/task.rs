@@ -1138,6 +1138,11 @@ impl TaskHost {
             .get(&a.kind)
             .is_some_and(remit_types::remit::ActionGrant::binds_workspace)
         {
+            self.inner
+                .client
+                .pauser()
+                .ready()
+                .map_err(CallError::failed)?;
             let digest = remit_gate::perform::workspace_digest_of(self.workspace())
                 .await
                 .map_err(CallError::failed)?;

@@ -366,6 +366,9 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
         .get(&body.kind)
         .is_some_and(remit_types::remit::ActionGrant::binds_workspace)
     {
+        if let Err(why) = api.pauser.ready() {
+            return error(StatusCode::CONFLICT, why);
+        }
         match perform::workspace_digest_of(&api.workspace).await {
             Ok(digest) => {
                 if let Effect::Action { workspace, .. } = &mut effect {

@@ -89,7 +89,7 @@ const MAX_BOUND_BYTES: u64 = 8 << 30;
 /// it: every entry's path, kind and permission bits, a regular file's contents and
 /// modification time, a link's target. The walk goes by descriptor, never through a link (a
 /// directory the task swaps for a link to `/` is not followed), opens no FIFO or device, and
-/// does not descend into another file system (a mount point is an entry of its own). An
+/// refuses a workspace with another file system mounted in it (not digested, so not bound). An
 /// approval of the action is bound to it (it is part of the effect), and the command runs
 /// only when the workspace, with the task frozen, still has it. `Err` (one line) when the
 /// workspace cannot be read whole, or holds more than a million entries or 8 GiB.
@@ -156,9 +156,14 @@ pub fn workspace_digest(workspace: &Path) -> Result<String, String> {
         let stat =
             statat(&*fd, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| unreadable(&path, &e))?;
         let kind = FileType::from_raw_mode(stat.st_mode);
-        let other_fs = stat.st_dev != root_dev;
+        if stat.st_dev != root_dev {
+            // What is mounted there is not digested: refused rather than bound half-way.
+            return Err(format!(
+                "`{}` in the workspace is another file system: an action's approval cannot be bound to a workspace with mounts in it (the remit can set `bind_workspace = false` for the action)",
+                path.display()
+            ));
+        }
         let tag: u8 = match kind {
-            _ if other_fs => b'm',
             FileType::Directory => b'd',
             FileType::RegularFile => b'f',
             FileType::Symlink => b'l',
@@ -309,6 +314,9 @@ pub async fn run(
             )
         })?;
     let group = child.id().and_then(|p| i32::try_from(p).ok());
+    // Dropped (the call cancelled) or done, the command's group goes before the task thaws
+    // (this is dropped before `_paused`).
+    let _group = KillGroup(group);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let read = |stream: Option<tokio::process::ChildStdout>| async move {
@@ -381,6 +389,17 @@ pub async fn run(
     }
 }
 
+/// Kills a process group when dropped.
+struct KillGroup(Option<i32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            remit_sandbox::host::kill_group(group);
+        }
+    }
+}
+
 fn humantime_short(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 60 && secs.is_multiple_of(60) {
@@ -448,6 +467,32 @@ mod tests {
             assert!(!seen.contains(&now), "a change left the digest as it was");
             seen.push(now);
         }
+    }
+
+    /// What is mounted inside the workspace is not digested, so such a workspace is not bound
+    /// at all (root only: the test mounts a tmpfs over a directory it owns).
+    #[test]
+    fn a_workspace_with_a_mount_in_it_is_not_bound() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("mnt")).unwrap();
+        std::fs::write(ws.join("file"), "x").unwrap();
+        assert!(workspace_digest(&ws).is_ok());
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "none"])
+            .arg(ws.join("mnt"))
+            .status()
+            .unwrap();
+        if !mounted.success() {
+            return;
+        }
+        let refused = workspace_digest(&ws);
+        let _ = std::process::Command::new("umount").arg(ws.join("mnt")).status();
+        let why = refused.unwrap_err();
+        assert!(why.contains("another file system") && why.contains("mnt"), "{why}");
     }
 
     #[test]

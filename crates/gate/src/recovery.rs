@@ -63,6 +63,10 @@ impl Drop for Pending {
     /// Also when the task never ran (its start failed after the record was made): only a
     /// supervisor killed outright leaves a record behind.
     fn drop(&mut self) {
+        // A panic unwinding past the task did not put anything back: the next start will.
+        if std::thread::panicking() {
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
         if let Some(dir) = self.path.parent() {
             sync_dir(dir);

@@ -889,7 +889,13 @@ impl Task {
         let pauser = Pauser {
             tx: commands_tx.clone(),
             one: Arc::new(tokio::sync::Mutex::new(())),
+            unavailable: sandbox.freezer_dir().err(),
         };
+        if prepared.spec.freezable
+            && let Err(why) = pauser.ready()
+        {
+            eprintln!("remit: warning: {why}");
+        }
         let api = Arc::new(Api {
             pauser: pauser.clone(),
             gate: Arc::clone(&gate),
@@ -1354,6 +1360,8 @@ const PAUSE_LIMIT: Duration = Duration::from_secs(5);
 pub struct Pauser {
     tx: mpsc::UnboundedSender<TaskCommand>,
     one: Arc<tokio::sync::Mutex<()>>,
+    /// Why the task cannot be frozen, if it cannot.
+    unavailable: Option<String>,
 }
 
 impl std::fmt::Debug for Pauser {
@@ -1370,6 +1378,17 @@ impl Pauser {
         Pauser {
             tx,
             one: Arc::new(tokio::sync::Mutex::new(())),
+            unavailable: Some("this API has no task to freeze".into()),
+        }
+    }
+
+    /// Whether the task can be frozen: `Err` says why not, before anything is asked for.
+    pub fn ready(&self) -> Result<(), String> {
+        match &self.unavailable {
+            Some(why) => Err(format!(
+                "this task cannot be frozen while an action's host command uses its workspace ({why}), so actions bound to the workspace cannot be performed in it"
+            )),
+            None => Ok(()),
         }
     }
 
@@ -1931,7 +1950,12 @@ impl Supervision {
                             // Frozen off the loop: it goes on deciding meanwhile.
                             Ok(dir) => {
                                 tokio::task::spawn_blocking(move || {
-                                    let _ = reply.send(remit_sandbox::freezer::freeze(&dir, PAUSE_LIMIT));
+                                    let frozen = remit_sandbox::freezer::freeze(&dir, PAUSE_LIMIT);
+                                    // Nobody waits any more (the action was cancelled, and its
+                                    // thaw may have come first): the task must not stay frozen.
+                                    if reply.send(frozen).is_err() {
+                                        remit_sandbox::freezer::thaw(&dir);
+                                    }
                                 });
                             }
                             Err(why) => {

@@ -266,6 +266,15 @@ impl TaskCgroups {
         Ok(())
     }
 
+    /// The task's cgroup in the unified hierarchy, when a limit put it there (a process is in
+    /// one cgroup of that hierarchy: this one, which also has `cgroup.freeze`).
+    pub fn unified(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(_, _, v2)| *v2)
+            .map(|(_, dir, _)| dir.as_path())
+    }
+
     /// Whether any cgroup is in use.
     pub fn is_empty(&self) -> bool {
         self.dirs.is_empty()

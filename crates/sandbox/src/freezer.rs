@@ -20,7 +20,9 @@ const PREFIX: &str = "remit-";
 #[derive(Debug)]
 pub(crate) struct Freezer {
     dir: PathBuf,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
+    /// In the forked init: nothing to remove there.
+    child: bool,
 }
 
 impl Freezer {
@@ -47,12 +49,22 @@ impl Freezer {
         let fd = fs::File::open(&dir)
             .map(OwnedFd::from)
             .map_err(|e| format!("cannot open `{}`: {e}", dir.display()))?;
-        Ok(Freezer { dir, fd })
+        Ok(Freezer {
+            dir,
+            fd: Some(fd),
+            child: false,
+        })
     }
 
-    /// The cgroup's directory descriptor (for `CLONE_INTO_CGROUP`).
-    pub(crate) fn fd(&self) -> &OwnedFd {
-        &self.fd
+    /// The cgroup's directory descriptor (for `CLONE_INTO_CGROUP`); `None` in the forked init.
+    pub(crate) fn fd(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref()
+    }
+
+    /// In the forked init: close the descriptor, and never remove the cgroup from there.
+    pub(crate) fn forget_in_child(&mut self) {
+        self.fd = None;
+        self.child = true;
     }
 
     /// Its directory.
@@ -63,6 +75,9 @@ impl Freezer {
 
 impl Drop for Freezer {
     fn drop(&mut self) {
+        if self.child {
+            return;
+        }
         let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
         // Empty once the task's init is reaped; otherwise left for the next start.
         let _ = fs::remove_dir(&self.dir);
@@ -77,6 +92,11 @@ pub fn freeze(dir: &Path, limit: Duration) -> Result<(), String> {
     let begun = Instant::now();
     loop {
         let events = fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        // An empty cgroup is "frozen" at once: the task must be in it.
+        if events.lines().any(|l| l.trim() == "populated 0") {
+            thaw(dir);
+            return Err("the task's processes are not in its freezer cgroup".into());
+        }
         if events.lines().any(|l| l.trim() == "frozen 1") {
             return Ok(());
         }
@@ -130,8 +150,9 @@ fn collect_stale(base: &Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
+        // Removed only when empty (`rmdir` refuses otherwise): one of another pid namespace's
+        // supervisor, alive, keeps its task.
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::write(entry.path().join("cgroup.freeze"), "0");
             let _ = fs::remove_dir(entry.path());
         }
     }

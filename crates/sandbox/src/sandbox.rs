@@ -257,13 +257,40 @@ impl Sandbox {
         } else {
             None
         };
+        let mut freezer = freezer;
         let cloned = match &freezer {
-            Some(Ok(f)) => sys::clone_process_into(flags, std::os::fd::AsFd::as_fd(f.fd())),
+            Some(Ok(f)) => match f
+                .fd()
+                .map(|fd| sys::clone_process_into(flags, std::os::fd::AsFd::as_fd(fd)))
+            {
+                Some(cloned) => match cloned {
+                    // A kernel before 5.7 (no `CLONE_INTO_CGROUP`), or a cgroup it may not use: the
+                    // task runs without a freezer, and says why when one is needed.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EACCES)
+                        ) =>
+                    {
+                        freezer = Some(Err(format!(
+                            "the task could not be started in its freezer cgroup: {}",
+                            reason(&e)
+                        )));
+                        sys::clone_process(flags)
+                    }
+                    other => other,
+                },
+                None => sys::clone_process(flags),
+            },
             _ => sys::clone_process(flags),
         };
         let (pid, pidfd) = match cloned {
             Ok(Cloned::Child) => {
                 drop(ours);
+                // The init keeps no handle on its own cgroup.
+                if let Some(Ok(f)) = &mut freezer {
+                    f.forget_in_child();
+                }
                 init::main(&config, theirs)
             }
             Ok(Cloned::Parent { pid, pidfd }) => (pid, pidfd),
@@ -566,6 +593,13 @@ impl Sandbox {
     /// [`crate::freezer::thaw`]; `Err` (one line) when the task has none.
     pub fn freezer_dir(&self) -> Result<PathBuf, String> {
         match &self.freezer {
+            // A limit put the task in a cgroup of the unified hierarchy, and moved it out of
+            // the freezer leaf: that cgroup holds it.
+            Some(Ok(_)) if self.cgroups.unified().is_some() => Ok(self
+                .cgroups
+                .unified()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()),
             Some(Ok(f)) => Ok(f.dir().to_path_buf()),
             Some(Err(why)) => Err(why.clone()),
             None => Err("the task was started without a freezer".into()),

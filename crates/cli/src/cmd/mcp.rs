@@ -115,7 +115,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         match (http, token) {
             (Some(addr), Some((token, generated))) => {
-                let listener = remit_mcp::bind_http(addr).await?;
+                let listener = match remit_mcp::bind_http(addr).await {
+                    Ok(listener) => listener,
+                    // The task still ends: its end recorded, its authority revoked.
+                    Err(e) => {
+                        return Ok::<_, anyhow::Error>((
+                            Err(remit_gate::run::RunError::Host(e.to_string())),
+                            None,
+                        ));
+                    }
+                };
                 eprintln!(
                     "remit: task {task_id}: MCP at http://{}/mcp{}",
                     listener.addr,
