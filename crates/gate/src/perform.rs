@@ -490,9 +490,14 @@ mod tests {
             return;
         }
         let refused = workspace_digest(&ws);
-        let _ = std::process::Command::new("umount").arg(ws.join("mnt")).status();
+        let _ = std::process::Command::new("umount")
+            .arg(ws.join("mnt"))
+            .status();
         let why = refused.unwrap_err();
-        assert!(why.contains("another file system") && why.contains("mnt"), "{why}");
+        assert!(
+            why.contains("another file system") && why.contains("mnt"),
+            "{why}"
+        );
     }
 
     #[test]
