@@ -300,11 +300,19 @@ impl TaskHost {
         let wait = wait.unwrap_or(self.inner.options.approval_wait);
         let authorized = self.decide(effect, wait).await?;
         // Decided: performed once a slot is free (dropped while it waits, it is recorded as
-        // not performed, like any call given up).
-        let _slot = Arc::clone(&self.inner.performing)
-            .acquire_owned()
-            .await
-            .map_err(|_| CallError::failed("the task's host is closing"))?;
+        // not performed, like any call given up). An action holds none: it starts no program
+        // in the task, and may wait long for a human (64 pending approvals would otherwise
+        // stop every other call of the task).
+        let _slot = if matches!(call, Call::RequestAction(_)) {
+            None
+        } else {
+            Some(
+                Arc::clone(&self.inner.performing)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| CallError::failed("the task's host is closing"))?,
+            )
+        };
         let tool = call.tool();
         let guard = self
             .start(

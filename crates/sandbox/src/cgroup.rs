@@ -123,7 +123,7 @@ fn place(
     })
 }
 
-fn unescape(path: &str) -> PathBuf {
+pub(crate) fn unescape(path: &str) -> PathBuf {
     PathBuf::from(
         path.replace("\\040", " ")
             .replace("\\011", "\t")

@@ -119,22 +119,41 @@ pub fn thaw(dir: &Path) {
 /// This process's cgroup in the unified hierarchy, from `/proc/self/mountinfo` and
 /// `/proc/self/cgroup`.
 fn own_v2_cgroup() -> Result<PathBuf, String> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mount = mountinfo
+    v2_cgroup_of(
+        &fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        &fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+    )
+}
+
+/// [`own_v2_cgroup`] from the texts of `mountinfo` and `cgroup`.
+fn v2_cgroup_of(mountinfo: &str, own: &str) -> Result<PathBuf, String> {
+    // `id parent major:minor root mountpoint …`: the mount shows the hierarchy from `root`.
+    let (root, mount) = mountinfo
         .lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            let mut fields = left.split_whitespace().skip(3);
+            Some((
+                crate::cgroup::unescape(fields.next()?),
+                crate::cgroup::unescape(fields.next()?),
+            ))
         })
         .next()
         .ok_or("no cgroup v2 (unified) hierarchy is mounted")?;
-    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let path = own
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("this process has no cgroup in the unified hierarchy")?;
-    Ok(mount.join(path.trim_start_matches('/')))
+    let within = Path::new(path).strip_prefix(&root).map_err(|_| {
+        format!(
+            "this process's cgroup `{path}` is outside the unified hierarchy's mount at `{}`",
+            mount.display()
+        )
+    })?;
+    Ok(mount.join(within))
 }
 
 /// Remove the freezer leaves of supervisors that are gone (empty once their task died).
@@ -155,5 +174,30 @@ fn collect_stale(base: &Path) {
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_dir(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_cgroup_is_found_where_the_hierarchy_is_mounted() {
+        let own = "1:cpu:/\n0::/user.slice/session-1.scope\n";
+        let whole = "33 30 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            v2_cgroup_of(whole, own).unwrap(),
+            Path::new("/sys/fs/cgroup/unified/user.slice/session-1.scope")
+        );
+        // A mount of part of the hierarchy (a container's), with an escaped space.
+        let part = "33 30 0:29 /user.slice /sys/fs/my\\040cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            v2_cgroup_of(part, own).unwrap(),
+            Path::new("/sys/fs/my cg/session-1.scope")
+        );
+        // Outside what is mounted, or nothing mounted: said, not guessed.
+        let other = "33 30 0:29 /system.slice /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert!(v2_cgroup_of(other, own).unwrap_err().contains("outside"));
+        assert!(v2_cgroup_of("", own).unwrap_err().contains("no cgroup v2"));
     }
 }
