@@ -1151,9 +1151,17 @@ impl TaskHost {
                 .pauser()
                 .ready()
                 .map_err(CallError::failed)?;
+            let acting = self
+                .inner
+                .client
+                .pauser()
+                .acting()
+                .await
+                .map_err(CallError::failed)?;
             let digest = remit_gate::perform::workspace_digest_of(self.workspace())
                 .await
                 .map_err(CallError::failed)?;
+            drop(acting);
             if let Effect::Action { workspace, .. } = &mut effect {
                 *workspace = digest;
             }

@@ -369,7 +369,13 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
         if let Err(why) = api.pauser.ready() {
             return error(StatusCode::CONFLICT, why);
         }
-        match perform::workspace_digest_of(&api.workspace).await {
+        let acting = match api.pauser.acting().await {
+            Ok(slot) => slot,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+        let digest = perform::workspace_digest_of(&api.workspace).await;
+        drop(acting);
+        match digest {
             Ok(digest) => {
                 if let Effect::Action { workspace, .. } = &mut effect {
                     *workspace = digest;

@@ -267,6 +267,11 @@ pub async fn run(
     pauser: &crate::run::Pauser,
     timeout: Duration,
 ) -> Result<ActionResult, String> {
+    // Host work of a task's actions, a few at a time.
+    let _acting = pauser
+        .acting()
+        .await
+        .inspect_err(|_| authorized.not_started())?;
     let bound = match authorized.effect() {
         remit_types::effect::Effect::Action { workspace, .. } => workspace.clone(),
         _ => String::new(),
@@ -316,7 +321,7 @@ pub async fn run(
     let group = child.id().and_then(|p| i32::try_from(p).ok());
     // Dropped (the call cancelled) or done, the command's group goes before the task thaws
     // (this is dropped before `_paused`).
-    let _group = KillGroup(group);
+    let group_guard = KillGroup(std::sync::Mutex::new(group));
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let read = |stream: Option<tokio::process::ChildStdout>| async move {
@@ -357,18 +362,14 @@ pub async fn run(
         // pipes open, and would work on the workspace after the task goes on).
         let exited = async {
             let status = child.wait().await;
-            if let Some(group) = group {
-                remit_sandbox::host::kill_group(group);
-            }
+            group_guard.kill();
             status
         };
         let (out, err, status) = tokio::join!(read(stdout.take()), read_err(stderr.take()), exited);
         (out, err, status)
     };
     let ended = tokio::time::timeout(timeout, work).await;
-    if let Some(group) = group {
-        remit_sandbox::host::kill_group(group);
-    }
+    group_guard.kill();
     match ended {
         Ok((mut out, mut err, status)) => {
             let truncated = out.len() > MAX_OUTPUT || err.len() > MAX_OUTPUT;
@@ -389,14 +390,21 @@ pub async fn run(
     }
 }
 
-/// Kills a process group when dropped.
-struct KillGroup(Option<i32>);
+/// Kills a process group, once: when asked, or when dropped.
+struct KillGroup(std::sync::Mutex<Option<i32>>);
+
+impl KillGroup {
+    fn kill(&self) {
+        let taken = self.0.lock().map(|mut g| g.take()).unwrap_or(None);
+        if let Some(group) = taken {
+            remit_sandbox::host::kill_group(group);
+        }
+    }
+}
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
-        if let Some(group) = self.0 {
-            remit_sandbox::host::kill_group(group);
-        }
+        self.kill();
     }
 }
 

@@ -889,6 +889,7 @@ impl Task {
         let pauser = Pauser {
             tx: commands_tx.clone(),
             one: Arc::new(tokio::sync::Mutex::new(())),
+            acting: Arc::new(tokio::sync::Semaphore::new(MAX_ACTING)),
             unavailable: sandbox.freezer_dir().err(),
         };
         if prepared.spec.freezable
@@ -1341,9 +1342,11 @@ enum TaskCommand {
         id: u64,
         signal: i32,
     },
-    /// Stop every process of the task; answered once all are stopped.
+    /// Stop every process of the task; answered once all are stopped. `hold` keeps the one
+    /// pause at a time until the freeze is over, even if the pause was given up.
     Pause {
         reply: oneshot::Sender<Result<(), String>>,
+        hold: Arc<tokio::sync::OwnedMutexGuard<()>>,
     },
     /// Let them go on.
     Resume,
@@ -1351,6 +1354,9 @@ enum TaskCommand {
 
 /// Longest a pause waits for every process of the task to freeze.
 const PAUSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Most actions of one task doing host work (a workspace digest, a host command) at once.
+pub const MAX_ACTING: usize = 4;
 
 /// Freezes every process of a task (its freezer cgroup) while a host command works on its
 /// workspace (an action's `run`): what the command finds there is then what was checked,
@@ -1360,6 +1366,8 @@ const PAUSE_LIMIT: Duration = Duration::from_secs(5);
 pub struct Pauser {
     tx: mpsc::UnboundedSender<TaskCommand>,
     one: Arc<tokio::sync::Mutex<()>>,
+    /// Actions digesting the workspace or running their host command at once.
+    acting: Arc<tokio::sync::Semaphore>,
     /// Why the task cannot be frozen, if it cannot.
     unavailable: Option<String>,
 }
@@ -1378,8 +1386,19 @@ impl Pauser {
         Pauser {
             tx,
             one: Arc::new(tokio::sync::Mutex::new(())),
+            acting: Arc::new(tokio::sync::Semaphore::new(MAX_ACTING)),
             unavailable: Some("this API has no task to freeze".into()),
         }
+    }
+
+    /// A slot for an action's work on the host (digesting the workspace, running its host
+    /// command): at most [`MAX_ACTING`] of a task at once, whoever asks (the agent's socket,
+    /// MCP, scripts); more wait.
+    pub async fn acting(&self) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        Arc::clone(&self.acting)
+            .acquire_owned()
+            .await
+            .map_err(|_| "the task has ended".to_owned())
     }
 
     /// Whether the task can be frozen: `Err` says why not, before anything is asked for.
@@ -1395,10 +1414,15 @@ impl Pauser {
     /// Stop every process of the task; resolves once all are stopped. `Err` when they could
     /// not all be stopped (they go on) or the task has ended.
     pub async fn pause(&self) -> Result<Paused, String> {
-        let guard = Arc::clone(&self.one).lock_owned().await;
+        // Held by the pause and by the freeze under way: a pause given up mid-freeze keeps the
+        // next one waiting until its freeze (and the thaw after it) is over.
+        let guard = Arc::new(Arc::clone(&self.one).lock_owned().await);
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(TaskCommand::Pause { reply })
+            .send(TaskCommand::Pause {
+                reply,
+                hold: Arc::clone(&guard),
+            })
             .map_err(|_| "the task has ended".to_owned())?;
         // From here on the task is resumed when this is dropped, whatever the answer.
         let paused = Paused {
@@ -1416,7 +1440,7 @@ impl Pauser {
 #[derive(Debug)]
 pub struct Paused {
     tx: mpsc::UnboundedSender<TaskCommand>,
-    _one: tokio::sync::OwnedMutexGuard<()>,
+    _one: Arc<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Drop for Paused {
@@ -1946,10 +1970,11 @@ impl Supervision {
                         TaskCommand::Signal { id, signal } => {
                             let _ = sandbox.signal(id, signal);
                         }
-                        TaskCommand::Pause { reply } => match sandbox.freezer_dir() {
+                        TaskCommand::Pause { reply, hold } => match sandbox.freezer_dir() {
                             // Frozen off the loop: it goes on deciding meanwhile.
                             Ok(dir) => {
                                 tokio::task::spawn_blocking(move || {
+                                    let _hold = hold;
                                     let frozen = remit_sandbox::freezer::freeze(&dir, PAUSE_LIMIT);
                                     // Nobody waits any more (the action was cancelled, and its
                                     // thaw may have come first): the task must not stay frozen.
