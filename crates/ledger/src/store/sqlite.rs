@@ -757,7 +757,8 @@ impl Store for SqliteStore {
         sql.push_str(" ORDER BY seq");
         if let Some(limit) = query.limit {
             sql.push_str(" LIMIT ?");
-            args.push(Value::Integer(to_i64(&self.path, limit)?));
+            // More than SQLite can count is no limit at all.
+            args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         }
         let mut stmt = self.conn.prepare(&sql).map_err(|e| err(&self.path, e))?;
         let mut rows = stmt

@@ -75,5 +75,7 @@ both_stores! {
         assert_eq!(count(Query { since: Some(t30.clone()), ..Query::default() }), 12);
         assert_eq!(count(Query { from_seq: 40, ..Query::default() }), 2);
         assert_eq!(count(Query { limit: Some(5), ..Query::default() }), 5);
+        // A limit past what the store can count is no limit, not an error.
+        assert_eq!(count(Query { limit: Some(u64::MAX), ..Query::default() }), 42);
     };
 }
