@@ -1177,25 +1177,25 @@ impl TaskHost {
         let guard = self
             .start(authorized, true, "the action was not performed")
             .await?;
-        let grant = self.inner.remit.actions.get(&a.kind);
-        let Some(run) = grant.and_then(|g| g.run.as_ref()) else {
+        let Some(grant) = self
+            .inner
+            .remit
+            .actions
+            .get(&a.kind)
+            .filter(|g| g.run.is_some())
+        else {
             guard.performed("allowed (no host command)");
             return Ok(json!({ "status": "allowed" }));
         };
-        let timeout = grant
-            .and_then(|g| g.timeout)
-            .map(|t| t.0)
-            .unwrap_or(Duration::from_secs(600));
         let Some(authorized) = guard.authorized.as_ref() else {
             return Err(CallError::failed("the action's authorization was lost"));
         };
         match remit_gate::perform::run(
             authorized,
-            run,
+            grant,
             &a.args,
             self.workspace(),
             self.inner.client.pauser(),
-            timeout,
         )
         .await
         {

@@ -412,25 +412,16 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
                     ),
                 );
             }
-            let grant = api.remit.actions.get(&body.kind);
-            let Some(run) = grant.and_then(|g| g.run.as_ref()) else {
+            let Some(grant) = api
+                .remit
+                .actions
+                .get(&body.kind)
+                .filter(|g| g.run.is_some())
+            else {
                 api.gate.performed(authorized, "allowed (no host command)");
                 return json(StatusCode::OK, json!({ "status": "allowed" }));
             };
-            let timeout = grant
-                .and_then(|g| g.timeout)
-                .map(|t| t.0)
-                .unwrap_or(Duration::from_secs(600));
-            match perform::run(
-                &authorized,
-                run,
-                &body.args,
-                &api.workspace,
-                &api.pauser,
-                timeout,
-            )
-            .await
-            {
+            match perform::run(&authorized, grant, &body.args, &api.workspace, &api.pauser).await {
                 Ok(mut result) => {
                     if let Some(redactor) = &api.redactor {
                         result.stdout = redactor.redact(&result.stdout);

@@ -7,11 +7,14 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use remit_types::remit::CommandRule;
+use remit_types::remit::{ActionGrant, CommandRule};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
 use crate::gate::Authorized;
+
+/// Longest a host command runs when its action names no `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Most output kept from a host command, per stream.
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -261,12 +264,16 @@ pub async fn workspace_digest_of(workspace: &Path) -> Result<String, String> {
 /// slot back.
 pub async fn run(
     authorized: &Authorized,
-    run: &CommandRule,
+    grant: &ActionGrant,
     args: &BTreeMap<String, String>,
     workspace: &Path,
     pauser: &crate::run::Pauser,
-    timeout: Duration,
 ) -> Result<ActionResult, String> {
+    let Some(run) = grant.run.as_ref() else {
+        authorized.not_started();
+        return Err("the action has no host command".into());
+    };
+    let timeout = grant.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
     // Host work of a task's actions, a few at a time.
     let _acting = pauser
         .acting()
@@ -276,6 +283,15 @@ pub async fn run(
         remit_types::effect::Effect::Action { workspace, .. } => workspace.clone(),
         _ => String::new(),
     };
+    // The grant says whether the command is bound, not the effect: one decided without its
+    // digest is not run unfrozen.
+    if grant.binds_workspace() && bound.is_empty() {
+        authorized.not_started();
+        return Err(
+            "the action is bound to the workspace, and was decided without its digest; nothing was run"
+                .into(),
+        );
+    }
     let _paused = if bound.is_empty() {
         None
     } else {
@@ -395,7 +411,11 @@ struct KillGroup(std::sync::Mutex<Option<i32>>);
 
 impl KillGroup {
     fn kill(&self) {
-        let taken = self.0.lock().map(|mut g| g.take()).unwrap_or(None);
+        let taken = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(group) = taken {
             remit_sandbox::host::kill_group(group);
         }

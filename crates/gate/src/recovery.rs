@@ -134,6 +134,9 @@ pub struct Recovered {
     /// What was put back or moved aside in its repository, one line each (the last one says
     /// so when the repository must be looked at before git is used in it).
     pub notes: Vec<String>,
+    /// Its record (or the records' directory) could not be read: a repository may still hold
+    /// what the task planted, and no task runs in a repository until someone looks.
+    pub unresolved: bool,
 }
 
 /// Put back the repositories of tasks whose supervisor died (each record whose repository
@@ -152,6 +155,7 @@ pub fn put_back_crashed(home: &Path, here: Option<&Path>) -> Vec<Recovered> {
             return vec![Recovered {
                 task: "?".into(),
                 workspace: PathBuf::new(),
+                unresolved: true,
                 notes: vec![format!(
                     "`{}` cannot be read ({e}): what tasks whose supervisor died left in their repositories may not have been put back",
                     dir.display()
@@ -177,6 +181,7 @@ pub fn put_back_crashed(home: &Path, here: Option<&Path>) -> Vec<Recovered> {
                 out.push(Recovered {
                     task,
                     workspace: PathBuf::new(),
+                    unresolved: true,
                     notes: vec![format!(
                         "what a task left in its repository could not be put back: `{}` {why}; look at the repository's `.git` before using git in it, then remove the file",
                         path.display()
@@ -209,6 +214,7 @@ pub fn put_back_crashed(home: &Path, here: Option<&Path>) -> Vec<Recovered> {
             task: record.task,
             workspace: record.workspace,
             notes,
+            unresolved: false,
         });
     }
     out
@@ -267,7 +273,13 @@ pub fn record_ends(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let mut tasks: BTreeSet<&str> = orphans.iter().map(String::as_str).collect();
-    tasks.extend(recovered.iter().map(|r| r.task.as_str()));
+    // An unreadable record's task may still run: its end is not this start's to record.
+    tasks.extend(
+        recovered
+            .iter()
+            .filter(|r| !r.unresolved)
+            .map(|r| r.task.as_str()),
+    );
     tasks.remove(current);
     if tasks.is_empty() {
         return problems;

@@ -556,6 +556,16 @@ impl Task {
             Some(common) => Some(lock_repository(home, common)?),
             None => None,
         };
+        // A record that could not be read may be this repository's: what a dead task planted
+        // would become this task's "before". Refused until someone looks.
+        if baseline.common_dir().is_some()
+            && let Some(r) = options.recovered.iter().find(|r| r.unresolved)
+        {
+            return Err(RunError::Host(format!(
+                "{}; no task runs in a git repository until it is resolved",
+                r.notes.join("; ")
+            )));
+        }
         // Should remit be killed during the task, the next start puts the repository back.
         let pending = crate::recovery::remember(home, &task, &baseline).map_err(|e| {
             RunError::Host(format!(

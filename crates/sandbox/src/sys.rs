@@ -69,16 +69,7 @@ pub(crate) fn clone_process(flags: libc::c_int) -> io::Result<Cloned> {
             0 as libc::c_ulong,
         )
     };
-    let pid = check_long(ret)?;
-    if pid == 0 {
-        return Ok(Cloned::Child);
-    }
-    // SAFETY: the kernel stored a new descriptor in `pidfd` because CLONE_PIDFD was set.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Cloned::Parent {
-        pid: pid as libc::pid_t,
-        pidfd,
-    })
+    cloned(ret, pidfd)
 }
 
 /// [`clone_process`] with the child born into the cgroup whose directory is `cgroup`
@@ -127,11 +118,18 @@ pub(crate) fn clone_process_into(
             std::mem::size_of::<CloneArgs>(),
         )
     };
+    cloned(ret, pidfd)
+}
+
+/// What a clone with `CLONE_PIDFD` returned (`ret`, and the descriptor it wrote to `pidfd`),
+/// in the parent or in the child.
+fn cloned(ret: libc::c_long, pidfd: libc::c_int) -> io::Result<Cloned> {
     let pid = check_long(ret)?;
     if pid == 0 {
         return Ok(Cloned::Child);
     }
-    // SAFETY: the kernel stored a new descriptor in `pidfd` because CLONE_PIDFD was set.
+    // SAFETY: the clone succeeded in the parent with CLONE_PIDFD set: the kernel stored a new
+    // descriptor in `pidfd`, owned by no one else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Cloned::Parent {
         pid: pid as libc::pid_t,

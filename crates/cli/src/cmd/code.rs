@@ -153,17 +153,7 @@ pub(crate) fn start_task(
     };
     // What tasks whose supervisor died left in their repositories, put back before this
     // task's sandbox is planned over one of them.
-    let recovered = crate::cmd::run::put_back_crashed(
-        &remit_home(&host_env),
-        Some(
-            &request.cwd.join(
-                request
-                    .workspace
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(".")),
-            ),
-        ),
-    );
+    let recovered = crate::cmd::run::put_back_crashed(&request);
     let prepared = prepare(&request)?;
     request.command = label;
     if request.allow_degraded {

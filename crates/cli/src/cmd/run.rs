@@ -52,13 +52,18 @@ pub(crate) fn new_task_id() -> anyhow::Result<TaskId> {
     Ok(TaskId::new(millis, random))
 }
 
-/// Put back what tasks whose supervisor died left in their repositories, and say so.
-pub(crate) fn put_back_crashed(
-    home: &std::path::Path,
-    workspace: Option<&std::path::Path>,
-) -> Vec<remit_gate::recovery::Recovered> {
-    let here = workspace.and_then(|w| std::fs::canonicalize(w).ok());
-    let recovered = remit_gate::recovery::put_back_crashed(home, here.as_deref());
+/// Put back what tasks whose supervisor died left in their repositories (waiting briefly
+/// for one of `request`'s own workspace that another start is putting back), and say so.
+pub(crate) fn put_back_crashed(request: &RunRequest) -> Vec<remit_gate::recovery::Recovered> {
+    let workspace = request.cwd.join(
+        request
+            .workspace
+            .as_deref()
+            .unwrap_or(std::path::Path::new(".")),
+    );
+    let here = std::fs::canonicalize(workspace).ok();
+    let recovered =
+        remit_gate::recovery::put_back_crashed(&remit_home(&request.host_env), here.as_deref());
     for line in recovered.iter().flat_map(|r| r.warnings()) {
         eprintln!("remit: warning: {line}");
     }
@@ -87,17 +92,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Exit> {
     };
     // What tasks whose supervisor died left in their repositories, put back before this
     // task's sandbox is planned over one of them.
-    let recovered = crate::cmd::run::put_back_crashed(
-        &remit_home(&host_env),
-        Some(
-            &request.cwd.join(
-                request
-                    .workspace
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(".")),
-            ),
-        ),
-    );
+    let recovered = crate::cmd::run::put_back_crashed(&request);
     remit_gate::timing::mark("remit loaded");
     let prepared = prepare(&request)?;
     remit_gate::timing::mark("sandbox planned");

@@ -734,17 +734,30 @@ fn an_approval_is_bound_to_the_workspace_it_was_asked_for() {
 /// asked) cannot change what the command reads; it goes on once the command is done.
 #[test]
 fn the_task_is_stopped_while_an_actions_command_uses_the_workspace() {
-    let w = World::new();
+    assert_held_while_copying(
+        &World::new(),
+        "(sleep 1; touch went-on; while :; do echo evil > payload; done)",
+    );
+}
+
+/// Runs `writer` in the background of a task that then asks for `copy`, whose host command
+/// reads `payload` two seconds later; `writer` touches `went-on` after a second, then writes
+/// `evil` there. The command must read what was there when it was asked for, and the writer
+/// must go on once the command is done.
+#[track_caller]
+fn assert_held_while_copying(w: &World, writer: &str) {
     let remit = r#"
 [actions.copy]
 run = ["sh", "-c", "sleep 2; cat payload > published"]
 "#;
     let out = w.run(
         Some(remit),
-        "echo good > payload; (sleep 1; touch went-on; while :; do echo evil > payload; done) & loop=$!; \
-         remit act copy; echo rc=$?; \
-         for i in $(seq 200); do test -e went-on && break; sleep 0.05; done; kill $loop; \
-         test -e went-on && echo went-on",
+        &format!(
+            "echo good > payload; {writer} & writer=$!; \
+             remit act copy; echo rc=$?; \
+             for i in $(seq 200); do test -e went-on && break; sleep 0.05; done; kill -9 $writer; \
+             test -e went-on && echo went-on"
+        ),
     );
     assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
     assert_eq!(
@@ -753,7 +766,7 @@ run = ["sh", "-c", "sleep 2; cat payload > published"]
         "the task changed the workspace under the command: {}",
         show(&out)
     );
-    // The task went on afterwards: its loop ran once the command was done.
+    // The task went on afterwards: its writer ran once the command was done.
     assert!(stdout(&out).ends_with("went-on\n"), "{}", show(&out));
 }
 
@@ -763,10 +776,6 @@ run = ["sh", "-c", "sleep 2; cat payload > published"]
 #[test]
 fn a_task_that_keeps_waking_itself_is_held_while_an_actions_command_runs() {
     let w = World::new();
-    let remit = r#"
-[actions.copy]
-run = ["sh", "-c", "sleep 2; cat payload > published"]
-"#;
     std::fs::write(
         w.ws.join("waker.py"),
         r#"
@@ -794,21 +803,7 @@ while True:
 "#,
     )
     .unwrap();
-    let out = w.run(
-        Some(remit),
-        "echo good > payload; python3 waker.py & waker=$!; \
-         remit act copy; echo rc=$?; \
-         for i in $(seq 200); do test -e went-on && break; sleep 0.05; done; kill -9 $waker; \
-         test -e went-on && echo went-on",
-    );
-    assert!(stdout(&out).contains("rc=0"), "{}", show(&out));
-    assert_eq!(
-        std::fs::read_to_string(w.ws.join("published")).unwrap(),
-        "good\n",
-        "the task changed the workspace under the command: {}",
-        show(&out)
-    );
-    assert!(stdout(&out).ends_with("went-on\n"), "{}", show(&out));
+    assert_held_while_copying(&w, "python3 waker.py");
 }
 
 /// What an action's host command leaves running in the background is killed with it, before

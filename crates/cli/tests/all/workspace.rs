@@ -568,10 +568,8 @@ fn what_a_task_wrote_in_a_repository_is_put_back_after_its_supervisor_is_killed(
     victim.kill().unwrap();
     victim.wait().unwrap();
     assert!(w.exists(&planted));
-    let task = std::fs::read_dir(w.state.join("recovery"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().file_stem().unwrap().to_string_lossy().into_owned())
+    let task = records(&w)
+        .into_iter()
         .next()
         .expect("the task's recovery record");
 
@@ -597,14 +595,7 @@ fn what_a_task_wrote_in_a_repository_is_put_back_after_its_supervisor_is_killed(
         "the task's fsmonitor ran on the host"
     );
     // Its end is recorded, once; a second start has nothing more to say.
-    let ends = |w: &World| -> Vec<String> {
-        crate::code_support::ledger(w)
-            .iter()
-            .filter(|e| e["task"] == task.as_str() && e["body"]["kind"] == "task_end")
-            .map(|e| e["body"]["detail"].as_str().unwrap_or("").to_owned())
-            .collect()
-    };
-    let recorded = ends(&w);
+    let recorded = task_ends(&w, &task);
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert!(
         recorded[0].contains("supervisor") && recorded[0].contains("config.worktree"),
@@ -613,7 +604,7 @@ fn what_a_task_wrote_in_a_repository_is_put_back_after_its_supervisor_is_killed(
     let out = w.run(None, "git status --short");
     assert!(out.status.success(), "{}", show(&out));
     assert!(!stderr(&out).contains("supervisor"), "{}", show(&out));
-    assert_eq!(ends(&w).len(), 1);
+    assert_eq!(task_ends(&w, &task).len(), 1);
     assert!(
         !w.exists(&monitored),
         "the task's fsmonitor ran on the host"
@@ -628,14 +619,7 @@ fn a_task_whose_supervisor_is_killed_gets_its_end_recorded() {
     let (mut victim, _out) = w.start(None, "echo ready && sleep 60");
     victim.kill().unwrap();
     victim.wait().unwrap();
-    assert!(
-        !w.exists(&w.state.join("recovery")) || {
-            std::fs::read_dir(w.state.join("recovery"))
-                .unwrap()
-                .next()
-                .is_none()
-        }
-    );
+    assert_eq!(records(&w), Vec::<String>::new());
     let events = crate::code_support::ledger(&w);
     let task = events
         .iter()
@@ -646,11 +630,60 @@ fn a_task_whose_supervisor_is_killed_gets_its_end_recorded() {
     let out = w.run(None, "true");
     assert!(out.status.success(), "{}", show(&out));
     assert!(!stderr(&out).contains("supervisor"), "{}", show(&out));
-    let ends: Vec<String> = crate::code_support::ledger(&w)
-        .iter()
-        .filter(|e| e["task"] == task.as_str() && e["body"]["kind"] == "task_end")
-        .map(|e| e["body"]["detail"].as_str().unwrap_or("").to_owned())
-        .collect();
+    let ends = task_ends(&w, &task);
     assert_eq!(ends.len(), 1, "{ends:?}");
     assert!(ends[0].contains("supervisor was killed"), "{ends:?}");
+}
+
+/// The details of `task`'s `task_end` events in the world's ledger.
+fn task_ends(w: &World, task: &str) -> Vec<String> {
+    crate::code_support::ledger(w)
+        .iter()
+        .filter(|e| e["task"] == task && e["body"]["kind"] == "task_end")
+        .map(|e| e["body"]["detail"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// The tasks with a recovery record in the world's home.
+fn records(w: &World) -> Vec<String> {
+    std::fs::read_dir(w.state.join("recovery"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A recovery record that cannot be read may be of the repository a task is about to run
+/// in: what a dead task planted there would become the new task's "before". No task runs in
+/// a git repository until someone has looked; one outside any repository runs.
+#[test]
+fn an_unreadable_recovery_record_keeps_tasks_out_of_repositories() {
+    let w = World::new();
+    std::fs::create_dir_all(w.state.join("recovery")).unwrap();
+    std::fs::write(w.state.join("recovery/01DEAD.json"), "{\"task\":").unwrap();
+    // The twin: a plain workspace.
+    let out = w.run(None, "echo plain");
+    assert_eq!(ok(&out).trim(), "plain", "{}", show(&out));
+    assert!(
+        stderr(&out).contains("could not be put back"),
+        "{}",
+        show(&out)
+    );
+    git(&w.ws, &["init", "-q"]);
+    git(&w.ws, &["commit", "-q", "--allow-empty", "-m", "one"]);
+    let out = w.run(None, "echo ran");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(!stdout(&out).contains("ran"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("no task runs in a git repository until it is resolved"),
+        "{}",
+        show(&out)
+    );
+    // Resolved: the file removed, tasks run there again.
+    std::fs::remove_file(w.state.join("recovery/01DEAD.json")).unwrap();
+    assert_eq!(ok(&w.run(None, "echo ran")).trim(), "ran");
 }
