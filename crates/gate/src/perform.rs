@@ -315,29 +315,38 @@ pub async fn run(
         authorized.not_started();
         return Err("the action's `run` is empty".into());
     };
-    // Its own process group: whatever it leaves running is killed with it, before the task
-    // goes on (a background child would otherwise keep working on the workspace).
-    let mut child = tokio::process::Command::new(program)
+    // Its own process group and, where the host has a writable unified hierarchy, its own
+    // cgroup: whatever it leaves running is killed with it, before the task goes on (a
+    // background child would otherwise keep working on the workspace, and one that left the
+    // group with `setsid` would live on with the host's authority).
+    let cgroup = remit_sandbox::freezer::CommandCgroup::create();
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(rest)
         .current_dir(workspace)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            // Nothing ran: a failure reported now gives the action's quota slot back.
-            authorized.not_started();
-            format!(
-                "cannot start `{program}`: {}",
-                remit_types::remit::io_reason(&e)
-            )
-        })?;
+        .kill_on_drop(true);
+    if let Ok(cgroup) = &cgroup {
+        cgroup.attach(command.as_std_mut());
+    }
+    let mut child = command.spawn().map_err(|e| {
+        // Nothing ran: a failure reported now gives the action's quota slot back.
+        authorized.not_started();
+        format!(
+            "cannot start `{program}`: {}",
+            remit_types::remit::io_reason(&e)
+        )
+    })?;
     let group = child.id().and_then(|p| i32::try_from(p).ok());
     // Dropped (the call cancelled) or done, the command's group goes before the task thaws
     // (this is dropped before `_paused`).
-    let group_guard = KillGroup(std::sync::Mutex::new(group));
+    let group_guard = KillGroup {
+        group: std::sync::Mutex::new(group),
+        cgroup: std::sync::Mutex::new(cgroup.ok()),
+    };
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let read = |stream: Option<tokio::process::ChildStdout>| async move {
@@ -385,17 +394,22 @@ pub async fn run(
         (out, err, status)
     };
     let ended = tokio::time::timeout(timeout, work).await;
-    group_guard.kill();
+    // Everything it started is gone before the task thaws.
+    let left = group_guard.end().await;
     match ended {
         Ok((mut out, mut err, status)) => {
             let truncated = out.len() > MAX_OUTPUT || err.len() > MAX_OUTPUT;
             out.truncate(MAX_OUTPUT);
             err.truncate(MAX_OUTPUT);
             let status = status.map_err(|e| format!("waiting for `{program}`: {e}"))?;
+            let mut stderr = String::from_utf8_lossy(&err).into_owned();
+            if let Some(left) = left {
+                stderr.push_str(&format!("\nremit: {left}\n"));
+            }
             Ok(ActionResult {
                 exit_code: status.code(),
                 stdout: String::from_utf8_lossy(&out).into_owned(),
-                stderr: String::from_utf8_lossy(&err).into_owned(),
+                stderr,
                 truncated,
             })
         }
@@ -406,25 +420,67 @@ pub async fn run(
     }
 }
 
-/// Kills a process group, once: when asked, or when dropped.
-struct KillGroup(std::sync::Mutex<Option<i32>>);
+/// How long the processes a host command started may take to die once killed.
+const KILL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Kills a host command's process group, once, and everything in its cgroup: when asked, or
+/// when dropped.
+struct KillGroup {
+    group: std::sync::Mutex<Option<i32>>,
+    cgroup: std::sync::Mutex<Option<remit_sandbox::freezer::CommandCgroup>>,
+}
 
 impl KillGroup {
+    /// Send the kill, without waiting.
     fn kill(&self) {
         let taken = self
-            .0
+            .group
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(group) = taken {
             remit_sandbox::host::kill_group(group);
         }
+        if let Some(cgroup) = self
+            .cgroup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            cgroup.signal();
+        }
+    }
+
+    /// Kill, and wait (off the runtime's threads) until nothing the command started is left;
+    /// what could not be killed, in one line.
+    async fn end(&self) -> Option<String> {
+        self.kill();
+        let mut cgroup = self
+            .cgroup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        tokio::task::spawn_blocking(move || cgroup.kill(KILL_LIMIT).err())
+            .await
+            .unwrap_or_else(|e| Some(format!("waiting for the command's processes to die: {e}")))
     }
 }
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
         self.kill();
+        let cgroup = self
+            .cgroup
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // Cancelled: the killed cgroup is waited for and removed off the runtime's threads.
+        if let Some(cgroup) = cgroup {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(cgroup))),
+                Err(_) => drop(cgroup),
+            }
+        }
     }
 }
 

@@ -84,6 +84,113 @@ impl Drop for Freezer {
     }
 }
 
+/// A leaf cgroup that holds one host command and everything it starts, for the command's
+/// lifetime: `remit-<supervisor pid>-command-<n>` beside the tasks' freezers.
+///
+/// A process group is not enough to end what a command started: a child that calls `setsid`
+/// (or double-forks into a new session) leaves the group, and lives on with the host's
+/// authority after the action is over. Nothing leaves a cgroup on its own; `cgroup.kill`
+/// kills every process in it at once, including ones forked meanwhile, and `cgroup.events`
+/// says when they are all gone.
+#[derive(Debug)]
+pub struct CommandCgroup {
+    dir: PathBuf,
+    procs: OwnedFd,
+    killed: bool,
+}
+
+impl CommandCgroup {
+    /// Create the next command's cgroup. `Err` (one line) when the host has no writable
+    /// unified hierarchy for this process.
+    pub fn create() -> Result<CommandCgroup, String> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let base = own_v2_cgroup()?;
+        collect_stale(&base);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("{PREFIX}{}-command-{n}", std::process::id()));
+        fs::create_dir(&dir).map_err(|e| {
+            format!(
+                "cannot create the command's cgroup `{}`: {e}",
+                dir.display()
+            )
+        })?;
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .map(OwnedFd::from)
+            .map_err(|e| {
+                let _ = fs::remove_dir(&dir);
+                format!("cannot open `{}/cgroup.procs`: {e}", dir.display())
+            })?;
+        Ok(CommandCgroup {
+            dir,
+            procs,
+            killed: false,
+        })
+    }
+
+    /// Make `command`, once spawned, move itself into this cgroup between `fork` and `exec`;
+    /// a child that cannot move in fails to start, rather than running outside it. The
+    /// cgroup must outlive the spawn.
+    pub fn attach(&self, command: &mut std::process::Command) {
+        crate::sys::enter_cgroup_before_exec(command, &self.procs);
+    }
+
+    /// Kill every process in the cgroup and wait until it is empty, at most `limit`. `Err`
+    /// (one line) when something is still in it afterwards.
+    pub fn kill(&mut self, limit: Duration) -> Result<(), String> {
+        self.killed = true;
+        let begun = Instant::now();
+        let atomic = self.signal();
+        loop {
+            let events = fs::read_to_string(self.dir.join("cgroup.events")).unwrap_or_default();
+            if events.lines().any(|l| l.trim() == "populated 0") {
+                return Ok(());
+            }
+            if !atomic {
+                let procs = fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    if pid > 0 {
+                        let _ = crate::sys::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+            if begun.elapsed() > limit {
+                return Err(format!(
+                    "what the command started was not all gone within {} s (`{}`)",
+                    limit.as_secs(),
+                    self.dir.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl CommandCgroup {
+    /// Send every process in it `SIGKILL`, without waiting. `cgroup.kill` since Linux 5.14
+    /// (`true`); before it, the cgroup is frozen, so none can fork meanwhile, and
+    /// [`Self::kill`] kills each process by pid until it is empty (`false`).
+    pub fn signal(&self) -> bool {
+        if fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
+            return true;
+        }
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "1");
+        false
+    }
+}
+
+impl Drop for CommandCgroup {
+    fn drop(&mut self) {
+        if !self.killed {
+            let _ = self.kill(Duration::from_secs(5));
+        }
+        // Left for the next start when something would not die.
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
 /// Freeze the cgroup at `dir` and wait until every task in it is frozen, at most `limit`;
 /// `Err` (one line) when it is not, and then it is thawed again.
 pub fn freeze(dir: &Path, limit: Duration) -> Result<(), String> {
@@ -170,7 +277,7 @@ fn collect_stale(base: &Path) {
             continue;
         };
         // Removed only when empty (`rmdir` refuses otherwise): one of another pid namespace's
-        // supervisor, alive, keeps its task.
+        // supervisor, alive, keeps its task (and so nothing in them is killed from here).
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_dir(entry.path());
         }
@@ -180,6 +287,52 @@ fn collect_stale(base: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything a command started is killed with its cgroup, including a child in a new
+    /// session; the cgroup is gone afterwards. Skipped where no cgroup can be created.
+    #[test]
+    fn a_commands_cgroup_kills_what_left_its_session() {
+        let Ok(mut cgroup) = CommandCgroup::create() else {
+            return;
+        };
+        let dir = cgroup.dir.clone();
+        let scratch = tempfile::tempdir().unwrap();
+        let pids = scratch.path().join("pids");
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c").arg(format!(
+            "setsid sh -c 'echo $$ >> {p}; exec sleep 60' & echo $$ >> {p}; exec sleep 60",
+            p = pids.display()
+        ));
+        cgroup.attach(&mut command);
+        let mut child = command.spawn().unwrap();
+        let begun = Instant::now();
+        let listed = loop {
+            let text = fs::read_to_string(&pids).unwrap_or_default();
+            let listed: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+            if listed.len() == 2 {
+                break listed;
+            }
+            assert!(begun.elapsed() < Duration::from_secs(10), "{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Both are in the cgroup, though one left the session.
+        let members = fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        for pid in &listed {
+            assert!(members.lines().any(|l| l == pid.to_string()), "{members}");
+        }
+        cgroup.kill(Duration::from_secs(5)).unwrap();
+        child.wait().unwrap();
+        for pid in &listed {
+            let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting for its parent (this test, or init).
+            assert!(
+                state.is_empty() || state.contains(") Z "),
+                "{pid} lives: {state}"
+            );
+        }
+        drop(cgroup);
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn the_own_cgroup_is_found_where_the_hierarchy_is_mounted() {

@@ -1161,3 +1161,18 @@ pub(crate) fn register_async(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
     // it (an OwnedFd nobody else can close), so it does until the AsyncFd is dropped.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
 }
+
+/// Have `command`'s child write `0` to `procs` (an open `cgroup.procs`) before it `exec`s:
+/// it moves itself into that cgroup. `procs` must stay open until the spawn is over.
+pub(crate) fn enter_cgroup_before_exec(command: &mut std::process::Command, procs: &OwnedFd) {
+    use std::os::unix::process::CommandExt as _;
+    let raw = procs.as_raw_fd();
+    // SAFETY: the closure makes one `write` (async-signal-safe) from a static buffer, to a
+    // descriptor the caller keeps open until the child has `exec`d.
+    unsafe {
+        command.pre_exec(move || match libc::write(raw, b"0".as_ptr().cast(), 1) {
+            1 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        });
+    }
+}

@@ -827,6 +827,34 @@ run = ["sh", "-c", "(sleep 1; echo late > late-write) & echo started"]
     );
 }
 
+/// Nor does one that left the command's process group and session (`setsid`, a double
+/// fork), bound to the workspace or not: the command has a cgroup of its own, killed whole.
+#[test]
+fn an_actions_command_leaves_nothing_running_in_another_session() {
+    for bind in ["true", "false"] {
+        let w = World::new();
+        let remit = format!(
+            r#"
+[actions.spawn]
+bind_workspace = {bind}
+run = ["sh", "-c", "(setsid -f sh -c 'sleep 1; echo late > late-write' >/dev/null 2>&1 &); echo hello > early-write; sleep 0.5; echo started"]
+"#
+        );
+        let out = w.run(Some(&remit), "remit act spawn; echo rc=$?; sleep 2");
+        assert!(
+            stdout(&out).contains("started") && stdout(&out).contains("rc=0"),
+            "{}",
+            show(&out)
+        );
+        // The harmless twin: what the command itself did stays done.
+        assert!(w.exists(&w.ws.join("early-write")), "{}", show(&out));
+        assert!(
+            !w.exists(&w.ws.join("late-write")),
+            "a child in a new session outlived the command (bind_workspace = {bind})"
+        );
+    }
+}
+
 /// `bind_workspace = false`: the remit's author says the command reads nothing of the task's;
 /// the approval is for the arguments alone, and a workspace changed meanwhile does not undo
 /// it.
