@@ -274,15 +274,18 @@ pub async fn run(
         return Err("the action has no host command".into());
     };
     let timeout = grant.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
-    // Host work of a task's actions, a few at a time.
-    let _acting = pauser
-        .acting()
-        .await
-        .inspect_err(|_| authorized.not_started())?;
     let bound = match authorized.effect() {
         remit_types::effect::Effect::Action { workspace, .. } => workspace.clone(),
         _ => String::new(),
     };
+    // Host work of a task's actions, a few at a time; a command bound to the workspace alone
+    // (no other action's command writes to it meanwhile).
+    let _acting = if bound.is_empty() {
+        pauser.acting().await
+    } else {
+        pauser.acting_alone().await
+    }
+    .inspect_err(|_| authorized.not_started())?;
     // The grant says whether the command is bound, not the effect: one decided without its
     // digest is not run unfrozen.
     if grant.binds_workspace() && bound.is_empty() {

@@ -1411,6 +1411,16 @@ impl Pauser {
             .map_err(|_| "the task has ended".to_owned())
     }
 
+    /// Every slot of [`Self::acting`]: for an action bound to the workspace, whose host
+    /// command must be the only one of the task working on it (another action's command
+    /// already running would otherwise write to the workspace under it, frozen task or not).
+    pub async fn acting_alone(&self) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        Arc::clone(&self.acting)
+            .acquire_many_owned(MAX_ACTING as u32)
+            .await
+            .map_err(|_| "the task has ended".to_owned())
+    }
+
     /// Whether the task can be frozen: `Err` says why not, before anything is asked for.
     pub fn ready(&self) -> Result<(), String> {
         match &self.unavailable {

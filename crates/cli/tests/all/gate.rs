@@ -770,6 +770,44 @@ run = ["sh", "-c", "sleep 2; cat payload > published"]
     assert!(stdout(&out).ends_with("went-on\n"), "{}", show(&out));
 }
 
+/// Another action's host command, already running when a bound action is performed, does
+/// not write under the bound command: the bound one waits until it is over, then finds the
+/// workspace changed since it was asked for, and runs nothing.
+#[test]
+fn another_actions_command_does_not_write_under_a_bound_one() {
+    let w = World::new();
+    let remit = r#"
+[actions.copy]
+run = ["sh", "-c", "sleep 2; cat payload > published"]
+
+[actions.scribble]
+bind_workspace = false
+run = ["sh", "-c", "sleep 1; echo evil > payload"]
+"#;
+    let out = w.run(
+        Some(remit),
+        "echo good > payload; (remit act scribble; echo scribble=$?) & sleep 0.3;          remit act copy; echo copy=$?; wait",
+    );
+    // The harmless twin: the unbound action did its work.
+    assert!(stdout(&out).contains("scribble=0"), "{}", show(&out));
+    assert_eq!(
+        std::fs::read_to_string(w.ws.join("payload")).unwrap(),
+        "evil\n"
+    );
+    let published = std::fs::read_to_string(w.ws.join("published")).unwrap_or_default();
+    assert_ne!(
+        published,
+        "evil\n",
+        "another action's command wrote under the bound one: {}",
+        show(&out)
+    );
+    assert!(
+        !stdout(&out).contains("copy=0") && show(&out).contains("the workspace changed"),
+        "{}",
+        show(&out)
+    );
+}
+
 /// A task that arranges to be woken by the kernel (a POSIX timer that sends it `SIGCONT`
 /// every 5 ms, re-stopping itself after each write, so a stop signal could not hold it) is
 /// still held while the command works: the task is frozen, not stopped.
