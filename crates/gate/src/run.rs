@@ -329,7 +329,15 @@ pub(crate) fn try_lock_repository(
     let dir = home.join("locks");
     std::fs::create_dir_all(&dir)
         .map_err(|e| RunError::Host(format!("cannot create `{}`: {e}", dir.display())))?;
-    let key = sha2::Sha256::digest(common.as_os_str().as_encoded_bytes());
+    // The directory itself, not its spelling: a bind mount shows one repository under two
+    // canonical paths.
+    let key = match std::fs::metadata(common) {
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt as _;
+            sha2::Sha256::digest(format!("dev {} ino {}", meta.dev(), meta.ino()))
+        }
+        Err(_) => sha2::Sha256::digest(common.as_os_str().as_encoded_bytes()),
+    };
     let name: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
     let path = dir.join(format!("repository-{name}.lock"));
     let file = std::fs::OpenOptions::new()

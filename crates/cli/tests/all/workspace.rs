@@ -517,14 +517,35 @@ fn tasks_in_one_repository_run_one_at_a_time() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let out = w.run(None, "echo second");
-    // The first task ends once the second has been answered.
-    std::fs::write(w.ws.join("go-on"), "").unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
         stderr(&out).contains("one at a time") && !stdout(&out).contains("second"),
         "{}",
         show(&out)
     );
+    // Nor through another path to the same directory (a bind mount: root only).
+    let alias = w.dir.path().join("alias");
+    std::fs::create_dir_all(&alias).unwrap();
+    let bound = is_root()
+        && std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&w.ws)
+            .arg(&alias)
+            .status()
+            .unwrap()
+            .success();
+    if bound {
+        let out = w
+            .command()
+            .current_dir(&alias)
+            .args(["run", "--quiet", "--", "echo", "second"])
+            .output()
+            .unwrap();
+        let _ = std::process::Command::new("umount").arg(&alias).status();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(stderr(&out).contains("one at a time"), "{}", show(&out));
+    }
+    std::fs::write(w.ws.join("go-on"), "").unwrap();
     assert!(first.wait().unwrap().success());
     // Once the first has ended, the next runs.
     assert_eq!(ok(&w.run(None, "echo second")).trim(), "second");
