@@ -1138,7 +1138,9 @@ impl TaskHost {
             remit_gate::perform::check_argument(name, value).map_err(CallError::invalid)?;
         }
         // A host command in the workspace: decided (and approved) for what the workspace
-        // holds.
+        // holds, the task frozen from the digest until the command has run, or, when a human
+        // must decide, until they have.
+        let mut held = None;
         if self
             .inner
             .remit
@@ -1146,32 +1148,29 @@ impl TaskHost {
             .get(&a.kind)
             .is_some_and(remit_types::remit::ActionGrant::binds_workspace)
         {
-            self.inner
-                .client
-                .pauser()
-                .ready()
-                .map_err(CallError::failed)?;
-            let acting = self
-                .inner
-                .client
-                .pauser()
-                .acting()
-                .await
-                .map_err(CallError::failed)?;
-            let digest = remit_gate::perform::workspace_digest_of(self.workspace())
-                .await
-                .map_err(CallError::failed)?;
-            drop(acting);
+            let taken =
+                remit_gate::perform::Held::take(self.inner.client.pauser(), self.workspace())
+                    .await
+                    .map_err(CallError::failed)?;
             if let Effect::Action { workspace, .. } = &mut effect {
-                *workspace = digest;
+                workspace.clone_from(&taken.digest);
             }
+            held = Some(taken);
         }
         let wait = a
             .wait
             .map(Duration::from_secs)
             .unwrap_or(self.inner.options.approval_wait)
             .min(remit_gate::api::MAX_WAIT);
-        let authorized = self.decide(effect, wait).await?;
+        let authorized = match self.decide(effect, wait).await {
+            Ok(authorized) => authorized,
+            Err(e) => {
+                if let (Some(held), Some(approval)) = (held, e.approval.clone()) {
+                    held.until_decided(Arc::clone(gate), approval);
+                }
+                return Err(e);
+            }
+        };
         // Dropped before it finished (the call was cancelled), the action is recorded as
         // failed rather than left started.
         let guard = self
@@ -1196,6 +1195,7 @@ impl TaskHost {
             &a.args,
             self.workspace(),
             self.inner.client.pauser(),
+            held,
         )
         .await
         {

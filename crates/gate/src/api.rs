@@ -360,6 +360,9 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
         }
     }
     // A host command in the workspace: decided (and approved) for what the workspace holds.
+    // The task is frozen from the digest until the command has run, or, when a human must
+    // decide, until they have: what they can see in the workspace is what is decided.
+    let mut held = None;
     if api
         .remit
         .actions
@@ -369,17 +372,12 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
         if let Err(why) = api.pauser.ready() {
             return error(StatusCode::CONFLICT, why);
         }
-        let acting = match api.pauser.acting().await {
-            Ok(slot) => slot,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
-        };
-        let digest = perform::workspace_digest_of(&api.workspace).await;
-        drop(acting);
-        match digest {
-            Ok(digest) => {
+        match perform::Held::take(&api.pauser, &api.workspace).await {
+            Ok(taken) => {
                 if let Effect::Action { workspace, .. } = &mut effect {
-                    *workspace = digest;
+                    workspace.clone_from(&taken.digest);
                 }
+                held = Some(taken);
             }
             Err(e) => return error(StatusCode::CONFLICT, e),
         }
@@ -391,12 +389,17 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
             json!({ "status": "denied", "policy": policy, "reason": reason }),
         ),
         Outcome::Pending { approval } => {
+            let is_held = held.is_some();
+            if let Some(held) = held {
+                held.until_decided(Arc::clone(&api.gate), approval.clone());
+            }
             let view = api.gate.approval(&approval);
             json(
                 StatusCode::ACCEPTED,
                 json!({
                     "status": "pending",
                     "approval": approval,
+                    "held": is_held,
                     "expires": view.as_ref().map(|v| v.expires.clone()),
                     "reason": format!("pending approval {approval}: a human must run `remit approvals approve {approval}` on the host"),
                 }),
@@ -421,7 +424,16 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
                 api.gate.performed(authorized, "allowed (no host command)");
                 return json(StatusCode::OK, json!({ "status": "allowed" }));
             };
-            match perform::run(&authorized, grant, &body.args, &api.workspace, &api.pauser).await {
+            match perform::run(
+                &authorized,
+                grant,
+                &body.args,
+                &api.workspace,
+                &api.pauser,
+                held,
+            )
+            .await
+            {
                 Ok(mut result) => {
                     if let Some(redactor) = &api.redactor {
                         result.stdout = redactor.redact(&result.stdout);

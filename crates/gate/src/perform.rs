@@ -255,6 +255,62 @@ pub async fn workspace_digest_of(workspace: &Path) -> Result<String, String> {
         .map_err(|e| format!("the workspace could not be read: {e}"))?
 }
 
+/// An action bound to the workspace, as it is asked for: the task frozen, and the digest of
+/// the workspace it cannot change while frozen. Keep it ([`Held::until_decided`]) while a
+/// human decides, and hand it to [`run`], so the freeze lasts from the digest to the host
+/// command: what the approver can look at in the workspace is what the digest covers, and
+/// what the command then finds.
+///
+/// It holds every slot of the task's host work too ([`crate::run::Pauser::acting_alone`]),
+/// always taken before the freeze: no other action's command writes to the workspace
+/// meanwhile, and no two holders can each wait for what the other has.
+#[derive(Debug)]
+pub struct Held {
+    alone: tokio::sync::OwnedSemaphorePermit,
+    paused: crate::run::Paused,
+    /// The workspace's digest, taken while frozen.
+    pub digest: String,
+}
+
+impl Held {
+    /// Freeze the task (waiting for any other freeze, and other actions' host work, to be
+    /// over) and digest the workspace.
+    pub async fn take(pauser: &crate::run::Pauser, workspace: &Path) -> Result<Held, String> {
+        pauser.ready()?;
+        let alone = pauser.acting_alone().await?;
+        let paused = pauser.pause().await.map_err(|e| {
+            format!("the task could not be frozen while the action's workspace is digested: {e}")
+        })?;
+        let digest = workspace_digest_of(workspace).await?;
+        Ok(Held {
+            alone,
+            paused,
+            digest,
+        })
+    }
+
+    /// Keep the task frozen until the approval `id` is no longer pending (granted, denied,
+    /// expired) or the task's gate closes.
+    pub fn until_decided(self, gate: std::sync::Arc<crate::gate::Gate>, id: String) {
+        tokio::spawn(async move {
+            let decided = async {
+                // In steps: the approval's own expiry ends it.
+                while gate
+                    .wait_approval(&id, Duration::from_secs(3600))
+                    .await
+                    .is_some_and(|v| v.state == crate::gate::ApprovalState::Pending)
+                {
+                }
+            };
+            tokio::select! {
+                () = decided => {}
+                () = gate.wait_closed() => {}
+            }
+            drop(self);
+        });
+    }
+}
+
 /// Run an authorized action's host command in `workspace`, killing it after `timeout`. When
 /// the action is bound to the workspace's contents (its effect's `workspace`), every process
 /// of the task is stopped first and stays stopped until the command has ended, and the
@@ -268,6 +324,7 @@ pub async fn run(
     args: &BTreeMap<String, String>,
     workspace: &Path,
     pauser: &crate::run::Pauser,
+    held: Option<Held>,
 ) -> Result<ActionResult, String> {
     let Some(run) = grant.run.as_ref() else {
         authorized.not_started();
@@ -279,13 +336,29 @@ pub async fn run(
         _ => String::new(),
     };
     // Host work of a task's actions, a few at a time; a command bound to the workspace alone
-    // (no other action's command writes to it meanwhile).
-    let _acting = if bound.is_empty() {
-        pauser.acting().await
-    } else {
-        pauser.acting_alone().await
-    }
-    .inspect_err(|_| authorized.not_started())?;
+    // (no other action's command writes to it meanwhile), its slots taken before the freeze.
+    let (acting, held) = match held {
+        Some(Held {
+            alone,
+            paused,
+            digest: _,
+        }) if !bound.is_empty() => (alone, Some(paused)),
+        _ if bound.is_empty() => (
+            pauser
+                .acting()
+                .await
+                .inspect_err(|_| authorized.not_started())?,
+            None,
+        ),
+        _ => (
+            pauser
+                .acting_alone()
+                .await
+                .inspect_err(|_| authorized.not_started())?,
+            None,
+        ),
+    };
+    let mut acting = Some(acting);
     // The grant says whether the command is bound, not the effect: one decided without its
     // digest is not run unfrozen.
     if grant.binds_workspace() && bound.is_empty() {
@@ -295,13 +368,17 @@ pub async fn run(
                 .into(),
         );
     }
-    let _paused = if bound.is_empty() {
+    let mut paused = if bound.is_empty() {
         None
     } else {
-        let paused = pauser.pause().await.map_err(|e| {
-            authorized.not_started();
-            format!("the task could not be frozen while the action uses its workspace: {e}")
-        })?;
+        // Frozen since it was asked for, or frozen now (the workspace is checked either way).
+        let paused = match held {
+            Some(paused) => paused,
+            None => pauser.pause().await.map_err(|e| {
+                authorized.not_started();
+                format!("the task could not be frozen while the action uses its workspace: {e}")
+            })?,
+        };
         let now = workspace_digest_of(workspace)
             .await
             .inspect_err(|_| authorized.not_started())?;
@@ -323,6 +400,20 @@ pub async fn run(
     // background child would otherwise keep working on the workspace, and one that left the
     // group with `setsid` would live on with the host's authority).
     let cgroup = remit_sandbox::freezer::CommandCgroup::create();
+    let mut note = None;
+    if let Err(why) = &cgroup {
+        // A bound command runs only where what it starts can be ended before the task
+        // thaws (the task's freezer is in the same hierarchy: this should not happen).
+        if !bound.is_empty() {
+            authorized.not_started();
+            return Err(format!(
+                "the command cannot be given a cgroup of its own ({why}); nothing was run"
+            ));
+        }
+        note = Some(format!(
+            "the command ran without a cgroup of its own ({why}): only its process group was killed after it"
+        ));
+    }
     let mut command = tokio::process::Command::new(program);
     command
         .args(rest)
@@ -332,8 +423,11 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Ok(cgroup) = &cgroup {
-        cgroup.attach(command.as_std_mut());
+    if let Ok(cgroup) = &cgroup
+        && let Err(why) = cgroup.attach(command.as_std_mut())
+    {
+        authorized.not_started();
+        return Err(format!("cannot start `{program}`: {why}"));
     }
     let mut child = command.spawn().map_err(|e| {
         // Nothing ran: a failure reported now gives the action's quota slot back.
@@ -344,11 +438,12 @@ pub async fn run(
         )
     })?;
     let group = child.id().and_then(|p| i32::try_from(p).ok());
-    // Dropped (the call cancelled) or done, the command's group goes before the task thaws
-    // (this is dropped before `_paused`).
+    // Dropped (the call cancelled) or done, the command's group and cgroup go before the task
+    // thaws and its slots are given back: the guard holds both until then.
     let group_guard = KillGroup {
         group: std::sync::Mutex::new(group),
         cgroup: std::sync::Mutex::new(cgroup.ok()),
+        after: std::sync::Mutex::new(Some((paused.take(), acting.take()))),
     };
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -406,8 +501,8 @@ pub async fn run(
             err.truncate(MAX_OUTPUT);
             let status = status.map_err(|e| format!("waiting for `{program}`: {e}"))?;
             let mut stderr = String::from_utf8_lossy(&err).into_owned();
-            if let Some(left) = left {
-                stderr.push_str(&format!("\nremit: {left}\n"));
+            for line in note.iter().chain(left.iter()) {
+                stderr.push_str(&format!("\nremit: {line}\n"));
             }
             Ok(ActionResult {
                 exit_code: status.code(),
@@ -427,62 +522,69 @@ pub async fn run(
 const KILL_LIMIT: Duration = Duration::from_secs(5);
 
 /// Kills a host command's process group, once, and everything in its cgroup: when asked, or
-/// when dropped.
+/// when dropped. What must wait until they are gone (the task's freeze, the action slots)
+/// is given back only afterwards, on every path.
 struct KillGroup {
     group: std::sync::Mutex<Option<i32>>,
     cgroup: std::sync::Mutex<Option<remit_sandbox::freezer::CommandCgroup>>,
+    after: std::sync::Mutex<Option<After>>,
+}
+
+/// The task's freeze and the action's slots, released once the command's processes are gone.
+type After = (
+    Option<crate::run::Paused>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+fn unpoisoned<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl KillGroup {
     /// Send the kill, without waiting.
     fn kill(&self) {
-        let taken = self
-            .group
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(group) = taken {
+        if let Some(group) = unpoisoned(&self.group).take() {
             remit_sandbox::host::kill_group(group);
         }
-        if let Some(cgroup) = self
-            .cgroup
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-        {
+        if let Some(cgroup) = unpoisoned(&self.cgroup).as_ref() {
             cgroup.signal();
         }
     }
 
-    /// Kill, and wait (off the runtime's threads) until nothing the command started is left;
-    /// what could not be killed, in one line.
+    /// Kill, wait (off the runtime's threads) until nothing the command started is left,
+    /// then thaw the task; what could not be killed, in one line.
     async fn end(&self) -> Option<String> {
         self.kill();
-        let mut cgroup = self
-            .cgroup
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()?;
-        tokio::task::spawn_blocking(move || cgroup.kill(KILL_LIMIT).err())
-            .await
-            .unwrap_or_else(|e| Some(format!("waiting for the command's processes to die: {e}")))
+        let cgroup = unpoisoned(&self.cgroup).take();
+        let after = unpoisoned(&self.after).take();
+        let left = match cgroup {
+            Some(mut cgroup) => tokio::task::spawn_blocking(move || cgroup.kill(KILL_LIMIT).err())
+                .await
+                .unwrap_or_else(|e| {
+                    Some(format!("waiting for the command's processes to die: {e}"))
+                }),
+            None => None,
+        };
+        drop(after);
+        left
     }
 }
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
         self.kill();
-        let cgroup = self
-            .cgroup
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        // Cancelled: the killed cgroup is waited for and removed off the runtime's threads.
-        if let Some(cgroup) = cgroup {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(cgroup))),
-                Err(_) => drop(cgroup),
-            }
+        let cgroup = unpoisoned(&self.cgroup).take();
+        let after = unpoisoned(&self.after).take();
+        // Cancelled: the killed cgroup is waited for and removed off the runtime's threads,
+        // and only then is the task thawed and the slots given back.
+        let wait = move || {
+            drop(cgroup);
+            drop(after);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(wait)),
+            Err(_) => wait(),
         }
     }
 }

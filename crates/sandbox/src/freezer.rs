@@ -89,9 +89,11 @@ impl Drop for Freezer {
 ///
 /// A process group is not enough to end what a command started: a child that calls `setsid`
 /// (or double-forks into a new session) leaves the group, and lives on with the host's
-/// authority after the action is over. Nothing leaves a cgroup on its own; `cgroup.kill`
-/// kills every process in it at once, including ones forked meanwhile, and `cgroup.events`
-/// says when they are all gone.
+/// authority after the action is over. A process stays in its cgroup unless it writes
+/// itself into another (which a command running hostile code as the supervisor's user can
+/// do: this ends what a command starts, not what it arranges to escape); `cgroup.kill`
+/// kills every process in it and below it at once, including ones forked meanwhile, and
+/// `cgroup.events` says when they are all gone.
 #[derive(Debug)]
 pub struct CommandCgroup {
     dir: PathBuf,
@@ -107,14 +109,24 @@ impl CommandCgroup {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let base = own_v2_cgroup()?;
         collect_stale(&base);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("{PREFIX}{}-command-{n}", std::process::id()));
-        fs::create_dir(&dir).map_err(|e| {
-            format!(
-                "cannot create the command's cgroup `{}`: {e}",
-                dir.display()
-            )
-        })?;
+        // A name left by an earlier supervisor with this pid (in a container, always the same
+        // one) is skipped.
+        let dir = loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = base.join(format!("{PREFIX}{}-command-{n}", std::process::id()));
+            match fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1 << 20 => {
+                    remove_tree(&dir);
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot create the command's cgroup `{}`: {e}",
+                        dir.display()
+                    ));
+                }
+            }
+        };
         let procs = fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"))
@@ -133,8 +145,13 @@ impl CommandCgroup {
     /// Make `command`, once spawned, move itself into this cgroup between `fork` and `exec`;
     /// a child that cannot move in fails to start, rather than running outside it. The
     /// cgroup must outlive the spawn.
-    pub fn attach(&self, command: &mut std::process::Command) {
-        crate::sys::enter_cgroup_before_exec(command, &self.procs);
+    pub fn attach(&self, command: &mut std::process::Command) -> Result<(), String> {
+        let procs = self
+            .procs
+            .try_clone()
+            .map_err(|e| format!("cannot duplicate a descriptor: {e}"))?;
+        crate::sys::enter_cgroup_before_exec(command, procs);
+        Ok(())
     }
 
     /// Kill every process in the cgroup and wait until it is empty, at most `limit`. `Err`
@@ -149,12 +166,7 @@ impl CommandCgroup {
                 return Ok(());
             }
             if !atomic {
-                let procs = fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    if pid > 0 {
-                        let _ = crate::sys::kill(pid, libc::SIGKILL);
-                    }
-                }
+                kill_members(&self.dir);
             }
             if begun.elapsed() > limit {
                 return Err(format!(
@@ -177,8 +189,34 @@ impl CommandCgroup {
             return true;
         }
         let _ = fs::write(self.dir.join("cgroup.freeze"), "1");
+        kill_members(&self.dir);
         false
     }
+}
+
+/// `SIGKILL` to every process in the cgroup at `dir` and in the cgroups below it.
+fn kill_members(dir: &Path) {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if pid > 0 {
+            let _ = crate::sys::kill(pid, libc::SIGKILL);
+        }
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            kill_members(&entry.path());
+        }
+    }
+}
+
+/// Remove the cgroup at `dir` and the (empty) cgroups a command made below it, deepest first.
+fn remove_tree(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 impl Drop for CommandCgroup {
@@ -187,7 +225,7 @@ impl Drop for CommandCgroup {
             let _ = self.kill(Duration::from_secs(5));
         }
         // Left for the next start when something would not die.
-        let _ = fs::remove_dir(&self.dir);
+        remove_tree(&self.dir);
     }
 }
 
@@ -279,7 +317,7 @@ fn collect_stale(base: &Path) {
         // Removed only when empty (`rmdir` refuses otherwise): one of another pid namespace's
         // supervisor, alive, keeps its task (and so nothing in them is killed from here).
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir(entry.path());
+            remove_tree(&entry.path());
         }
     }
 }
@@ -303,7 +341,7 @@ mod tests {
             "setsid sh -c 'echo $$ >> {p}; exec sleep 60' & echo $$ >> {p}; exec sleep 60",
             p = pids.display()
         ));
-        cgroup.attach(&mut command);
+        cgroup.attach(&mut command).unwrap();
         let mut child = command.spawn().unwrap();
         let begun = Instant::now();
         let listed = loop {

@@ -1163,16 +1163,17 @@ pub(crate) fn register_async(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
 }
 
 /// Have `command`'s child write `0` to `procs` (an open `cgroup.procs`) before it `exec`s:
-/// it moves itself into that cgroup. `procs` must stay open until the spawn is over.
-pub(crate) fn enter_cgroup_before_exec(command: &mut std::process::Command, procs: &OwnedFd) {
+/// it moves itself into that cgroup.
+pub(crate) fn enter_cgroup_before_exec(command: &mut std::process::Command, procs: OwnedFd) {
     use std::os::unix::process::CommandExt as _;
-    let raw = procs.as_raw_fd();
     // SAFETY: the closure makes one `write` (async-signal-safe) from a static buffer, to a
-    // descriptor the caller keeps open until the child has `exec`d.
+    // descriptor it owns (close-on-exec: the command never has it).
     unsafe {
-        command.pre_exec(move || match libc::write(raw, b"0".as_ptr().cast(), 1) {
-            1 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        });
+        command.pre_exec(
+            move || match libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) {
+                1 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            },
+        );
     }
 }

@@ -621,26 +621,24 @@ fn a_changed_argument_needs_its_own_approval_and_expired_ones_cannot_be_given() 
     let child = background(
         &w,
         &remit,
-        "remit act publish --arg tag=v3 --wait 30; echo a=$?; remit act publish --arg tag=v4 --wait 0; echo b=$?; touch asked; sleep 6; echo end",
+        "remit act publish --arg tag=v3 --wait 30; echo a=$?; remit act publish --arg tag=v4 --wait 0; echo b=$?; sleep 2; echo end",
     );
     let (first, first_id) = approve_first(&w);
     assert_eq!(first["details"]["args"]["tag"], "v3");
+    // The v4 request opens its own approval; v3's does not cover it.
     let started = Instant::now();
-    while !w.exists(&w.ws.join("asked")) {
+    let second = loop {
+        let out = host(&w, &["approvals", "list", "--json"]);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(found) = list.iter().find(|a| a["details"]["args"]["tag"] == "v4") {
+            break found.clone();
+        }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "no second request"
+            "no approval for v4: {list:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-    // The v4 request opened its own approval; v3's did not cover it.
-    let out = host(&w, &["approvals", "list", "--json"]);
-    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let second = list
-        .iter()
-        .find(|a| a["details"]["args"]["tag"] == "v4")
-        .unwrap_or_else(|| panic!("no approval for v4: {list:?}"))
-        .clone();
+    };
     let second_id = second["id"].as_str().unwrap().to_owned();
     assert_ne!(second_id, first_id);
 
@@ -677,18 +675,17 @@ fn a_changed_argument_needs_its_own_approval_and_expired_ones_cannot_be_given() 
 }
 
 /// An action whose host command runs in the workspace is decided, and approved, for what the
-/// workspace holds when it is asked for: a task that changes the workspace after asking (to
-/// get something else published under the approval) gets nothing run; the twin that leaves
-/// it alone gets its action performed.
+/// workspace holds when it is asked for: a task that changes the workspace once it is
+/// approved (to get something else published under the approval) gets nothing run, and a new
+/// approval to ask for; the twin that leaves it alone gets its action performed.
 #[test]
 fn an_approval_is_bound_to_the_workspace_it_was_asked_for() {
     let w = World::new();
-    let changed = w.ws.join("changed");
     let child = background(
         &w,
         REMIT,
-        "echo good > payload; (sleep 1; echo evil > payload; touch changed) & \
-         remit act publish --arg tag=v1 --wait 60; echo rc=$?; wait",
+        "echo good > payload; remit act publish --arg tag=v1 --wait 0; echo first=$?; \
+         echo evil > payload; remit act publish --arg tag=v1 --wait 0; echo second=$?",
     );
     let pending = wait_pending(&w);
     assert!(
@@ -698,17 +695,26 @@ fn an_approval_is_bound_to_the_workspace_it_was_asked_for() {
             .contains("on the workspace sha256:"),
         "{pending}"
     );
+    let id = pending["id"].as_str().unwrap().to_owned();
+    assert!(host(&w, &["approvals", "approve", &id]).status.success());
+    // Asked again, the same arguments on another workspace: not covered by the approval.
     let begun = Instant::now();
-    while !w.exists(&changed) {
-        assert!(begun.elapsed() < Duration::from_secs(30));
+    let again = loop {
+        let out = host(&w, &["approvals", "list", "--json"]);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(found) = list.into_iter().find(|a| a["id"] != id.as_str()) {
+            break found;
+        }
+        assert!(begun.elapsed() < Duration::from_secs(30), "no new approval");
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let id = pending["id"].as_str().unwrap();
-    assert!(host(&w, &["approvals", "approve", id]).status.success());
+    };
+    assert_ne!(again["digest"], pending["digest"]);
+    assert_ne!(again["enables"], pending["enables"]);
+    let second = again["id"].as_str().unwrap();
+    assert!(host(&w, &["approvals", "deny", second]).status.success());
     let out = finish(child);
-    assert!(stdout(&out).contains("rc=1"), "{}", show(&out));
     assert!(
-        stderr(&out).contains("the workspace changed since"),
+        stdout(&out).contains("first=1") && stdout(&out).contains("second=1"),
         "{}",
         show(&out)
     );
@@ -770,42 +776,86 @@ run = ["sh", "-c", "sleep 2; cat payload > published"]
     assert!(stdout(&out).ends_with("went-on\n"), "{}", show(&out));
 }
 
-/// Another action's host command, already running when a bound action is performed, does
-/// not write under the bound command: the bound one waits until it is over, then finds the
-/// workspace changed since it was asked for, and runs nothing.
+/// Another action's host command, already running when a bound action is asked for, does not
+/// write under the bound command: the bound one is digested, decided and run once the other
+/// is over.
 #[test]
 fn another_actions_command_does_not_write_under_a_bound_one() {
     let w = World::new();
     let remit = r#"
 [actions.copy]
-run = ["sh", "-c", "sleep 2; cat payload > published"]
+run = ["sh", "-c", "cat payload > before; sleep 2; cat payload > published"]
 
 [actions.scribble]
 bind_workspace = false
-run = ["sh", "-c", "sleep 1; echo evil > payload"]
+run = ["sh", "-c", "echo one > payload; sleep 1.5; echo two > payload"]
 "#;
     let out = w.run(
         Some(remit),
-        "echo good > payload; (remit act scribble; echo scribble=$?) & sleep 0.3;          remit act copy; echo copy=$?; wait",
+        "echo zero > payload; (remit act scribble; echo scribble=$?) & sleep 0.5; \
+         remit act copy; echo copy=$?; wait",
     );
-    // The harmless twin: the unbound action did its work.
-    assert!(stdout(&out).contains("scribble=0"), "{}", show(&out));
+    // The harmless twins: both actions did their work, one after the other.
+    assert!(
+        stdout(&out).contains("scribble=0") && stdout(&out).contains("copy=0"),
+        "{}",
+        show(&out)
+    );
+    let read = |name: &str| std::fs::read_to_string(w.ws.join(name)).unwrap();
+    assert_eq!(
+        read("before"),
+        read("published"),
+        "another action's command wrote under the bound one: {}",
+        show(&out)
+    );
+    assert_eq!(read("published"), "two\n");
+}
+
+/// While a human decides on an action bound to the workspace, the task is held (frozen): it
+/// cannot show the reviewer other contents than the ones the approval is for. Once decided,
+/// the task goes on.
+#[test]
+fn the_task_is_held_while_an_action_bound_to_its_workspace_awaits_approval() {
+    let w = World::new();
+    let remit = r#"
+[approvals]
+timeout = "2m"
+
+[actions.copy]
+run = ["sh", "-c", "cat payload > published"]
+approve = true
+"#;
+    let child = background(
+        &w,
+        remit,
+        "echo evil > payload; (sleep 1; echo benign > payload; touch flipped) & \
+         remit act copy --wait 60; echo rc=$?; wait",
+    );
+    let pending = wait_pending(&w);
+    assert!(
+        pending["enables"]
+            .as_str()
+            .unwrap()
+            .contains("on the workspace sha256:"),
+        "{pending}"
+    );
+    // What the reviewer finds while deciding is what the digest covers.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !w.exists(&w.ws.join("flipped")),
+        "the task changed its workspace while the action awaited approval"
+    );
     assert_eq!(
         std::fs::read_to_string(w.ws.join("payload")).unwrap(),
         "evil\n"
     );
-    let published = std::fs::read_to_string(w.ws.join("published")).unwrap_or_default();
-    assert_ne!(
-        published,
-        "evil\n",
-        "another action's command wrote under the bound one: {}",
-        show(&out)
-    );
-    assert!(
-        !stdout(&out).contains("copy=0") && show(&out).contains("the workspace changed"),
-        "{}",
-        show(&out)
-    );
+    let id = pending["id"].as_str().unwrap();
+    assert!(host(&w, &["approvals", "deny", id]).status.success());
+    // Decided: the task goes on (the harmless twin).
+    let out = finish(child);
+    assert!(stdout(&out).contains("rc=1"), "{}", show(&out));
+    assert!(w.exists(&w.ws.join("flipped")), "{}", show(&out));
+    assert!(!w.exists(&w.ws.join("published")), "{}", show(&out));
 }
 
 /// A task that arranges to be woken by the kernel (a POSIX timer that sends it `SIGCONT`
@@ -875,17 +925,23 @@ fn an_actions_command_leaves_nothing_running_in_another_session() {
             r#"
 [actions.spawn]
 bind_workspace = {bind}
-run = ["sh", "-c", "(setsid -f sh -c 'sleep 1; echo late > late-write' >/dev/null 2>&1 &); echo hello > early-write; sleep 0.5; echo started"]
+run = ["sh", "-c", "(setsid -f sh -c 'ps -o sid= -p $$ > setsid-ran; while ! test -e go; do sleep 0.05; done; echo late > late-write' >/dev/null 2>&1 &); echo hello > early-write; while ! test -e setsid-ran; do sleep 0.05; done; echo started"]
 "#
         );
-        let out = w.run(Some(&remit), "remit act spawn; echo rc=$?; sleep 2");
+        let out = w.run(
+            Some(&remit),
+            "remit act spawn; echo rc=$?; touch go; sleep 1.5",
+        );
         assert!(
             stdout(&out).contains("started") && stdout(&out).contains("rc=0"),
             "{}",
             show(&out)
         );
-        // The harmless twin: what the command itself did stays done.
+        // The harmless twin: what the command itself did stays done. The child did leave
+        // the command's session (it ran as the leader of its own).
         assert!(w.exists(&w.ws.join("early-write")), "{}", show(&out));
+        let sid = std::fs::read_to_string(w.ws.join("setsid-ran")).unwrap();
+        assert!(!sid.trim().is_empty(), "{}", show(&out));
         assert!(
             !w.exists(&w.ws.join("late-write")),
             "a child in a new session outlived the command (bind_workspace = {bind})"
