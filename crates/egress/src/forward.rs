@@ -364,6 +364,8 @@ pub(crate) async fn handle<G: EgressGate>(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
     let shown_path = clip(&shared.matcher.redact(&raw));
+    // Any token is a method: one spelled as a secret is shown and recorded redacted too.
+    let shown_method = clip(&shared.matcher.redact(&method));
     let request_bytes = Arc::new(AtomicU64::new(0));
     let response_bytes = Arc::new(AtomicU64::new(0));
     let hit_slot = Arc::new(Mutex::new(None));
@@ -375,7 +377,7 @@ pub(crate) async fn handle<G: EgressGate>(
             peer,
             host: target.host.clone(),
             port: target.port,
-            method: method.clone(),
+            method: shown_method.clone(),
             path: shown_path.clone(),
             intercepted: target.intercepted,
             status: 0,
@@ -401,7 +403,7 @@ pub(crate) async fn handle<G: EgressGate>(
         id,
         json: wants_json(&parts.headers),
         what: format!(
-            "{method} {}://{}{}",
+            "{shown_method} {}://{}{}",
             target.scheme(),
             target.authority(),
             shown_path
@@ -594,6 +596,36 @@ async fn pipeline<G: EgressGate>(
                     return Err(ctx.violation(ViolationKind::KnownSecret, "egress.dlp", &reason));
                 }
             }
+        }
+    }
+
+    // The method and the header names go out as sent too: a secret spelled there (`-X
+    // $TOKEN`, a header named after the token's hex) is a secret sent. A token the task holds
+    // for this host is the only one let through.
+    let outside_values = std::iter::once(method.as_str())
+        .chain(parts.headers.keys().map(header::HeaderName::as_str));
+    for text in outside_values {
+        for found in matcher.find_all(text.as_bytes()) {
+            if let Label::Bound(i) = found.label
+                && matcher.bound_allows(i, host, port)
+            {
+                continue;
+            }
+            let kind = match found.label {
+                Label::Phantom(_) => ViolationKind::Phantom,
+                _ => ViolationKind::KnownSecret,
+            };
+            let reason = hit_reason(
+                shared,
+                &Hit {
+                    label: found.label,
+                    encoding: found.encoding,
+                },
+                host,
+                false,
+            );
+            let reason = format!("{reason} (in the request's method or a header's name)");
+            return Err(ctx.violation(kind, "egress.dlp", &reason));
         }
     }
 

@@ -284,6 +284,14 @@ fn real_secrets_never_leave() {
             format!("x-api-key: {REAL}"),
             w.bound_url("/v1"),
         ],
+        // As the method (any token is one), or as a header's name.
+        vec!["-X".into(), REAL.into(), w.other_url("/method")],
+        vec!["-X".into(), TOKEN.into(), w.other_url("/method2")],
+        vec![
+            "-H".into(),
+            format!("x-{}: 1", hex_of(REAL)),
+            w.other_url("/name"),
+        ],
     ];
     for args in cases {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -297,7 +305,7 @@ fn real_secrets_never_leave() {
         );
         assert!(
             !body.contains(REAL) && !headers.contains(REAL),
-            "the answer must not echo the secret"
+            "the answer must not echo the secret: {args:?} {headers} {body}"
         );
     }
     // Two codings in two headers (`identity` read first, `gzip` decoded by the origin):
@@ -338,9 +346,17 @@ fn real_secrets_never_leave() {
         "{paths:?}"
     );
 
-    // A harmless twin passes.
+    // Harmless twins pass: a body, an unusual method, a header named in hex.
     let (status, _, _) = w.curl(&["--data", "key=nothing-secret-here", &w.other_url("/ok")]);
     assert_eq!(status, 200);
+    let (status, _, _) = w.curl(&["-X", "PURGE", &w.other_url("/purge")]);
+    assert_eq!(status, 200);
+    let (status, _, _) = w.curl(&["-H", "x-6a6b: 1", &w.other_url("/hexname")]);
+    assert_eq!(status, 200);
+}
+
+fn hex_of(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A token the task holds for one host (a git lease's) goes there, in a header or as basic
