@@ -875,12 +875,31 @@ async fn pipeline<G: EgressGate>(
                 return Err(answer);
             }
         }
-        for candidate in candidates
-            .iter()
-            .filter(|c| c.confirmed_by(&inspected))
-            .take(1)
-        {
-            decide_publish(ctx, candidate, &inspected).await?;
+        // Searching and reading a body of up to the inspection limit takes a while: not on
+        // the threads that serve every other connection.
+        if !candidates.is_empty() {
+            let found = {
+                let candidates = candidates.clone();
+                let body = inspected.clone();
+                off_the_workers(body.len(), move || {
+                    candidates
+                        .iter()
+                        .find(|c| c.confirmed_by(&body))
+                        .map(|c| c.args(&body))
+                })
+                .await
+            };
+            match found {
+                Ok(Some(args)) => decide_publish(ctx, args).await?,
+                Ok(None) => {}
+                Err(why) => {
+                    return Err(ctx.deny(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "egress.inspect",
+                        &why,
+                    ));
+                }
+            }
         }
         request_bytes.fetch_add(
             u64::try_from(bytes.len()).unwrap_or(u64::MAX),
@@ -891,8 +910,8 @@ async fn pipeline<G: EgressGate>(
         held.give_back(inflated_held);
         full_held(bytes, held)
     } else {
-        for candidate in candidates.iter().take(1) {
-            decide_publish(ctx, candidate, &[]).await?;
+        if let Some(candidate) = candidates.first() {
+            decide_publish(ctx, candidate.args(&[])).await?;
         }
         let scan = (!matcher.is_empty())
             .then(|| Scan::new(Arc::clone(matcher), host, port, true, Arc::clone(&hit_slot)));
@@ -1253,11 +1272,9 @@ async fn decide_push<G: EgressGate>(
 
 async fn decide_publish<G: EgressGate>(
     ctx: &Ctx<G>,
-    candidate: &crate::publish::Candidate,
-    body: &[u8],
+    args: std::collections::BTreeMap<String, String>,
 ) -> Result<(), Response<ProxyBody>> {
-    let args = candidate
-        .args(body)
+    let args = args
         .into_iter()
         .filter(|(k, _)| ctx.shared.publish_args.iter().any(|a| a == k))
         .collect();

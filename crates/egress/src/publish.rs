@@ -97,16 +97,10 @@ impl Candidate {
         };
         memchr_find(body, marker.as_bytes())
             || (self.endpoint.package.as_deref() == Some("npm-json")
-                && serde_json::from_slice::<serde_json::Value>(body)
-                    .ok()
-                    .as_ref()
-                    .and_then(serde_json::Value::as_object)
-                    .is_some_and(|object| {
-                        marker
-                            .strip_prefix('"')
-                            .and_then(|m| m.strip_suffix('"'))
-                            .is_some_and(|key| object.contains_key(key))
-                    }))
+                && marker
+                    .strip_prefix('"')
+                    .and_then(|m| m.strip_suffix('"'))
+                    .is_some_and(|key| Top::read(body, Some(key)).is_some_and(|top| top.has_key)))
     }
 
     /// The effect's arguments: `registry`, `operation`, `package`, `version`.
@@ -171,19 +165,165 @@ fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Distinct keys of `versions` remembered, at most: past them the version is not told.
+const MAX_VERSION_KEYS: usize = 10_000;
+
+/// The few top-level fields of a JSON object a registry upload is told by, read as the text
+/// streams past: nothing of the document is built, so a body of hundreds of MiB costs no
+/// more memory than its own bytes (a `serde_json::Value` of `[0,0,…]` costs sixteen times
+/// them). Keys are compared decoded (`"vers\u0069ons"` is `versions`), as a registry reads
+/// them; a repeated key counts as a registry's JSON reader counts it: the last value wins,
+/// and a key keeps the place it first had.
+#[derive(Debug, Default)]
+struct Top {
+    name: Option<String>,
+    vers: Option<String>,
+    /// The last of `versions`'s keys, in the order they first appear.
+    last_version: Option<String>,
+    /// Whether the key asked about is there.
+    has_key: bool,
+}
+
+impl Top {
+    fn read(body: &[u8], key: Option<&str>) -> Option<Top> {
+        use serde::Deserializer as _;
+        let mut reader = serde_json::Deserializer::from_slice(body);
+        let top = (&mut reader).deserialize_map(TopVisitor { key }).ok()?;
+        reader.end().ok()?;
+        Some(top)
+    }
+}
+
+struct TopVisitor<'k> {
+    key: Option<&'k str>,
+}
+
+impl<'de> serde::de::Visitor<'de> for TopVisitor<'_> {
+    type Value = Top;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+        let mut top = Top::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.key == Some(key.as_ref()) {
+                top.has_key = true;
+            }
+            match key.as_ref() {
+                "name" => top.name = map.next_value::<Skipped<String>>()?.0,
+                "vers" => top.vers = map.next_value::<Skipped<String>>()?.0,
+                "versions" => {
+                    top.last_version = map.next_value::<Skipped<LastKey>>()?.0.map(|k| k.0)
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(top)
+    }
+}
+
+/// The newest distinct key of an object (`None` past [`MAX_VERSION_KEYS`] of them).
+struct LastKey(String);
+
+/// A value of the kind `T` reads (a string for `String`, an object for [`LastKey`]), or
+/// `None` for any other, skipped without being built.
+struct Skipped<T>(Option<T>);
+
+impl<'de> serde::Deserialize<'de> for Skipped<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor(|kind| match kind {
+            Kind::Str(s) => Some(s.to_owned()),
+            Kind::Map(_) | Kind::Other => None,
+        }))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Skipped<LastKey> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor(|kind| match kind {
+            Kind::Map(last) => last.map(LastKey),
+            Kind::Str(_) | Kind::Other => None,
+        }))
+    }
+}
+
+/// What [`SkipVisitor`] met: a string, an object (its newest distinct key), or anything else.
+enum Kind<'a> {
+    Str(&'a str),
+    Map(Option<String>),
+    Other,
+}
+
+/// Reads any value, and keeps what its function makes of it.
+struct SkipVisitor<T>(fn(Kind<'_>) -> Option<T>);
+
+impl<'de, T> serde::de::Visitor<'de> for SkipVisitor<T> {
+    type Value = Skipped<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Skipped<T>, E> {
+        Ok(Skipped(self.0(Kind::Str(v))))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skipped<T>, E> {
+        Ok(Skipped(self.0(Kind::Other)))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skipped<T>, E> {
+        Ok(Skipped(self.0(Kind::Other)))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skipped<T>, E> {
+        Ok(Skipped(self.0(Kind::Other)))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skipped<T>, E> {
+        Ok(Skipped(self.0(Kind::Other)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Skipped<T>, E> {
+        Ok(Skipped(self.0(Kind::Other)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped<T>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Skipped(self.0(Kind::Other)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skipped<T>, A::Error> {
+        // A key keeps the place it first had: the newest is the last one not seen before.
+        let mut seen = std::collections::HashSet::new();
+        let mut last = None;
+        let mut told = true;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            map.next_value::<serde::de::IgnoredAny>()?;
+            if !told || seen.contains(key.as_ref()) {
+                continue;
+            }
+            if seen.len() == MAX_VERSION_KEYS {
+                told = false;
+                seen = std::collections::HashSet::new();
+                continue;
+            }
+            last = Some(key.clone().into_owned());
+            seen.insert(key.into_owned());
+        }
+        Ok(Skipped(self.0(Kind::Map(if told { last } else { None }))))
+    }
+}
+
 fn npm_json(body: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return (None, None);
-    };
-    let name = value
-        .get("name")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let version = value
-        .get("versions")
-        .and_then(|v| v.as_object())
-        .and_then(|m| m.keys().next_back().cloned());
-    (name, version)
+    match Top::read(body, None) {
+        Some(top) => (top.name, top.last_version),
+        None => (None, None),
+    }
 }
 
 fn crates_json(body: &[u8]) -> (Option<String>, Option<String>) {
@@ -196,19 +336,10 @@ fn crates_json(body: &[u8]) -> (Option<String>, Option<String>) {
     let Some(json) = usize::try_from(len).ok().and_then(|l| body.get(4..4 + l)) else {
         return (None, None);
     };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(json) else {
-        return (None, None);
-    };
-    (
-        value
-            .get("name")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        value
-            .get("vers")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-    )
+    match Top::read(json, None) {
+        Some(top) => (top.name, top.vers),
+        None => (None, None),
+    }
 }
 
 /// The value of a multipart form field (`name="<field>"`), short text only.
@@ -237,6 +368,47 @@ mod tests {
             .iter()
             .map(|c| format!("{}:{}", c.endpoint.registry, c.endpoint.operation))
             .collect()
+    }
+
+    /// Package and version are read as a registry's JSON reader would: keys decoded, the last
+    /// of a repeated key winning, a repeated version keeping its first place; anything else
+    /// where a string or object belongs is no answer; past the limit of versions, none.
+    #[test]
+    fn uploads_are_read_like_a_registry_reads_them() {
+        let read = |json: &str| npm_json(json.as_bytes());
+        let some = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
+        assert_eq!(
+            read(r#"{"name":"demo","versions":{"1.0.0":{"x":[1,{"y":2}]}}}"#),
+            some("demo", "1.0.0")
+        );
+        assert_eq!(
+            read(r#"{"name":"demo","versions":{"1.0.1":{}}}"#),
+            some("demo", "1.0.1")
+        );
+        assert_eq!(
+            read(r#"{"name":"first","name":"second","versions":{"1":{},"2":{},"1":{}}}"#),
+            some("second", "2")
+        );
+        assert_eq!(
+            read(r#"{"name":["demo"],"versions":"1.0.0"}"#),
+            (None, None)
+        );
+        assert_eq!(read(r#"{"name":"demo"} trailing"#), (None, None));
+        assert_eq!(read(r#"["name","demo"]"#), (None, None));
+        let many: Vec<String> = (0..=MAX_VERSION_KEYS)
+            .map(|i| format!("\"{i}\":0"))
+            .collect();
+        let json = format!(r#"{{"name":"demo","versions":{{{}}}}}"#, many.join(","));
+        assert_eq!(read(&json), (Some("demo".to_owned()), None));
+        let crates = |json: &[u8]| {
+            let mut body = u32::try_from(json.len()).unwrap().to_le_bytes().to_vec();
+            body.extend_from_slice(json);
+            crates_json(&body)
+        };
+        assert_eq!(
+            crates(br#"{"vers":"0.1.0","deps":[{"name":"x"}],"name":"demo"}"#),
+            some("demo", "0.1.0")
+        );
     }
 
     #[test]

@@ -363,3 +363,82 @@ fn intercepted_connections_count_against_the_limit() {
     drop(open);
     assert!(eventually(|| proxy.curl(&[&ok]).0 == 200));
 }
+
+/// A body that looks like a registry upload is read for its package and version as it
+/// streams past, never built into a document: 64 MiB of `[0,0,…]` (which a JSON document
+/// tree holds in sixteen times its size) raises the proxy's peak memory by a few times the
+/// body at most, and the upload is still decided with its package and version. Its harmless
+/// twin, a real package document, is read the same.
+#[test]
+fn a_large_upload_is_read_for_its_package_without_building_it() {
+    let rt = runtime();
+    let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
+    let remit = format!(
+        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n\n[actions.publish]\nargs = [\"registry\", \"package\", \"version\"]\n",
+        good.port()
+    );
+    let mut setup = Setup::new(&remit);
+    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
+    setup.publish_args = vec!["registry".into(), "package".into(), "version".into()];
+    let proxy = rt.block_on(setup.start());
+    let url = format!("http://origin.test:{}/demo", good.port());
+    let upload = |name: &str, body: &[u8]| {
+        let path = proxy.dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        let file = format!("@{}", path.display());
+        let (status, headers, answer) = proxy.curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &file,
+            &url,
+        ]);
+        assert_eq!(status, 200, "{headers}{answer}");
+    };
+    upload(
+        "twin.json",
+        br#"{"name":"demo","versions":{"1.0.0":{"name":"demo"}},"_attachments":{}}"#,
+    );
+
+    let mut body = br#"{"name":"demo","versions":{"2.0.0":{}},"pad":["#.to_vec();
+    body.reserve(64 << 20);
+    while body.len() < 64 << 20 {
+        body.extend_from_slice(b"0,0,0,0,0,0,0,0,");
+    }
+    body.extend_from_slice(b"0]}");
+    let peak = || -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    // The peak from here on (other tests of this process run meanwhile: a margin).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak();
+    upload("large.json", &body);
+    let grown = peak().saturating_sub(before);
+    assert!(
+        grown < 8 * (64 << 20),
+        "the proxy's peak memory grew by {} MiB for a 64 MiB upload",
+        grown >> 20
+    );
+    let versions: Vec<String> = proxy
+        .gate
+        .effects_of("publish")
+        .iter()
+        .filter_map(|(effect, _)| match effect {
+            remit_types::effect::Effect::Action { args, .. } => {
+                assert_eq!(args.get("package").map(String::as_str), Some("demo"));
+                args.get("version").cloned()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, ["1.0.0", "2.0.0"]);
+}
