@@ -1160,10 +1160,17 @@ async fn decide_push<G: EgressGate>(
     body: Bytes,
     git_token: Option<&str>,
 ) -> Option<Response<ProxyBody>> {
-    let push = match git::parse_push(&body) {
-        Ok(p) => p,
-        Err(error) => {
+    let parsed = {
+        let body = body.clone();
+        off_the_workers(body.len(), move || git::parse_push(&body)).await
+    };
+    let push = match parsed {
+        Ok(Ok(p)) => p,
+        Ok(Err(error)) => {
             return Some(ctx.deny(StatusCode::BAD_REQUEST, "egress.git", &error.to_string()));
+        }
+        Err(why) => {
+            return Some(ctx.deny(StatusCode::INTERNAL_SERVER_ERROR, "egress.inspect", &why));
         }
     };
     if let Some(token) = git_token {
@@ -1196,19 +1203,36 @@ async fn decide_push<G: EgressGate>(
             graph.absorb(commits, COMMIT_CACHE);
         }
     }
-    let forced: Vec<bool> = match ctx.shared.commits.lock() {
-        Ok(graph) => push
-            .updates
-            .iter()
-            .map(|u| {
-                needs_pack && !u.creates() && !u.deletes() && !graph.fast_forward(&u.old, &u.new)
-            })
-            .collect(),
-        Err(_) => push
-            .updates
-            .iter()
-            .map(|u| !u.creates() && !u.deletes())
-            .collect(),
+    // Walking the commits takes a while for many refs: not on the threads that serve every
+    // other connection, and within a bound (an update not told is counted as forced).
+    let forced: Vec<bool> = {
+        let shared = Arc::clone(&ctx.shared);
+        let updates = push.updates.clone();
+        let walk = move || match shared.commits.lock() {
+            Ok(graph) => {
+                let mut budget = git::MAX_ANCESTRY_VISITS;
+                updates
+                    .iter()
+                    .map(|u| {
+                        needs_pack
+                            && !u.creates()
+                            && !u.deletes()
+                            && !graph.fast_forward_within(&u.old, &u.new, &mut budget)
+                    })
+                    .collect()
+            }
+            Err(_) => updates
+                .iter()
+                .map(|u| !u.creates() && !u.deletes())
+                .collect(),
+        };
+        let work = if needs_pack { usize::MAX } else { 0 };
+        match off_the_workers(work, walk).await {
+            Ok(forced) => forced,
+            Err(why) => {
+                return Some(ctx.deny(StatusCode::INTERNAL_SERVER_ERROR, "egress.inspect", &why));
+            }
+        }
     };
     let mut reasons: Vec<Option<String>> = Vec::new();
     let mut refused = false;

@@ -79,7 +79,19 @@ pub enum GitError {
     /// The pack cannot be read.
     #[error("malformed pack: {0}")]
     Pack(String),
+    /// More ref updates than one push may carry.
+    #[error(
+        "the push updates more than {MAX_REF_UPDATES} refs, each decided and recorded on its own; push them in parts"
+    )]
+    TooManyUpdates,
 }
+
+/// Ref updates in one push, at most: each is a decision and a record of its own.
+pub const MAX_REF_UPDATES: usize = 10_000;
+
+/// Commits visited, at most, while telling fast-forwards from forced updates in one push;
+/// an update not told within it is counted as forced.
+pub const MAX_ANCESTRY_VISITS: usize = 2_000_000;
 
 /// Read one pkt-line at `at`: `(payload, next offset)`; payload `None` for flush/delim.
 fn pkt_line(body: &[u8], at: usize) -> Result<(Option<&[u8]>, usize), GitError> {
@@ -137,6 +149,9 @@ pub fn parse_push(body: &[u8]) -> Result<Push, GitError> {
         if !id_ok(old) || !id_ok(new) || reference.is_empty() {
             return Err(GitError::Command(text.chars().take(200).collect()));
         }
+        if push.updates.len() == MAX_REF_UPDATES {
+            return Err(GitError::TooManyUpdates);
+        }
         push.updates.push(RefUpdate {
             old: old.to_ascii_lowercase(),
             new: new.to_ascii_lowercase(),
@@ -167,6 +182,13 @@ pub struct PackCommits {
 impl PackCommits {
     /// Whether `old` is an ancestor of `new` through the pack's commits.
     pub fn fast_forward(&self, old: &str, new: &str) -> bool {
+        let mut unbounded = usize::MAX;
+        self.fast_forward_within(old, new, &mut unbounded)
+    }
+
+    /// [`Self::fast_forward`], visiting at most `budget` commits (what it visits is taken
+    /// from it); `false` once it runs out.
+    pub fn fast_forward_within(&self, old: &str, new: &str, budget: &mut usize) -> bool {
         if old == new {
             return true;
         }
@@ -176,6 +198,10 @@ impl PackCommits {
             let Some(parents) = self.parents.get(&id) else {
                 continue;
             };
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
             for parent in parents {
                 if parent == old {
                     return true;
@@ -528,6 +554,44 @@ pub(crate) fn refusal(push: &Push, reasons: &[Option<String>], summary: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A push of more ref updates than one may carry is refused whole, before anything is
+    /// decided; one at the limit is read.
+    #[test]
+    fn a_push_updates_a_bounded_number_of_refs() {
+        let push = |n: usize| {
+            let mut body = Vec::new();
+            for i in 0..n {
+                body.extend(pkt(format!(
+                    "{} {:040x} refs/heads/b{i}\n",
+                    "0".repeat(40),
+                    i + 1
+                )
+                .as_bytes()));
+            }
+            body.extend_from_slice(b"0000");
+            parse_push(&body)
+        };
+        assert_eq!(
+            push(MAX_REF_UPDATES).unwrap().updates.len(),
+            MAX_REF_UPDATES
+        );
+        let refused = push(MAX_REF_UPDATES + 1).unwrap_err();
+        assert!(matches!(refused, GitError::TooManyUpdates), "{refused}");
+        // Telling a fast-forward is bounded too: a long chain is walked within the budget or
+        // not told.
+        let mut graph = PackCommits::default();
+        for i in 1..1000u32 {
+            graph
+                .parents
+                .insert(format!("{i}"), vec![format!("{}", i - 1)]);
+        }
+        let mut budget = 10_000;
+        assert!(graph.fast_forward_within("0", "999", &mut budget));
+        let mut budget = 10;
+        assert!(!graph.fast_forward_within("0", "999", &mut budget));
+        assert_eq!(budget, 0);
+    }
 
     #[test]
     fn parents_are_read_where_git_reads_them() {
