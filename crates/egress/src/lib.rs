@@ -78,6 +78,7 @@ mod forward;
 pub mod git;
 mod io;
 mod matcher;
+mod progress;
 mod proxy;
 mod publish;
 mod ssrf;

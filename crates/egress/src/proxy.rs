@@ -18,6 +18,7 @@ use crate::deny::{refusal, wants_json};
 use crate::events::{ConnectionError, EgressEvent, Stage, Violation, ViolationKind};
 use crate::forward::{self, Target};
 use crate::io::Prefixed;
+use crate::progress;
 use crate::tunnel::Tunnel;
 use crate::upstream::{UpstreamError, connect_checked};
 use crate::{EgressGate, GateDecision, Shared};
@@ -48,10 +49,18 @@ pub(crate) async fn client<G: EgressGate>(
     let _ = stream.set_nodelay(true);
     let service_shared = Arc::clone(&shared);
     let slot: Slot = Arc::new(std::sync::Mutex::new(Some(permit)));
+    let progress = progress::Progress::new();
+    let service_progress = Arc::clone(&progress);
     let service = service_fn(move |request: Request<Incoming>| {
         let shared = Arc::clone(&service_shared);
         let slot = Arc::clone(&slot);
-        async move { Ok::<_, Infallible>(outer(shared, peer, request, slot).await) }
+        let progress = Arc::clone(&service_progress);
+        async move {
+            let waiting = progress.asked();
+            let response = outer(shared, peer, request, slot).await;
+            drop(waiting);
+            Ok::<_, Infallible>(response.map(|body| progress.answer(body)))
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -61,9 +70,36 @@ pub(crate) async fn client<G: EgressGate>(
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(error) = connection.await {
-        report_client_error(&shared, peer, None, Stage::ClientHttp, &error);
+    let served = progress::serve(
+        connection,
+        |c| c.graceful_shutdown(),
+        &progress,
+        shared.limits.header_read_timeout,
+        shared.limits.idle_timeout,
+    )
+    .await;
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => report_client_error(&shared, peer, None, Stage::ClientHttp, &error),
+        Err(why) => closed_without_progress(&shared, peer, None, why),
     }
+}
+
+/// A connection closed for want of progress (see [`progress`]), recorded.
+fn closed_without_progress<G: EgressGate>(
+    shared: &Shared<G>,
+    peer: SocketAddr,
+    host: Option<&str>,
+    why: String,
+) {
+    shared
+        .gate
+        .observe(EgressEvent::ConnectionError(ConnectionError {
+            peer: Some(peer),
+            host: host.map(str::to_owned),
+            stage: Stage::ClientHttp,
+            error: format!("closed: {why}"),
+        }));
 }
 
 fn report_client_error<G: EgressGate>(
@@ -488,34 +524,71 @@ async fn serve_inner<G, S>(
 {
     let service_shared = Arc::clone(&shared);
     let service_target = target.clone();
+    let progress = progress::Progress::new();
+    let service_progress = Arc::clone(&progress);
     let service = service_fn(move |request: Request<Incoming>| {
         let shared = Arc::clone(&service_shared);
         let target = service_target.clone();
-        async move { Ok::<_, Infallible>(forward::handle(shared, peer, target, request).await) }
+        let progress = Arc::clone(&service_progress);
+        async move {
+            let waiting = progress.asked();
+            let response = forward::handle(shared, peer, target, request).await;
+            drop(waiting);
+            Ok::<_, Infallible>(response.map(|body| progress.answer(body)))
+        }
     });
     let io = TokioIo::new(io);
-    let result = if h2 {
-        http2::Builder::new(TokioExecutor::new())
+    let quiet = shared.limits.header_read_timeout;
+    let stalled = shared.limits.idle_timeout;
+    let served = if h2 {
+        // What one connection can hold: 32 streams, each with at most 128 KiB queued for a
+        // client that does not read, and 4 MiB (8 MiB in all) of what it sends unread (a
+        // body refused mid-way is then usually all sent before the refusal is read).
+        let connection = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .max_concurrent_streams(128)
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_send_buf_size(128 << 10)
+            .max_pending_accept_reset_streams(20)
             .max_header_list_size(u32::try_from(shared.limits.max_header_bytes).unwrap_or(u32::MAX))
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(8 << 20)
             .max_frame_size(64 * 1024)
-            .serve_connection(io, service)
-            .await
+            .serve_connection(io, service);
+        progress::serve(
+            connection,
+            |c| c.graceful_shutdown(),
+            &progress,
+            quiet,
+            stalled,
+        )
+        .await
     } else {
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(shared.limits.header_read_timeout)
             .max_buf_size(shared.limits.max_header_bytes.max(8192));
-        builder.serve_connection(io, service).await
+        let connection = builder.serve_connection(io, service);
+        progress::serve(
+            connection,
+            |c| c.graceful_shutdown(),
+            &progress,
+            quiet,
+            stalled,
+        )
+        .await
     };
-    if let Err(error) = result {
-        report_client_error(&shared, peer, Some(&target.host), Stage::ClientHttp, &error);
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            report_client_error(&shared, peer, Some(&target.host), Stage::ClientHttp, &error);
+        }
+        Err(why) => closed_without_progress(&shared, peer, Some(&target.host), why),
     }
 }
+
+/// Streams one intercepted HTTP/2 connection may have open at once.
+const MAX_STREAMS: u32 = 32;
 
 #[cfg(test)]
 mod tests {
