@@ -87,6 +87,8 @@ struct RecordGuard<G: EgressGate> {
     response_bytes: Arc<AtomicU64>,
     /// A secret found in a streamed body after the response had begun.
     hit: Arc<Mutex<Option<Hit>>>,
+    /// The request's place among the task's requests under way (`None`: there was none).
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<G: EgressGate> Drop for RecordGuard<G> {
@@ -370,6 +372,8 @@ pub(crate) async fn handle<G: EgressGate>(
     let response_bytes = Arc::new(AtomicU64::new(0));
     let hit_slot = Arc::new(Mutex::new(None));
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    // Held until the answer's body is over (the guard lives as long).
+    let place = Arc::clone(&shared.requests).try_acquire_owned().ok();
     let guard = Arc::new(RecordGuard {
         shared: Arc::clone(&shared),
         record: Mutex::new(RequestRecord {
@@ -396,6 +400,7 @@ pub(crate) async fn handle<G: EgressGate>(
         request_bytes: Arc::clone(&request_bytes),
         response_bytes: Arc::clone(&response_bytes),
         hit: Arc::clone(&hit_slot),
+        place,
     });
     let ctx = Ctx {
         shared: Arc::clone(&shared),
@@ -410,6 +415,16 @@ pub(crate) async fn handle<G: EgressGate>(
         ),
         peer,
     };
+    if guard.place.is_none() {
+        return ctx.deny(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "egress.requests",
+            &format!(
+                "the task has {} requests under way already; retry once some are answered",
+                shared.limits.max_requests
+            ),
+        );
+    }
     let mut body = Some(body);
     let result = pipeline(
         &ctx,

@@ -244,6 +244,10 @@ pub struct Limits {
     pub max_inspected_total: usize,
     /// Idle connections kept per origin for reuse. Default: 8.
     pub max_idle_per_origin: usize,
+    /// Requests of the task under way at once, from their head to the end of their answer,
+    /// across every connection (each may hold an origin socket and buffers); more get `503`
+    /// (`egress.requests`) and may be retried. Default: 256.
+    pub max_requests: usize,
 }
 
 impl Default for Limits {
@@ -259,6 +263,7 @@ impl Default for Limits {
             max_inspected_body: 256 << 20,
             max_inspected_total: 512 << 20,
             max_idle_per_origin: 8,
+            max_requests: 256,
         }
     }
 }
@@ -351,6 +356,8 @@ pub(crate) struct Shared<G> {
     pub(crate) budgets: budget::Budgets,
     pub(crate) pool: upstream::Pool,
     pub(crate) connections: Arc<Semaphore>,
+    /// The task's requests under way ([`Limits::max_requests`]).
+    pub(crate) requests: Arc<Semaphore>,
     /// Bytes of request bodies held for inspection: [`Limits::max_inspected_total`].
     pub(crate) inspecting: Arc<Semaphore>,
     pub(crate) next_id: AtomicU64,
@@ -415,6 +422,7 @@ impl<G: EgressGate> Egress<G> {
                 publish_args: config.publish_args,
                 resolver: config.resolver,
                 connections: Arc::new(Semaphore::new(config.limits.max_connections.max(1))),
+                requests: Arc::new(Semaphore::new(config.limits.max_requests.max(1))),
                 inspecting: Arc::new(Semaphore::new(
                     config
                         .limits

@@ -449,37 +449,13 @@ fn a_large_upload_is_read_for_its_package_without_building_it() {
 /// says why. A client that reads slowly, but reads, gets the whole answer.
 #[test]
 fn a_client_that_stops_reading_is_closed() {
-    let rt = runtime();
-    let origin_handler: Handler = Arc::new(|seen: &Seen| {
-        let size = if seen.uri.ends_with("/big") {
-            64 << 20
-        } else {
-            1 << 20
-        };
-        (200, Vec::new(), vec![b'x'; size])
-    });
-    let good = rt.block_on(origin("127.0.0.1:0", None, origin_handler));
-    let remit = format!(
-        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
-        good.port()
-    );
-    let mut setup = Setup::new(&remit);
-    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
-    setup.limits = Some(remit_egress::Limits {
+    let (_rt, _good, proxy, ask) = big_and_small(remit_egress::Limits {
         idle_timeout: Duration::from_secs(2),
         header_read_timeout: Duration::from_secs(2),
         ..remit_egress::Limits::default()
     });
-    let proxy = rt.block_on(setup.start());
     let ask = |path: &str| {
-        let mut s = TcpStream::connect(proxy.addr).unwrap();
-        write!(
-            s,
-            "GET http://origin.test:{port}{path} HTTP/1.1\r\nhost: origin.test:{port}\r\n\r\n",
-            port = good.port()
-        )
-        .unwrap();
-        let head = read_head(&mut s);
+        let (head, s) = ask(path);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         s
     };
@@ -569,4 +545,74 @@ print("closed after %.1f s" % (time.time() - start))
         e,
         EgressEvent::ConnectionError(c) if c.error.contains("nothing was asked")
     ))));
+}
+
+/// A proxy with `limits` in front of an origin answering 64 MiB for `/big` and 1 MiB for
+/// anything else, and a function that asks for a path on a connection of its own and reads
+/// the answer's head.
+#[allow(clippy::type_complexity)]
+fn big_and_small(
+    limits: remit_egress::Limits,
+) -> (
+    tokio::runtime::Runtime,
+    Origin,
+    Proxy,
+    impl Fn(&str) -> (String, TcpStream),
+) {
+    let rt = runtime();
+    let origin_handler: Handler = Arc::new(|seen: &Seen| {
+        let size = if seen.uri.ends_with("/big") {
+            64 << 20
+        } else {
+            1 << 20
+        };
+        (200, Vec::new(), vec![b'x'; size])
+    });
+    let good = rt.block_on(origin("127.0.0.1:0", None, origin_handler));
+    let remit = format!(
+        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
+        good.port()
+    );
+    let mut setup = Setup::new(&remit);
+    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
+    setup.limits = Some(limits);
+    let proxy = rt.block_on(setup.start());
+    let (addr, port) = (proxy.addr, good.port());
+    let ask = move |path: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET http://origin.test:{port}{path} HTTP/1.1\r\nhost: origin.test:{port}\r\n\r\n"
+        )
+        .unwrap();
+        (read_head(&mut s), s)
+    };
+    (rt, good, proxy, ask)
+}
+
+/// The task's requests under way at once are bounded across its connections (each may
+/// hold an origin socket and buffers): one past the limit gets `503` (`egress.requests`),
+/// and once one is over the next is served.
+#[test]
+fn requests_under_way_are_bounded() {
+    let (_rt, _good, proxy, ask) = big_and_small(remit_egress::Limits {
+        max_requests: 2,
+        ..remit_egress::Limits::default()
+    });
+    // Two answers under way, not read.
+    let (head, first) = ask("/big");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _second) = ask("/big");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = ask("/small");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-remit-policy: egress.requests"),
+        "{head}"
+    );
+    // One over (its client gone): the next is served, whole.
+    drop(first);
+    assert!(eventually(|| ask("/small").0.starts_with("HTTP/1.1 200")));
+    drop(proxy);
 }
