@@ -369,7 +369,12 @@ impl TaskHost {
     }
 
     async fn decide(&self, effect: Effect, wait: Duration) -> Result<Authorized, CallError> {
-        match self.inner.gate.request(effect, wait).await {
+        Self::authorized(self.inner.gate.request(effect, wait).await)
+    }
+
+    /// The authorization `outcome` gives, or why there is none.
+    fn authorized(outcome: Outcome) -> Result<Authorized, CallError> {
+        match outcome {
             Outcome::Authorized(a) => Ok(a),
             Outcome::Denied { policy, reason } if policy == "kill-switch" => {
                 Err(CallError::new(ErrorCode::Killed, reason))
@@ -1162,15 +1167,10 @@ impl TaskHost {
             .map(Duration::from_secs)
             .unwrap_or(self.inner.options.approval_wait)
             .min(remit_gate::api::MAX_WAIT);
-        let authorized = match self.decide(effect, wait).await {
-            Ok(authorized) => authorized,
-            Err(e) => {
-                if let (Some(held), Some(approval)) = (held, e.approval.clone()) {
-                    held.until_decided(Arc::clone(gate), approval);
-                }
-                return Err(e);
-            }
-        };
+        let asking = held.map(|held| held.asking(gate, &effect));
+        let outcome = gate.request(effect, wait).await;
+        let held = asking.and_then(|asking| asking.decided(&outcome));
+        let authorized = Self::authorized(outcome)?;
         // Dropped before it finished (the call was cancelled), the action is recorded as
         // failed rather than left started.
         let guard = self

@@ -383,16 +383,16 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
         }
     }
     let wait = Duration::from_secs(body.wait).min(MAX_WAIT);
-    match api.gate.request(effect, wait).await {
+    let is_held = held.is_some();
+    let asking = held.map(|held| held.asking(&api.gate, &effect));
+    let outcome = api.gate.request(effect, wait).await;
+    let held = asking.and_then(|asking| asking.decided(&outcome));
+    match outcome {
         Outcome::Denied { policy, reason } => json(
             StatusCode::FORBIDDEN,
             json!({ "status": "denied", "policy": policy, "reason": reason }),
         ),
         Outcome::Pending { approval } => {
-            let is_held = held.is_some();
-            if let Some(held) = held {
-                held.until_decided(Arc::clone(&api.gate), approval.clone());
-            }
             let view = api.gate.approval(&approval);
             json(
                 StatusCode::ACCEPTED,

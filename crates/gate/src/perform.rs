@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use remit_types::effect::Effect;
 use remit_types::remit::{ActionGrant, CommandRule};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -289,10 +290,22 @@ impl Held {
         })
     }
 
+    /// Hold the freeze while `gate` decides `effect` (see [`Asking`]).
+    pub fn asking(self, gate: &std::sync::Arc<crate::gate::Gate>, effect: &Effect) -> Asking {
+        Asking {
+            digest: effect.digest(&gate.principal().task),
+            gate: std::sync::Arc::clone(gate),
+            held: Some(self),
+        }
+    }
+
     /// Keep the task frozen until the approval `id` is no longer pending (granted, denied,
     /// expired) or the task's gate closes.
     pub fn until_decided(self, gate: std::sync::Arc<crate::gate::Gate>, id: String) {
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             let decided = async {
                 // In steps: the approval's own expiry ends it.
                 while gate
@@ -308,6 +321,49 @@ impl Held {
             }
             drop(self);
         });
+    }
+}
+
+/// A bound action's freeze while the gate decides it. Asked how it was decided
+/// ([`Asking::decided`]), it keeps the freeze for the command, hands it to
+/// [`Held::until_decided`] when a human must decide, or lets the task go on. Dropped before
+/// that (the call was cancelled while the request waited for a human), it still hands the
+/// freeze to a pending approval of the same effect: a caller that gives up cannot thaw the
+/// task while its reviewer looks.
+#[derive(Debug)]
+pub struct Asking {
+    held: Option<Held>,
+    gate: std::sync::Arc<crate::gate::Gate>,
+    digest: String,
+}
+
+impl Asking {
+    /// The freeze to run the command under, when `outcome` authorizes it.
+    pub fn decided(mut self, outcome: &crate::gate::Outcome) -> Option<Held> {
+        let held = self.held.take()?;
+        match outcome {
+            crate::gate::Outcome::Authorized(_) => Some(held),
+            crate::gate::Outcome::Pending { approval } => {
+                held.until_decided(std::sync::Arc::clone(&self.gate), approval.clone());
+                None
+            }
+            crate::gate::Outcome::Denied { .. } => None,
+        }
+    }
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        let pending =
+            self.gate.approvals().into_iter().find(|a| {
+                a.digest == self.digest && a.state == crate::gate::ApprovalState::Pending
+            });
+        if let Some(approval) = pending {
+            held.until_decided(std::sync::Arc::clone(&self.gate), approval.id);
+        }
     }
 }
 
@@ -558,16 +614,21 @@ impl KillGroup {
         self.kill();
         let cgroup = unpoisoned(&self.cgroup).take();
         let after = unpoisoned(&self.after).take();
-        let left = match cgroup {
-            Some(mut cgroup) => tokio::task::spawn_blocking(move || cgroup.kill(KILL_LIMIT).err())
-                .await
-                .unwrap_or_else(|e| {
-                    Some(format!("waiting for the command's processes to die: {e}"))
-                }),
-            None => None,
-        };
-        drop(after);
-        left
+        match cgroup {
+            // The freeze and the slots go with the wait: given back once it is over, even
+            // when this call is cancelled meanwhile.
+            Some(mut cgroup) => tokio::task::spawn_blocking(move || {
+                let left = cgroup.kill(KILL_LIMIT).err();
+                drop(after);
+                left
+            })
+            .await
+            .unwrap_or_else(|e| Some(format!("waiting for the command's processes to die: {e}"))),
+            None => {
+                drop(after);
+                None
+            }
+        }
     }
 }
 

@@ -1914,7 +1914,13 @@ impl Supervision {
                                 if let Some(reply) = self.pending.remove(&id) {
                                     let (tx, rx) = oneshot::channel();
                                     self.waiters.insert(id, tx);
-                                    let _ = reply.send(Ok(Running { id, exited: rx }));
+                                    // Whoever asked gave up meanwhile (a cancelled call, while
+                                    // the task was frozen): the program does not run on behind
+                                    // its back.
+                                    if reply.send(Ok(Running { id, exited: rx })).is_err() {
+                                        self.waiters.remove(&id);
+                                        let _ = sandbox.signal(id, libc::SIGKILL);
+                                    }
                                 }
                             }
                             Ok(Some(Event::SpawnFailed { id, errno })) => {

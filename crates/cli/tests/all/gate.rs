@@ -628,7 +628,7 @@ fn a_changed_argument_needs_its_own_approval_and_expired_ones_cannot_be_given() 
     // The v4 request opens its own approval; v3's does not cover it.
     let started = Instant::now();
     let second = loop {
-        let out = host(&w, &["approvals", "list", "--json"]);
+        let out = host(&w, &["approvals", "list", "--json", "--all"]);
         let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if let Some(found) = list.iter().find(|a| a["details"]["args"]["tag"] == "v4") {
             break found.clone();
@@ -788,11 +788,12 @@ run = ["sh", "-c", "cat payload > before; sleep 2; cat payload > published"]
 
 [actions.scribble]
 bind_workspace = false
-run = ["sh", "-c", "echo one > payload; sleep 1.5; echo two > payload"]
+run = ["sh", "-c", "echo one > payload; touch scribbling; sleep 1.5; echo two > payload"]
 "#;
     let out = w.run(
         Some(remit),
-        "echo zero > payload; (remit act scribble; echo scribble=$?) & sleep 0.5; \
+        "echo zero > payload; (remit act scribble; echo scribble=$?) & \
+         while ! test -e scribbling; do sleep 0.05; done; \
          remit act copy; echo copy=$?; wait",
     );
     // The harmless twins: both actions did their work, one after the other.
@@ -828,7 +829,8 @@ approve = true
     let child = background(
         &w,
         remit,
-        "echo evil > payload; (sleep 1; echo benign > payload; touch flipped) & \
+        "echo evil > payload; \
+         (while ! test -e go; do sleep 0.05; done; echo benign > payload; touch flipped) & \
          remit act copy --wait 60; echo rc=$?; wait",
     );
     let pending = wait_pending(&w);
@@ -839,8 +841,10 @@ approve = true
             .contains("on the workspace sha256:"),
         "{pending}"
     );
-    // What the reviewer finds while deciding is what the digest covers.
-    std::thread::sleep(Duration::from_millis(2500));
+    // What the reviewer finds while deciding is what the digest covers: the task's flipper,
+    // told to go now, cannot run.
+    std::fs::write(w.ws.join("go"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !w.exists(&w.ws.join("flipped")),
         "the task changed its workspace while the action awaited approval"
@@ -854,6 +858,54 @@ approve = true
     // Decided: the task goes on (the harmless twin).
     let out = finish(child);
     assert!(stdout(&out).contains("rc=1"), "{}", show(&out));
+    assert!(w.exists(&w.ws.join("flipped")), "{}", show(&out));
+    assert!(!w.exists(&w.ws.join("published")), "{}", show(&out));
+}
+
+/// The task stays held while a human decides even when the request that asked gives up
+/// waiting (its process killed mid-wait by its own alarm): the freeze goes to the pending
+/// approval, not back to the task.
+#[test]
+fn a_request_given_up_half_way_leaves_the_task_held_until_decided() {
+    let w = World::new();
+    let remit = r#"
+[approvals]
+timeout = "2m"
+
+[actions.copy]
+run = ["sh", "-c", "cat payload > published"]
+approve = true
+"#;
+    let asker = r#"
+import json, os, signal, socket
+body = json.dumps({"kind": "copy", "args": {}, "wait": 30}).encode()
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["REMIT_SOCKET"])
+signal.alarm(2)
+s.sendall(b"POST /v1/actions HTTP/1.1\r\nhost: remit\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+s.recv(65536)
+"#;
+    std::fs::write(w.ws.join("asker.py"), asker).unwrap();
+    let child = background(
+        &w,
+        remit,
+        "echo evil > payload; \
+         (while ! test -e go; do sleep 0.05; done; echo benign > payload; touch flipped) & \
+         python3 asker.py; echo asker=$?; wait",
+    );
+    let pending = wait_pending(&w);
+    std::fs::write(w.ws.join("go"), "").unwrap();
+    // Past the asker's alarm: it is gone, and the task is still held.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        !w.exists(&w.ws.join("flipped")),
+        "the task ran again while its action awaited approval"
+    );
+    let id = pending["id"].as_str().unwrap();
+    assert!(host(&w, &["approvals", "deny", id]).status.success());
+    let out = finish(child);
+    // The asker died by its alarm; the task went on once the approval was decided.
+    assert!(stdout(&out).contains("asker=142"), "{}", show(&out));
     assert!(w.exists(&w.ws.join("flipped")), "{}", show(&out));
     assert!(!w.exists(&w.ws.join("published")), "{}", show(&out));
 }
