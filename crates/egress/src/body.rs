@@ -225,6 +225,8 @@ pub(crate) struct Metered<B> {
     ended: bool,
     /// Kept alive until the body ends (a record emitted on drop).
     _guard: Option<Arc<dyn Send + Sync>>,
+    /// The client connection whose progress each frame is (a request body).
+    progress: Option<Arc<crate::progress::Progress>>,
 }
 
 impl<B> Metered<B> {
@@ -246,7 +248,14 @@ impl<B> Metered<B> {
             trailers: None,
             ended: false,
             _guard: guard,
+            progress: None,
         }
+    }
+
+    /// Count each frame as progress of the client connection `progress` watches.
+    pub(crate) fn watched(mut self, progress: Option<Arc<crate::progress::Progress>>) -> Self {
+        self.progress = progress;
+        self
     }
 }
 
@@ -283,6 +292,9 @@ where
                 Poll::Ready(None) => this.ended = true,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(progress) = &this.progress {
+                        progress.touch();
+                    }
                     let frame = match frame.into_data() {
                         Ok(data) => data,
                         Err(frame) => {

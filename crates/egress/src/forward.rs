@@ -938,6 +938,7 @@ async fn pipeline<G: EgressGate>(
             shared.limits.idle_timeout,
             None,
         )
+        .watched(crate::progress::current())
         .boxed()
     };
 

@@ -13,7 +13,9 @@
 //!   [`crate::Limits::idle_timeout`].
 //!
 //! A request still waiting for its answer (a decision, a human's approval, the origin) keeps
-//! its connection: those waits have limits of their own.
+//! its connection: those waits have limits of their own. A request body still streaming to
+//! the origin is progress too (an upload the origin answered early, a client-streaming
+//! call), counted through [`CONNECTION`], which the service sets around each request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +33,16 @@ use crate::body::{BoxError, ProxyBody};
 /// How long a connection being closed for want of progress may take to finish what it was
 /// sending (an HTTP/2 `GOAWAY`), before it is dropped.
 const GRACE: Duration = Duration::from_secs(5);
+
+tokio::task_local! {
+    /// The progress of the connection the request being served came on.
+    pub(crate) static CONNECTION: Arc<Progress>;
+}
+
+/// The progress of the connection the request being served came on, if it is watched.
+pub(crate) fn current() -> Option<Arc<Progress>> {
+    CONNECTION.try_with(Arc::clone).ok()
+}
 
 /// One connection's requests and answers.
 #[derive(Debug)]
@@ -52,7 +64,8 @@ impl Progress {
         })
     }
 
-    fn touch(&self) {
+    /// Something moved.
+    pub(crate) fn touch(&self) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.fetch_max(now, Ordering::Relaxed);
     }
@@ -188,5 +201,43 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule: quiet with nothing under way, stalled with answers under way and nothing
+    /// moving; a request waiting for its answer, or a body still moving either way, keeps
+    /// the connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_stuck_only_when_nothing_moves() {
+        let quiet = Duration::from_secs(30);
+        let stalled = Duration::from_secs(300);
+        let progress = Progress::new();
+        assert!(progress.stuck(quiet, stalled).is_none());
+        tokio::time::advance(quiet).await;
+        let (why, graceful) = progress.stuck(quiet, stalled).unwrap();
+        assert!(why.contains("nothing was asked") && graceful, "{why}");
+
+        // Waiting for an answer (an approval, a slow origin): never stuck.
+        let waiting = progress.asked();
+        tokio::time::advance(stalled * 2).await;
+        assert!(progress.stuck(quiet, stalled).is_none());
+        // Answered; the answer's body under way, the client taking nothing.
+        let body = progress.answer(crate::body::empty());
+        drop(waiting);
+        tokio::time::advance(stalled - Duration::from_secs(1)).await;
+        assert!(progress.stuck(quiet, stalled).is_none());
+        // An upload still streaming to the origin is progress.
+        progress.touch();
+        tokio::time::advance(stalled - Duration::from_secs(1)).await;
+        assert!(progress.stuck(quiet, stalled).is_none());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (why, graceful) = progress.stuck(quiet, stalled).unwrap();
+        assert!(why.contains("took nothing") && !graceful, "{why}");
+        drop(body);
+        assert!(progress.stuck(quiet, stalled).is_none());
     }
 }

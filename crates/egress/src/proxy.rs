@@ -57,7 +57,9 @@ pub(crate) async fn client<G: EgressGate>(
         let progress = Arc::clone(&service_progress);
         async move {
             let waiting = progress.asked();
-            let response = outer(shared, peer, request, slot).await;
+            let response = progress::CONNECTION
+                .scope(Arc::clone(&progress), outer(shared, peer, request, slot))
+                .await;
             drop(waiting);
             Ok::<_, Infallible>(response.map(|body| progress.answer(body)))
         }
@@ -532,7 +534,12 @@ async fn serve_inner<G, S>(
         let progress = Arc::clone(&service_progress);
         async move {
             let waiting = progress.asked();
-            let response = forward::handle(shared, peer, target, request).await;
+            let response = progress::CONNECTION
+                .scope(
+                    Arc::clone(&progress),
+                    forward::handle(shared, peer, target, request),
+                )
+                .await;
             drop(waiting);
             Ok::<_, Infallible>(response.map(|body| progress.answer(body)))
         }
