@@ -114,6 +114,8 @@ pub enum ViolationKind {
     Protocol,
     /// A byte budget was exhausted.
     Budget,
+    /// More at once than the task may have (requests under way).
+    Limit,
 }
 
 /// A violation the proxy blocked.

@@ -157,6 +157,17 @@ impl<G: EgressGate> Ctx<G> {
     }
 
     fn violation(&self, kind: ViolationKind, policy: &str, reason: &str) -> Response<ProxyBody> {
+        self.violation_with(kind, StatusCode::FORBIDDEN, policy, reason)
+    }
+
+    /// [`Self::violation`], answered with `status`.
+    fn violation_with(
+        &self,
+        kind: ViolationKind,
+        status: StatusCode,
+        policy: &str,
+        reason: &str,
+    ) -> Response<ProxyBody> {
         if let Ok(record) = self.guard.record.lock() {
             self.shared.gate.observe(EgressEvent::Violation(Violation {
                 kind,
@@ -169,7 +180,7 @@ impl<G: EgressGate> Ctx<G> {
                 reason: reason.to_owned(),
             }));
         }
-        self.deny(StatusCode::FORBIDDEN, policy, reason)
+        self.deny(status, policy, reason)
     }
 
     async fn decide(&self, effect: Effect) -> Result<(), Response<ProxyBody>> {
@@ -416,7 +427,8 @@ pub(crate) async fn handle<G: EgressGate>(
         peer,
     };
     if guard.place.is_none() {
-        return ctx.deny(
+        let response = ctx.violation_with(
+            ViolationKind::Limit,
             StatusCode::SERVICE_UNAVAILABLE,
             "egress.requests",
             &format!(
@@ -424,6 +436,13 @@ pub(crate) async fn handle<G: EgressGate>(
                 shared.limits.max_requests
             ),
         );
+        // Read a little of the body, as for any early refusal: the client reads the refusal
+        // instead of a reset stream.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain(body, 1 << 20)).await;
+        if let Ok(mut record) = guard.record.lock() {
+            record.status = response.status().as_u16();
+        }
+        return response;
     }
     let mut body = Some(body);
     let result = pipeline(

@@ -624,6 +624,12 @@ fn requests_under_way_are_bounded() {
             .contains("x-remit-policy: egress.requests"),
         "{head}"
     );
+    // Recorded, and said in one line.
+    assert!(eventually(|| proxy.gate.events().iter().any(|e| matches!(
+        e,
+        EgressEvent::Violation(v) if v.kind == remit_egress::ViolationKind::Limit
+            && v.reason.contains("2 requests under way")
+    ))));
     // One over (its client gone): the next is served, whole.
     drop(first);
     assert!(eventually(|| ask("/small").0.starts_with("HTTP/1.1 200")));
