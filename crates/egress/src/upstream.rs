@@ -81,6 +81,10 @@ pub(crate) struct Pool {
 /// How long an idle HTTP/1.1 connection is kept.
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
+/// Idle connections kept in all, every origin together: a task that asks many origins once
+/// each does not leave a socket open to each of them.
+const MAX_IDLE_TOTAL: usize = 64;
+
 impl Pool {
     pub(crate) fn new(max_idle: usize) -> Pool {
         Pool {
@@ -109,9 +113,7 @@ impl Pool {
 
     fn put_h1(&self, origin: &Origin, sender: http1::SendRequest<ProxyBody>, addr: SocketAddr) {
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() > 4096 {
-                idle.clear();
-            }
+            make_room(&mut idle);
             let entry = idle.entry(origin.clone()).or_insert_with(|| Idle {
                 h2: None,
                 h1: Vec::new(),
@@ -124,12 +126,71 @@ impl Pool {
 
     fn put_h2(&self, origin: &Origin, sender: http2::SendRequest<ProxyBody>, addr: SocketAddr) {
         if let Ok(mut idle) = self.idle.lock() {
+            if idle.get(origin).is_none_or(|e| e.h2.is_none()) {
+                make_room(&mut idle);
+            }
             let entry = idle.entry(origin.clone()).or_insert_with(|| Idle {
                 h2: None,
                 h1: Vec::new(),
             });
             entry.h2 = Some((sender, addr));
         }
+    }
+}
+
+/// Drop closed and expired idle connections, then, while [`MAX_IDLE_TOTAL`] are kept, the
+/// oldest HTTP/1.1 one (or, when there is none, an HTTP/2 one): room for one more.
+fn make_room(idle: &mut HashMap<Origin, Idle>) {
+    let now = Instant::now();
+    for entry in idle.values_mut() {
+        entry
+            .h1
+            .retain(|(s, _, at)| !s.is_closed() && now.duration_since(*at) < IDLE_FOR);
+        if entry.h2.as_ref().is_some_and(|(s, _)| s.is_closed()) {
+            entry.h2 = None;
+        }
+    }
+    idle.retain(|_, e| e.h2.is_some() || !e.h1.is_empty());
+    let total = |idle: &HashMap<Origin, Idle>| {
+        idle.values()
+            .map(|e| e.h1.len() + usize::from(e.h2.is_some()))
+            .sum::<usize>()
+    };
+    while total(idle) >= MAX_IDLE_TOTAL {
+        let oldest = idle
+            .iter()
+            .filter_map(|(origin, e)| {
+                e.h1.iter()
+                    .map(|(_, _, at)| *at)
+                    .min()
+                    .map(|at| (at, origin))
+            })
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, origin)| origin.clone());
+        match oldest {
+            Some(origin) => {
+                if let Some(entry) = idle.get_mut(&origin) {
+                    let first = entry
+                        .h1
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, _, at))| *at)
+                        .map(|(i, _)| i);
+                    if let Some(i) = first {
+                        entry.h1.swap_remove(i);
+                    }
+                }
+            }
+            None => {
+                let any = idle.keys().next().cloned();
+                if let Some(origin) = any
+                    && let Some(entry) = idle.get_mut(&origin)
+                {
+                    entry.h2 = None;
+                }
+            }
+        }
+        idle.retain(|_, e| e.h2.is_some() || !e.h1.is_empty());
     }
 }
 
@@ -304,4 +365,67 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle connections kept are bounded for all origins together, the oldest going first,
+    /// and closed ones are not kept.
+    #[tokio::test]
+    async fn the_pool_keeps_a_bounded_number_of_idle_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let pool = Pool::new(8);
+        let origin = |i: u16| Origin {
+            tls: false,
+            host: format!("o{i}.test"),
+            port: 80,
+            h2: false,
+        };
+        let mut drivers = Vec::new();
+        for i in 0..100u16 {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (sender, conn) = http1::Builder::new()
+                .handshake::<_, ProxyBody>(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            drivers.push(tokio::spawn(conn));
+            pool.put_h1(&origin(i), sender, addr);
+        }
+        let kept = |pool: &Pool| {
+            pool.idle
+                .lock()
+                .unwrap()
+                .values()
+                .map(|e| e.h1.len())
+                .sum::<usize>()
+        };
+        assert_eq!(kept(&pool), MAX_IDLE_TOTAL);
+        // The oldest went first: the first origins' connections are gone, the last kept.
+        let has = |pool: &Pool, i: u16| pool.idle.lock().unwrap().contains_key(&origin(i));
+        assert!(!has(&pool, 0) && !has(&pool, 35));
+        assert!(has(&pool, 36) && has(&pool, 99));
+        // Closed connections are dropped when room is made.
+        for driver in &drivers {
+            driver.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = http1::Builder::new()
+            .handshake::<_, ProxyBody>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let _driver = tokio::spawn(conn);
+        pool.put_h1(&origin(1000), sender, addr);
+        assert_eq!(kept(&pool), 1);
+        accepted.abort();
+    }
 }
