@@ -2171,6 +2171,12 @@ impl Supervision {
                                 eprint!("{message}");
                             }
                             let _ = gate.wait_approval(&approval, timeout).await;
+                            // Interrupted meanwhile (a freeze restarts the `execve` as a new
+                            // attempt, which waits for the same approval) or gone: the
+                            // approval is left for the attempt that is still waiting.
+                            if !watch.pending(&attempt) {
+                                return;
+                            }
                             gate.request_exec(facts, &cwd, Duration::ZERO).await
                         }
                         other => other,

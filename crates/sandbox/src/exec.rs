@@ -113,6 +113,13 @@ impl ExecWatch {
         }
     }
 
+    /// Whether the attempt's process is still waiting for an answer. It is not once it died,
+    /// or once something interrupted its `execve` (the task frozen meanwhile), which the
+    /// kernel then restarts as a new attempt.
+    pub fn pending(&self, attempt: &ExecAttempt) -> bool {
+        sys::notif_id_valid(self.listener.as_fd(), attempt.id)
+    }
+
     /// Answer an attempt.
     pub fn respond(&self, attempt: &ExecAttempt, verdict: Verdict) -> io::Result<()> {
         let errno = match verdict {

@@ -401,6 +401,43 @@ fn an_exec_prompt_waits_for_a_human() {
     assert!(w.exists(&w.ws.join("approved-file")));
 }
 
+/// A program waiting for approval while the task is frozen for an action (its `execve`
+/// interrupted, and restarted once thawed) runs once approved, and the approval is used once.
+#[test]
+fn an_exec_waiting_for_approval_across_a_freeze_runs_once_approved() {
+    let w = World::new();
+    let remit = "[commands]\nprompt = [\"touch\"]\n[approvals]\ntimeout = \"1m\"\n\n[actions.copy]\nrun = [\"true\"]\n";
+    let child = background(
+        &w,
+        remit,
+        "(touch approved-file; echo touch=$?) & \
+         while ! test -e go; do sleep 0.05; done; remit act copy; echo act=$? | tee acted; wait",
+    );
+    let pending = wait_pending(&w);
+    assert_eq!(pending["kind"], "exec");
+    // Freeze and thaw the task around the waiting `execve`.
+    std::fs::write(w.ws.join("go"), "").unwrap();
+    let begun = Instant::now();
+    while !w.exists(&w.ws.join("acted")) {
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "the action never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let id = pending["id"].as_str().unwrap();
+    let out = host(&w, &["approvals", "approve", id]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = finish(child);
+    assert!(
+        stdout(&out).contains("touch=0") && stdout(&out).contains("act=0"),
+        "{}",
+        show(&out)
+    );
+    assert!(w.exists(&w.ws.join("approved-file")));
+}
+
 /// What the agent asks is shown to the approver as it would run: a terminal escape or a
 /// carriage return in its arguments (or in the program name it gives, which the rule does
 /// not look at) cannot redraw the approver's screen, and words are quoted. An approval can
