@@ -381,6 +381,29 @@ impl<G: EgressGate> Shared<G> {
     }
 }
 
+/// Runs what hyper's HTTP/2 connections spawn (one future per stream) among the proxy's own
+/// tasks, so that [`Egress::shutdown`] ends them, and waits for their records, too.
+pub(crate) struct Spawner<G>(pub(crate) Arc<Shared<G>>);
+
+impl<G> Clone for Spawner<G> {
+    fn clone(&self) -> Self {
+        Spawner(Arc::clone(&self.0))
+    }
+}
+
+impl<G, F> hyper::rt::Executor<F> for Spawner<G>
+where
+    G: EgressGate,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(async move {
+            let _ = future.await;
+        });
+    }
+}
+
 /// One task's egress proxy.
 pub struct Egress<G> {
     shared: Arc<Shared<G>>,

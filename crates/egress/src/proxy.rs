@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 
 use crate::body::{ProxyBody, empty};
@@ -551,7 +551,7 @@ async fn serve_inner<G, S>(
         // What one connection can hold: 32 streams, each with at most 128 KiB queued for a
         // client that does not read, and 4 MiB (8 MiB in all) of what it sends unread (a
         // body refused mid-way is then usually all sent before the refusal is read).
-        let connection = http2::Builder::new(TokioExecutor::new())
+        let connection = http2::Builder::new(crate::Spawner(Arc::clone(&shared)))
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS)
             .max_send_buf_size(128 << 10)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -245,7 +245,7 @@ where
     let name = format!("{}:{}", origin.host, origin.port);
     let io = TokioIo::new(io);
     if h2 {
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        let (sender, conn) = http2::Builder::new(crate::Spawner(Arc::clone(shared)))
             .timer(TokioTimer::new())
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(8 << 20)

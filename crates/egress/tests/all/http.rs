@@ -253,3 +253,51 @@ fn an_origin_cannot_answer_as_the_proxy() {
         "{headers}"
     );
 }
+
+/// An HTTP/2 request still being answered when the proxy shuts down (the task ended) is
+/// ended, and its record made, before the shutdown returns: its stream ran among the
+/// proxy's own tasks.
+#[test]
+fn an_http2_request_open_at_shutdown_is_recorded() {
+    let rt = runtime();
+    let ca = OriginCa::new();
+    let big: Handler = std::sync::Arc::new(|_: &Seen| (200, Vec::new(), vec![b'x'; 8 << 20]));
+    let secure = rt.block_on(origin(
+        "127.0.0.1:0",
+        Some(ca.server_config(&["secure.test"])),
+        big,
+    ));
+    let mut setup = Setup::new(&remit(1, secure.port()));
+    setup.resolver = TableResolver::with(&[("secure.test", "127.0.0.1")]);
+    setup.extra_roots = vec![ca.der.clone()];
+    let proxy = rt.block_on(setup.start());
+    let url = format!("https://secure.test:{}/slow", secure.port());
+    let bundle = proxy.bundle.to_str().unwrap().to_owned();
+    let mut curl = proxy
+        .command(
+            "curl",
+            &[
+                "-sS",
+                "--http2",
+                "--limit-rate",
+                "64k",
+                "-o",
+                "/dev/null",
+                "--cacert",
+                &bundle,
+                &url,
+            ],
+        )
+        .spawn()
+        .unwrap();
+    // Under way: the origin was asked.
+    assert!(eventually(|| !secure.requests().is_empty()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(records(&proxy.gate).iter().all(|r| r.path != "/slow"));
+    rt.block_on(proxy.egress.shutdown());
+    let all = records(&proxy.gate);
+    let slow = all.iter().find(|r| r.path == "/slow");
+    assert!(slow.is_some(), "no record for the open request: {all:?}");
+    let _ = curl.kill();
+    let _ = curl.wait();
+}
