@@ -301,10 +301,11 @@ impl Held {
 
     /// Keep the task frozen until the approval `id` is no longer pending (granted, denied,
     /// expired) or the task's gate closes.
-    pub fn until_decided(self, gate: std::sync::Arc<crate::gate::Gate>, id: String) {
+    pub fn until_decided(mut self, gate: std::sync::Arc<crate::gate::Gate>, id: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        self.paused.for_review(&id);
         runtime.spawn(async move {
             let decided = async {
                 // In steps: the approval's own expiry ends it.

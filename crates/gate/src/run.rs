@@ -909,6 +909,7 @@ impl Task {
             one: Arc::new(tokio::sync::Mutex::new(())),
             acting: Arc::new(tokio::sync::Semaphore::new(MAX_ACTING)),
             unavailable: sandbox.freezer_dir().err(),
+            review: Arc::default(),
         };
         if prepared.spec.freezable
             && let Err(why) = pauser.ready()
@@ -1388,6 +1389,8 @@ pub struct Pauser {
     acting: Arc<tokio::sync::Semaphore>,
     /// Why the task cannot be frozen, if it cannot.
     unavailable: Option<String>,
+    /// The approval the task is held for, while a human decides it.
+    review: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Pauser {
@@ -1406,6 +1409,7 @@ impl Pauser {
             one: Arc::new(tokio::sync::Mutex::new(())),
             acting: Arc::new(tokio::sync::Semaphore::new(MAX_ACTING)),
             unavailable: Some("this API has no task to freeze".into()),
+            review: Arc::default(),
         }
     }
 
@@ -1427,6 +1431,14 @@ impl Pauser {
             .acquire_many_owned(MAX_ACTING as u32)
             .await
             .map_err(|_| "the task has ended".to_owned())
+    }
+
+    /// The approval the task is held (frozen) for while a human decides it, if it is.
+    pub fn held_for(&self) -> Option<String> {
+        self.review
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the task can be frozen: `Err` says why not, before anything is asked for.
@@ -1456,6 +1468,8 @@ impl Pauser {
         let paused = Paused {
             tx: self.tx.clone(),
             _one: guard,
+            review: Arc::clone(&self.review),
+            reviewing: false,
         };
         answer
             .await
@@ -1469,10 +1483,24 @@ impl Pauser {
 pub struct Paused {
     tx: mpsc::UnboundedSender<TaskCommand>,
     _one: Arc<tokio::sync::OwnedMutexGuard<()>>,
+    review: Arc<std::sync::Mutex<Option<String>>>,
+    reviewing: bool,
+}
+
+impl Paused {
+    /// The task is held for a human's decision on approval `id` until this is dropped:
+    /// programs asked for meanwhile are refused at once ([`Pauser::held_for`]).
+    pub fn for_review(&mut self, id: &str) {
+        *self.review.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
+        self.reviewing = true;
+    }
 }
 
 impl Drop for Paused {
     fn drop(&mut self) {
+        if self.reviewing {
+            *self.review.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         let _ = self.tx.send(TaskCommand::Resume);
     }
 }
@@ -1560,6 +1588,13 @@ impl TaskClient {
         cwd: Option<PathBuf>,
         stdio: [std::os::fd::OwnedFd; 3],
     ) -> Result<Running, String> {
+        // Held for a human's decision, a program would only wait (for minutes) in the frozen
+        // task: refused now, to be asked again once it is decided.
+        if let Some(approval) = self.pauser.held_for() {
+            return Err(format!(
+                "the task is held while approval {approval} is decided (an action bound to its workspace); ask again once it is"
+            ));
+        }
         let cwd = cwd.unwrap_or_else(|| self.workspace.clone());
         let first = argv.first().ok_or("an empty command")?;
         let program = self

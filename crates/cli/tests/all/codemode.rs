@@ -636,6 +636,88 @@ approve = true
     assert!(w.ws.join("published-v1").exists());
 }
 
+/// While the task is held for a human's decision on an action bound to its workspace, a
+/// program asked for is refused at once, saying why, instead of waiting in the frozen task;
+/// once the approval is granted, the action asked again is performed and programs run again.
+#[test]
+fn programs_asked_for_while_the_task_is_held_are_refused_at_once() {
+    let w = World::new();
+    let remit = r#"
+[approvals]
+timeout = "2m"
+
+[actions.publish]
+args = ["tag"]
+run = ["touch", "published-{tag}"]
+approve = true
+"#;
+    let path = script(
+        &w,
+        "held.ts",
+        r#"
+        let pending = "";
+        try { await remit.act('publish', { tag: 'v1' }, { wait: 0 }); } catch (e: any) { pending = e.code; }
+        const begun = Date.now();
+        let held = "";
+        try { await remit.exec(["true"]); } catch (e: any) { held = e.message; }
+        const refusedIn = Date.now() - begun;
+        // Asked again, it waits for the human's decision, then is performed.
+        const done = await remit.act('publish', { tag: 'v1' }, { wait: 60 });
+        const after = await remit.exec(["echo", "ran"]);
+        return { pending, held, refusedIn, performed: done.status, after: after.stdout.trim() };
+        "#,
+    );
+    let child = w
+        .command()
+        .args(["code", "run", "--json", "--remit"])
+        .arg(w.remit(remit))
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let id = loop {
+        let out = w
+            .command()
+            .args(["approvals", "list", "--json"])
+            .output()
+            .unwrap();
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(a) = list.iter().find(|a| a["kind"] == "publish") {
+            break a["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no approval appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let out = w
+        .command()
+        .args(["approvals", "approve", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let result = &report(&out)["report"]["result"];
+    assert_eq!(result["pending"], "pending", "{result}");
+    assert!(
+        result["held"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("held while approval {id} is decided")),
+        "{result}"
+    );
+    assert!(result["refusedIn"].as_u64().unwrap() < 5_000, "{result}");
+    // The harmless twins: decided, the action is performed and the task runs programs again.
+    assert_eq!(result["performed"], "performed", "{result}");
+    assert_eq!(result["after"], "ran", "{result}");
+    assert!(w.ws.join("published-v1").exists());
+}
+
 #[test]
 fn the_kill_switch_stops_a_script() {
     let w = World::new();
