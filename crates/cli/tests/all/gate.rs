@@ -1014,7 +1014,7 @@ fn an_actions_command_leaves_nothing_running_in_another_session() {
             r#"
 [actions.spawn]
 bind_workspace = {bind}
-run = ["sh", "-c", "(setsid -f sh -c 'ps -o sid= -p $$ > setsid-ran; while ! test -e go; do sleep 0.05; done; echo late > late-write' >/dev/null 2>&1 &); echo hello > early-write; while ! test -e setsid-ran; do sleep 0.05; done; echo started"]
+run = ["sh", "-c", "(setsid -f sh -c 'ps -o sid= -p $$ > sid.tmp && mv sid.tmp setsid-ran; while ! test -e go; do sleep 0.05; done; echo late > late-write' >/dev/null 2>&1 &); echo hello > early-write; while ! test -e setsid-ran; do sleep 0.05; done; echo started"]
 "#
         );
         let out = w.run(
