@@ -205,6 +205,28 @@ impl<G: EgressGate> Ctx<G> {
     }
 }
 
+/// The refusal of a secret, or of a phantom where it is not injected, `found` in the
+/// request's head (`place`, when not empty, says where).
+fn head_hit<G: EgressGate>(
+    ctx: &Ctx<G>,
+    found: &crate::matcher::Found,
+    host: &str,
+    place: &str,
+) -> Response<ProxyBody> {
+    let hit = Hit {
+        label: found.label,
+        encoding: found.encoding,
+    };
+    let mut reason = hit_reason(&ctx.shared, &hit, host, false);
+    if !place.is_empty() {
+        reason = format!("{reason} ({place})");
+    }
+    match found.label {
+        Label::Phantom(_) => ctx.violation(ViolationKind::Phantom, "egress.phantom", &reason),
+        _ => ctx.violation(ViolationKind::KnownSecret, "egress.dlp", &reason),
+    }
+}
+
 /// Why a secret or phantom in a request is refused, for the agent.
 fn hit_reason<G: EgressGate>(shared: &Shared<G>, hit: &Hit, host: &str, in_body: bool) -> String {
     let what = shared.matcher.describe(hit.label);
@@ -547,16 +569,7 @@ async fn pipeline<G: EgressGate>(
                     continue;
                 };
                 if !c.injects_into(host, port, target.tls) {
-                    let reason = hit_reason(
-                        shared,
-                        &Hit {
-                            label: found.label,
-                            encoding: found.encoding,
-                        },
-                        host,
-                        false,
-                    );
-                    return Err(ctx.violation(ViolationKind::Phantom, "egress.phantom", &reason));
+                    return Err(head_hit(ctx, &found, host, ""));
                 }
                 if let Placement::Query(q) = &c.placement
                     && query_has(&path, q, c.phantom.as_bytes())
@@ -567,18 +580,7 @@ async fn pipeline<G: EgressGate>(
             }
             // A token the task holds for this host (a git lease's, to its repository).
             Label::Bound(i) if matcher.bound_allows(i, host, port) => {}
-            label => {
-                let reason = hit_reason(
-                    shared,
-                    &Hit {
-                        label,
-                        encoding: found.encoding,
-                    },
-                    host,
-                    false,
-                );
-                return Err(ctx.violation(ViolationKind::KnownSecret, "egress.dlp", &reason));
-            }
+            _ => return Err(head_hit(ctx, &found, host, "")),
         }
     }
     for (name, value) in &parts.headers {
@@ -592,20 +594,7 @@ async fn pipeline<G: EgressGate>(
                         continue;
                     };
                     if !c.injects_into(host, port, target.tls) {
-                        let reason = hit_reason(
-                            shared,
-                            &Hit {
-                                label: found.label,
-                                encoding: found.encoding,
-                            },
-                            host,
-                            false,
-                        );
-                        return Err(ctx.violation(
-                            ViolationKind::Phantom,
-                            "egress.phantom",
-                            &reason,
-                        ));
+                        return Err(head_hit(ctx, &found, host, ""));
                     }
                     let placed = match &c.placement {
                         Placement::Header(h) => name.as_str() == h,
@@ -617,18 +606,7 @@ async fn pipeline<G: EgressGate>(
                     }
                 }
                 Label::Bound(i) if matcher.bound_allows(i, host, port) => {}
-                label => {
-                    let reason = hit_reason(
-                        shared,
-                        &Hit {
-                            label,
-                            encoding: found.encoding,
-                        },
-                        host,
-                        false,
-                    );
-                    return Err(ctx.violation(ViolationKind::KnownSecret, "egress.dlp", &reason));
-                }
+                _ => return Err(head_hit(ctx, &found, host, "")),
             }
         }
     }
@@ -645,21 +623,12 @@ async fn pipeline<G: EgressGate>(
             {
                 continue;
             }
-            let kind = match found.label {
-                Label::Phantom(_) => ViolationKind::Phantom,
-                _ => ViolationKind::KnownSecret,
-            };
-            let reason = hit_reason(
-                shared,
-                &Hit {
-                    label: found.label,
-                    encoding: found.encoding,
-                },
+            return Err(head_hit(
+                ctx,
+                &found,
                 host,
-                false,
-            );
-            let reason = format!("{reason} (in the request's method or a header's name)");
-            return Err(ctx.violation(kind, "egress.dlp", &reason));
+                "in the request's method or a header's name",
+            ));
         }
     }
 
@@ -924,7 +893,11 @@ async fn pipeline<G: EgressGate>(
                 .await
             };
             match found {
-                Ok(Some(args)) => decide_publish(ctx, args).await?,
+                Ok(Some(Ok(args))) => decide_publish(ctx, args).await?,
+                // A publish that cannot be told is not decided as some other one: refused.
+                Ok(Some(Err(why))) => {
+                    return Err(ctx.deny(StatusCode::BAD_REQUEST, "egress.publish", &why));
+                }
                 Ok(None) => {}
                 Err(why) => {
                     return Err(ctx.deny(
@@ -945,7 +918,12 @@ async fn pipeline<G: EgressGate>(
         full_held(bytes, held)
     } else {
         if let Some(candidate) = candidates.first() {
-            decide_publish(ctx, candidate.args(&[])).await?;
+            match candidate.args(&[]) {
+                Ok(args) => decide_publish(ctx, args).await?,
+                Err(why) => {
+                    return Err(ctx.deny(StatusCode::BAD_REQUEST, "egress.publish", &why));
+                }
+            }
         }
         let scan = (!matcher.is_empty())
             .then(|| Scan::new(Arc::clone(matcher), host, port, true, Arc::clone(&hit_slot)));

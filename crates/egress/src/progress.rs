@@ -167,6 +167,19 @@ impl Body for Watched {
     }
 }
 
+/// Answer one request of the connection `progress` watches: counted as waiting until
+/// `handle` has its answer (and the connection's, for the request body, meanwhile), then the
+/// answer's body watched.
+pub(crate) async fn answer(
+    progress: Arc<Progress>,
+    handle: impl Future<Output = http::Response<ProxyBody>>,
+) -> http::Response<ProxyBody> {
+    let waiting = progress.asked();
+    let response = CONNECTION.scope(Arc::clone(&progress), handle).await;
+    drop(waiting);
+    response.map(|body| progress.answer(body))
+}
+
 /// Drive `connection` to its end, or close it once it makes no progress (see the module): a
 /// quiet one first with `shutdown` (a graceful close), then, [`GRACE`] later, by dropping
 /// it; one with answers stalled by dropping it at once. `Err` says why it was closed.
@@ -174,12 +187,12 @@ pub(crate) async fn serve<C, E>(
     connection: C,
     shutdown: fn(Pin<&mut C>),
     progress: &Progress,
-    quiet: Duration,
-    stalled: Duration,
+    limits: &crate::Limits,
 ) -> Result<Result<(), E>, String>
 where
     C: Future<Output = Result<(), E>>,
 {
+    let (quiet, stalled) = (limits.header_read_timeout, limits.idle_timeout);
     let mut connection = std::pin::pin!(connection);
     let tick = quiet
         .min(stalled)

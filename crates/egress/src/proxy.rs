@@ -56,12 +56,9 @@ pub(crate) async fn client<G: EgressGate>(
         let slot = Arc::clone(&slot);
         let progress = Arc::clone(&service_progress);
         async move {
-            let waiting = progress.asked();
-            let response = progress::CONNECTION
-                .scope(Arc::clone(&progress), outer(shared, peer, request, slot))
-                .await;
-            drop(waiting);
-            Ok::<_, Infallible>(response.map(|body| progress.answer(body)))
+            Ok::<_, Infallible>(
+                progress::answer(progress, outer(shared, peer, request, slot)).await,
+            )
         }
     });
     let mut builder = http1::Builder::new();
@@ -76,32 +73,32 @@ pub(crate) async fn client<G: EgressGate>(
         connection,
         |c| c.graceful_shutdown(),
         &progress,
-        shared.limits.header_read_timeout,
-        shared.limits.idle_timeout,
+        &shared.limits,
     )
     .await;
-    match served {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => report_client_error(&shared, peer, None, Stage::ClientHttp, &error),
-        Err(why) => closed_without_progress(&shared, peer, None, why),
-    }
+    report_served(&shared, peer, None, served);
 }
 
-/// A connection closed for want of progress (see [`progress`]), recorded.
-fn closed_without_progress<G: EgressGate>(
+/// How a client connection ended, recorded when it did not end well: an error, or closed
+/// for want of progress (see [`progress`]).
+fn report_served<G: EgressGate>(
     shared: &Shared<G>,
     peer: SocketAddr,
     host: Option<&str>,
-    why: String,
+    served: Result<Result<(), hyper::Error>, String>,
 ) {
-    shared
-        .gate
-        .observe(EgressEvent::ConnectionError(ConnectionError {
-            peer: Some(peer),
-            host: host.map(str::to_owned),
-            stage: Stage::ClientHttp,
-            error: format!("closed: {why}"),
-        }));
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => report_client_error(shared, peer, host, Stage::ClientHttp, &error),
+        Err(why) => shared
+            .gate
+            .observe(EgressEvent::ConnectionError(ConnectionError {
+                peer: Some(peer),
+                host: host.map(str::to_owned),
+                stage: Stage::ClientHttp,
+                error: format!("closed: {why}"),
+            })),
+    }
 }
 
 fn report_client_error<G: EgressGate>(
@@ -533,20 +530,12 @@ async fn serve_inner<G, S>(
         let target = service_target.clone();
         let progress = Arc::clone(&service_progress);
         async move {
-            let waiting = progress.asked();
-            let response = progress::CONNECTION
-                .scope(
-                    Arc::clone(&progress),
-                    forward::handle(shared, peer, target, request),
-                )
-                .await;
-            drop(waiting);
-            Ok::<_, Infallible>(response.map(|body| progress.answer(body)))
+            Ok::<_, Infallible>(
+                progress::answer(progress, forward::handle(shared, peer, target, request)).await,
+            )
         }
     });
     let io = TokioIo::new(io);
-    let quiet = shared.limits.header_read_timeout;
-    let stalled = shared.limits.idle_timeout;
     let served = if h2 {
         // What one connection can hold: 32 streams, each with at most 128 KiB queued for a
         // client that does not read, and 4 MiB (8 MiB in all) of what it sends unread (a
@@ -565,8 +554,7 @@ async fn serve_inner<G, S>(
             connection,
             |c| c.graceful_shutdown(),
             &progress,
-            quiet,
-            stalled,
+            &shared.limits,
         )
         .await
     } else {
@@ -580,18 +568,11 @@ async fn serve_inner<G, S>(
             connection,
             |c| c.graceful_shutdown(),
             &progress,
-            quiet,
-            stalled,
+            &shared.limits,
         )
         .await
     };
-    match served {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            report_client_error(&shared, peer, Some(&target.host), Stage::ClientHttp, &error);
-        }
-        Err(why) => closed_without_progress(&shared, peer, Some(&target.host), why),
-    }
+    report_served(&shared, peer, Some(&target.host), served);
 }
 
 /// Streams one intercepted HTTP/2 connection may have open at once.

@@ -103,8 +103,9 @@ impl Candidate {
                     .is_some_and(|key| Top::read(body, Some(key)).is_some_and(|top| top.has_key)))
     }
 
-    /// The effect's arguments: `registry`, `operation`, `package`, `version`.
-    pub(crate) fn args(&self, body: &[u8]) -> BTreeMap<String, String> {
+    /// The effect's arguments: `registry`, `operation`, `package`, `version`; `Err` (one
+    /// line) when the body cannot say which version it publishes.
+    pub(crate) fn args(&self, body: &[u8]) -> Result<BTreeMap<String, String>, String> {
         let mut args = BTreeMap::new();
         args.insert("registry".to_owned(), self.endpoint.registry.clone());
         args.insert("operation".to_owned(), self.endpoint.operation.clone());
@@ -112,7 +113,7 @@ impl Candidate {
         let mut package = self.captures.get("package").map(decode);
         let mut version = self.captures.get("version").map(decode);
         let (p, v) = match self.endpoint.package.as_deref() {
-            Some("npm-json") => npm_json(body),
+            Some("npm-json") => npm_json(body)?,
             Some("pypi-form") => (form_field(body, "name"), form_field(body, "version")),
             Some("crates-json") => crates_json(body),
             _ => (None, None),
@@ -121,7 +122,7 @@ impl Candidate {
         version = version.or(v);
         args.insert("package".to_owned(), package.unwrap_or_default());
         args.insert("version".to_owned(), version.unwrap_or_default());
-        args
+        Ok(args)
     }
 }
 
@@ -165,7 +166,8 @@ fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Distinct keys of `versions` remembered, at most: past them the version is not told.
+/// Distinct keys of `versions` read, at most: an upload listing more is refused, as remit
+/// could not tell which version it publishes.
 const MAX_VERSION_KEYS: usize = 10_000;
 
 /// The few top-level fields of a JSON object a registry upload is told by, read as the text
@@ -174,15 +176,20 @@ const MAX_VERSION_KEYS: usize = 10_000;
 /// them). Keys are compared decoded (`"vers\u0069ons"` is `versions`), as a registry reads
 /// them; a repeated key counts as a registry's JSON reader counts it: the last value wins,
 /// and a key keeps the place it first had.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Top {
     name: Option<String>,
     vers: Option<String>,
-    /// The last of `versions`'s keys, in the order they first appear.
-    last_version: Option<String>,
+    /// The last of `versions`'s keys, in the order they first appear; `Err` when there are
+    /// more than [`MAX_VERSION_KEYS`].
+    last_version: Result<Option<String>, TooManyVersions>,
     /// Whether the key asked about is there.
     has_key: bool,
 }
+
+/// More distinct versions than [`MAX_VERSION_KEYS`].
+#[derive(Debug)]
+struct TooManyVersions;
 
 impl Top {
     fn read(body: &[u8], key: Option<&str>) -> Option<Top> {
@@ -206,123 +213,130 @@ impl<'de> serde::de::Visitor<'de> for TopVisitor<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-        let mut top = Top::default();
+        let mut top = Top {
+            name: None,
+            vers: None,
+            last_version: Ok(None),
+            has_key: false,
+        };
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.key == Some(key.as_ref()) {
                 top.has_key = true;
             }
+            let value = map.next_value::<Field>()?;
             match key.as_ref() {
-                "name" => top.name = map.next_value::<Skipped<String>>()?.0,
-                "vers" => top.vers = map.next_value::<Skipped<String>>()?.0,
+                "name" => top.name = value.string(),
+                "vers" => top.vers = value.string(),
                 "versions" => {
-                    top.last_version = map.next_value::<Skipped<LastKey>>()?.0.map(|k| k.0)
+                    top.last_version = match value {
+                        Field::Object(newest) => newest,
+                        _ => Ok(None),
+                    }
                 }
-                _ => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
+                _ => {}
             }
         }
         Ok(top)
     }
 }
 
-/// The newest distinct key of an object (`None` past [`MAX_VERSION_KEYS`] of them).
-struct LastKey(String);
-
-/// A value of the kind `T` reads (a string for `String`, an object for [`LastKey`]), or
-/// `None` for any other, skipped without being built.
-struct Skipped<T>(Option<T>);
-
-impl<'de> serde::Deserialize<'de> for Skipped<String> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SkipVisitor(|kind| match kind {
-            Kind::Str(s) => Some(s.to_owned()),
-            Kind::Map(_) | Kind::Other => None,
-        }))
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Skipped<LastKey> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SkipVisitor(|kind| match kind {
-            Kind::Map(last) => last.map(LastKey),
-            Kind::Str(_) | Kind::Other => None,
-        }))
-    }
-}
-
-/// What [`SkipVisitor`] met: a string, an object (its newest distinct key), or anything else.
-enum Kind<'a> {
-    Str(&'a str),
-    Map(Option<String>),
+/// A value of the upload's top level, kept only as far as an upload is told by it: a string,
+/// an object's newest distinct key, or nothing (what is inside is skipped, never built).
+enum Field {
+    String(String),
+    Object(Result<Option<String>, TooManyVersions>),
     Other,
 }
 
-/// Reads any value, and keeps what its function makes of it.
-struct SkipVisitor<T>(fn(Kind<'_>) -> Option<T>);
+impl Field {
+    fn string(self) -> Option<String> {
+        match self {
+            Field::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
 
-impl<'de, T> serde::de::Visitor<'de> for SkipVisitor<T> {
-    type Value = Skipped<T>;
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldVisitor {
+    type Value = Field;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Skipped<T>, E> {
-        Ok(Skipped(self.0(Kind::Str(v))))
+    fn visit_str<E>(self, v: &str) -> Result<Field, E> {
+        Ok(Field::String(v.to_owned()))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Skipped<T>, E> {
-        Ok(Skipped(self.0(Kind::Other)))
+    fn visit_bool<E>(self, _: bool) -> Result<Field, E> {
+        Ok(Field::Other)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Skipped<T>, E> {
-        Ok(Skipped(self.0(Kind::Other)))
+    fn visit_i64<E>(self, _: i64) -> Result<Field, E> {
+        Ok(Field::Other)
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Skipped<T>, E> {
-        Ok(Skipped(self.0(Kind::Other)))
+    fn visit_u64<E>(self, _: u64) -> Result<Field, E> {
+        Ok(Field::Other)
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Skipped<T>, E> {
-        Ok(Skipped(self.0(Kind::Other)))
+    fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
+        Ok(Field::Other)
     }
 
-    fn visit_unit<E>(self) -> Result<Skipped<T>, E> {
-        Ok(Skipped(self.0(Kind::Other)))
+    fn visit_unit<E>(self) -> Result<Field, E> {
+        Ok(Field::Other)
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped<T>, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Skipped(self.0(Kind::Other)))
+        Ok(Field::Other)
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skipped<T>, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
         // A key keeps the place it first had: the newest is the last one not seen before.
         let mut seen = std::collections::HashSet::new();
-        let mut last = None;
-        let mut told = true;
+        let mut newest = None;
+        let mut too_many = false;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             map.next_value::<serde::de::IgnoredAny>()?;
-            if !told || seen.contains(key.as_ref()) {
+            if too_many || seen.contains(key.as_ref()) {
                 continue;
             }
             if seen.len() == MAX_VERSION_KEYS {
-                told = false;
+                too_many = true;
                 seen = std::collections::HashSet::new();
                 continue;
             }
-            last = Some(key.clone().into_owned());
+            newest = Some(key.clone().into_owned());
             seen.insert(key.into_owned());
         }
-        Ok(Skipped(self.0(Kind::Map(if told { last } else { None }))))
+        Ok(Field::Object(if too_many {
+            Err(TooManyVersions)
+        } else {
+            Ok(newest)
+        }))
     }
 }
 
-fn npm_json(body: &[u8]) -> (Option<String>, Option<String>) {
+/// Package and version of an npm upload; `Err` when it lists more versions than remit reads.
+fn npm_json(body: &[u8]) -> Result<(Option<String>, Option<String>), String> {
     match Top::read(body, None) {
-        Some(top) => (top.name, top.last_version),
-        None => (None, None),
+        Some(top) => match top.last_version {
+            Ok(version) => Ok((top.name, version)),
+            Err(TooManyVersions) => Err(format!(
+                "the upload lists more than {MAX_VERSION_KEYS} versions; remit cannot tell which one it publishes"
+            )),
+        },
+        None => Ok((None, None)),
     }
 }
 
@@ -375,7 +389,7 @@ mod tests {
     /// where a string or object belongs is no answer; past the limit of versions, none.
     #[test]
     fn uploads_are_read_like_a_registry_reads_them() {
-        let read = |json: &str| npm_json(json.as_bytes());
+        let read = |json: &str| npm_json(json.as_bytes()).unwrap();
         let some = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
         assert_eq!(
             read(r#"{"name":"demo","versions":{"1.0.0":{"x":[1,{"y":2}]}}}"#),
@@ -395,11 +409,15 @@ mod tests {
         );
         assert_eq!(read(r#"{"name":"demo"} trailing"#), (None, None));
         assert_eq!(read(r#"["name","demo"]"#), (None, None));
-        let many: Vec<String> = (0..=MAX_VERSION_KEYS)
-            .map(|i| format!("\"{i}\":0"))
-            .collect();
-        let json = format!(r#"{{"name":"demo","versions":{{{}}}}}"#, many.join(","));
-        assert_eq!(read(&json), (Some("demo".to_owned()), None));
+        // Past the versions remit reads, the upload is not told (and so refused); at the
+        // limit, it is.
+        let versions = |n: usize| {
+            let many: Vec<String> = (0..n).map(|i| format!("\"{i}\":0")).collect();
+            format!(r#"{{"name":"demo","versions":{{{}}}}}"#, many.join(","))
+        };
+        assert!(npm_json(versions(MAX_VERSION_KEYS + 1).as_bytes()).is_err());
+        let last = (MAX_VERSION_KEYS - 1).to_string();
+        assert_eq!(read(&versions(MAX_VERSION_KEYS)), some("demo", &last));
         let crates = |json: &[u8]| {
             let mut body = u32::try_from(json.len()).unwrap().to_le_bytes().to_vec();
             body.extend_from_slice(json);
@@ -449,7 +467,7 @@ mod tests {
         let json = br#"{"name":"demo","vers":"0.1.0"}"#;
         body.extend_from_slice(&u32::try_from(json.len()).unwrap().to_le_bytes());
         body.extend_from_slice(json);
-        let args = c.args(&body);
+        let args = c.args(&body).unwrap();
         assert_eq!(args["package"], "demo");
         assert_eq!(args["version"], "0.1.0");
         let form = b"--x\r\nContent-Disposition: form-data; name=\":action\"\r\n\r\nfile_upload\r\n--x\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\ndemo\r\n--x\r\nContent-Disposition: form-data; name=\"version\"\r\n\r\n1.2\r\n--x--";
@@ -459,8 +477,8 @@ mod tests {
             "multipart/form-data; boundary=x",
         )[0];
         assert!(c.confirmed_by(form));
-        assert_eq!(c.args(form)["package"], "demo");
-        assert_eq!(c.args(form)["version"], "1.2");
+        assert_eq!(c.args(form).unwrap()["package"], "demo");
+        assert_eq!(c.args(form).unwrap()["version"], "1.2");
         // A field name without quotes, as lenient form parsers take it.
         assert!(c.confirmed_by(
             b"--x\r\nContent-Disposition: form-data; name=:action\r\n\r\nfile_upload\r\n--x--"
@@ -476,7 +494,7 @@ mod tests {
         // Escapes a registry decodes: still a publish, with its version read.
         let escaped = br#"{"name":"demo","vers\u0069ons":{"1.0.1":{}}}"#;
         assert!(c.confirmed_by(escaped));
-        assert_eq!(c.args(escaped)["version"], "1.0.1");
+        assert_eq!(c.args(escaped).unwrap()["version"], "1.0.1");
         assert!(c.confirmed_by(br#"{"name":"demo","\u0076ersions":{}}"#));
         // Harmless twins: other documents stay ordinary requests.
         assert!(!c.confirmed_by(br#"{"name":"demo","description":"v"}"#));

@@ -550,7 +550,11 @@ pub async fn run(
     };
     let ended = tokio::time::timeout(timeout, work).await;
     // Everything it started is gone before the task thaws.
-    let left = group_guard.end().await;
+    // What it started and could not be ended runs on beside the task: the action is not
+    // reported as done, whatever the command itself answered.
+    if let Some(left) = group_guard.end().await {
+        return Err(format!("`{program}` ran, but {left}"));
+    }
     match ended {
         Ok((mut out, mut err, status)) => {
             let truncated = out.len() > MAX_OUTPUT || err.len() > MAX_OUTPUT;
@@ -558,8 +562,8 @@ pub async fn run(
             err.truncate(MAX_OUTPUT);
             let status = status.map_err(|e| format!("waiting for `{program}`: {e}"))?;
             let mut stderr = String::from_utf8_lossy(&err).into_owned();
-            for line in note.iter().chain(left.iter()) {
-                stderr.push_str(&format!("\nremit: {line}\n"));
+            if let Some(note) = note {
+                stderr.push_str(&format!("\nremit: {note}\n"));
             }
             Ok(ActionResult {
                 exit_code: status.code(),

@@ -606,23 +606,10 @@ approve = true
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let id = loop {
-        let out = w
-            .command()
-            .args(["approvals", "list", "--json"])
-            .output()
-            .unwrap();
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(a) = list.iter().find(|a| a["kind"] == "publish") {
-            break a["id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no approval appeared"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = w.approval_where(&[], |a| a["kind"] == "publish")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(!w.ws.join("published-v1").exists());
     let out = w
         .command()
@@ -676,23 +663,10 @@ approve = true
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let id = loop {
-        let out = w
-            .command()
-            .args(["approvals", "list", "--json"])
-            .output()
-            .unwrap();
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(a) = list.iter().find(|a| a["kind"] == "publish") {
-            break a["id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no approval appeared"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = w.approval_where(&[], |a| a["kind"] == "publish")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     std::thread::sleep(Duration::from_millis(500));
     let out = w
         .command()

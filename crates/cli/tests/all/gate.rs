@@ -47,16 +47,7 @@ fn host(w: &World, args: &[&str]) -> std::process::Output {
 
 /// Wait until `remit approvals list --json` shows a pending approval; return it.
 fn wait_pending(w: &World) -> Value {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        let out = host(w, &["approvals", "list", "--json"]);
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(first) = list.into_iter().next() {
-            return first;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no pending approval appeared");
+    w.approval_where(&[], |_| true)
 }
 
 /// Wait for the first pending approval and approve it from the host; return it and its id.
@@ -154,19 +145,7 @@ fn approval_flow_end_to_end() {
         "remit act publish --arg tag=v2 --wait 60; echo first=$?; remit act publish --arg tag=v2 --wait 60; echo second=$?",
     );
     let (_, first_id) = approve_first(&w);
-    let started = Instant::now();
-    let second = loop {
-        let out = host(&w, &["approvals", "list", "--json"]);
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(a) = list.into_iter().find(|a| a["id"] != first_id.as_str()) {
-            break a;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the second request did not open a new approval"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let second = w.approval_where(&[], |a| a["id"] != first_id.as_str());
     let out = host(&w, &["approvals", "approve", &first_id]);
     assert_eq!(
         out.status.code(),
@@ -663,19 +642,7 @@ fn a_changed_argument_needs_its_own_approval_and_expired_ones_cannot_be_given() 
     let (first, first_id) = approve_first(&w);
     assert_eq!(first["details"]["args"]["tag"], "v3");
     // The v4 request opens its own approval; v3's does not cover it.
-    let started = Instant::now();
-    let second = loop {
-        let out = host(&w, &["approvals", "list", "--json", "--all"]);
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(found) = list.iter().find(|a| a["details"]["args"]["tag"] == "v4") {
-            break found.clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no approval for v4: {list:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let second = w.approval_where(&["--all"], |a| a["details"]["args"]["tag"] == "v4");
     let second_id = second["id"].as_str().unwrap().to_owned();
     assert_ne!(second_id, first_id);
 
@@ -735,16 +702,7 @@ fn an_approval_is_bound_to_the_workspace_it_was_asked_for() {
     let id = pending["id"].as_str().unwrap().to_owned();
     assert!(host(&w, &["approvals", "approve", &id]).status.success());
     // Asked again, the same arguments on another workspace: not covered by the approval.
-    let begun = Instant::now();
-    let again = loop {
-        let out = host(&w, &["approvals", "list", "--json"]);
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(found) = list.into_iter().find(|a| a["id"] != id.as_str()) {
-            break found;
-        }
-        assert!(begun.elapsed() < Duration::from_secs(30), "no new approval");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let again = w.approval_where(&[], |a| a["id"] != id.as_str());
     assert_ne!(again["digest"], pending["digest"]);
     assert_ne!(again["enables"], pending["enables"]);
     let second = again["id"].as_str().unwrap();
@@ -855,22 +813,7 @@ run = ["sh", "-c", "echo one > payload; touch scribbling; sleep 1.5; echo two > 
 #[test]
 fn the_task_is_held_while_an_action_bound_to_its_workspace_awaits_approval() {
     let w = World::new();
-    let remit = r#"
-[approvals]
-timeout = "2m"
-
-[actions.copy]
-run = ["sh", "-c", "cat payload > published"]
-approve = true
-"#;
-    let child = background(
-        &w,
-        remit,
-        "echo evil > payload; \
-         (while ! test -e go; do sleep 0.05; done; echo benign > payload; touch flipped) & \
-         remit act copy --wait 60; echo rc=$?; wait",
-    );
-    let pending = wait_pending(&w);
+    let (child, pending) = held_while_pending(&w, "remit act copy --wait 60; echo rc=$?", 1500);
     assert!(
         pending["enables"]
             .as_str()
@@ -878,25 +821,8 @@ approve = true
             .contains("on the workspace sha256:"),
         "{pending}"
     );
-    // What the reviewer finds while deciding is what the digest covers: the task's flipper,
-    // told to go now, cannot run.
-    std::fs::write(w.ws.join("go"), "").unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        !w.exists(&w.ws.join("flipped")),
-        "the task changed its workspace while the action awaited approval"
-    );
-    assert_eq!(
-        std::fs::read_to_string(w.ws.join("payload")).unwrap(),
-        "evil\n"
-    );
-    let id = pending["id"].as_str().unwrap();
-    assert!(host(&w, &["approvals", "deny", id]).status.success());
-    // Decided: the task goes on (the harmless twin).
-    let out = finish(child);
+    let out = denied_and_gone_on(&w, &pending, child);
     assert!(stdout(&out).contains("rc=1"), "{}", show(&out));
-    assert!(w.exists(&w.ws.join("flipped")), "{}", show(&out));
-    assert!(!w.exists(&w.ws.join("published")), "{}", show(&out));
 }
 
 /// The task stays held while a human decides even when the request that asked gives up
@@ -905,14 +831,6 @@ approve = true
 #[test]
 fn a_request_given_up_half_way_leaves_the_task_held_until_decided() {
     let w = World::new();
-    let remit = r#"
-[approvals]
-timeout = "2m"
-
-[actions.copy]
-run = ["sh", "-c", "cat payload > published"]
-approve = true
-"#;
     let asker = r#"
 import json, os, signal, socket
 body = json.dumps({"kind": "copy", "args": {}, "wait": 30}).encode()
@@ -923,28 +841,58 @@ s.sendall(b"POST /v1/actions HTTP/1.1\r\nhost: remit\r\ncontent-type: applicatio
 s.recv(65536)
 "#;
     std::fs::write(w.ws.join("asker.py"), asker).unwrap();
-    let child = background(
-        &w,
-        remit,
-        "echo evil > payload; \
-         (while ! test -e go; do sleep 0.05; done; echo benign > payload; touch flipped) & \
-         python3 asker.py; echo asker=$?; wait",
-    );
-    let pending = wait_pending(&w);
-    std::fs::write(w.ws.join("go"), "").unwrap();
     // Past the asker's alarm: it is gone, and the task is still held.
-    std::thread::sleep(Duration::from_millis(3500));
+    let (child, pending) = held_while_pending(&w, "python3 asker.py; echo asker=$?", 3500);
+    let out = denied_and_gone_on(&w, &pending, child);
+    // The asker died by its alarm.
+    assert!(stdout(&out).contains("asker=142"), "{}", show(&out));
+}
+
+/// Start a task that writes `evil` to `payload`, runs a flipper that (once told to go) writes
+/// `benign` there and touches `flipped`, and runs `ask`, which asks for `copy` (bound to the
+/// workspace, needing approval). Once it is pending, the flipper is told to go; `settle_ms`
+/// later, the task must not have changed anything: what the reviewer finds is what the
+/// digest covers.
+fn held_while_pending(w: &World, ask: &str, settle_ms: u64) -> (Child, Value) {
+    let remit = r#"
+[approvals]
+timeout = "2m"
+
+[actions.copy]
+run = ["sh", "-c", "cat payload > published"]
+approve = true
+"#;
+    let child = background(
+        w,
+        remit,
+        &format!(
+            "echo evil > payload; \
+             (while ! test -e go; do sleep 0.05; done; echo benign > payload; touch flipped) & \
+             {ask}; wait"
+        ),
+    );
+    let pending = wait_pending(w);
+    std::fs::write(w.ws.join("go"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(settle_ms));
     assert!(
         !w.exists(&w.ws.join("flipped")),
         "the task ran again while its action awaited approval"
     );
+    assert_eq!(
+        std::fs::read_to_string(w.ws.join("payload")).unwrap(),
+        "evil\n"
+    );
+    (child, pending)
+}
+
+/// Deny `pending`; the task goes on (its flipper runs), and nothing was published.
+fn denied_and_gone_on(w: &World, pending: &Value, child: Child) -> std::process::Output {
     let id = pending["id"].as_str().unwrap();
-    assert!(host(&w, &["approvals", "deny", id]).status.success());
+    assert!(host(w, &["approvals", "deny", id]).status.success());
     let out = finish(child);
-    // The asker died by its alarm; the task went on once the approval was decided.
-    assert!(stdout(&out).contains("asker=142"), "{}", show(&out));
     assert!(w.exists(&w.ws.join("flipped")), "{}", show(&out));
     assert!(!w.exists(&w.ws.join("published")), "{}", show(&out));
+    out
 }
 
 /// A task that arranges to be woken by the kernel (a POSIX timer that sends it `SIGCONT`

@@ -605,23 +605,10 @@ fn an_approval_can_be_waited_for() {
     let remit = "[approvals]\ntimeout = \"2m\"\nwait = \"60s\"\n\n[actions.publish]\nargs = [\"tag\"]\nrun = [\"touch\", \"published-{tag}\"]\napprove = true\n";
     let mut raw = Raw::start(&w, remit, &[]);
     raw.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "request_action", "arguments": {"kind": "publish", "args": {"tag": "v2"}}}}));
-    let started = Instant::now();
-    let id = loop {
-        let out = w
-            .command()
-            .args(["approvals", "list", "--json"])
-            .output()
-            .unwrap();
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(a) = list.iter().find(|a| a["kind"] == "publish") {
-            break a["id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no approval appeared"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = w.approval_where(&[], |a| a["kind"] == "publish")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         w.command()
             .args(["approvals", "approve", &id])

@@ -15,6 +15,34 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// The first approval `remit approvals list --json` (with `more` options, `--all` for
+    /// decided ones too) shows that `matches`, waited for up to 60 s.
+    pub(crate) fn approval_where(
+        &self,
+        more: &[&str],
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let begun = std::time::Instant::now();
+        loop {
+            let out = self
+                .command()
+                .args(["approvals", "list", "--json"])
+                .args(more)
+                .output()
+                .unwrap();
+            let list: Vec<serde_json::Value> =
+                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if let Some(found) = list.into_iter().find(|a| matches(a)) {
+                return found;
+            }
+            assert!(
+                begun.elapsed() < std::time::Duration::from_secs(60),
+                "no such approval appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub(crate) fn new() -> World {
         let dir = tempfile::Builder::new()
             .prefix("remit-test-")

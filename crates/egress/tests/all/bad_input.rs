@@ -184,15 +184,25 @@ fn bad_connections_are_closed_and_others_served() {
 /// A proxy with `limits` allowing `origin.test`, a plain origin answering `hello` (the
 /// runtime serves both while it lives).
 fn proxy_to_one_origin(limits: remit_egress::Limits) -> (tokio::runtime::Runtime, Origin, Proxy) {
+    proxy_to(hello(), "", |setup| setup.limits = Some(limits))
+}
+
+/// A proxy allowing `origin.test` (with `more` remit text, and `adjust`ed), an origin
+/// answering with `handler` (the runtime serves both while it lives).
+fn proxy_to(
+    handler: Handler,
+    more: &str,
+    adjust: impl FnOnce(&mut Setup),
+) -> (tokio::runtime::Runtime, Origin, Proxy) {
     let rt = runtime();
-    let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
+    let good = rt.block_on(origin("127.0.0.1:0", None, handler));
     let remit = format!(
-        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
+        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n{more}",
         good.port()
     );
     let mut setup = Setup::new(&remit);
     setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
-    setup.limits = Some(limits);
+    adjust(&mut setup);
     let proxy = rt.block_on(setup.start());
     (rt, good, proxy)
 }
@@ -372,16 +382,11 @@ fn intercepted_connections_count_against_the_limit() {
 /// twin, a real package document, is read the same.
 #[test]
 fn a_large_upload_is_read_for_its_package_without_building_it() {
-    let rt = runtime();
-    let good = rt.block_on(origin("127.0.0.1:0", None, hello()));
-    let remit = format!(
-        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n\n[actions.publish]\nargs = [\"registry\", \"package\", \"version\"]\n",
-        good.port()
+    let (_rt, good, proxy) = proxy_to(
+        hello(),
+        "\n[actions.publish]\nargs = [\"registry\", \"package\", \"version\"]\n",
+        |setup| setup.publish_args = vec!["registry".into(), "package".into(), "version".into()],
     );
-    let mut setup = Setup::new(&remit);
-    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
-    setup.publish_args = vec!["registry".into(), "package".into(), "version".into()];
-    let proxy = rt.block_on(setup.start());
     let url = format!("http://origin.test:{}/demo", good.port());
     let upload = |name: &str, body: &[u8]| {
         let path = proxy.dir.path().join(name);
@@ -572,7 +577,6 @@ fn big_and_small(
     Proxy,
     impl Fn(&str) -> (String, TcpStream),
 ) {
-    let rt = runtime();
     let origin_handler: Handler = Arc::new(|seen: &Seen| {
         let size = if seen.uri.ends_with("/big") {
             64 << 20
@@ -581,15 +585,7 @@ fn big_and_small(
         };
         (200, Vec::new(), vec![b'x'; size])
     });
-    let good = rt.block_on(origin("127.0.0.1:0", None, origin_handler));
-    let remit = format!(
-        "[network]\nallow = [\"origin.test:{}\"]\nprivate = [\"127.0.0.1\"]\n",
-        good.port()
-    );
-    let mut setup = Setup::new(&remit);
-    setup.resolver = TableResolver::with(&[("origin.test", "127.0.0.1")]);
-    setup.limits = Some(limits);
-    let proxy = rt.block_on(setup.start());
+    let (rt, good, proxy) = proxy_to(origin_handler, "", |setup| setup.limits = Some(limits));
     let (addr, port) = (proxy.addr, good.port());
     let ask = move |path: &str| {
         let mut s = TcpStream::connect(addr).unwrap();
