@@ -3,14 +3,19 @@
 # which the release link places together (crates/cli/build.rs), so that a task's supervisor
 # maps a few hundred KiB of the binary instead of most of it.
 #
-# How: link the release binary once through a wrapper that keeps its objects; then, round
-# after round, relink it with the list so far, run tasks under a page-fault trace, and add
-# every symbol a fault landed in. The kernel maps file pages 64 KiB at a time, so a round
-# sees only the first touch in each window; once the touched code is packed together the
-# rounds stop finding new symbols.
+# How: link the release binary once through a wrapper that keeps its objects. Then:
+#   1. every function a task's supervisor runs, in the order it first runs, from one
+#      breakpoint per function (bench/entry-trace.c) over a few tasks: steady ones first,
+#      then what only the first task of a new home runs;
+#   2. round after round, relink with the list so far, run tasks under a page-fault trace,
+#      and add every constant (and any function) a fault landed in. The kernel maps file
+#      pages 64 KiB at a time, so a round sees only the first touch in each window; once
+#      the touched data is packed together the rounds stop finding new symbols.
+# The names are stable from build to build because the release profile compiles each crate
+# as one code-generation unit (no `.llvm.<hash>` suffixes on promoted local symbols).
 #
 # Usage: bench/startup-order.sh [ROUNDS]      (default 40)
-# Needs: perf, readelf, nm, python3; root (the trace and the tasks).
+# Needs: perf, readelf, nm, python3, a C compiler; root (the traces and the tasks).
 set -euo pipefail
 
 rounds="${1:-40}"
@@ -122,21 +127,25 @@ print("\n".join(seen))
 EOF
 }
 
-# A sampling profile finds most of the hot code in one step; the rounds find the rest.
+# Every function the supervisor runs, first run first.
+cc -O2 -o "$work/entry-trace" "$here/entry-trace.c"
 : > "$work/order"
 relink "$work/order"
+nm --defined-only "$work/remit" | awk '$2 ~ /^[tTwW]$/ { print $1, $3 }' > "$work/functions"
 (
     cd "$work/ws"
     export REMIT_HOME="$work/home"
-    perf record -q -F 20000 --all-user -o "$work/samples.data" -- sh -c '
-        for i in $(seq 50); do
-            "$0" run --quiet -- /bin/true
-            "$0" run --quiet -- sh -c "echo hi" >/dev/null
-        done' "$work/remit" 2>/dev/null
+    "$work/remit" run --quiet -- /bin/true
+    trace() { "$work/entry-trace" "$work/functions" "$work/trace.$1" -- "$work/remit" "${@:2}" >/dev/null 2>&1; }
+    trace 1 run --quiet -- /bin/true
+    trace 2 run --quiet -- sh -c "echo hi"
+    trace 3 run --quiet -- sleep 0.2
+    trace 4 run -- /bin/true
+    trace 5 --version
+    REMIT_HOME="$(mktemp -d "$REMIT_HOME.XXXXXX")" trace 6 run --quiet -- /bin/true
 )
-perf script -i "$work/samples.data" -F ip,sym,dso --no-demangle 2>/dev/null |
-    awk -v dso="($work/remit)" '$NF == dso { print $2 }' | sort -u > "$work/order"
-echo "sampled: $(wc -l < "$work/order") symbols"
+cat "$work"/trace.[1-6] | awk '!seen[$0]++' > "$work/order"
+echo "traced: $(wc -l < "$work/order") functions"
 for round in $(seq "$rounds"); do
     relink "$work/order"
     touched > "$work/new"
