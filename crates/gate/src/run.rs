@@ -611,6 +611,10 @@ impl Task {
             &task,
         );
         authority.notes.extend(problems);
+        // What their host commands started outlives them: killed now.
+        if !authority.orphans.is_empty() || !options.recovered.is_empty() {
+            remit_sandbox::freezer::collect_dead();
+        }
         crate::timing::mark("leases recovered");
         let token = authority.mint(&TaskIdentityRequest {
             agent: &agent,

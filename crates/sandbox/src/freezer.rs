@@ -85,7 +85,10 @@ impl Drop for Freezer {
 }
 
 /// A leaf cgroup that holds one host command and everything it starts, for the command's
-/// lifetime: `remit-<supervisor pid>-command-<n>` beside the tasks' freezers.
+/// lifetime: `remit-<supervisor pid>-command-<n>-<owner>` beside the tasks' freezers, where
+/// `<owner>` names the supervisor beyond its pid (its pid namespace and start time), so that
+/// the next supervisor to start can tell, for certain, that the one which made it is dead,
+/// and kill what is left in it (see [`collect_stale`]).
 ///
 /// A process group is not enough to end what a command started: a child that calls `setsid`
 /// (or double-forks into a new session) leaves the group, and lives on with the host's
@@ -113,7 +116,11 @@ impl CommandCgroup {
         // one) is skipped.
         let dir = loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = base.join(format!("{PREFIX}{}-command-{n}", std::process::id()));
+            let dir = base.join(format!(
+                "{PREFIX}{}-command-{n}-{}",
+                std::process::id(),
+                own_stamp()
+            ));
             match fs::create_dir(&dir) {
                 Ok(()) => break dir,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1 << 20 => {
@@ -158,40 +165,49 @@ impl CommandCgroup {
     /// (one line) when something is still in it afterwards.
     pub fn kill(&mut self, limit: Duration) -> Result<(), String> {
         self.killed = true;
-        let begun = Instant::now();
-        let atomic = self.signal();
-        loop {
-            let events = fs::read_to_string(self.dir.join("cgroup.events")).unwrap_or_default();
-            if events.lines().any(|l| l.trim() == "populated 0") {
-                return Ok(());
-            }
-            if !atomic {
-                kill_members(&self.dir);
-            }
-            if begun.elapsed() > limit {
-                return Err(format!(
-                    "what the command started was not all gone within {} s (`{}`)",
-                    limit.as_secs(),
-                    self.dir.display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        kill_all(&self.dir, limit)
+    }
+
+    /// Send every process in it `SIGKILL`, without waiting (see [`signal_all`]).
+    pub fn signal(&self) -> bool {
+        signal_all(&self.dir)
     }
 }
 
-impl CommandCgroup {
-    /// Send every process in it `SIGKILL`, without waiting. `cgroup.kill` since Linux 5.14
-    /// (`true`); before it, the cgroup is frozen, so none can fork meanwhile, and
-    /// [`Self::kill`] kills each process by pid until it is empty (`false`).
-    pub fn signal(&self) -> bool {
-        if fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
-            return true;
+/// Kill every process in the cgroup at `dir` (and below it) and wait until it is empty, at
+/// most `limit`. `Err` (one line) when something is still in it afterwards.
+fn kill_all(dir: &Path, limit: Duration) -> Result<(), String> {
+    let begun = Instant::now();
+    let atomic = signal_all(dir);
+    loop {
+        let events = fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        if events.lines().any(|l| l.trim() == "populated 0") {
+            return Ok(());
         }
-        let _ = fs::write(self.dir.join("cgroup.freeze"), "1");
-        kill_members(&self.dir);
-        false
+        if !atomic {
+            kill_members(dir);
+        }
+        if begun.elapsed() > limit {
+            return Err(format!(
+                "what the command started was not all gone within {} s (`{}`)",
+                limit.as_secs(),
+                dir.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Send every process in the cgroup at `dir` `SIGKILL`, without waiting. `cgroup.kill` since
+/// Linux 5.14 (`true`); before it, the cgroup is frozen, so none can fork meanwhile, and
+/// [`kill_all`] kills each process by pid until it is empty (`false`).
+fn signal_all(dir: &Path) -> bool {
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return true;
+    }
+    let _ = fs::write(dir.join("cgroup.freeze"), "1");
+    kill_members(dir);
+    false
 }
 
 /// `SIGKILL` to every process in the cgroup at `dir` and in the cgroups below it.
@@ -301,7 +317,85 @@ fn v2_cgroup_of(mountinfo: &str, own: &str) -> Result<PathBuf, String> {
     Ok(mount.join(within))
 }
 
-/// Remove the freezer leaves of supervisors that are gone (empty once their task died).
+/// What names this supervisor beyond its pid: `<pid namespace inode>.<start time in clock
+/// ticks since boot>` (`/proc/<pid>/stat`'s 22nd field). A pid is reused; the pair is not,
+/// within one boot and one namespace. `0.0` when `/proc` is not this pid namespace's (its
+/// `self` is another pid): then no supervisor can judge this one's liveness, nor this one
+/// another's.
+fn own_stamp() -> &'static str {
+    static STAMP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STAMP.get_or_init(|| {
+        let own = fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str()?.parse::<u32>().ok());
+        match (own == Some(std::process::id()), pid_namespace()) {
+            (true, Some(namespace)) => match start_time(std::process::id()) {
+                Some(start) => format!("{namespace}.{start}"),
+                None => "0.0".into(),
+            },
+            _ => "0.0".into(),
+        }
+    })
+}
+
+/// The inode of this process's pid namespace.
+fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// When process `pid` (of this pid namespace) started, in clock ticks since boot; `None`
+/// when there is no such process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which may hold anything, including ") ".
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the command cgroup named `rest` (after the prefix:
+/// `<pid>-command-<n>-<namespace>.<start>`) belongs to a supervisor that is certainly dead:
+/// one of this pid namespace whose pid is gone or now names another process. One of another
+/// namespace, or an older name without the stamp, may be a live supervisor's: `false`.
+fn dead_commands_owner(rest: &str) -> bool {
+    let mut parts = rest.splitn(4, '-');
+    let (Some(pid), Some("command"), Some(_n), Some(stamp)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let (Ok(pid), Some((Ok(namespace), Ok(start)))) = (
+        pid.parse::<u32>(),
+        stamp
+            .split_once('.')
+            .map(|(n, s)| (n.parse::<u64>(), s.parse::<u64>())),
+    ) else {
+        return false;
+    };
+    if namespace == 0 || start == 0 || own_stamp() == "0.0" || Some(namespace) != pid_namespace() {
+        return false;
+    }
+    start_time(pid) != Some(start)
+}
+
+/// Kill what the host commands of supervisors killed outright left running, and remove their
+/// cgroups, beside this process's own (see [`collect_stale`]). Nothing where the host has no
+/// unified hierarchy. Task starts call it when they find tasks whose supervisor died.
+pub fn collect_dead() {
+    if let Ok(base) = own_v2_cgroup() {
+        collect_stale(&base);
+    }
+}
+
+/// Remove the leaves of supervisors that are gone.
+///
+/// A task's freezer is removed only when empty (`rmdir` refuses otherwise): its task dies with
+/// its supervisor, and one of another pid namespace's supervisor, alive, keeps its task (so
+/// nothing in them is killed from here). A host command's cgroup is another matter: what a
+/// command started does not die with the supervisor (it runs on the host, possibly in its
+/// own session), and could go on acting with the host's authority after the supervisor was
+/// killed outright. When its owner is certainly dead ([`dead_commands_owner`]), everything
+/// left in it is killed before it is removed.
 fn collect_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
@@ -311,11 +405,16 @@ fn collect_stale(base: &Path) {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
             continue;
         };
+        if dead_commands_owner(rest) {
+            // What will not die is left for the next start.
+            if kill_all(&entry.path(), Duration::from_secs(5)).is_ok() {
+                remove_tree(&entry.path());
+            }
+            continue;
+        }
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        // Removed only when empty (`rmdir` refuses otherwise): one of another pid namespace's
-        // supervisor, alive, keeps its task (and so nothing in them is killed from here).
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             remove_tree(&entry.path());
         }
@@ -370,6 +469,66 @@ mod tests {
         }
         drop(cgroup);
         assert!(!dir.exists());
+    }
+
+    /// What a killed supervisor's host command left running is killed by the next
+    /// supervisor to start, and its cgroup removed; a live supervisor's (here: this test's
+    /// own stamp) and one of another pid namespace's are left alone. Skipped where no cgroup
+    /// can be created.
+    #[test]
+    fn a_dead_supervisors_command_cgroup_is_emptied_by_the_next_start() {
+        let (Ok(base), Ok(_probe)) = (own_v2_cgroup(), CommandCgroup::create()) else {
+            return;
+        };
+        let (namespace, start) = own_stamp().split_once('.').unwrap();
+        let (namespace, start): (u64, u64) = (namespace.parse().unwrap(), start.parse().unwrap());
+        assert!(namespace > 0 && start > 0, "{}", own_stamp());
+        let me = std::process::id();
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000
+            + 900_000_000;
+        // Same pid namespace, this pid, another start time: the pid's supervisor is dead.
+        let dead = base.join(format!(
+            "{PREFIX}{me}-command-{unique}-{namespace}.{}",
+            start + 1
+        ));
+        // This very process: alive.
+        let alive = base.join(format!(
+            "{PREFIX}{me}-command-{}-{namespace}.{start}",
+            unique + 1
+        ));
+        // Another pid namespace: cannot be judged from here.
+        let foreign = base.join(format!(
+            "{PREFIX}{me}-command-{}-{}.{}",
+            unique + 2,
+            namespace + 1,
+            start + 1
+        ));
+        let mut children = Vec::new();
+        for dir in [&dead, &alive, &foreign] {
+            fs::create_dir(dir).unwrap();
+            let child = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+            children.push(child);
+        }
+        collect_stale(&base);
+        let status = children[0].wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(!dead.exists());
+        for (child, dir) in children[1..].iter_mut().zip([&alive, &foreign]) {
+            let running = child.try_wait().unwrap().is_none();
+            kill_all(dir, Duration::from_secs(5)).unwrap();
+            let _ = child.wait();
+            remove_tree(dir);
+            assert!(running, "{} was emptied", dir.display());
+        }
     }
 
     #[test]

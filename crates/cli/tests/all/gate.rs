@@ -986,6 +986,56 @@ run = ["sh", "-c", "(setsid -f sh -c 'ps -o sid= -p $$ > sid.tmp && mv sid.tmp s
     }
 }
 
+/// A supervisor killed outright while an action's host command runs cannot end what the
+/// command started; the next task to start does. The twin: right after the kill, the child
+/// that left the command's session is still alive (the kill alone does not end it).
+#[test]
+fn what_a_killed_supervisors_command_started_is_killed_by_the_next_start() {
+    let w = World::new();
+    let remit = r#"
+[actions.spawn]
+bind_workspace = false
+timeout = "2m"
+run = ["sh", "-c", "setsid -f sh -c 'echo $$ > child.tmp && mv child.tmp child; for i in $(seq 400); do test -e go && break; sleep 0.05; done; echo late > late-write' >/dev/null 2>&1; exec sleep 30"]
+"#;
+    let (mut supervisor, _stdout) = w.start(Some(remit), "echo ready; remit act spawn");
+    let begun = Instant::now();
+    while !w.exists(&w.ws.join("child")) {
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "the command never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(w.ws.join("child")).unwrap();
+    let alive = || {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        !stat.is_empty() && !stat.contains(") Z ")
+    };
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        alive(),
+        "the child died with its supervisor: nothing left to test"
+    );
+
+    ok(&w.run(None, "true"));
+    let begun = Instant::now();
+    while alive() && begun.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = alive();
+    std::fs::write(w.ws.join("go"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !survived,
+        "what the dead supervisor's command started still runs"
+    );
+    assert!(!w.exists(&w.ws.join("late-write")));
+}
+
 /// `bind_workspace = false`: the remit's author says the command reads nothing of the task's;
 /// the approval is for the arguments alone, and a workspace changed meanwhile does not undo
 /// it.
