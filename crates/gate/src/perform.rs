@@ -456,7 +456,11 @@ pub async fn run(
     // cgroup: whatever it leaves running is killed with it, before the task goes on (a
     // background child would otherwise keep working on the workspace, and one that left the
     // group with `setsid` would live on with the host's authority).
-    let cgroup = remit_sandbox::freezer::CommandCgroup::create();
+    // Off the runtime's threads: making it may first empty what dead supervisors left (a
+    // wait of up to 5 s).
+    let cgroup = tokio::task::spawn_blocking(remit_sandbox::freezer::CommandCgroup::create)
+        .await
+        .unwrap_or_else(|e| Err(format!("making its cgroup failed: {e}")));
     let mut note = None;
     if let Err(why) = &cgroup {
         // A bound command runs only where what it starts can be ended before the task

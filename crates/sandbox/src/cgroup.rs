@@ -81,27 +81,29 @@ fn place(
         let mut right_fields = right.split_whitespace();
         let fstype = right_fields.next().unwrap_or_default();
         let super_options = right_fields.nth(1).unwrap_or_default();
-        let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
+        // The mount shows the hierarchy from `root` (a container's mount shows its own part).
+        let mut fields = left.split_whitespace().skip(3);
+        let (Some(root), Some(mount_point)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let mount = (unescape(root), unescape(mount_point));
         match fstype {
-            "cgroup2" if v2_mount.is_none() => v2_mount = Some(unescape(mount_point)),
-            "cgroup" if super_options.split(',').any(|o| o == name) => {
-                v1_mount = Some(unescape(mount_point))
-            }
+            "cgroup2" if v2_mount.is_none() => v2_mount = Some(mount),
+            "cgroup" if super_options.split(',').any(|o| o == name) => v1_mount = Some(mount),
             _ => {}
         }
     }
-    if let Some(mount) = &v2_mount {
+    if let Some((root, mount)) = &v2_mount {
         let own_path = own
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
             .unwrap_or("/");
-        let base = mount.join(own_path.trim_start_matches('/'));
         let controllers = read(&mount.join("cgroup.controllers"));
         if controllers.split_whitespace().any(|c| c == name) {
-            return Ok(Placement::V2(base));
+            return Ok(Placement::V2(within(root, mount, own_path)?));
         }
     }
-    if let Some(mount) = v1_mount {
+    if let Some((root, mount)) = v1_mount {
         let own_path = own
             .lines()
             .find_map(|l| {
@@ -112,15 +114,28 @@ fn place(
                 controllers.split(',').any(|c| c == name).then_some(path)
             })
             .unwrap_or("/");
-        return Ok(Placement::V1(mount.join(own_path.trim_start_matches('/'))));
+        return Ok(Placement::V1(within(&root, &mount, own_path)?));
     }
-    Err(match v2_mount {
+    Err(match v2_mount.map(|(_, m)| m) {
         Some(m) => format!(
             "the unified hierarchy at `{}` has no `{name}` controller and no v1 hierarchy mounts it",
             m.display()
         ),
         None => format!("no cgroup hierarchy mounts the `{name}` controller"),
     })
+}
+
+/// Where this process's cgroup `own` (a path from the hierarchy's root) is, through a mount at
+/// `mount` that shows the hierarchy from `root`. `Err` (one line) when the mount does not show
+/// it: said, not guessed (a path outside what is mounted would name another cgroup).
+pub(crate) fn within(root: &Path, mount: &Path, own: &str) -> Result<PathBuf, String> {
+    let rest = Path::new(own).strip_prefix(root).map_err(|_| {
+        format!(
+            "this process's cgroup `{own}` is outside the hierarchy's mount at `{}`",
+            mount.display()
+        )
+    })?;
+    Ok(mount.join(rest))
 }
 
 pub(crate) fn unescape(path: &str) -> PathBuf {
@@ -447,5 +462,31 @@ mod tests {
         );
         let cpu = place(Controller::Cpu, MOUNTINFO, own, &no_v2).unwrap_err();
         assert!(cpu.contains("no `cpu` controller"), "{cpu}");
+    }
+
+    /// A container's mounts show only its part of each hierarchy (`root` is not `/`), while
+    /// `/proc/self/cgroup` names the full path: the part below the mount's root is where this
+    /// process is. A cgroup outside what is mounted is refused, not guessed at.
+    #[test]
+    fn a_mount_of_part_of_a_hierarchy_is_placed_within_it() {
+        const PART: &str = "\
+31 30 0:27 /docker/abc /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+33 30 0:29 /docker/abc /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+";
+        let own = "5:memory:/docker/abc/task\n0::/docker/abc/task\n";
+        assert_eq!(
+            place(Controller::Memory, PART, own, &no_v2),
+            Ok(Placement::V1(PathBuf::from("/sys/fs/cgroup/memory/task")))
+        );
+        let v2 = |_: &Path| "memory pids".to_owned();
+        assert_eq!(
+            place(Controller::Memory, PART, own, &v2),
+            Ok(Placement::V2(PathBuf::from("/sys/fs/cgroup/unified/task")))
+        );
+        let elsewhere = "5:memory:/system.slice\n0::/system.slice\n";
+        for read in [&no_v2 as &dyn Fn(&Path) -> String, &v2] {
+            let refused = place(Controller::Memory, PART, elsewhere, read).unwrap_err();
+            assert!(refused.contains("outside"), "{refused}");
+        }
     }
 }

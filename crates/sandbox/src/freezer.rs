@@ -308,13 +308,7 @@ fn v2_cgroup_of(mountinfo: &str, own: &str) -> Result<PathBuf, String> {
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("this process has no cgroup in the unified hierarchy")?;
-    let within = Path::new(path).strip_prefix(&root).map_err(|_| {
-        format!(
-            "this process's cgroup `{path}` is outside the unified hierarchy's mount at `{}`",
-            mount.display()
-        )
-    })?;
-    Ok(mount.join(within))
+    crate::cgroup::within(&root, &mount, path)
 }
 
 /// What names this supervisor beyond its pid: `<pid namespace inode>.<start time in clock
