@@ -973,6 +973,7 @@ impl Task {
                 last_told: None,
                 notices: options.notices,
                 approval_timeout,
+                announced: Arc::default(),
                 pending: HashMap::new(),
                 waiters: HashMap::new(),
 
@@ -1269,6 +1270,9 @@ struct Supervision {
     last_told: Option<(i32, String)>,
     notices: bool,
     approval_timeout: Duration,
+    /// Approvals a program's `execve` waits for that were announced already: an attempt
+    /// restarted after a freeze waits for the same approval, and is not announced again.
+    announced: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Spawns waiting for the init's answer.
     pending: HashMap<u64, oneshot::Sender<Result<Running, String>>>,
     /// Spawns whose end someone waits for.
@@ -2195,6 +2199,7 @@ impl Supervision {
                 let gate = Arc::clone(&self.gate);
                 let timeout = self.approval_timeout;
                 let notices = self.notices;
+                let announced = Arc::clone(&self.announced);
                 let line = shown(&self.redactor);
                 self.commands += 1;
                 tokio::spawn(async move {
@@ -2202,12 +2207,18 @@ impl Supervision {
                     let first = gate.request_exec(facts.clone(), &cwd, Duration::ZERO).await;
                     let outcome = match first {
                         GateOutcome::Pending { approval } => {
-                            let message = format!(
-                                "remit: `{line}` is waiting for approval {approval}: a human must run `remit approvals approve {approval}` on the host\n"
-                            );
-                            watch.tell(&attempt, &message);
-                            if notices {
-                                eprint!("{message}");
+                            let first = announced
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .insert(approval.to_string());
+                            if first {
+                                let message = format!(
+                                    "remit: `{line}` is waiting for approval {approval}: a human must run `remit approvals approve {approval}` on the host\n"
+                                );
+                                watch.tell(&attempt, &message);
+                                if notices {
+                                    eprint!("{message}");
+                                }
                             }
                             let _ = gate.wait_approval(&approval, timeout).await;
                             // Interrupted meanwhile (a freeze restarts the `execve` as a new

@@ -381,7 +381,8 @@ fn an_exec_prompt_waits_for_a_human() {
 }
 
 /// A program waiting for approval while the task is frozen for an action (its `execve`
-/// interrupted, and restarted once thawed) runs once approved, and the approval is used once.
+/// interrupted, and restarted once thawed) runs once approved, and the approval is used once;
+/// the restarted attempt is not announced again.
 #[test]
 fn an_exec_waiting_for_approval_across_a_freeze_runs_once_approved() {
     let w = World::new();
@@ -415,6 +416,8 @@ fn an_exec_waiting_for_approval_across_a_freeze_runs_once_approved() {
         show(&out)
     );
     assert!(w.exists(&w.ws.join("approved-file")));
+    let told = show(&out).matches("is waiting for approval").count();
+    assert_eq!(told, 1, "{}", show(&out));
 }
 
 /// What the agent asks is shown to the approver as it would run: a terminal escape or a
