@@ -156,13 +156,15 @@ int main(int argc, char **argv) {
             ptrace(PTRACE_DETACH, pid, NULL, NULL);
             continue;
         }
+        // Event stops, and the stop each new thread or child starts with. (A SIGSTOP sent to
+        // the program by someone else is dropped too: the programs traced here get none.)
         if (event || signal == SIGSTOP) {
             ptrace(PTRACE_CONT, pid, NULL, NULL);
             continue;
         }
         if (signal == SIGTRAP) {
             struct user_regs_struct regs;
-            ptrace(PTRACE_GETREGS, pid, NULL, &regs);
+            if (ptrace(PTRACE_GETREGS, pid, NULL, &regs) == -1) continue; // gone meanwhile
             int i = lookup(regs.rip - 1 - base);
             if (i >= 0) {
                 // Put the byte back in this process's memory and run the instruction.

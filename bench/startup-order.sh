@@ -131,12 +131,17 @@ EOF
 cc -O2 -o "$work/entry-trace" "$here/entry-trace.c"
 : > "$work/order"
 relink "$work/order"
-nm --defined-only "$work/remit" | awk '$2 ~ /^[tTwW]$/ { print $1, $3 }' > "$work/functions"
+# Functions only (a breakpoint in data read as a table would change what is read).
+readelf -sW "$work/remit" | awk '$4 == "FUNC" && $7 != "UND" && $2 !~ /^0+$/ { print $2, $8 }' \
+    > "$work/functions"
 (
     cd "$work/ws"
     export REMIT_HOME="$work/home"
     "$work/remit" run --quiet -- /bin/true
-    trace() { "$work/entry-trace" "$work/functions" "$work/trace.$1" -- "$work/remit" "${@:2}" >/dev/null 2>&1; }
+    trace() {
+        "$work/entry-trace" "$work/functions" "$work/trace.$1" -- "$work/remit" "${@:2}" \
+            >/dev/null 2>"$work/trace.$1.err" || { cat "$work/trace.$1.err" >&2; exit 1; }
+    }
     trace 1 run --quiet -- /bin/true
     trace 2 run --quiet -- sh -c "echo hi"
     trace 3 run --quiet -- sleep 0.2

@@ -1270,9 +1270,11 @@ struct Supervision {
     last_told: Option<(i32, String)>,
     notices: bool,
     approval_timeout: Duration,
-    /// Approvals a program's `execve` waits for that were announced already: an attempt
-    /// restarted after a freeze waits for the same approval, and is not announced again.
-    announced: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Approvals a program's `execve` waits for that were announced already, with the waiting
+    /// process (its host pid): an attempt restarted after a freeze is the same process waiting
+    /// for the same approval, and is not announced again; another process (a retry of the same
+    /// command) is.
+    announced: Arc<std::sync::Mutex<std::collections::HashSet<(i32, String)>>>,
     /// Spawns waiting for the init's answer.
     pending: HashMap<u64, oneshot::Sender<Result<Running, String>>>,
     /// Spawns whose end someone waits for.
@@ -2210,7 +2212,7 @@ impl Supervision {
                             let first = announced
                                 .lock()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .insert(approval.to_string());
+                                .insert((attempt.host_pid, approval.to_string()));
                             if first {
                                 let message = format!(
                                     "remit: `{line}` is waiting for approval {approval}: a human must run `remit approvals approve {approval}` on the host\n"

@@ -71,39 +71,26 @@ fn place(
     read: &dyn Fn(&Path) -> String,
 ) -> Result<Placement, String> {
     let name = controller.name();
-    let mut v1_mount = None;
-    let mut v2_mount = None;
-    for line in mountinfo.lines() {
-        // `id parent major:minor root mountpoint options ... - fstype source superoptions`
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut right_fields = right.split_whitespace();
-        let fstype = right_fields.next().unwrap_or_default();
-        let super_options = right_fields.nth(1).unwrap_or_default();
-        // The mount shows the hierarchy from `root` (a container's mount shows its own part).
-        let mut fields = left.split_whitespace().skip(3);
-        let (Some(root), Some(mount_point)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let mount = (unescape(root), unescape(mount_point));
-        match fstype {
-            "cgroup2" if v2_mount.is_none() => v2_mount = Some(mount),
-            "cgroup" if super_options.split(',').any(|o| o == name) => v1_mount = Some(mount),
-            _ => {}
-        }
-    }
-    if let Some((root, mount)) = &v2_mount {
+    let v2_mounts = mounts(mountinfo, |fstype, _| fstype == "cgroup2");
+    let v1_mounts = mounts(mountinfo, |fstype, options| {
+        fstype == "cgroup" && options.split(',').any(|o| o == name)
+    });
+    let mut refused = None;
+    if let Some((_, mount)) = v2_mounts.first() {
         let own_path = own
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
             .unwrap_or("/");
+        // The controllers of the mounted hierarchy (one set for the whole hierarchy).
         let controllers = read(&mount.join("cgroup.controllers"));
         if controllers.split_whitespace().any(|c| c == name) {
-            return Ok(Placement::V2(within(root, mount, own_path)?));
+            match within_any(&v2_mounts, own_path) {
+                Ok(dir) => return Ok(Placement::V2(dir)),
+                Err(e) => refused = Some(e),
+            }
         }
     }
-    if let Some((root, mount)) = v1_mount {
+    if !v1_mounts.is_empty() {
         let own_path = own
             .lines()
             .find_map(|l| {
@@ -114,28 +101,66 @@ fn place(
                 controllers.split(',').any(|c| c == name).then_some(path)
             })
             .unwrap_or("/");
-        return Ok(Placement::V1(within(&root, &mount, own_path)?));
+        return within_any(&v1_mounts, own_path).map(Placement::V1);
     }
-    Err(match v2_mount.map(|(_, m)| m) {
-        Some(m) => format!(
+    Err(match (refused, v2_mounts.first()) {
+        (Some(e), _) => e,
+        (None, Some((_, m))) => format!(
             "the unified hierarchy at `{}` has no `{name}` controller and no v1 hierarchy mounts it",
             m.display()
         ),
-        None => format!("no cgroup hierarchy mounts the `{name}` controller"),
+        (None, None) => format!("no cgroup hierarchy mounts the `{name}` controller"),
     })
 }
 
-/// Where this process's cgroup `own` (a path from the hierarchy's root) is, through a mount at
-/// `mount` that shows the hierarchy from `root`. `Err` (one line) when the mount does not show
-/// it: said, not guessed (a path outside what is mounted would name another cgroup).
-pub(crate) fn within(root: &Path, mount: &Path, own: &str) -> Result<PathBuf, String> {
-    let rest = Path::new(own).strip_prefix(root).map_err(|_| {
-        format!(
-            "this process's cgroup `{own}` is outside the hierarchy's mount at `{}`",
-            mount.display()
-        )
-    })?;
-    Ok(mount.join(rest))
+/// The `(root, mount point)` of every mount in `mountinfo` whose filesystem type and super
+/// options `select` accepts, in order. A mount shows its hierarchy from `root` (a container's
+/// mount shows only its own part).
+pub(crate) fn mounts(
+    mountinfo: &str,
+    select: impl Fn(&str, &str) -> bool,
+) -> Vec<(PathBuf, PathBuf)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // `id parent major:minor root mountpoint options [optional…] - fstype source super`
+            let (left, right) = line.split_once(" - ")?;
+            let mut right_fields = right.split_whitespace();
+            let fstype = right_fields.next()?;
+            let super_options = right_fields.nth(1).unwrap_or_default();
+            if !select(fstype, super_options) {
+                return None;
+            }
+            let mut fields = left.split_whitespace().skip(3);
+            Some((unescape(fields.next()?), unescape(fields.next()?)))
+        })
+        .collect()
+}
+
+/// Where this process's cgroup `own` (a path from the hierarchy's root) is, through the first
+/// of `mounts` that shows it. `Err` (one line) when none does, or when the path climbs
+/// (`..`: a cgroup outside this process's cgroup namespace): said, not guessed (a path outside
+/// what is mounted would name another cgroup).
+pub(crate) fn within_any(mounts: &[(PathBuf, PathBuf)], own: &str) -> Result<PathBuf, String> {
+    let own_path = Path::new(own);
+    if own_path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "this process's cgroup `{own}` is outside its cgroup namespace"
+        ));
+    }
+    mounts
+        .iter()
+        .find_map(|(root, mount)| Some(mount.join(own_path.strip_prefix(root).ok()?)))
+        .ok_or_else(|| match mounts.first() {
+            Some((_, mount)) => format!(
+                "this process's cgroup `{own}` is outside the hierarchy's mount at `{}`",
+                mount.display()
+            ),
+            None => "no cgroup hierarchy is mounted".into(),
+        })
 }
 
 pub(crate) fn unescape(path: &str) -> PathBuf {
@@ -488,5 +513,23 @@ mod tests {
             let refused = place(Controller::Memory, PART, elsewhere, read).unwrap_err();
             assert!(refused.contains("outside"), "{refused}");
         }
+        // Moved out of its cgroup namespace's root: refused, not joined into a path that climbs.
+        let climbed = "5:memory:/../other\n0::/../other\n";
+        let refused = place(Controller::Memory, PART, climbed, &v2).unwrap_err();
+        assert!(
+            refused.contains("outside its cgroup namespace"),
+            "{refused}"
+        );
+        // Two mounts of a hierarchy: the one that shows this process's cgroup.
+        const TWO: &str = "\
+33 30 0:29 /docker/other /mnt/other rw - cgroup2 cgroup2 rw
+34 30 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            place(Controller::Memory, TWO, own, &v2),
+            Ok(Placement::V2(PathBuf::from(
+                "/sys/fs/cgroup/docker/abc/task"
+            )))
+        );
     }
 }

@@ -180,7 +180,12 @@ fn kill_all(dir: &Path, limit: Duration) -> Result<(), String> {
     let begun = Instant::now();
     let atomic = signal_all(dir);
     loop {
-        let events = fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        let events = match fs::read_to_string(dir.join("cgroup.events")) {
+            Ok(events) => events,
+            // Removed meanwhile (by another supervisor collecting it): nothing left in it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => String::new(),
+        };
         if events.lines().any(|l| l.trim() == "populated 0") {
             return Ok(());
         }
@@ -288,88 +293,118 @@ fn own_v2_cgroup() -> Result<PathBuf, String> {
 
 /// [`own_v2_cgroup`] from the texts of `mountinfo` and `cgroup`.
 fn v2_cgroup_of(mountinfo: &str, own: &str) -> Result<PathBuf, String> {
-    // `id parent major:minor root mountpoint …`: the mount shows the hierarchy from `root`.
-    let (root, mount) = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            if right.split_whitespace().next()? != "cgroup2" {
-                return None;
-            }
-            let mut fields = left.split_whitespace().skip(3);
-            Some((
-                crate::cgroup::unescape(fields.next()?),
-                crate::cgroup::unescape(fields.next()?),
-            ))
-        })
-        .next()
-        .ok_or("no cgroup v2 (unified) hierarchy is mounted")?;
+    let mounts = crate::cgroup::mounts(mountinfo, |fstype, _| fstype == "cgroup2");
+    if mounts.is_empty() {
+        return Err("no cgroup v2 (unified) hierarchy is mounted".into());
+    }
     let path = own
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("this process has no cgroup in the unified hierarchy")?;
-    crate::cgroup::within(&root, &mount, path)
+    crate::cgroup::within_any(&mounts, path)
 }
 
-/// What names this supervisor beyond its pid: `<pid namespace inode>.<start time in clock
-/// ticks since boot>` (`/proc/<pid>/stat`'s 22nd field). A pid is reused; the pair is not,
-/// within one boot and one namespace. `0.0` when `/proc` is not this pid namespace's (its
-/// `self` is another pid): then no supervisor can judge this one's liveness, nor this one
-/// another's.
+/// What names this supervisor beyond its pid: `<pid namespace inode>.<time namespace
+/// inode>.<start time in clock ticks since boot>` (`/proc/<pid>/stat`'s 22nd field, which the
+/// kernel shifts by the reader's time namespace). A pid is reused; the triple is not, within
+/// one boot. `0.0.0` when `/proc` is not this pid namespace's own (`NSpid` in
+/// `/proc/self/status` lists more than this pid) or cannot be read: then no supervisor can
+/// judge this one's liveness, nor this one another's.
 fn own_stamp() -> &'static str {
     static STAMP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     STAMP.get_or_init(|| {
-        let own = fs::read_link("/proc/self")
-            .ok()
-            .and_then(|p| p.to_str()?.parse::<u32>().ok());
-        match (own == Some(std::process::id()), pid_namespace()) {
-            (true, Some(namespace)) => match start_time(std::process::id()) {
-                Some(start) => format!("{namespace}.{start}"),
-                None => "0.0".into(),
-            },
-            _ => "0.0".into(),
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let own_proc = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|pids| pids.split_whitespace().collect::<Vec<_>>())
+            .is_some_and(|pids| pids == [std::process::id().to_string().as_str()]);
+        match (own_proc, namespaces(), start_time(std::process::id())) {
+            (true, Some((pid_ns, time_ns)), Owner::Started(start)) => {
+                format!("{pid_ns}.{time_ns}.{start}")
+            }
+            _ => UNKNOWN_STAMP.into(),
         }
     })
 }
 
-/// The inode of this process's pid namespace.
-fn pid_namespace() -> Option<u64> {
+const UNKNOWN_STAMP: &str = "0.0.0";
+
+/// The inodes of this process's pid and time namespaces.
+fn namespaces() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+    let inode = |name: &str| fs::metadata(format!("/proc/self/ns/{name}")).map(|m| m.ino());
+    Some((inode("pid").ok()?, inode("time").ok()?))
 }
 
-/// When process `pid` (of this pid namespace) started, in clock ticks since boot; `None`
-/// when there is no such process.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// What `/proc` says of a pid of this pid namespace.
+#[derive(Debug, PartialEq)]
+enum Owner {
+    /// A process started at this time (clock ticks since boot).
+    Started(u64),
+    /// No such process.
+    Gone,
+    /// Could not be told (no descriptor left, a `/proc` that hides other users' processes,
+    /// a text that does not parse): never taken for dead.
+    Unknown,
+}
+
+fn start_time(pid: u32) -> Owner {
+    let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+            return Owner::Gone;
+        }
+        Err(_) => return Owner::Unknown,
+    };
     // After the command name, which may hold anything, including ") ".
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let Some(close) = stat.rfind(')') else {
+        return Owner::Unknown;
+    };
+    match stat[close + 1..].split_whitespace().nth(19).map(str::parse) {
+        Some(Ok(start)) => Owner::Started(start),
+        _ => Owner::Unknown,
+    }
 }
 
-/// Whether the command cgroup named `rest` (after the prefix:
-/// `<pid>-command-<n>-<namespace>.<start>`) belongs to a supervisor that is certainly dead:
-/// one of this pid namespace whose pid is gone or now names another process. One of another
-/// namespace, or an older name without the stamp, may be a live supervisor's: `false`.
-fn dead_commands_owner(rest: &str) -> bool {
+/// A host command's cgroup name, after the prefix: `<pid>-command-<n>-<stamp>`. Its owner's pid
+/// and stamp; `None` for any other name (a task's freezer). The stamp is `None` in a name
+/// without one.
+fn command_owner(rest: &str) -> Option<(u32, Option<&str>)> {
     let mut parts = rest.splitn(4, '-');
-    let (Some(pid), Some("command"), Some(_n), Some(stamp)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let pid = parts.next()?.parse::<u32>().ok()?;
+    if parts.next()? != "command" {
+        return None;
+    }
+    parts.next()?.parse::<u64>().ok()?;
+    Some((pid, parts.next()))
+}
+
+/// Whether a host command's cgroup whose owner is `pid` with `stamp` belongs to a supervisor
+/// that is certainly dead: one of this pid and time namespace (whose `/proc` this process
+/// can trust) whose pid is gone or now names a process that started at another time. One of
+/// another namespace, a name without a stamp, or a pid `/proc` cannot tell about, may be a
+/// live supervisor's: `false`.
+fn dead_commands_owner(pid: u32, stamp: Option<&str>) -> bool {
+    let Some(stamp) = stamp else {
+        return false;
+    };
+    let own = own_stamp();
+    let (Some((own_ns, _)), Some((ns, start))) = (own.rsplit_once('.'), stamp.rsplit_once('.'))
     else {
         return false;
     };
-    let (Ok(pid), Some((Ok(namespace), Ok(start)))) = (
-        pid.parse::<u32>(),
-        stamp
-            .split_once('.')
-            .map(|(n, s)| (n.parse::<u64>(), s.parse::<u64>())),
-    ) else {
+    let Ok(start) = start.parse::<u64>() else {
         return false;
     };
-    if namespace == 0 || start == 0 || own_stamp() == "0.0" || Some(namespace) != pid_namespace() {
+    if own == UNKNOWN_STAMP || ns != own_ns || start == 0 {
         return false;
     }
-    start_time(pid) != Some(start)
+    match start_time(pid) {
+        Owner::Gone => true,
+        Owner::Started(now) => now != start,
+        Owner::Unknown => false,
+    }
 }
 
 /// Kill what the host commands of supervisors killed outright left running, and remove their
@@ -381,6 +416,10 @@ pub fn collect_dead() {
     }
 }
 
+/// The longest one collection waits for what it killed to be gone, over all the cgroups it
+/// empties (what is not gone by then is removed by a later one).
+const COLLECT_WAIT: Duration = Duration::from_secs(1);
+
 /// Remove the leaves of supervisors that are gone.
 ///
 /// A task's freezer is removed only when empty (`rmdir` refuses otherwise): its task dies with
@@ -389,20 +428,25 @@ pub fn collect_dead() {
 /// command started does not die with the supervisor (it runs on the host, possibly in its
 /// own session), and could go on acting with the host's authority after the supervisor was
 /// killed outright. When its owner is certainly dead ([`dead_commands_owner`]), everything
-/// left in it is killed before it is removed.
+/// left in it is killed (where this process may: `cgroup.kill` writable) before it is
+/// removed; otherwise it is left alone, even empty (its owner may be about to use it).
 fn collect_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };
+    let deadline = Instant::now() + COLLECT_WAIT;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
             continue;
         };
-        if dead_commands_owner(rest) {
-            // What will not die is left for the next start.
-            if kill_all(&entry.path(), Duration::from_secs(5)).is_ok() {
-                remove_tree(&entry.path());
+        if let Some((pid, stamp)) = command_owner(rest) {
+            let dir = entry.path();
+            if dead_commands_owner(pid, stamp) && crate::sys::writable(&dir.join("cgroup.kill")) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if kill_all(&dir, left).is_ok() {
+                    remove_tree(&dir);
+                }
             }
             continue;
         }
@@ -474,9 +518,12 @@ mod tests {
         let (Ok(base), Ok(_probe)) = (own_v2_cgroup(), CommandCgroup::create()) else {
             return;
         };
-        let (namespace, start) = own_stamp().split_once('.').unwrap();
-        let (namespace, start): (u64, u64) = (namespace.parse().unwrap(), start.parse().unwrap());
-        assert!(namespace > 0 && start > 0, "{}", own_stamp());
+        let stamp = own_stamp();
+        assert_ne!(stamp, UNKNOWN_STAMP);
+        let parts: Vec<u64> = stamp.split('.').map(|p| p.parse().unwrap()).collect();
+        let [pid_ns, time_ns, start] = parts[..] else {
+            panic!("{stamp}")
+        };
         let me = std::process::id();
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -484,25 +531,23 @@ mod tests {
             .as_nanos()
             % 1_000_000
             + 900_000_000;
-        // Same pid namespace, this pid, another start time: the pid's supervisor is dead.
-        let dead = base.join(format!(
-            "{PREFIX}{me}-command-{unique}-{namespace}.{}",
-            start + 1
-        ));
+        let name = |n: u128, stamp: String| base.join(format!("{PREFIX}{me}-command-{n}-{stamp}"));
+        // Same namespaces, this pid, another start time: the pid's supervisor is dead.
+        let dead = name(unique, format!("{pid_ns}.{time_ns}.{}", start + 1));
         // This very process: alive.
-        let alive = base.join(format!(
-            "{PREFIX}{me}-command-{}-{namespace}.{start}",
-            unique + 1
-        ));
-        // Another pid namespace: cannot be judged from here.
-        let foreign = base.join(format!(
-            "{PREFIX}{me}-command-{}-{}.{}",
+        let alive = name(unique + 1, stamp.to_owned());
+        // Another pid namespace, or another time namespace (whose start times read otherwise):
+        // cannot be judged from here.
+        let foreign = name(
             unique + 2,
-            namespace + 1,
-            start + 1
-        ));
+            format!("{}.{time_ns}.{}", pid_ns + 1, start + 1),
+        );
+        let other_time = name(
+            unique + 3,
+            format!("{pid_ns}.{}.{}", time_ns + 1, start + 1),
+        );
         let mut children = Vec::new();
-        for dir in [&dead, &alive, &foreign] {
+        for dir in [&dead, &alive, &foreign, &other_time] {
             fs::create_dir(dir).unwrap();
             let child = std::process::Command::new("sleep")
                 .arg("60")
@@ -516,13 +561,43 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
         assert!(!dead.exists());
-        for (child, dir) in children[1..].iter_mut().zip([&alive, &foreign]) {
+        for (child, dir) in children[1..]
+            .iter_mut()
+            .zip([&alive, &foreign, &other_time])
+        {
             let running = child.try_wait().unwrap().is_none();
             kill_all(dir, Duration::from_secs(5)).unwrap();
             let _ = child.wait();
             remove_tree(dir);
             assert!(running, "{} was emptied", dir.display());
         }
+    }
+
+    /// Only a command cgroup's name gives an owner; a pid `/proc` cannot tell about is never
+    /// taken for dead, nor a name without a stamp or with a malformed one.
+    #[test]
+    fn a_commands_owner_is_read_from_its_name_and_dead_only_when_certain() {
+        assert_eq!(
+            command_owner("12-command-3-4.5.6"),
+            Some((12, Some("4.5.6")))
+        );
+        assert_eq!(command_owner("12-command-3"), Some((12, None)));
+        assert_eq!(command_owner("12-01M99D15C9C5CX0ZXRCD9X7R4H"), None);
+        assert_eq!(command_owner("12-command-x-4.5.6"), None);
+        assert_eq!(command_owner("x-command-3-4.5.6"), None);
+        let stamp = own_stamp();
+        let (namespaces, _) = stamp.rsplit_once('.').unwrap();
+        let gone = format!("{namespaces}.7");
+        // A pid no process has (beyond `pid_max`).
+        assert!(dead_commands_owner(u32::MAX, Some(&gone)));
+        assert!(!dead_commands_owner(u32::MAX, None));
+        assert!(!dead_commands_owner(u32::MAX, Some("garbage")));
+        assert!(!dead_commands_owner(
+            u32::MAX,
+            Some(&format!("{namespaces}.0"))
+        ));
+        assert!(!dead_commands_owner(std::process::id(), Some(stamp)));
+        assert_eq!(start_time(u32::MAX), Owner::Gone);
     }
 
     #[test]
