@@ -186,7 +186,20 @@ impl LedgerReader {
 
     /// Stored checkpoints (signatures not checked).
     pub fn checkpoint_rows(&mut self) -> Result<Vec<CheckpointRow>> {
-        self.store.checkpoints()
+        let mut rows = Vec::new();
+        self.store.each_checkpoint(&mut |row| {
+            rows.push(row);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Visit every stored checkpoint row, by size, one at a time.
+    pub fn each_checkpoint(
+        &mut self,
+        visit: &mut dyn FnMut(CheckpointRow) -> Result<()>,
+    ) -> Result<()> {
+        self.store.each_checkpoint(visit)
     }
 
     /// The latest checkpoint, signature checked with `key`.

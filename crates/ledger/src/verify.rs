@@ -94,16 +94,12 @@ fn verify_snapshot(reader: &mut LedgerReader, options: &VerifyOptions) -> Result
         ));
     }
 
+    // Each stored checkpoint is opened as it is read: what is kept of it is its size and root
+    // (and the latest whole), not its note.
     let mut targets = Vec::new();
-    let rows = reader.checkpoint_rows()?;
-    if rows.is_empty() {
-        return Err(Error::verify(
-            None,
-            "the ledger has no signed checkpoint (they were deleted)",
-        ));
-    }
     let mut latest = None;
-    for row in &rows {
+    let mut stored = 0usize;
+    reader.each_checkpoint(&mut |row| {
         let signed = SignedCheckpoint::open(&row.note, &key).map_err(|e| {
             Error::verify(
                 row.size.checked_sub(1),
@@ -125,6 +121,14 @@ fn verify_snapshot(reader: &mut LedgerReader, options: &VerifyOptions) -> Result
             external: false,
         });
         latest = Some(signed);
+        stored += 1;
+        Ok(())
+    })?;
+    if stored == 0 {
+        return Err(Error::verify(
+            None,
+            "the ledger has no signed checkpoint (they were deleted)",
+        ));
     }
     let mut against = Vec::new();
     for (i, note) in options.against.iter().enumerate() {
@@ -246,7 +250,7 @@ fn verify_snapshot(reader: &mut LedgerReader, options: &VerifyOptions) -> Result
         key,
         key_source,
         events: size,
-        checkpoints: rows.len(),
+        checkpoints: stored,
         root: walk.frontier.root(),
         latest,
         against,

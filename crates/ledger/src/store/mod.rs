@@ -202,8 +202,10 @@ pub trait Store: Send {
         visit: &mut dyn FnMut(RowRef<'_>) -> Result<bool>,
     ) -> Result<()>;
 
-    /// All checkpoints, by size.
-    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>>;
+    /// Visit every checkpoint, by size, one at a time (a long-lived ledger has millions: they
+    /// are not all held at once). An error from `visit` stops the visit and is returned.
+    fn each_checkpoint(&mut self, visit: &mut dyn FnMut(CheckpointRow) -> Result<()>)
+    -> Result<()>;
 
     /// The checkpoint with the largest size.
     fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>>;

@@ -677,18 +677,31 @@ impl Store for PgStore {
         }
     }
 
-    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>> {
+    fn each_checkpoint(
+        &mut self,
+        visit: &mut dyn FnMut(CheckpointRow) -> Result<()>,
+    ) -> Result<()> {
         if !self.has_table("ledger_checkpoints")? {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let rows = self
-            .client
-            .query(
-                "SELECT size, time, note, kept FROM ledger_checkpoints ORDER BY size",
-                &[],
-            )
-            .map_err(|e| self.err(e))?;
-        rows.iter().map(|r| self.checkpoint_row(r)).collect()
+        // In pages by size, so that millions of them are never all held at once.
+        let stmt = self.stmt(
+            "SELECT size, time, note, kept FROM ledger_checkpoints WHERE size > $1 ORDER BY size LIMIT 4096",
+        )?;
+        let mut after: i64 = -1;
+        loop {
+            let rows = self
+                .client
+                .query(&stmt, &[&after])
+                .map_err(|e| self.err(e))?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.try_get(0).map_err(|e| self.err(e))?;
+            for row in &rows {
+                visit(self.checkpoint_row(row)?)?;
+            }
+        }
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {

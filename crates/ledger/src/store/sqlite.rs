@@ -785,29 +785,33 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>> {
+    fn each_checkpoint(
+        &mut self,
+        visit: &mut dyn FnMut(CheckpointRow) -> Result<()>,
+    ) -> Result<()> {
         if !self.has_table("checkpoints")? {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut stmt = self
             .conn
             .prepare("SELECT size, time, note, kept FROM checkpoints ORDER BY size")
             .map_err(|e| err(&self.path, e))?;
-        let rows: Vec<(i64, String, String, bool)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| err(&self.path, e))?;
-        drop(stmt);
-        rows.into_iter()
-            .map(|(size, time, note, kept)| {
-                Ok(CheckpointRow {
-                    size: from_i64(&self.path, size)?,
-                    time,
-                    note,
-                    kept,
-                })
-            })
-            .collect()
+        let mut rows = stmt.query([]).map_err(|e| err(&self.path, e))?;
+        while let Some(row) = rows.next().map_err(|e| err(&self.path, e))? {
+            let (size, time, note, kept): (i64, String, String, bool) = (
+                row.get(0).map_err(|e| err(&self.path, e))?,
+                row.get(1).map_err(|e| err(&self.path, e))?,
+                row.get(2).map_err(|e| err(&self.path, e))?,
+                row.get(3).map_err(|e| err(&self.path, e))?,
+            );
+            visit(CheckpointRow {
+                size: from_i64(&self.path, size)?,
+                time,
+                note,
+                kept,
+            })?;
+        }
+        Ok(())
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {
