@@ -253,13 +253,25 @@ fn suspicious_repository(dir: &Path, limit: std::time::Duration) -> Option<Strin
         Ok(_) => return Some("whose index names submodules".into()),
         Err(_) => return Some("whose index cannot be read".into()),
     }
-    if let Ok(hooks) = std::fs::read_dir(dir.join("hooks")) {
-        for hook in hooks.flatten().take(10_000) {
-            let name = hook.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".sample") {
-                return Some(format!("with a hook (`{name}`)"));
+    // Every entry is looked at: one that cannot be (a listing cut short, or one that cannot
+    // be read) could hide a hook git runs by its path.
+    match std::fs::read_dir(dir.join("hooks")) {
+        Ok(hooks) => {
+            for (n, hook) in hooks.enumerate() {
+                let Ok(hook) = hook else {
+                    return Some("whose hooks cannot all be read".into());
+                };
+                if n >= 10_000 {
+                    return Some("with more than 10,000 files in `hooks`".into());
+                }
+                let name = hook.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".sample") {
+                    return Some(format!("with a hook (`{name}`)"));
+                }
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return Some("whose hooks cannot be listed".into()),
     }
     let config = dir.join("config");
     match std::fs::symlink_metadata(&config) {
@@ -404,10 +416,18 @@ pub struct GitLayout {
 const OPERATIONS: [&str; 3] = ["rebase-merge", "rebase-apply", "sequencer"];
 
 /// A digest of the files directly in `dir` (names and contents; links and other kinds by
-/// name only), `None` when there is no such directory.
+/// name only), `None` when there is no such directory. A link where the directory should be
+/// is digested by its target's name, never followed (it could lead anywhere on the host).
 fn operation_digest(dir: &Path) -> Option<[u8; 32]> {
-    std::fs::symlink_metadata(dir).ok()?;
+    let meta = std::fs::symlink_metadata(dir).ok()?;
     let mut hasher = Sha256::new();
+    if !meta.is_dir() {
+        hasher.update(b"not a directory\0");
+        if let Ok(target) = std::fs::read_link(dir) {
+            hasher.update(target.as_os_str().as_encoded_bytes());
+        }
+        return Some(hasher.finalize().into());
+    }
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map(|e| e.flatten().take(10_000).collect())
         .unwrap_or_default();
@@ -795,6 +815,111 @@ pub(crate) fn git(workspace: &Path, index: Option<&Path>) -> Command {
     command
 }
 
+/// Most entries an object store may hold for its changes to be read with git.
+const MAX_OBJECT_ENTRIES: usize = 4_000_000;
+
+/// Refuse an object store the task could have turned against the host's git: `objects`, its
+/// fan-out, `pack` and `info` directories that are not real directories, entries in them
+/// that are not regular files (a link to a device git would open, a FIFO it would wait on),
+/// and other stores it lists as alternates that are not the same kind of clean (checked one
+/// level deep: an alternate with alternates of its own is refused).
+fn check_object_store(objects: &Path, follow_alternates: bool) -> Result<(), String> {
+    let refuse = |what: String| {
+        Err(format!(
+            "the repository's object store (`{}`) {what}: what the task changed is not read with git",
+            objects.display()
+        ))
+    };
+    let meta = match std::fs::symlink_metadata(objects) {
+        Ok(meta) => meta,
+        Err(e) => return refuse(format!("cannot be read ({e})")),
+    };
+    if !meta.is_dir() {
+        return refuse("is not a directory".into());
+    }
+    let listing = |dir: &Path| {
+        let shown = dir.display().to_string();
+        std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot list `{shown}`: {e}"))
+            .map(move |entries| {
+                entries.map(move |e| e.map_err(|e| format!("cannot list `{shown}`: {e}")))
+            })
+    };
+    let mut entries = 0usize;
+    let mut count = |what: &str| {
+        entries += 1;
+        if entries > MAX_OBJECT_ENTRIES {
+            Err(format!(
+                "the repository's object store (`{}`) holds more than {MAX_OBJECT_ENTRIES} entries ({what}): what the task changed is not read with git",
+                objects.display()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    for entry in listing(objects)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let fan_out = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !fan_out && name != "pack" && name != "info" {
+            continue;
+        }
+        // The entry's own type: a link is not followed.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return refuse(format!("holds `{name}`, which is not a directory"));
+        }
+        if name == "info" {
+            for list in ["alternates", "http-alternates"] {
+                let path = entry.path().join(list);
+                if std::fs::symlink_metadata(&path).is_err() {
+                    continue;
+                }
+                if !follow_alternates || list == "http-alternates" {
+                    return refuse(format!("lists other stores (`info/{list}`)"));
+                }
+                let Some(text) = crate::files::read_text(&path) else {
+                    return refuse(format!(
+                        "has an `info/{list}` that is not a small text file"
+                    ));
+                };
+                for line in text
+                    .lines()
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                {
+                    check_object_store(&objects.join(line), false)?;
+                }
+            }
+        }
+        // Files git reads (objects, packs, `info/commit-graph`), and in `info` the directory
+        // of a commit-graph chain, itself of files.
+        for inner in listing(&entry.path())? {
+            let inner = inner?;
+            let inner_name = inner.file_name().to_string_lossy().into_owned();
+            count(&name)?;
+            let kind = inner.file_type().ok();
+            if name == "info" && kind.is_some_and(|t| t.is_dir()) {
+                for file in listing(&inner.path())? {
+                    let file = file?;
+                    count(&name)?;
+                    if !file.file_type().is_ok_and(|t| t.is_file()) {
+                        return refuse(format!(
+                            "holds `info/{inner_name}/{}`, which is not a regular file",
+                            file.file_name().to_string_lossy()
+                        ));
+                    }
+                }
+                continue;
+            }
+            if !kind.is_some_and(|t| t.is_file()) {
+                return refuse(format!(
+                    "holds `{name}/{inner_name}`, which is not a regular file"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn git_changes(
     workspace: &Path,
     head: Option<&str>,
@@ -812,13 +937,25 @@ fn git_changes(
             .map_err(|e| format!("cannot copy the git index: {e}"))?;
     }
     let base = head.unwrap_or(EMPTY_TREE);
+    // Git reads the repository's objects and, to add the work tree, writes new ones. The task
+    // could have made the store's directories or files links: to a host directory this git
+    // (often root's) would write its new objects into, or to a device it would open. The
+    // store is checked first; new objects go to the scratch directory, and the repository's
+    // are read through the alternates variable, so nothing is written into the repository.
+    let objects = layout.common_dir.join("objects");
+    check_object_store(&objects, true)?;
+    let new_objects = scratch.path().join("objects");
+    std::fs::create_dir(&new_objects)
+        .map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     let command = || {
         let mut command = git(workspace, Some(&index));
         // The directories found before the task, not whatever its pointers say now.
         command
             .env("GIT_DIR", &layout.git_dir)
             .env("GIT_COMMON_DIR", &layout.common_dir)
-            .env("GIT_WORK_TREE", workspace);
+            .env("GIT_WORK_TREE", workspace)
+            .env("GIT_OBJECT_DIRECTORY", &new_objects)
+            .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &objects);
         command
     };
     // The repository's configuration may be the task's own (a repository a task made with
@@ -1031,6 +1168,46 @@ mod tests {
             .expect("sh")
             .success();
         assert!(ok, "{script}");
+    }
+
+    /// An operation's directory that is a link is digested by where it points, never read
+    /// through (it could lead anywhere on the host). The twin: a real one is read.
+    #[test]
+    fn an_operation_directory_link_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("dir");
+        std::fs::write(real.join("todo"), "1").expect("write");
+        let link = dir.path().join("rebase-merge");
+        std::os::unix::fs::symlink(&real, &link).expect("link");
+        let (linked, direct) = (operation_digest(&link), operation_digest(&real));
+        std::fs::write(real.join("todo"), "2").expect("write");
+        assert_eq!(operation_digest(&link), linked);
+        assert_ne!(operation_digest(&real), direct);
+        assert!(linked.is_some());
+    }
+
+    /// A hook in a repository the task made is found however many sample files come before
+    /// it in the directory's order (the old check looked at the first 10,000 and stopped).
+    /// The twin: 9,000 samples alone are not suspicious.
+    #[test]
+    fn a_hook_hidden_behind_many_samples_is_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        sh(dir.path(), "git init -q && rm -f .git/hooks/*");
+        let limit = std::time::Duration::from_secs(60);
+        let git = dir.path().join(".git");
+        sh(
+            &git.join("hooks"),
+            "for i in $(seq 9000); do : > $i.sample; done",
+        );
+        assert_eq!(suspicious_repository(&git, limit), None);
+        // More than are looked at one by one: suspicious as such, hook or not.
+        sh(
+            &git.join("hooks"),
+            "for i in $(seq 9001 10001); do : > $i.sample; done; echo true > pre-commit",
+        );
+        let found = suspicious_repository(&git, limit).expect("the hook is found");
+        assert!(found.contains("hook"), "{found}");
     }
 
     #[test]

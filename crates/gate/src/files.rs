@@ -16,16 +16,33 @@ pub const GIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// The content of `path` if it is a regular file of at most `max` bytes (`None` otherwise:
 /// a link, a FIFO, a device, a directory, too large).
+///
+/// The file is first opened by `O_PATH`, which reaches no driver, and opened for reading only
+/// once that descriptor is known to be a regular file: a device the task linked to (through a
+/// directory link earlier in the path, which `O_NOFOLLOW` does not cover) is never opened,
+/// and opening some devices acts (a watchdog's reboots the host once closed without its
+/// magic character).
 pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
-    let file = std::fs::OpenOptions::new()
+    let handle = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path);
-    let file = match file {
-        Ok(file) => file,
+    let handle = match handle {
+        Ok(handle) => handle,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         Err(e) => return Err(e),
     };
+    // `O_PATH` with `O_NOFOLLOW` opens a link itself: that is a link, not a file.
+    let meta = handle.metadata()?;
+    if !meta.is_file() || meta.len() > max {
+        return Ok(None);
+    }
+    // The same inode, now for reading.
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
     let meta = file.metadata()?;
     if !meta.is_file() || meta.len() > max {
         return Ok(None);
@@ -275,6 +292,51 @@ mod tests {
         assert_eq!(status.code(), Some(3));
         assert_eq!(seen, b"out\n");
         assert_eq!(errors, b"err\n");
+    }
+
+    /// What is not a regular file is never opened, even through a directory link earlier in
+    /// the path (which `O_NOFOLLOW` alone does not cover): opening a device can act (a
+    /// watchdog reboots the host), and opening a FIFO for reading wakes its writer, which is
+    /// how this test sees an open. The twin: a regular file through the same link is read.
+    #[test]
+    fn a_fifo_or_device_behind_a_directory_link_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("file"), "x").unwrap();
+        let fifo = real.join("fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // A writer waits in `open` until someone opens the FIFO for reading.
+        let (opened_tx, opened) = mpsc::channel();
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&writer_path);
+            let _ = opened_tx.send(());
+            drop(file);
+        });
+        // Time for the writer to be waiting (an open it did not wait for wakes nothing).
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(read_regular(&link.join("fifo"), 10).unwrap(), None);
+        assert_eq!(
+            read_regular(&link.join("file"), 10).unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
+        let woken = opened.recv_timeout(Duration::from_millis(300)).is_ok();
+        // Let the writer go either way.
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        writer.join().unwrap();
+        assert!(!woken, "the FIFO was opened through the directory link");
     }
 
     #[test]

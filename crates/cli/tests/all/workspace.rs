@@ -708,3 +708,101 @@ fn an_unreadable_recovery_record_keeps_tasks_out_of_repositories() {
     std::fs::remove_file(w.state.join("recovery/01DEAD.json")).unwrap();
     assert_eq!(ok(&w.run(None, "echo ran")).trim(), "ran");
 }
+
+/// `remit run --log` in the workspace; the task's records.
+fn run_logged(w: &World, script: &str) -> (std::process::Output, Vec<serde_json::Value>) {
+    let log = w.dir.path().join(format!("{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let out = w
+        .command()
+        .args(["run", "--quiet", "--log"])
+        .arg(&log)
+        .args(["--", "bash", "-c", script])
+        .output()
+        .unwrap();
+    let records = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out, records)
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = walk(dir);
+    names.sort();
+    names
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        out.push(path.display().to_string());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+    }
+    out
+}
+
+/// After a task, remit lists what it changed with git, as the supervisor (often root). The
+/// task could make the repository's object directories links to a host directory, which that
+/// git would write its new objects into: the object store is checked first, and remit's git
+/// writes no object into the repository at all (a scratch store, the repository's read as an
+/// alternate). The twin: a task that only adds a file has its change recorded, and the
+/// repository's object store is exactly as the task left it.
+#[test]
+fn remits_git_writes_nothing_through_links_in_the_object_store() {
+    let w = World::new();
+    git(&w.ws, &["init", "-q"]);
+    std::fs::write(w.ws.join("file.txt"), "one\n").unwrap();
+    git(&w.ws, &["add", "file.txt"]);
+    git(&w.ws, &["commit", "-qm", "one"]);
+
+    // The twin.
+    let before = listing(&w.ws.join(".git/objects"));
+    let (out, records) = run_logged(&w, "echo new > added.txt");
+    ok(&out);
+    let changes = records
+        .iter()
+        .find(|e| e["body"]["kind"] == "file_changes")
+        .expect("a file_changes record");
+    assert_eq!(changes["body"]["added"], 1, "{changes}");
+    assert_eq!(
+        listing(&w.ws.join(".git/objects")),
+        before,
+        "remit's git wrote into the repository's object store"
+    );
+
+    // The attack: every fan-out directory a link to a directory the test owns, outside the
+    // workspace (a host directory root's git would write into).
+    let target = tempfile::tempdir().unwrap();
+    let (out, records) = run_logged(
+        &w,
+        &format!(
+            "cd .git/objects && for d in $(printf '%02x ' $(seq 0 255)); do \
+               if [ -d $d ]; then mv $d $d.real; fi; ln -s {t} $d; done; cd ../..; \
+             echo another > another.txt",
+            t = target.path().display()
+        ),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        listing(target.path()),
+        Vec::<String>::new(),
+        "remit's git wrote through the task's link"
+    );
+    assert!(
+        !records.iter().any(|e| e["body"]["kind"] == "file_changes"),
+        "changes were read through a store the task had made links of"
+    );
+    assert!(
+        show(&out).contains("object store")
+            || records
+                .iter()
+                .any(|e| e.to_string().contains("object store")),
+        "{}",
+        show(&out)
+    );
+}
