@@ -1193,7 +1193,7 @@ impl TaskHost {
             authorized,
             grant,
             &a.args,
-            self.workspace(),
+            (self.workspace(), self.inner.client.git_dirs()),
             self.inner.client.pauser(),
             held,
         )

@@ -58,6 +58,9 @@ pub struct Api {
     pub remit: remit_types::remit::Remit,
     /// Where actions' host commands run.
     pub workspace: PathBuf,
+    /// The workspace's git directories as found before the task, which actions' host
+    /// commands are pinned to (`None`: not a git work tree).
+    pub git_dirs: Option<crate::changes::GitDirs>,
     /// Kill requests go here (with the reason).
     pub kill: mpsc::UnboundedSender<String>,
     /// The supervisor's uid (the task's owner on the host).
@@ -428,7 +431,7 @@ async fn act(api: &Api, body: ActionRequest) -> Response<Body> {
                 &authorized,
                 grant,
                 &body.args,
-                &api.workspace,
+                (&api.workspace, api.git_dirs.as_ref()),
                 &api.pauser,
                 held,
             )

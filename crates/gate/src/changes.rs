@@ -75,6 +75,17 @@ impl Baseline {
         }
     }
 
+    /// The git directory and common directory found before the task, for a git work tree.
+    pub fn git_dirs(&self) -> Option<GitDirs> {
+        match self {
+            Baseline::Git { layout, .. } => Some(GitDirs {
+                git_dir: layout.git_dir.clone(),
+                common_dir: layout.common_dir.clone(),
+            }),
+            Baseline::Files { .. } => None,
+        }
+    }
+
     /// The baseline of a git work tree, if `workspace` is the top of one.
     pub fn git(workspace: &Path) -> Option<Baseline> {
         Baseline::git_with(workspace, None)
@@ -370,6 +381,19 @@ fn git_head(workspace: &Path) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out).trim().to_owned())
         .filter(|s| !s.is_empty())
+}
+
+/// A work tree's git directories as found before its task: what host commands run in it
+/// are pinned to (`GIT_DIR`, `GIT_COMMON_DIR`), so that a pointer the task wrote meanwhile
+/// (`.git/commondir`, a linked work tree's `.git` file) cannot send their git to a
+/// configuration the task wrote, whose programs (`core.sshCommand`, a credential helper)
+/// would run on the host.
+#[derive(Debug, Clone)]
+pub struct GitDirs {
+    /// The git directory.
+    pub git_dir: PathBuf,
+    /// The common directory (the git directory itself, except in a linked work tree).
+    pub common_dir: PathBuf,
 }
 
 /// What of a repository git follows to its configuration, as the task found it. The git

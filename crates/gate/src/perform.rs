@@ -379,7 +379,7 @@ pub async fn run(
     authorized: &Authorized,
     grant: &ActionGrant,
     args: &BTreeMap<String, String>,
-    workspace: &Path,
+    (workspace, git_dirs): (&Path, Option<&crate::changes::GitDirs>),
     pauser: &crate::run::Pauser,
     held: Option<Held>,
 ) -> Result<ActionResult, String> {
@@ -484,6 +484,13 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Its git uses the directories found before the task, whatever pointers the task wrote.
+    if let Some(dirs) = git_dirs {
+        command
+            .env("GIT_DIR", &dirs.git_dir)
+            .env("GIT_COMMON_DIR", &dirs.common_dir)
+            .env("GIT_WORK_TREE", workspace);
+    }
     if let Ok(cgroup) = &cgroup
         && let Err(why) = cgroup.attach(command.as_std_mut())
     {

@@ -926,6 +926,7 @@ impl Task {
             info,
             remit: request.remit.remit.clone(),
             workspace: prepared.spec.workspace.clone(),
+            git_dirs: baseline.git_dirs(),
             kill: kill_tx,
             owner_uid,
             task_uid,
@@ -997,6 +998,7 @@ impl Task {
             pauser: self.pauser.clone(),
             gate: Arc::clone(&self.gate),
             workspace: self.supervision.prepared.spec.workspace.clone(),
+            git_dirs: self.baseline.git_dirs(),
             search: self
                 .supervision
                 .prepared
@@ -1548,6 +1550,7 @@ pub struct TaskClient {
     pauser: Pauser,
     gate: Arc<Gate>,
     workspace: PathBuf,
+    git_dirs: Option<crate::changes::GitDirs>,
     search: String,
     redactor: Option<crate::secrets::LazyScanner>,
 }
@@ -1571,6 +1574,12 @@ impl TaskClient {
     /// The task's workspace.
     pub fn workspace(&self) -> &Path {
         &self.workspace
+    }
+
+    /// The workspace's git directories as found before the task (`None`: not a git work
+    /// tree), which actions' host commands are pinned to.
+    pub fn git_dirs(&self) -> Option<&crate::changes::GitDirs> {
+        self.git_dirs.as_ref()
     }
 
     /// Resolve a program name the way the task's shell would (its `PATH`), or a path

@@ -802,6 +802,7 @@ fn test_api(
         },
         remit: loaded.remit,
         workspace: dir.to_owned(),
+        git_dirs: None,
         kill,
         owner_uid: 0,
         task_uid: None,

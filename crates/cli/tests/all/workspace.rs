@@ -806,3 +806,33 @@ fn remits_git_writes_nothing_through_links_in_the_object_store() {
         show(&out)
     );
 }
+
+/// An action's host command runs git in the workspace while the task runs: a `commondir`
+/// pointer the task wrote would send that git to a configuration the task wrote (whose
+/// `core.sshCommand` or credential helper would run on the host). Host commands are pinned to
+/// the git directories found before the task. The twin: the repository's own configuration
+/// is what the command reads.
+#[test]
+fn an_actions_git_reads_the_repository_not_a_pointer_the_task_planted() {
+    let w = World::new();
+    git(&w.ws, &["init", "-q"]);
+    std::fs::write(w.ws.join("file.txt"), "one\n").unwrap();
+    git(&w.ws, &["add", "file.txt"]);
+    git(&w.ws, &["commit", "-qm", "one"]);
+    git(&w.ws, &["config", "remit.marker", "real"]);
+    let remit = r#"
+[actions.probe]
+bind_workspace = false
+run = ["sh", "-c", "echo marker=$(git config --get remit.marker || echo unset)"]
+"#;
+    let out = w.run(
+        Some(remit),
+        "remit act probe; \
+         mkdir -p evil/objects evil/refs && printf '[remit]\\n\\tmarker = planted\\n' > evil/config && \
+         echo ../evil > .git/commondir && echo planted-pointer; remit act probe",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("planted-pointer"), "{}", show(&out));
+    assert_eq!(text.matches("marker=real").count(), 2, "{}", show(&out));
+    assert!(!text.contains("marker=planted"), "{}", show(&out));
+}
