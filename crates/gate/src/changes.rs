@@ -47,8 +47,9 @@ pub enum Baseline {
         files: BTreeMap<String, (u64, u64, i128)>,
         /// Whether the listing stopped early.
         truncated: bool,
-        /// Whether it had a `.git` (a repository the task makes there is looked at after).
-        had_git: bool,
+        /// The `.git` it had, by identity (device, inode, mode; a link itself, not followed):
+        /// a `.git` the task makes or puts in its place is looked at after.
+        had_git: Option<(u64, u64, u32)>,
     },
 }
 
@@ -62,7 +63,7 @@ impl Baseline {
                 workspace: workspace.to_path_buf(),
                 files,
                 truncated,
-                had_git: std::fs::symlink_metadata(workspace.join(".git")).is_ok(),
+                had_git: dot_git_identity(workspace),
             }
         })
     }
@@ -117,7 +118,7 @@ impl Baseline {
             workspace: workspace.to_path_buf(),
             files,
             truncated,
-            had_git: std::fs::symlink_metadata(workspace.join(".git")).is_ok(),
+            had_git: dot_git_identity(workspace),
         }
     }
 
@@ -152,7 +153,10 @@ impl Baseline {
             files @ Baseline::Files {
                 workspace, had_git, ..
             } => {
-                let notes = if *had_git {
+                // The same `.git` as before (one remit could not use as a repository): the
+                // task's part in it is the listing's. Another one (made, or put in the place
+                // of a link the task could not follow): looked at.
+                let notes = if *had_git == dot_git_identity(workspace) {
                     Vec::new()
                 } else {
                     new_repository(workspace, limit).into_iter().collect()
@@ -246,6 +250,13 @@ fn new_repository(workspace: &Path, limit: std::time::Duration) -> Option<String
             dot.display()
         ),
     })
+}
+
+/// The identity of `<workspace>/.git` (device, inode, mode), not followed; `None` if absent.
+fn dot_git_identity(workspace: &Path) -> Option<(u64, u64, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(workspace.join(".git")).ok()?;
+    Some((meta.dev(), meta.ino(), meta.mode()))
 }
 
 /// What in a git directory the task made would run or redirect git, if anything.
@@ -1192,6 +1203,39 @@ mod tests {
             .expect("sh")
             .success();
         assert!(ok, "{script}");
+    }
+
+    /// A `.git` remit does not use as a repository (here a link) that the task replaces with
+    /// a repository of its own is looked at like one the task made: a hook in it is moved
+    /// aside. The twin: the same `.git` left as it was raises nothing.
+    #[test]
+    fn a_dot_git_put_in_the_place_of_a_link_is_looked_at() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).expect("ws");
+        sh(dir.path(), "git init -q elsewhere");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere/.git"), ws.join(".git"))
+            .expect("link");
+        let limit = std::time::Duration::from_secs(60);
+        let base = Baseline::Files {
+            workspace: ws.clone(),
+            files: BTreeMap::new(),
+            truncated: false,
+            had_git: dot_git_identity(&ws),
+        };
+        assert!(base.changes_within(limit).1.is_empty());
+        sh(
+            &ws,
+            "rm .git && git init -q && echo 'touch owned' > .git/hooks/pre-commit",
+        );
+        let notes = base.changes_within(limit).1;
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("hook") && n.contains("moved")),
+            "{notes:?}"
+        );
+        assert!(!ws.join(".git").exists());
     }
 
     /// An operation's directory that is a link is digested by where it points, never read
