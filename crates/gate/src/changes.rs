@@ -1059,15 +1059,6 @@ fn git_changes(
     // Ignored files (build output, caches) are left out: they can be huge, and a change to
     // `.gitignore` itself is in the diff.
     run(&["add", "--all", "--", "."])?;
-    let names = run(&[
-        "diff",
-        "--cached",
-        "--no-renames",
-        "--name-status",
-        "-z",
-        base,
-        "--",
-    ])?;
     let mut changes = FileChanges {
         added: 0,
         modified: 0,
@@ -1076,15 +1067,48 @@ fn git_changes(
         paths: Vec::new(),
         paths_omitted: 0,
     };
-    let mut fields = names.split(|b| *b == 0).filter(|f| !f.is_empty());
-    while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
-        match status.first() {
-            Some(b'A') => changes.added += 1,
-            Some(b'D') => changes.deleted += 1,
-            _ => changes.modified += 1,
-        }
-        push_path(&mut changes, String::from_utf8_lossy(path).into_owned());
-    }
+    // `<status>\0<path>\0…`, read as it streams: a task can change millions of paths, and
+    // only the first `MAX_PATHS` are kept (a field is cut at 64 KiB, beyond any real path).
+    let mut field: Vec<u8> = Vec::new();
+    let mut status: Option<u8> = None;
+    run_into(
+        &[
+            "diff",
+            "--cached",
+            "--no-renames",
+            "--name-status",
+            "-z",
+            base,
+            "--",
+        ],
+        &mut |bytes| {
+            for part in bytes.split_inclusive(|b| *b == 0) {
+                let (text, ends) = match part.split_last() {
+                    Some((0, text)) => (text, true),
+                    _ => (part, false),
+                };
+                if field.len() < 1 << 16 {
+                    let room = (1 << 16) - field.len();
+                    field.extend_from_slice(&text[..text.len().min(room)]);
+                }
+                if !ends {
+                    continue;
+                }
+                match status.take() {
+                    None => status = Some(field.first().copied().unwrap_or(b'M')),
+                    Some(kind) => {
+                        match kind {
+                            b'A' => changes.added += 1,
+                            b'D' => changes.deleted += 1,
+                            _ => changes.modified += 1,
+                        }
+                        push_path(&mut changes, String::from_utf8_lossy(&field).into_owned());
+                    }
+                }
+                field.clear();
+            }
+        },
+    )?;
     // Stream the diff through the hash: it can be large.
     let mut hasher = Sha256::new();
     run_into(
