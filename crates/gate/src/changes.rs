@@ -270,11 +270,6 @@ fn suspicious_repository(dir: &Path, limit: std::time::Duration) -> Option<Strin
     if std::fs::symlink_metadata(dir.join("modules")).is_ok() {
         return Some("with submodule repositories (`modules/`)".into());
     }
-    match crate::submodules::gitlinks(dir.parent().unwrap_or(dir), dir, &dir.join("config")) {
-        Ok(links) if links.is_empty() => {}
-        Ok(_) => return Some("whose index names submodules".into()),
-        Err(_) => return Some("whose index cannot be read".into()),
-    }
     // Every entry is looked at: one that cannot be (a listing cut short, or one that cannot
     // be read) could hide a hook git runs by its path.
     match std::fs::read_dir(dir.join("hooks")) {
@@ -295,6 +290,21 @@ fn suspicious_repository(dir: &Path, limit: std::time::Duration) -> Option<Strin
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(_) => return Some("whose hooks cannot be listed".into()),
     }
+    // The configuration before the index: reading an index in a format remit's parser does
+    // not know runs `git ls-files`, which must not run with a configuration the task wrote.
+    if let Some(why) = suspicious_config(dir, limit) {
+        return Some(why);
+    }
+    match crate::submodules::gitlinks(dir.parent().unwrap_or(dir), dir, &dir.join("config")) {
+        Ok(links) if links.is_empty() => None,
+        Ok(_) => Some("whose index names submodules".into()),
+        Err(_) => Some("whose index cannot be read".into()),
+    }
+}
+
+/// What in the configuration of a git directory the task made would run or redirect git, if
+/// anything (`None` as well when it has none).
+fn suspicious_config(dir: &Path, limit: std::time::Duration) -> Option<String> {
     let config = dir.join("config");
     match std::fs::symlink_metadata(&config) {
         Err(_) => return None,
@@ -1260,6 +1270,55 @@ mod tests {
             "{notes:?}"
         );
         assert!(!ws.join(".git").exists());
+    }
+
+    /// A repository the task made is judged by its configuration before its index is read: an
+    /// index this reader does not know makes remit run `git ls-files`, which reads that
+    /// configuration with its includes. Here an include names a FIFO whose waiting writer
+    /// shows whether git opened it. The twin: the configuration is what is reported.
+    #[test]
+    fn a_task_made_repositorys_configuration_is_judged_before_git_reads_its_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        sh(
+            dir.path(),
+            "mkfifo fifo && mkdir ws && cd ws && git init -q",
+        );
+        let git = dir.path().join("ws/.git");
+        sh(
+            &git,
+            &format!("git config --file config include.path {}", fifo.display()),
+        );
+        // An index of a version this reader does not parse.
+        let mut index = b"DIRC\0\0\0\x05\0\0\0\0".to_vec();
+        index.extend_from_slice(&[0; 20]);
+        std::fs::write(git.join("index"), index).expect("index");
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&writer_path);
+            let _ = opened_tx.send(());
+            drop(file);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let why = suspicious_repository(&git, std::time::Duration::from_secs(10));
+        let woken = opened
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_ok();
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+        }
+        writer.join().expect("writer");
+        assert!(
+            !woken,
+            "git read the task's configuration, includes and all"
+        );
+        let why = why.expect("suspicious");
+        assert!(why.contains("configuration"), "{why}");
     }
 
     /// An operation's directory that is a link is digested by where it points, never read
