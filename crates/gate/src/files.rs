@@ -43,10 +43,6 @@ pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
-    let meta = file.metadata()?;
-    if !meta.is_file() || meta.len() > max {
-        return Ok(None);
-    }
     let mut data = Vec::with_capacity(meta.len() as usize);
     file.take(max + 1).read_to_end(&mut data)?;
     Ok((data.len() as u64 <= max).then_some(data))
@@ -266,6 +262,30 @@ pub(crate) fn assert_user_status_runs_nothing(dir: &Path, marker: &Path) {
     );
 }
 
+/// Whether `during` opened the FIFO at `fifo` (for reading, or at all): a writer waits in
+/// `open` until someone does, and is woken by it. For tests of what must never be opened.
+#[cfg(test)]
+pub(crate) fn fifo_opened_during(fifo: &Path, during: impl FnOnce()) -> bool {
+    let (opened_tx, opened) = mpsc::channel();
+    let writer_path = fifo.to_owned();
+    let writer = std::thread::spawn(move || {
+        let file = std::fs::OpenOptions::new().write(true).open(&writer_path);
+        let _ = opened_tx.send(());
+        drop(file);
+    });
+    // Time for the writer to be waiting (an open it did not wait for wakes nothing).
+    std::thread::sleep(Duration::from_millis(200));
+    during();
+    let woken = opened.recv_timeout(Duration::from_millis(300)).is_ok();
+    // Let the writer go either way.
+    let _ = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo);
+    let _ = writer.join();
+    woken
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -314,28 +334,13 @@ mod tests {
         );
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        // A writer waits in `open` until someone opens the FIFO for reading.
-        let (opened_tx, opened) = mpsc::channel();
-        let writer_path = fifo.clone();
-        let writer = std::thread::spawn(move || {
-            let file = std::fs::OpenOptions::new().write(true).open(&writer_path);
-            let _ = opened_tx.send(());
-            drop(file);
+        let woken = fifo_opened_during(&fifo, || {
+            assert_eq!(read_regular(&link.join("fifo"), 10).unwrap(), None);
         });
-        // Time for the writer to be waiting (an open it did not wait for wakes nothing).
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(read_regular(&link.join("fifo"), 10).unwrap(), None);
         assert_eq!(
             read_regular(&link.join("file"), 10).unwrap().as_deref(),
             Some(&b"x"[..])
         );
-        let woken = opened.recv_timeout(Duration::from_millis(300)).is_ok();
-        // Let the writer go either way.
-        let _ = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo);
-        writer.join().unwrap();
         assert!(!woken, "the FIFO was opened through the directory link");
     }
 

@@ -411,10 +411,17 @@ fn dead_commands_owner(pid: u32, stamp: Option<&str>) -> bool {
 /// cgroups, beside this process's own (see [`collect_stale`]). Nothing where the host has no
 /// unified hierarchy. Task starts call it when they find tasks whose supervisor died.
 pub fn collect_dead() {
+    // Once is enough at a start: a task's freezer, made earlier, already collected.
+    if COLLECTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     if let Ok(base) = own_v2_cgroup() {
         collect_stale(&base);
     }
 }
+
+/// Whether this process has collected already.
+static COLLECTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The longest one collection waits for what it killed to be gone, over all the cgroups it
 /// empties (what is not gone by then is removed by a later one).
@@ -431,6 +438,7 @@ const COLLECT_WAIT: Duration = Duration::from_secs(1);
 /// left in it is killed (where this process may: `cgroup.kill` writable) before it is
 /// removed; otherwise it is left alone, even empty (its owner may be about to use it).
 fn collect_stale(base: &Path) {
+    COLLECTED.store(true, std::sync::atomic::Ordering::Relaxed);
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };

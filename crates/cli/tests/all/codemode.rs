@@ -580,10 +580,8 @@ push = ["refs/heads/remit/*"]
     assert_eq!(outcomes[0]["body"]["kind"], "effect_performed");
 }
 
-#[test]
-fn actions_wait_for_a_human() {
-    let w = World::new();
-    let remit = r#"
+/// A `publish` action a human must approve, which touches `published-<tag>`.
+const PUBLISH_ON_APPROVAL: &str = r#"
 [approvals]
 timeout = "2m"
 
@@ -592,6 +590,11 @@ args = ["tag"]
 run = ["touch", "published-{tag}"]
 approve = true
 "#;
+
+#[test]
+fn actions_wait_for_a_human() {
+    let w = World::new();
+    let remit = PUBLISH_ON_APPROVAL;
     let path = script(
         &w,
         "act.ts",
@@ -611,12 +614,7 @@ approve = true
         .unwrap()
         .to_owned();
     assert!(!w.ws.join("published-v1").exists());
-    let out = w
-        .command()
-        .args(["approvals", "approve", &id])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    w.approve(&id);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(report(&out)["report"]["result"]["status"], "performed");
@@ -629,15 +627,7 @@ approve = true
 #[test]
 fn programs_asked_for_while_the_task_is_held_are_refused_at_once() {
     let w = World::new();
-    let remit = r#"
-[approvals]
-timeout = "2m"
-
-[actions.publish]
-args = ["tag"]
-run = ["touch", "published-{tag}"]
-approve = true
-"#;
+    let remit = PUBLISH_ON_APPROVAL;
     let path = script(
         &w,
         "held.ts",
@@ -668,12 +658,7 @@ approve = true
         .unwrap()
         .to_owned();
     std::thread::sleep(Duration::from_millis(500));
-    let out = w
-        .command()
-        .args(["approvals", "approve", &id])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    w.approve(&id);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     let result = &report(&out)["report"]["result"];

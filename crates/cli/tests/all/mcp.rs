@@ -527,12 +527,7 @@ approve = true
             .unwrap()
             .contains(&format!("remit approvals approve {id}"))
     );
-    let out = w
-        .command()
-        .args(["approvals", "approve", &id])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    w.approve(&id);
     let r = raw.call(4, "exec", json!({"argv": ["./deploy.sh"]}));
     assert_eq!(
         r["result"]["structuredContent"]["stdout"], "deployed\n",
@@ -609,14 +604,7 @@ fn an_approval_can_be_waited_for() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(
-        w.command()
-            .args(["approvals", "approve", &id])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    w.approve(&id);
     let r = raw.answer(1);
     assert_eq!(
         r["result"]["structuredContent"]["status"], "performed",

@@ -15,6 +15,17 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// Approve `id` from the host, as a human would; it must succeed.
+    #[track_caller]
+    pub(crate) fn approve(&self, id: &str) {
+        let out = self
+            .command()
+            .args(["approvals", "approve", id])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
+
     /// The first approval `remit approvals list --json` (with `more` options, `--all` for
     /// decided ones too) shows that `matches`, waited for up to 60 s.
     pub(crate) fn approval_where(

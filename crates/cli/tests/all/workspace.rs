@@ -728,21 +728,17 @@ fn run_logged(w: &World, script: &str) -> (std::process::Output, Vec<serde_json:
     (out, records)
 }
 
+/// Every path under `dir`, sorted.
 fn listing(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = walk(dir);
-    names.sort();
-    names
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         out.push(path.display().to_string());
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(walk(&path));
+            out.extend(listing(&path));
         }
     }
+    out.sort();
     out
 }
 
