@@ -52,8 +52,12 @@ pub struct RequestRecord {
     pub intercepted: bool,
     /// Status sent to the task.
     pub status: u16,
-    /// Set when the request was refused.
+    /// Set when the request was refused (before or after it was sent: see `sent`).
     pub denied: Option<Denial>,
+    /// Whether the request was handed to the origin's connection: its head, and perhaps part
+    /// or all of its body, may have reached the origin, whatever happened after (a refusal
+    /// of what the body or the answer held, a broken connection).
+    pub sent: bool,
     /// The address the proxy connected to.
     pub upstream: Option<SocketAddr>,
     /// Protocol towards the origin (`http/1.1`, `h2`).

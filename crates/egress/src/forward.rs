@@ -419,6 +419,7 @@ pub(crate) async fn handle<G: EgressGate>(
             intercepted: target.intercepted,
             status: 0,
             denied: None,
+            sent: false,
             upstream: None,
             protocol: None,
             credentials: Vec::new(),
@@ -655,6 +656,15 @@ async fn pipeline<G: EgressGate>(
     // What else the request is: a git push, a registry upload.
     let bare_path = path.split('?').next().unwrap_or(&path).to_owned();
     let is_push = method == "POST" && bare_path.ends_with("/git-receive-pack");
+    // A git service's path written so that only some servers route it as one (a `;`
+    // parameter, an encoded separator) would pass as a plain request, past every git rule.
+    if git_repository(&bare_path).is_none() && git_repository(&loose_path(&bare_path)).is_some() {
+        return Err(ctx.deny(
+            StatusCode::FORBIDDEN,
+            "egress.git",
+            "a git service's path must be written plainly: no `;` parameters and no encoded `/` or `\\`",
+        ));
+    }
     // A remit git token on a git request: checked for this repository before anything
     // leaves (a push's refs are checked with its commands, below).
     let git_token = match git_tokens_of(&parts.headers) {
@@ -951,6 +961,8 @@ async fn pipeline<G: EgressGate>(
     let scheme = target.scheme();
     let request_method = parts.method.clone();
     let upstream_path = path.clone();
+    let sending = Arc::clone(&ctx.guard);
+    // Called when the origin's connection is ready, right before the request goes out.
     let make = move |h2: bool| -> Result<Request<ProxyBody>, UpstreamError> {
         let uri = if h2 {
             format!("{scheme}://{authority}{upstream_path}")
@@ -970,6 +982,9 @@ async fn pipeline<G: EgressGate>(
         *request.headers_mut() = headers;
         if !h2 && let Ok(value) = HeaderValue::from_str(&authority) {
             request.headers_mut().insert(header::HOST, value);
+        }
+        if let Ok(mut record) = sending.record.lock() {
+            record.sent = true;
         }
         Ok(request)
     };
@@ -1208,7 +1223,10 @@ async fn decide_push<G: EgressGate>(
         // The pack's commits tell a fast-forward from a force push; a pack that cannot be
         // read leaves every update that needs it counted as forced.
         let pack = body.slice(at.min(body.len())..);
-        let commits = off_the_workers(pack.len(), move || {
+        // The work is what the pack may inflate to, not its length: a small pack may be a
+        // zlib bomb (bounded by `pack_inflate_budget`, but not small enough to run inline).
+        let work = usize::try_from(git::pack_inflate_budget(pack.len())).unwrap_or(usize::MAX);
+        let commits = off_the_workers(work, move || {
             git::pack_commits(&pack, sha256, 16 << 20).ok()
         })
         .await;
@@ -1384,6 +1402,17 @@ fn git_token_in(value: &str) -> Option<String> {
 
 /// The repository path of a git smart-HTTP request path (`/acme/widgets.git/info/refs` gives
 /// `/acme/widgets.git`); `None` for anything else.
+/// `path` (canonical, without its query) as servers that drop each segment's `;` parameters
+/// and decode `%2F` and `%5C` before routing see it.
+fn loose_path(path: &str) -> String {
+    path.replace("%2F", "/")
+        .replace("%5C", "/")
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn git_repository(bare_path: &str) -> Option<&str> {
     ["/info/refs", "/git-upload-pack", "/git-receive-pack"]
         .iter()
@@ -1394,6 +1423,32 @@ fn git_repository(bare_path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A git service's path in disguise: plain to the policy, a git service to servers that
+    /// drop path parameters (Jetty) or decode separators before routing.
+    #[test]
+    fn git_services_in_disguise_are_seen_through() {
+        for disguised in [
+            "/acme/widgets.git/git-receive-pack;x=1",
+            "/acme/widgets.git%2Fgit-receive-pack",
+            "/acme/widgets.git%5Cgit-upload-pack",
+            "/acme/widgets.git/info;v=1/refs",
+        ] {
+            assert_eq!(git_repository(disguised), None, "{disguised}");
+            assert!(
+                git_repository(&loose_path(disguised)).is_some(),
+                "{disguised}"
+            );
+        }
+        // Harmless twins: plain git paths, and paths that are no git service however read.
+        assert_eq!(
+            git_repository("/acme/widgets.git/git-receive-pack"),
+            Some("/acme/widgets.git")
+        );
+        for plain in ["/a;b/c", "/docs%2Fgit-receive-pack-notes", "/info/refs-old"] {
+            assert_eq!(git_repository(&loose_path(plain)), None, "{plain}");
+        }
+    }
 
     #[test]
     fn git_tokens_are_found_in_bearer_and_basic_authorization() {

@@ -13,6 +13,7 @@
 //! objects outside the pack (thin packs do this for trees and blobs, rarely for commits).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
 
 use flate2::{Decompress, FlushDecompress, Status};
 use sha1::Digest as _;
@@ -241,9 +242,43 @@ const COMMIT: u8 = 1;
 const OFS_DELTA: u8 = 6;
 const REF_DELTA: u8 = 7;
 
+/// An object read from a pack: its type, and its content if it is a commit.
+type Object = (u8, Option<Rc<[u8]>>);
+
+/// Bytes of commits one pack may rebuild in all, each kept once (a commit made of a delta
+/// counts its whole size: a delta of a few bytes may copy megabytes from its base).
+pub const MAX_PACK_COMMIT_BYTES: usize = 64 << 20;
+
+/// What inflating a pack of `len` bytes may produce in all (every object is inflated to find
+/// where the next one starts): 64 MiB, and 64 bytes for each byte of the pack. A pack that
+/// inflates past it (a zlib bomb) is not read; its updates count as forced.
+pub fn pack_inflate_budget(len: usize) -> u64 {
+    (64u64 << 20).saturating_add(u64::try_from(len).unwrap_or(u64::MAX).saturating_mul(64))
+}
+
 /// Read the commits of a pack (v2 or v3). `sha256` when the repository uses SHA-256 ids.
-/// Objects are inflated one at a time; only commits are kept.
+/// Objects are inflated one at a time; only commits are kept, each once and at most
+/// `max_object` bytes, [`MAX_PACK_COMMIT_BYTES`] in all; everything inflated counts against
+/// [`pack_inflate_budget`].
 pub fn pack_commits(pack: &[u8], sha256: bool, max_object: usize) -> Result<PackCommits, GitError> {
+    pack_commits_within(
+        pack,
+        sha256,
+        max_object,
+        pack_inflate_budget(pack.len()),
+        MAX_PACK_COMMIT_BYTES,
+    )
+}
+
+/// [`pack_commits`] with the pack's budgets given: `inflate_left` bytes inflated in all,
+/// `commits_left` bytes of commits kept.
+fn pack_commits_within(
+    pack: &[u8],
+    sha256: bool,
+    max_object: usize,
+    mut inflate_left: u64,
+    mut commits_left: usize,
+) -> Result<PackCommits, GitError> {
     let bad = |why: &str| GitError::Pack(why.to_owned());
     if pack.len() < 12 || &pack[..4] != b"PACK" {
         return Err(bad("no `PACK` header"));
@@ -255,9 +290,9 @@ pub fn pack_commits(pack: &[u8], sha256: bool, max_object: usize) -> Result<Pack
     let count = u32::from_be_bytes([pack[8], pack[9], pack[10], pack[11]]);
     let id_len = if sha256 { 32 } else { 20 };
     let mut at = 12usize;
-    // Offset → (type, content if a commit).
-    let mut by_offset: HashMap<usize, (u8, Option<Vec<u8>>)> = HashMap::new();
-    let mut by_id: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    // Offset → (type, content if a commit); a commit's content is shared, never copied.
+    let mut by_offset: HashMap<usize, Object> = HashMap::new();
+    let mut by_id: HashMap<Vec<u8>, Rc<[u8]>> = HashMap::new();
     let mut out = PackCommits::default();
     for _ in 0..count {
         let start = at;
@@ -276,7 +311,7 @@ pub fn pack_commits(pack: &[u8], sha256: bool, max_object: usize) -> Result<Pack
             shift += 7;
         }
         let size = usize::try_from(size).map_err(|_| bad("object size too large"))?;
-        let base: Option<(u8, Option<Vec<u8>>)> = match kind {
+        let base: Option<Object> = match kind {
             OFS_DELTA => {
                 let mut byte = *pack.get(at).ok_or_else(|| bad("truncated delta offset"))?;
                 at += 1;
@@ -303,7 +338,7 @@ pub fn pack_commits(pack: &[u8], sha256: bool, max_object: usize) -> Result<Pack
                 at += id_len;
                 // A base outside the pack (thin pack) is unknown: type 0.
                 Some(match by_id.get(id) {
-                    Some(content) => (COMMIT, Some(content.clone())),
+                    Some(content) => (COMMIT, Some(Rc::clone(content))),
                     None => (0, None),
                 })
             }
@@ -314,14 +349,19 @@ pub fn pack_commits(pack: &[u8], sha256: bool, max_object: usize) -> Result<Pack
             None => kind == COMMIT,
             Some((base_kind, _)) => *base_kind == COMMIT,
         };
-        let limit = if keep { max_object } else { usize::MAX };
-        let (data, used) = inflate(&pack[at..], size, keep, limit)?;
+        let limit = if keep {
+            max_object.min(commits_left)
+        } else {
+            usize::MAX
+        };
+        let (data, used) = inflate(&pack[at..], size, keep, limit, &mut inflate_left)?;
         at += used;
         let (object_kind, content) = match base {
             None => (kind, data),
             Some((base_kind, base_content)) => match (base_kind, base_content, data) {
                 (COMMIT, Some(base), Some(delta)) => {
-                    (COMMIT, Some(apply_delta(&base, &delta, max_object)?))
+                    let limit = max_object.min(commits_left);
+                    (COMMIT, Some(apply_delta(&base, &delta, limit)?))
                 }
                 (k, _, _) => (k, None),
             },
@@ -329,9 +369,11 @@ pub fn pack_commits(pack: &[u8], sha256: bool, max_object: usize) -> Result<Pack
         if object_kind == COMMIT
             && let Some(content) = content
         {
+            commits_left = commits_left.saturating_sub(content.len());
+            let content: Rc<[u8]> = content.into();
             let id = object_id("commit", &content, sha256);
             out.parents.insert(hex(&id), commit_parents(&content));
-            by_id.insert(id, content.clone());
+            by_id.insert(id, Rc::clone(&content));
             by_offset.insert(start, (COMMIT, Some(content)));
         } else {
             by_offset.insert(start, (object_kind, None));
@@ -342,17 +384,25 @@ pub fn pack_commits(pack: &[u8], sha256: bool, max_object: usize) -> Result<Pack
 
 /// Inflate one zlib stream of `size` bytes from the start of `input`; returns the data (if
 /// `keep`) and how many input bytes the stream used.
+/// `left` is what the whole pack may still inflate to.
 fn inflate(
     input: &[u8],
     size: usize,
     keep: bool,
     limit: usize,
+    left: &mut u64,
 ) -> Result<(Option<Vec<u8>>, usize), GitError> {
     if keep && size > limit {
         return Err(GitError::Pack(format!(
             "a commit of {size} bytes is larger than remit reads"
         )));
     }
+    if u64::try_from(size).map_or(true, |s| s > *left) {
+        return Err(GitError::Pack(
+            "the pack inflates to more than remit reads".into(),
+        ));
+    }
+    *left -= size as u64;
     let mut z = Decompress::new(true);
     let mut out = Vec::with_capacity(if keep { size } else { 0 });
     let mut scratch = vec![0u8; 64 * 1024];
@@ -412,8 +462,13 @@ fn apply_delta(base: &[u8], delta: &[u8], limit: usize) -> Result<Vec<u8>, GitEr
     };
     let base_size = varint(&mut at)?;
     let result_size = varint(&mut at)?;
-    if base_size != base.len() || result_size > limit {
+    if base_size != base.len() {
         return Err(bad());
+    }
+    if result_size > limit {
+        return Err(GitError::Pack(
+            "a commit rebuilt from a delta is larger than remit reads".into(),
+        ));
     }
     let mut out = Vec::with_capacity(result_size);
     while at < delta.len() {
@@ -678,6 +733,117 @@ mod tests {
         assert_eq!(apply_delta(b"hello world", &delta, 100).unwrap(), b"hello!");
         assert!(apply_delta(b"hello", &delta, 100).is_err());
         assert!(apply_delta(b"hello world", &[11, 6, 0], 100).is_err());
+    }
+
+    /// A pack object's header: its type and size.
+    fn object_header(kind: u8, size: usize) -> Vec<u8> {
+        let mut out = vec![(kind << 4) | (size & 0x0f) as u8];
+        let mut rest = size >> 4;
+        while rest != 0 {
+            *out.last_mut().unwrap() |= 0x80;
+            out.push((rest & 0x7f) as u8);
+            rest >>= 7;
+        }
+        out
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    /// An `OFS_DELTA`'s distance back to its base, as git writes it.
+    fn base_distance(mut n: usize) -> Vec<u8> {
+        let mut out = vec![(n & 0x7f) as u8];
+        n >>= 7;
+        while n != 0 {
+            n -= 1;
+            out.push(0x80 | (n & 0x7f) as u8);
+            n >>= 7;
+        }
+        out.reverse();
+        out
+    }
+
+    fn delta_size(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// A pack of one commit of `size` bytes and `deltas` deltas that each rebuild all of it
+    /// from a few bytes (copies of 64 KiB from the base).
+    fn pack_of_copies(size: usize, deltas: usize) -> Vec<u8> {
+        let mut content = format!(
+            "tree {}\nauthor a <a@b> 0 +0000\ncommitter a <a@b> 0 +0000\n\n",
+            "a".repeat(40)
+        )
+        .into_bytes();
+        content.resize(size, b'x');
+        let mut pack = b"PACK\0\0\0\x02".to_vec();
+        pack.extend_from_slice(&u32::try_from(1 + deltas).unwrap().to_be_bytes());
+        let base_at = pack.len();
+        pack.extend(object_header(COMMIT, size));
+        pack.extend(zlib(&content));
+        let mut delta = delta_size(size);
+        delta.extend(delta_size(size));
+        for chunk in 0..size / 0x10000 {
+            // Copy 64 KiB (no size bytes) from offset chunk × 64 KiB (four offset bytes).
+            delta.push(0x8f);
+            delta.extend_from_slice(&u32::try_from(chunk * 0x10000).unwrap().to_le_bytes());
+        }
+        for _ in 0..deltas {
+            let at = pack.len();
+            pack.extend(object_header(OFS_DELTA, delta.len()));
+            pack.extend(base_distance(at - base_at));
+            pack.extend(zlib(&delta));
+        }
+        pack
+    }
+
+    /// A few bytes of delta may stand for megabytes of commit: what a pack's commits may hold
+    /// is counted in all, each kept once, or a small push exhausts the supervisor's memory.
+    #[test]
+    fn a_pack_of_deltas_cannot_grow_past_its_budget() {
+        let size = 256 << 10;
+        // The harmless twin: a commit rebuilt a few times, within the budget.
+        let pack = pack_of_copies(size, 3);
+        let commits = pack_commits_within(&pack, false, size, 1 << 30, 4 * size).unwrap();
+        assert_eq!(commits.len(), 1);
+        // The attack: each delta (about 40 bytes once compressed) rebuilds the whole commit.
+        let pack = pack_of_copies(size, 64);
+        assert!(pack.len() < 16 << 10, "{}", pack.len());
+        let err = pack_commits_within(&pack, false, size, 1 << 30, 4 * size).unwrap_err();
+        assert!(err.to_string().contains("larger than remit reads"), "{err}");
+    }
+
+    /// A blob need not be kept, but it is inflated to find the next object: a zlib bomb is
+    /// refused once the pack has inflated to its budget.
+    #[test]
+    fn a_pack_that_inflates_past_its_budget_is_not_read() {
+        let blob = vec![0u8; 4 << 20];
+        let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
+        pack.extend(object_header(3, blob.len()));
+        pack.extend(zlib(&blob));
+        assert!(pack.len() < 64 << 10);
+        let err = pack_commits_within(&pack, false, 1 << 20, 1 << 20, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("inflates to more than"), "{err}");
+        // The harmless twin: the same pack within a budget that holds it.
+        assert!(
+            pack_commits_within(&pack, false, 1 << 20, 8 << 20, 1 << 20)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(pack_inflate_budget(pack.len()) >= 64 << 20);
     }
 
     #[test]

@@ -239,8 +239,9 @@ pub struct Limits {
     /// Bytes of request bodies held for inspection at once, across every connection of the
     /// task (each counted as read, and its inflated copy while it is inspected); a request
     /// that would pass it while other bodies hold part of it gets `503` and may be retried,
-    /// one it could never hold gets `413`. Bounds the proxy's memory however many bodies
-    /// arrive together. Default: 512 MiB.
+    /// one it could never hold gets `413`. Bounds the memory of bodies read for inspection
+    /// however many arrive together (what HTTP/2 flow control lets a connection send ahead,
+    /// up to 8 MiB, is per connection). Default: 512 MiB.
     pub max_inspected_total: usize,
     /// Idle connections kept per origin for reuse. Default: 8.
     pub max_idle_per_origin: usize,

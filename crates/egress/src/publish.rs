@@ -40,6 +40,8 @@ pub(crate) struct Endpoints(Vec<Endpoint>);
 pub(crate) struct Candidate {
     pub(crate) endpoint: Endpoint,
     pub(crate) captures: BTreeMap<String, String>,
+    /// The request's `Content-Type` (a multipart form's boundary is there).
+    pub(crate) content_type: String,
 }
 
 impl Endpoints {
@@ -74,6 +76,7 @@ impl Endpoints {
                 out.push(Candidate {
                     endpoint: endpoint.clone(),
                     captures,
+                    content_type: content_type.to_owned(),
                 });
             }
         }
@@ -114,7 +117,7 @@ impl Candidate {
         let mut version = self.captures.get("version").map(decode);
         let (p, v) = match self.endpoint.package.as_deref() {
             Some("npm-json") => npm_json(body)?,
-            Some("pypi-form") => (form_field(body, "name"), form_field(body, "version")),
+            Some("pypi-form") => pypi_form(&self.content_type, body)?,
             Some("crates-json") => crates_json(body),
             _ => (None, None),
         };
@@ -336,7 +339,8 @@ fn npm_json(body: &[u8]) -> Result<(Option<String>, Option<String>), String> {
                 "the upload lists more than {MAX_VERSION_KEYS} versions; remit cannot tell which one it publishes"
             )),
         },
-        None => Ok((None, None)),
+        // A registry that reads it would publish something remit cannot name.
+        None => Err("the upload is not JSON remit can read".into()),
     }
 }
 
@@ -356,19 +360,143 @@ fn crates_json(body: &[u8]) -> (Option<String>, Option<String>) {
     }
 }
 
-/// The value of a multipart form field (`name="<field>"`), short text only.
-fn form_field(body: &[u8], field: &str) -> Option<String> {
-    let marker = format!("name=\"{field}\"");
-    let at = body
-        .windows(marker.len())
-        .position(|w| w == marker.as_bytes())?
-        + marker.len();
-    let rest = body.get(at..)?;
-    let start = rest.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let value = rest.get(start..)?;
-    let end = value.windows(2).position(|w| w == b"\r\n")?;
-    let text = String::from_utf8_lossy(value.get(..end.min(256))?).into_owned();
-    Some(text)
+/// Package and version of a PyPI upload (`multipart/form-data`), read part by part as the
+/// registry's form parser reads them: the boundary from `content_type`, each part's name
+/// from its `Content-Disposition`. `Err` when the form cannot be told for certain: no
+/// boundary, a `name` or `version` part given twice (or named with `name*`), a value that
+/// is no plain package name or version. A delimiter is taken after a bare LF too, so a part
+/// a stricter parser sees is never missed (at worst one more is seen, and a second `name`
+/// refuses the upload).
+fn pypi_form(content_type: &str, body: &[u8]) -> Result<(Option<String>, Option<String>), String> {
+    let boundary = header_param(content_type, "boundary")
+        .filter(|b| !b.is_empty() && b.len() <= 200)
+        .ok_or("the upload's `Content-Type` names no multipart boundary")?;
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    // Where each delimiter line starts: at the start of the body or after a line feed.
+    let mut starts = Vec::new();
+    let mut from = 0;
+    while let Some(at) = find(&body[from..], delimiter).map(|i| from + i) {
+        if at == 0 || body[at - 1] == b'\n' {
+            starts.push(at);
+        }
+        from = at + 1;
+    }
+    // A last part without its closing delimiter is read too.
+    starts.push(body.len());
+    let (mut name, mut version) = (None, None);
+    for pair in starts.windows(2) {
+        let (at, next) = (pair[0], pair[1]);
+        let after = (at + delimiter.len()).min(next);
+        if body[after..].starts_with(b"--") {
+            break;
+        }
+        // The part: headers, a blank line, the content up to the line break before `next`.
+        let part = &body[after..next];
+        let Some((head, content)) = split_head(part) else {
+            continue;
+        };
+        let content = content
+            .strip_suffix(b"\r\n")
+            .or_else(|| content.strip_suffix(b"\n"))
+            .unwrap_or(content);
+        let disposition = String::from_utf8_lossy(head)
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition"))
+            .map(|(_, v)| v.to_owned());
+        let Some(disposition) = disposition else {
+            continue;
+        };
+        if header_param(&disposition, "name*").is_some() {
+            // RFC 5987's encoded form: a name remit would have to decode as the registry
+            // does. No uploader writes it.
+            return Err(
+                "the upload names a part with `name*`; remit cannot tell what it publishes".into(),
+            );
+        }
+        let (slot, what) = match header_param(&disposition, "name").as_deref() {
+            Some("name") => (&mut name, "package name"),
+            Some("version") => (&mut version, "version"),
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(format!(
+                "the upload gives its {what} more than once; remit cannot tell which one it publishes"
+            ));
+        }
+        let plain = !content.is_empty()
+            && content.len() <= 256
+            && content
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-+!".contains(b));
+        if !plain {
+            return Err(format!(
+                "the upload's {what} is not a plain name remit can read"
+            ));
+        }
+        *slot = Some(String::from_utf8_lossy(content).into_owned());
+    }
+    Ok((name, version))
+}
+
+/// A part's headers and content, split at the first blank line (CRLF or LF).
+fn split_head(part: &[u8]) -> Option<(&[u8], &[u8])> {
+    let crlf = find(part, b"\r\n\r\n").map(|i| (i, 4));
+    let lf = find(part, b"\n\n").map(|i| (i, 2));
+    let (at, len) = match (crlf, lf) {
+        (Some(a), Some(b)) => {
+            if a.0 <= b.0 {
+                a
+            } else {
+                b
+            }
+        }
+        (a, b) => a.or(b)?,
+    };
+    Some((&part[..at], &part[at + len..]))
+}
+
+/// The value of parameter `name` (case-insensitive) of a header value such as
+/// `form-data; name="version"` or `multipart/form-data; boundary=x`, quoted or not.
+fn header_param(value: &str, name: &str) -> Option<String> {
+    let mut rest = value.split_once(';')?.1;
+    loop {
+        let trimmed = rest.trim_start();
+        let (key, after) = trimmed.split_once('=')?;
+        let after = after.trim_start();
+        let (found, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, next)) = chars.next() {
+                            out.push(next);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            (out, &quoted[end?..])
+        } else {
+            let end = after.find(';').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        if key.trim().eq_ignore_ascii_case(name) {
+            return Some(found);
+        }
+        rest = tail.split_once(';')?.1;
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -407,8 +535,10 @@ mod tests {
             read(r#"{"name":["demo"],"versions":"1.0.0"}"#),
             (None, None)
         );
-        assert_eq!(read(r#"{"name":"demo"} trailing"#), (None, None));
-        assert_eq!(read(r#"["name","demo"]"#), (None, None));
+        // Not JSON a registry reads as a packument: refused, not decided as a publish of
+        // nothing.
+        assert!(npm_json(br#"{"name":"demo"} trailing"#).is_err());
+        assert!(npm_json(br#"["name","demo"]"#).is_err());
         // Past the versions remit reads, the upload is not told (and so refused); at the
         // limit, it is.
         let versions = |n: usize| {
@@ -483,6 +613,109 @@ mod tests {
         assert!(c.confirmed_by(
             b"--x\r\nContent-Disposition: form-data; name=:action\r\n\r\nfile_upload\r\n--x--"
         ));
+    }
+
+    /// A PyPI upload is read part by part, as the registry's form parser reads it: what one
+    /// part's text says about another field is text, and a form that could be read two ways
+    /// is refused.
+    #[test]
+    fn a_pypi_upload_is_read_as_its_parts() {
+        let c = &Endpoints::builtin().unwrap().candidates(
+            "POST",
+            "/legacy/",
+            "multipart/form-data; boundary=\"b0und\"",
+        )[0];
+        let part = |head: &str, value: &str| {
+            format!("--b0und\r\nContent-Disposition: form-data; {head}\r\n\r\n{value}\r\n")
+        };
+        let form = |parts: &[String]| {
+            let mut body = parts.concat();
+            body.push_str("--b0und--\r\n");
+            body.into_bytes()
+        };
+        let read = |body: &[u8]| {
+            c.args(body)
+                .map(|a| (a["package"].clone(), a["version"].clone()))
+        };
+        let action = part("name=\":action\"", "file_upload");
+        // The attack: a description that spells out other fields. Only the real ones count.
+        let decoy = part(
+            "name=\"description\"",
+            "x\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nallowed-pkg\r\nname=\"version\"\r\n\r\n1.0.0",
+        );
+        let real = [
+            part("name=name", "victim-pkg"),
+            part("NAME=\"version\"", "6.6.6"),
+        ];
+        let body = form(&[action.clone(), decoy, real[0].clone(), real[1].clone()]);
+        assert!(c.confirmed_by(&body));
+        assert_eq!(read(&body).unwrap(), ("victim-pkg".into(), "6.6.6".into()));
+        // The harmless twin: an upload as twine sends it, a file part included.
+        let file = part(
+            "name=\"content\"; filename=\"demo-1.2.tar.gz\"",
+            "\u{1f}\u{8b}binary\r\n--not-the-boundary",
+        );
+        let body = form(&[
+            action.clone(),
+            part("name=\"name\"", "demo"),
+            part("name=\"version\"", "1.2"),
+            file,
+        ]);
+        assert_eq!(read(&body).unwrap(), ("demo".into(), "1.2".into()));
+        // Ways to make the registry read another name than remit: refused.
+        for (body, why) in [
+            (
+                form(&[
+                    part("name=\"name\"", "demo"),
+                    part("name=\"name\"", "other"),
+                ]),
+                "more than once",
+            ),
+            (
+                // A delimiter after a bare line feed: a part to some parsers, text to others.
+                form(&[
+                    part(
+                        "name=\"summary\"",
+                        "x\n--b0und\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nother",
+                    ),
+                    part("name=\"name\"", "demo"),
+                ]),
+                "more than once",
+            ),
+            (
+                form(&[
+                    part("name*=utf-8''name", "other"),
+                    part("name=\"name\"", "demo"),
+                ]),
+                "name*",
+            ),
+            (
+                form(&[part("name=\"name\"", "demo pkg")]),
+                "not a plain name",
+            ),
+            (form(&[part("name=\"version\"", "")]), "not a plain name"),
+        ] {
+            let err = read(&body).unwrap_err();
+            assert!(
+                err.contains(why),
+                "{err}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let bare =
+            &Endpoints::builtin()
+                .unwrap()
+                .candidates("POST", "/legacy/", "multipart/form-data")[0];
+        assert!(
+            bare.args(&form(&[part("name=\"name\"", "demo")]))
+                .unwrap_err()
+                .contains("boundary")
+        );
+        // A JSON upload remit cannot read is refused, not decided as a publish of nothing.
+        let npm = &Endpoints::builtin()
+            .unwrap()
+            .candidates("PUT", "/demo", "application/json")[0];
+        assert!(npm.args(b"{\"name\":\"demo\",\"versions\":").is_err());
     }
 
     #[test]

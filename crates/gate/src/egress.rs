@@ -183,8 +183,8 @@ impl EgressGate for EgressAdapter {
             EgressEvent::Request(r) => {
                 let authorized = self.take(r.id);
                 // Refused after the gate allowed it (a budget, a secret in the body, a git
-                // token, a push ref): it was not sent.
-                if let Some(denial) = &r.denied {
+                // token, a push ref) before it went out: not performed.
+                if let Some(denial) = r.denied.as_ref().filter(|_| !r.sent) {
                     if let Some(authorized) = authorized {
                         gate.failed(
                             authorized,
@@ -192,6 +192,24 @@ impl EgressGate for EgressAdapter {
                                 "refused by `{}` before it was sent: {}",
                                 denial.policy, denial.reason
                             ),
+                        );
+                    }
+                    return;
+                }
+                // Refused once it had gone out (a secret further into a streamed body, an
+                // answer withheld from the task, an origin that broke off): the origin may
+                // have received and acted on it, so it is performed, and the record says how
+                // it ended and how much of the body went.
+                if let Some(denial) = &r.denied {
+                    if let Some(authorized) = authorized {
+                        gate.performed_with(
+                            authorized,
+                            &format!(
+                                "sent, then refused by `{}` (status {} to the task): {}",
+                                denial.policy, r.status, denial.reason
+                            ),
+                            Some(r.request_bytes),
+                            Some(r.response_bytes),
                         );
                     }
                     return;

@@ -2093,7 +2093,14 @@ impl Supervision {
                     if let Some((broker, leases)) = &self.leases {
                         let broker = Arc::clone(broker);
                         let ids = leases.lease_ids();
-                        let _ = tokio::task::spawn_blocking(move || broker.refresh_ended(&ids)).await;
+                        let task = leases.task.task.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            broker.refresh_ended(&ids);
+                            // A revocation that failed (at a TTL, say) is retried once due,
+                            // not left until the task ends.
+                            let _ = broker.retry_pending_of(&task);
+                        })
+                        .await;
                     }
                 }
                 _ = lease_expiry => {

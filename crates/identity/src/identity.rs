@@ -864,8 +864,14 @@ impl Identity {
                 [now],
             )
             .map_err(store)?;
-            tx.execute("DELETE FROM tokens WHERE exp <= ?1", [now])
-                .map_err(store)?;
+            // A token's record (and with it its task's revocation) goes only with its key:
+            // read with a clock ahead, `exp` would drop the revocation of a token that
+            // verifies again once the clock is right; without its key, it never does.
+            tx.execute(
+                "DELETE FROM tokens WHERE exp <= ?1 AND kid NOT IN (SELECT kid FROM keys)",
+                [now],
+            )
+            .map_err(store)?;
             tx.execute(
                 "DELETE FROM revoked_tasks WHERE task NOT IN (SELECT task FROM tokens)",
                 [],

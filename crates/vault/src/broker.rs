@@ -290,9 +290,11 @@ impl Broker {
             // `issuing` under a dead owner, and recovery would revoke it (fail closed).
             let conn = self.vault.db();
             let result = relaxed(&conn, |conn| {
+                // Only a lease no one has begun to revoke: a revocation that started before
+                // the backend made anything may have found nothing to take back.
                 conn.execute(
                     "UPDATE leases SET state = 'open', lookup = ?2, detail = ?3
-                     WHERE id = ?1 AND state = 'issuing'",
+                     WHERE id = ?1 AND state = 'issuing' AND revoke_reason IS NULL",
                     params![id, outcome.lookup, outcome.detail],
                 )
             });
@@ -303,18 +305,22 @@ impl Broker {
                     return Err(self.vault.err(e));
                 }
                 Ok(0) => {
-                    // Revoked meanwhile (its agent suspended or revoked, by another process
-                    // perhaps), before the backend made anything — and the handle forgotten
-                    // there. Store the one in hand and open the lease again, so what was made
-                    // is revoked (or stays open, retried, if that fails); hand nothing out.
+                    // Being revoked, or revoked (its agent suspended or revoked, by another
+                    // process perhaps), since before the backend made anything: that
+                    // revocation may have found nothing, and forgets the handle it read. Store
+                    // the one in hand (sealed anew, so a revocation still under way no longer
+                    // finds the handle it read, and leaves the lease to this one) and open the
+                    // lease again, so what was made is revoked (or stays open, retried, if
+                    // that fails); hand nothing out.
                     drop(conn);
                     let reopened = self.vault.seal_handle(&id, &handle).and_then(|sealed| {
                         self.vault
                             .db()
                             .execute(
-                                "UPDATE leases SET state = 'open', handle = ?2, revoked = NULL
-                                 WHERE id = ?1 AND state = 'revoked'",
-                                params![id, sealed],
+                                "UPDATE leases SET state = 'open', handle = ?2, revoked = NULL,
+                                     revoke_reason = COALESCE(revoke_reason, ?3)
+                                 WHERE id = ?1",
+                                params![id, sealed, RevokeReason::TaskStartFailed.as_str()],
                             )
                             .map_err(|e| self.vault.err(e))
                     });
@@ -479,13 +485,25 @@ impl Broker {
 
     /// Try again the revocations that failed and are due.
     pub fn retry_pending(&self) -> Result<RevokeReport> {
+        self.retry_pending_in(None)
+    }
+
+    /// [`Broker::retry_pending`] for the leases of `task` alone: its supervisor calls it while
+    /// the task runs, so a revocation that failed then (at a lease's TTL, or asked by another
+    /// process) is tried again within the task, not only at its end.
+    pub fn retry_pending_of(&self, task: &str) -> Result<RevokeReport> {
+        self.retry_pending_in(Some(task))
+    }
+
+    fn retry_pending_in(&self, task: Option<&str>) -> Result<RevokeReport> {
         let now = unix_millis(self.clock.now());
         let leases = self.query(
             &format!(
                 "SELECT {COLUMNS} FROM leases WHERE state != 'revoked' AND revoke_reason IS NOT NULL
-                 AND (next_attempt IS NULL OR next_attempt <= ?1) ORDER BY rowid"
+                 AND (next_attempt IS NULL OR next_attempt <= ?1) AND (?2 IS NULL OR task = ?2)
+                 ORDER BY rowid"
             ),
-            &[&now],
+            &[&now, &task],
         )?;
         let mut report = RevokeReport::default();
         let mut by_reason: BTreeMap<String, Vec<Lease>> = BTreeMap::new();
@@ -647,10 +665,12 @@ impl Broker {
             let result = relaxed_mut(&mut conn, |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
+                    // Only if the handle is still the one revoked: an issue that found its
+                    // lease being revoked stores what it made meanwhile, and revokes that.
                     let mut ok = tx.prepare_cached(
                         "UPDATE leases SET state = 'revoked', revoked = ?2, handle = NULL,
                              last_error = NULL, next_attempt = NULL
-                         WHERE id = ?1 AND state != 'revoked'",
+                         WHERE id = ?1 AND state != 'revoked' AND handle IS ?3",
                     )?;
                     let mut bad = tx.prepare_cached(
                         "UPDATE leases SET attempts = attempts + 1, last_error = ?2, next_attempt = ?3
@@ -658,7 +678,7 @@ impl Broker {
                     )?;
                     for (i, lease) in leases.iter().enumerate() {
                         if done[i] {
-                            if ok.execute(params![lease.id, now])? > 0 {
+                            if ok.execute(params![lease.id, now, handles[i]])? > 0 {
                                 changed.push(lease);
                             }
                         } else {

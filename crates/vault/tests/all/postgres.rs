@@ -217,6 +217,67 @@ fn postgres_down_during_revocation_keeps_the_lease_open_and_reported() {
     );
 }
 
+/// A revocation that failed while a task runs (at its lease's TTL) is retried by that task's
+/// supervisor once due: [`Broker::retry_pending_of`] takes back the task's leases, and only
+/// its own.
+#[test]
+fn a_failed_revocation_is_retried_for_its_own_task_alone() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_retry_own");
+    let issue = |id: &str| {
+        home.broker
+            .issue_for_task(
+                &task(id),
+                &remit(&grant(&admin, "")),
+                Duration::from_secs(600),
+            )
+            .unwrap()
+            .leases[0]
+            .id
+            .clone()
+    };
+    let (own, other) = (issue("T1"), issue("T2"));
+    let real = home.vault.get(&admin).unwrap();
+    home.vault
+        .set(
+            &admin,
+            b"host=/nonexistent-remit-test port=1 user=postgres dbname=x connect_timeout=1",
+            "test",
+        )
+        .unwrap();
+    let vault = Arc::new(Vault::open_home(home.path(), home.clock.clone()).unwrap());
+    let broker = Broker::new(vault, home.recorder.clone()).with_retry(fast_retry());
+    home.clock.advance(Duration::from_secs(601));
+    let report = broker.revoke_expired().unwrap();
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+
+    home.vault.set(&admin, real.expose(), "test").unwrap();
+    assert!(
+        broker.retry_pending_of("T1").unwrap().revoked.is_empty(),
+        "not due yet"
+    );
+    home.clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        broker.retry_pending_of("T1").unwrap().revoked,
+        vec![own.clone()]
+    );
+    assert_eq!(broker.lease(&own).unwrap().state, LeaseState::Revoked);
+    assert!(!role_exists(&remit_vault::backend::postgres::role_name(
+        &own
+    )));
+    // The other task's lease is its own supervisor's (or the next start's) to retry.
+    let left = broker.lease(&other).unwrap();
+    assert_eq!(left.state, LeaseState::Open);
+    assert_eq!(left.revoke_reason.as_deref(), Some("expired"));
+    assert!(role_exists(&remit_vault::backend::postgres::role_name(
+        &other
+    )));
+    assert_eq!(broker.retry_pending().unwrap().revoked, vec![other.clone()]);
+    assert!(!role_exists(&remit_vault::backend::postgres::role_name(
+        &other
+    )));
+}
+
 /// What a task's role creates dies with it: handed to the admin instead, a `SECURITY DEFINER`
 /// function planted in a schema open to `PUBLIC` would run as the admin for the next caller.
 #[test]
@@ -271,6 +332,69 @@ fn what_a_role_created_is_dropped_with_it_never_handed_to_the_admin() {
     home.broker
         .revoke_task("T2", &RevokeReason::TaskEnd)
         .unwrap();
+}
+
+/// A task's role may log in to any database that lets `PUBLIC` connect (as `postgres` does by
+/// default) and own something there. Dropped only in the leased database, the role could not
+/// be dropped at all: the lease stayed open and what it planted lived on, run as the role.
+#[test]
+fn what_a_role_created_in_another_database_is_dropped_with_it() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_leased");
+    let pg = crate::common::postgres();
+    // Left open to `PUBLIC`, with a schema anyone may create in (PostgreSQL 14 and older).
+    pg.create_database("vault_pg_elsewhere").unwrap();
+    pg.psql_in(
+        "vault_pg_elsewhere",
+        "GRANT CREATE ON SCHEMA public TO PUBLIC",
+    )
+    .unwrap();
+    let creds = home
+        .broker
+        .issue_for_task(
+            &task("T1"),
+            &remit(&grant(&admin, "")),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let lease = creds.leases[0].id.clone();
+    let role = remit_vault::backend::postgres::role_name(&lease);
+    let url = creds.env[0].1.expose_str().unwrap().to_owned();
+    let elsewhere = url.replace("/vault_pg_leased?", "/vault_pg_elsewhere?");
+    assert_ne!(url, elsewhere);
+    let mut session = connect(&elsewhere);
+    session
+        .batch_execute(
+            "CREATE FUNCTION public.planted() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';
+             SELECT lo_create(4242);",
+        )
+        .unwrap();
+    drop(session);
+    // The harmless twin: the leased database is used as granted.
+    let total: i64 = connect(&url)
+        .query_one("SELECT sum(amount)::bigint FROM reporting.orders", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 30);
+
+    let report = home
+        .broker
+        .revoke_task("T1", &RevokeReason::TaskEnd)
+        .unwrap();
+    assert_eq!(report.revoked, vec![lease.clone()], "{:?}", report.failed);
+    assert_eq!(
+        home.broker.lease(&lease).unwrap().state,
+        LeaseState::Revoked
+    );
+    assert!(!role_exists(&role), "the role outlived its lease");
+    let left = pg
+        .psql_in(
+            "vault_pg_elsewhere",
+            "SELECT (SELECT count(*) FROM pg_proc WHERE proname = 'planted')
+                  + (SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 4242)",
+        )
+        .unwrap();
+    assert_eq!(left.trim(), "0", "what the role planted outlived it");
 }
 
 /// The admin the docs describe: not a superuser, only `CREATEROLE` and ownership of what it
@@ -358,6 +482,131 @@ impl remit_vault::backend::Backend for RevokedWhileIssuing {
     ) -> Result<(), remit_vault::BackendError> {
         self.inner.revoke(lease, handle)
     }
+}
+
+/// The other side of [`RevokedMidIssue`]: a revocation whose backend call has run (finding
+/// nothing yet) and that then waits, before storing its outcome, until it is let go.
+struct PausedRevocation {
+    inner: remit_vault::backend::postgres::PostgresBackend,
+    revoked: std::sync::mpsc::SyncSender<()>,
+    go_on: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl remit_vault::backend::Backend for PausedRevocation {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+    fn prepare(
+        &self,
+        draft: &remit_vault::backend::Draft<'_>,
+    ) -> Result<remit_vault::backend::Handle, remit_vault::BackendError> {
+        self.inner.prepare(draft)
+    }
+    fn issue(
+        &self,
+        draft: &remit_vault::backend::Draft<'_>,
+        handle: &mut remit_vault::backend::Handle,
+    ) -> Result<remit_vault::backend::Issued, remit_vault::BackendError> {
+        self.inner.issue(draft, handle)
+    }
+    fn revoke(
+        &self,
+        lease: &remit_vault::Lease,
+        handle: &[u8],
+    ) -> Result<(), remit_vault::BackendError> {
+        let result = self.inner.revoke(lease, handle);
+        self.revoked.send(()).unwrap();
+        self.go_on.lock().unwrap().recv().unwrap();
+        result
+    }
+}
+
+/// Issues with another process's revocation of the same lease under way: begun (and its
+/// backend call done) before the role is made, its outcome stored after the issue has ended.
+struct RevokedMidIssue {
+    inner: remit_vault::backend::postgres::PostgresBackend,
+    other: Arc<Broker>,
+    revoked: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    revoking: std::sync::Mutex<Option<std::thread::JoinHandle<Result<bool, String>>>>,
+}
+
+impl remit_vault::backend::Backend for RevokedMidIssue {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+    fn prepare(
+        &self,
+        draft: &remit_vault::backend::Draft<'_>,
+    ) -> Result<remit_vault::backend::Handle, remit_vault::BackendError> {
+        self.inner.prepare(draft)
+    }
+    fn issue(
+        &self,
+        draft: &remit_vault::backend::Draft<'_>,
+        handle: &mut remit_vault::backend::Handle,
+    ) -> Result<remit_vault::backend::Issued, remit_vault::BackendError> {
+        let other = Arc::clone(&self.other);
+        let id = draft.id.to_owned();
+        *self.revoking.lock().unwrap() = Some(std::thread::spawn(move || {
+            other
+                .revoke(&id, &RevokeReason::Manual)
+                .map_err(|e| e.to_string())
+        }));
+        self.revoked.lock().unwrap().recv().unwrap();
+        self.inner.issue(draft, handle)
+    }
+    fn revoke(
+        &self,
+        lease: &remit_vault::Lease,
+        handle: &[u8],
+    ) -> Result<(), remit_vault::BackendError> {
+        self.inner.revoke(lease, handle)
+    }
+}
+
+/// A revocation by another process (`remit agent suspend`) that read the lease before its
+/// role existed and stores its outcome after the issue: the role must not be handed out and
+/// left behind, untracked, under a lease marked revoked.
+#[test]
+fn a_role_made_while_its_lease_was_being_revoked_is_dropped() {
+    let home = Home::at(SystemTime::now());
+    let admin = database(&home, "vault_pg_midway");
+    let (revoked_tx, revoked_rx) = std::sync::mpsc::sync_channel(1);
+    let (go_on_tx, go_on_rx) = std::sync::mpsc::sync_channel(1);
+    let mut other = Broker::new(
+        Arc::clone(&home.vault),
+        Arc::new(remit_vault::MemoryRecorder::default()),
+    );
+    other.register(Arc::new(PausedRevocation {
+        inner: remit_vault::backend::postgres::PostgresBackend::new(Arc::clone(&home.vault)),
+        revoked: revoked_tx,
+        go_on: std::sync::Mutex::new(go_on_rx),
+    }));
+    let issuer = Arc::new(RevokedMidIssue {
+        inner: remit_vault::backend::postgres::PostgresBackend::new(Arc::clone(&home.vault)),
+        other: Arc::new(other),
+        revoked: std::sync::Mutex::new(revoked_rx),
+        revoking: std::sync::Mutex::new(None),
+    });
+    let mut broker =
+        Broker::new(Arc::clone(&home.vault), home.recorder.clone()).with_retry(fast_retry());
+    broker.register(issuer.clone());
+    let issued = broker.issue_for_task(
+        &task("T8"),
+        &remit(&grant(&admin, "")),
+        Duration::from_secs(600),
+    );
+    // The revocation stores its outcome now, after the issue.
+    go_on_tx.send(()).unwrap();
+    let revoking = issuer.revoking.lock().unwrap().take().unwrap();
+    let _ = revoking.join().unwrap();
+    let err = issued.map(|c| c.leases[0].id.clone()).unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    let leases = home.broker.task_leases("T8").unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].state, LeaseState::Revoked);
+    let role = remit_vault::backend::postgres::role_name(&leases[0].id);
+    assert!(!role_exists(&role), "{role} was left behind");
 }
 
 /// A lease revoked by another process while its role was being made: the role made after
