@@ -166,7 +166,7 @@ fn match_segments(
 }
 
 fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && find(haystack, needle).is_some()
 }
 
 /// Distinct keys of `versions` read, at most: an upload listing more is refused, as remit
@@ -415,9 +415,13 @@ fn pypi_form(content_type: &str, body: &[u8]) -> Result<(Option<String>, Option<
                 "the upload names a part with `name*`; remit cannot tell what it publishes".into(),
             );
         }
-        let (slot, what) = match header_param(&disposition, "name").as_deref() {
-            Some("name") => (&mut name, "package name"),
-            Some("version") => (&mut version, "version"),
+        // A part whose name cannot be read (a quote left open) may be `name` to the
+        // registry's parser: refused, not skipped.
+        let field = header_param(&disposition, "name")
+            .ok_or("a part of the upload has no name remit can read")?;
+        let (slot, what) = match field.as_str() {
+            "name" => (&mut name, "package name"),
+            "version" => (&mut version, "version"),
             _ => continue,
         };
         if slot.is_some() {
@@ -437,7 +441,11 @@ fn pypi_form(content_type: &str, body: &[u8]) -> Result<(Option<String>, Option<
         }
         *slot = Some(String::from_utf8_lossy(content).into_owned());
     }
-    Ok((name, version))
+    // Every upload names both: one that does not is not decided as a publish of nothing.
+    match (name, version) {
+        (Some(name), Some(version)) => Ok((Some(name), Some(version))),
+        _ => Err("the upload does not give its package name and version".into()),
+    }
 }
 
 /// A part's headers and content, split at the first blank line (CRLF or LF).
@@ -694,6 +702,18 @@ mod tests {
                 "not a plain name",
             ),
             (form(&[part("name=\"version\"", "")]), "not a plain name"),
+            (
+                form(&[
+                    part("name=\"name", "other"),
+                    part("name=\"name\"", "demo"),
+                    part("name=\"version\"", "1"),
+                ]),
+                "no name remit can read",
+            ),
+            (
+                form(&[action.clone(), part("name=\"name\"", "demo")]),
+                "package name and version",
+            ),
         ] {
             let err = read(&body).unwrap_err();
             assert!(

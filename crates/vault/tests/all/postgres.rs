@@ -448,15 +448,26 @@ fn an_admin_that_is_not_a_superuser_revokes_all_the_same() {
     assert!(session.simple_query("SELECT 1").is_err());
 }
 
-/// The real PostgreSQL backend, with another process's revocation landing while it issues:
-/// after the lease is stored as issuing, before the role exists (`remit agent suspend`
-/// from another process, say).
-struct RevokedWhileIssuing {
+/// The real PostgreSQL backend with a hook run before each issue (given the lease id) and
+/// one after each revocation's backend call: where a test makes another process's
+/// revocation land.
+struct Hooked {
     inner: remit_vault::backend::postgres::PostgresBackend,
-    other: Arc<Broker>,
+    before_issue: Box<dyn Fn(&str) + Send + Sync>,
+    after_revoke: Box<dyn Fn() + Send + Sync>,
 }
 
-impl remit_vault::backend::Backend for RevokedWhileIssuing {
+impl Hooked {
+    fn new(home: &Home) -> Hooked {
+        Hooked {
+            inner: remit_vault::backend::postgres::PostgresBackend::new(Arc::clone(&home.vault)),
+            before_issue: Box::new(|_| {}),
+            after_revoke: Box::new(|| {}),
+        }
+    }
+}
+
+impl remit_vault::backend::Backend for Hooked {
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -471,42 +482,7 @@ impl remit_vault::backend::Backend for RevokedWhileIssuing {
         draft: &remit_vault::backend::Draft<'_>,
         handle: &mut remit_vault::backend::Handle,
     ) -> Result<remit_vault::backend::Issued, remit_vault::BackendError> {
-        // Nothing exists yet: the other side's revocation succeeds and forgets the handle.
-        assert!(self.other.revoke(draft.id, &RevokeReason::Manual).unwrap());
-        self.inner.issue(draft, handle)
-    }
-    fn revoke(
-        &self,
-        lease: &remit_vault::Lease,
-        handle: &[u8],
-    ) -> Result<(), remit_vault::BackendError> {
-        self.inner.revoke(lease, handle)
-    }
-}
-
-/// The other side of [`RevokedMidIssue`]: a revocation whose backend call has run (finding
-/// nothing yet) and that then waits, before storing its outcome, until it is let go.
-struct PausedRevocation {
-    inner: remit_vault::backend::postgres::PostgresBackend,
-    revoked: std::sync::mpsc::SyncSender<()>,
-    go_on: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
-}
-
-impl remit_vault::backend::Backend for PausedRevocation {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-    fn prepare(
-        &self,
-        draft: &remit_vault::backend::Draft<'_>,
-    ) -> Result<remit_vault::backend::Handle, remit_vault::BackendError> {
-        self.inner.prepare(draft)
-    }
-    fn issue(
-        &self,
-        draft: &remit_vault::backend::Draft<'_>,
-        handle: &mut remit_vault::backend::Handle,
-    ) -> Result<remit_vault::backend::Issued, remit_vault::BackendError> {
+        (self.before_issue)(draft.id);
         self.inner.issue(draft, handle)
     }
     fn revoke(
@@ -515,52 +491,8 @@ impl remit_vault::backend::Backend for PausedRevocation {
         handle: &[u8],
     ) -> Result<(), remit_vault::BackendError> {
         let result = self.inner.revoke(lease, handle);
-        self.revoked.send(()).unwrap();
-        self.go_on.lock().unwrap().recv().unwrap();
+        (self.after_revoke)();
         result
-    }
-}
-
-/// Issues with another process's revocation of the same lease under way: begun (and its
-/// backend call done) before the role is made, its outcome stored after the issue has ended.
-struct RevokedMidIssue {
-    inner: remit_vault::backend::postgres::PostgresBackend,
-    other: Arc<Broker>,
-    revoked: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
-    revoking: std::sync::Mutex<Option<std::thread::JoinHandle<Result<bool, String>>>>,
-}
-
-impl remit_vault::backend::Backend for RevokedMidIssue {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-    fn prepare(
-        &self,
-        draft: &remit_vault::backend::Draft<'_>,
-    ) -> Result<remit_vault::backend::Handle, remit_vault::BackendError> {
-        self.inner.prepare(draft)
-    }
-    fn issue(
-        &self,
-        draft: &remit_vault::backend::Draft<'_>,
-        handle: &mut remit_vault::backend::Handle,
-    ) -> Result<remit_vault::backend::Issued, remit_vault::BackendError> {
-        let other = Arc::clone(&self.other);
-        let id = draft.id.to_owned();
-        *self.revoking.lock().unwrap() = Some(std::thread::spawn(move || {
-            other
-                .revoke(&id, &RevokeReason::Manual)
-                .map_err(|e| e.to_string())
-        }));
-        self.revoked.lock().unwrap().recv().unwrap();
-        self.inner.issue(draft, handle)
-    }
-    fn revoke(
-        &self,
-        lease: &remit_vault::Lease,
-        handle: &[u8],
-    ) -> Result<(), remit_vault::BackendError> {
-        self.inner.revoke(lease, handle)
     }
 }
 
@@ -573,24 +505,41 @@ fn a_role_made_while_its_lease_was_being_revoked_is_dropped() {
     let admin = database(&home, "vault_pg_midway");
     let (revoked_tx, revoked_rx) = std::sync::mpsc::sync_channel(1);
     let (go_on_tx, go_on_rx) = std::sync::mpsc::sync_channel(1);
+    // The other process's revocation: its backend call runs (finding nothing yet), then it
+    // waits, before storing its outcome, until it is let go.
     let mut other = Broker::new(
         Arc::clone(&home.vault),
         Arc::new(remit_vault::MemoryRecorder::default()),
     );
-    other.register(Arc::new(PausedRevocation {
-        inner: remit_vault::backend::postgres::PostgresBackend::new(Arc::clone(&home.vault)),
-        revoked: revoked_tx,
-        go_on: std::sync::Mutex::new(go_on_rx),
+    let go_on = std::sync::Mutex::new(go_on_rx);
+    other.register(Arc::new(Hooked {
+        after_revoke: Box::new(move || {
+            revoked_tx.send(()).unwrap();
+            go_on.lock().unwrap().recv().unwrap();
+        }),
+        ..Hooked::new(&home)
     }));
-    let issuer = Arc::new(RevokedMidIssue {
-        inner: remit_vault::backend::postgres::PostgresBackend::new(Arc::clone(&home.vault)),
-        other: Arc::new(other),
-        revoked: std::sync::Mutex::new(revoked_rx),
-        revoking: std::sync::Mutex::new(None),
-    });
+    let other = Arc::new(other);
+    // The issue starts that revocation before the role is made, and goes on once its
+    // backend call is done.
+    let revoking = Arc::new(std::sync::Mutex::new(None));
+    let started = Arc::clone(&revoking);
+    let revoked = std::sync::Mutex::new(revoked_rx);
     let mut broker =
         Broker::new(Arc::clone(&home.vault), home.recorder.clone()).with_retry(fast_retry());
-    broker.register(issuer.clone());
+    broker.register(Arc::new(Hooked {
+        before_issue: Box::new(move |id| {
+            let other = Arc::clone(&other);
+            let id = id.to_owned();
+            *started.lock().unwrap() = Some(std::thread::spawn(move || {
+                other
+                    .revoke(&id, &RevokeReason::Manual)
+                    .map_err(|e| e.to_string())
+            }));
+            revoked.lock().unwrap().recv().unwrap();
+        }),
+        ..Hooked::new(&home)
+    }));
     let issued = broker.issue_for_task(
         &task("T8"),
         &remit(&grant(&admin, "")),
@@ -598,7 +547,7 @@ fn a_role_made_while_its_lease_was_being_revoked_is_dropped() {
     );
     // The revocation stores its outcome now, after the issue.
     go_on_tx.send(()).unwrap();
-    let revoking = issuer.revoking.lock().unwrap().take().unwrap();
+    let revoking = revoking.lock().unwrap().take().unwrap();
     let _ = revoking.join().unwrap();
     let err = issued.map(|c| c.leases[0].id.clone()).unwrap_err();
     assert!(err.to_string().contains("revoked"), "{err}");
@@ -615,15 +564,18 @@ fn a_role_made_while_its_lease_was_being_revoked_is_dropped() {
 fn a_role_made_after_its_lease_was_revoked_is_dropped() {
     let home = Home::at(SystemTime::now());
     let admin = database(&home, "vault_pg_race");
-    let other = Arc::new(Broker::new(
+    let other = Broker::new(
         Arc::clone(&home.vault),
         Arc::new(remit_vault::MemoryRecorder::default()),
-    ));
+    );
     let mut broker =
         Broker::new(Arc::clone(&home.vault), home.recorder.clone()).with_retry(fast_retry());
-    broker.register(Arc::new(RevokedWhileIssuing {
-        inner: remit_vault::backend::postgres::PostgresBackend::new(Arc::clone(&home.vault)),
-        other,
+    // Nothing exists yet: the other side's revocation succeeds and forgets the handle.
+    broker.register(Arc::new(Hooked {
+        before_issue: Box::new(move |id| {
+            assert!(other.revoke(id, &RevokeReason::Manual).unwrap());
+        }),
+        ..Hooked::new(&home)
     }));
     let err = broker
         .issue_for_task(
